@@ -1,0 +1,268 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Transport is how MCP clients talk to the server.
+// +kubebuilder:validation:Enum=streamable-http
+type Transport string
+
+const (
+	// TransportStreamableHTTP is the MCP streamable HTTP transport: JSON-RPC over HTTP POST, with
+	// optional server-sent event streams.
+	TransportStreamableHTTP Transport = "streamable-http"
+)
+
+// Protocol is a transport-layer protocol for an egress destination.
+// +kubebuilder:validation:Enum=TCP;UDP
+type Protocol string
+
+const (
+	// ProtocolTCP is TCP.
+	ProtocolTCP Protocol = "TCP"
+	// ProtocolUDP is UDP.
+	ProtocolUDP Protocol = "UDP"
+)
+
+// MCPServerSpec says what runs: the image, how clients reach it, and what it may reach. How it is
+// sandboxed is decided by the operator and cannot be changed here: every pod runs as a non-root user
+// with all capabilities dropped, a read-only root filesystem, seccomp RuntimeDefault, no privilege
+// escalation, no service-account token, and resource limits, behind default-deny network policies.
+type MCPServerSpec struct {
+	// Image is the container image of the MCP server, pinned by digest:
+	// registry/repository@sha256:<64 hex characters>. Tags are refused because a tag can be moved to
+	// different code after review; resolve a tag with `crane digest IMAGE:TAG` and use the digest.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^@\\\\s]+@sha256:[a-f0-9]{64}$')",message="spec.image must be pinned by digest (registry/repository@sha256:<64 hex characters>); tags can be moved after review. Resolve the tag to its digest (e.g. `crane digest IMAGE:TAG`) and use IMAGE@sha256:..."
+	Image string `json:"image"`
+
+	// Transport is how MCP clients talk to the server. Only streamable-http is supported today.
+	// +kubebuilder:default=streamable-http
+	// +optional
+	Transport Transport `json:"transport,omitempty"`
+
+	// Port is the TCP port the MCP server listens on inside its pod, and the port of its Service.
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:default=8080
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// Path is the HTTP path of the MCP endpoint, used in status.endpoint.
+	// +kubebuilder:validation:Pattern=`^/[A-Za-z0-9._~/-]*$`
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:default=/mcp
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// Command overrides the image's entrypoint.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Command []string `json:"command,omitempty"`
+
+	// Args are the arguments to the entrypoint.
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Args []string `json:"args,omitempty"`
+
+	// Env sets environment variables in the server container. Secrets must come from a Secret by
+	// reference (valueFrom.secretKeyRef): a literal value whose name or content looks like a credential
+	// (password, token, API key, private key, cloud access key, JWT) is refused.
+	// +kubebuilder:validation:MaxItems=128
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Env []EnvVar `json:"env,omitempty"`
+
+	// Resources are the server container's compute requests and limits. Missing values default to
+	// requests cpu=50m, memory=64Mi and limits cpu=500m, memory=256Mi; limits are always set.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Replicas is the number of server pods.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	// +kubebuilder:default=1
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Clients are the pods allowed to connect to the server. Each entry selects pods by namespace and/or
+	// pod labels, as in a NetworkPolicy peer. With no entries, no pod may connect: ingress is denied by
+	// default.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Clients []ClientSelector `json:"clients,omitempty"`
+
+	// Egress is the allow-list of destinations the server may open connections to. Everything else is
+	// denied, except DNS to the cluster's DNS pods. Link-local (cloud metadata, 169.254.0.0/16,
+	// fe80::/10), loopback and private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10,
+	// fc00::/7) are never opened: a CIDR inside them is refused, and a wider CIDR such as 0.0.0.0/0
+	// gets them as exceptions.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Egress []EgressRule `json:"egress,omitempty"`
+}
+
+// EnvVar is an environment variable of the server container: a literal value, or a reference to a key of a
+// Secret or ConfigMap in the MCPServer's namespace.
+// +kubebuilder:validation:XValidation:rule="has(self.value) != has(self.valueFrom)",message="env: set exactly one of value or valueFrom"
+// +kubebuilder:validation:XValidation:rule="!has(self.value) || !self.name.matches('(?i)(passw|secret|token|api_?key|apikey|private_?key|credential|auth)')",message="env: a literal value for a variable whose name looks like a credential is refused; put it in a Secret and use valueFrom.secretKeyRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.value) || !self.value.matches('(AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----|eyJ[A-Za-z0-9_-]{8,}[.][A-Za-z0-9_-]{8,}[.][A-Za-z0-9_-]{8,}')",message="env: this literal value looks like a credential (cloud key, token, private key or JWT); put it in a Secret and use valueFrom.secretKeyRef"
+type EnvVar struct {
+	// Name of the environment variable.
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=256
+	Name string `json:"name"`
+
+	// Value is a literal value. Credentials are refused here; use valueFrom.secretKeyRef.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Value *string `json:"value,omitempty"`
+
+	// ValueFrom takes the value from a key of a Secret or ConfigMap.
+	// +optional
+	ValueFrom *EnvVarSource `json:"valueFrom,omitempty"`
+}
+
+// EnvVarSource is a reference to a key of a Secret or a ConfigMap in the MCPServer's namespace.
+// +kubebuilder:validation:XValidation:rule="has(self.secretKeyRef) != has(self.configMapKeyRef)",message="env.valueFrom: set exactly one of secretKeyRef or configMapKeyRef"
+type EnvVarSource struct {
+	// SecretKeyRef selects a key of a Secret.
+	// +optional
+	SecretKeyRef *corev1.SecretKeySelector `json:"secretKeyRef,omitempty"`
+
+	// ConfigMapKeyRef selects a key of a ConfigMap.
+	// +optional
+	ConfigMapKeyRef *corev1.ConfigMapKeySelector `json:"configMapKeyRef,omitempty"`
+}
+
+// ClientSelector selects pods allowed to connect to the server, as a NetworkPolicy peer does: with only a
+// podSelector, pods in the MCPServer's namespace; with only a namespaceSelector, every pod in those
+// namespaces; with both, the selected pods in the selected namespaces.
+// +kubebuilder:validation:XValidation:rule="has(self.namespaceSelector) || has(self.podSelector)",message="clients: set namespaceSelector, podSelector, or both"
+type ClientSelector struct {
+	// NamespaceSelector selects namespaces by label. An empty selector ({}) selects every namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// PodSelector selects pods by label. An empty selector ({}) selects every pod.
+	// +optional
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+}
+
+// EgressRule allows connections to one destination, given by CIDR or by DNS name, on the listed ports.
+// +kubebuilder:validation:XValidation:rule="has(self.cidr) != has(self.fqdn)",message="egress: set exactly one of cidr or fqdn"
+type EgressRule struct {
+	// CIDR is an IPv4 or IPv6 network, e.g. 140.82.112.0/20. Private, loopback and link-local ranges
+	// are refused; a CIDR containing them gets them as exceptions.
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="egress.cidr must be a CIDR such as 140.82.112.0/20 or 2606:50c0::/32"
+	// +optional
+	CIDR *string `json:"cidr,omitempty"`
+
+	// FQDN is a DNS name, e.g. api.github.com, or a wildcard such as *.github.com. DNS-name egress is
+	// enforced only where the cluster runs Cilium; elsewhere the MCPServer reports condition
+	// EgressEnforced=False and nothing is opened for the entry.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$`
+	// +optional
+	FQDN *string `json:"fqdn,omitempty"`
+
+	// Ports are the destination ports allowed. At least one is required: opening every port of a
+	// destination is almost never what a tool needs.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Ports []EgressPort `json:"ports"`
+}
+
+// EgressPort is a destination port and protocol.
+type EgressPort struct {
+	// Port number.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// Protocol is TCP or UDP.
+	// +kubebuilder:default=TCP
+	// +optional
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// MCPServerStatus is the observed state of an MCPServer, following the kstatus conventions: Ready,
+// Reconciling and Stalled conditions and observedGeneration.
+type MCPServerStatus struct {
+	// ObservedGeneration is the metadata.generation this status describes; it is set only once that
+	// generation has been fully reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready (all children applied and the Deployment rolled out and available),
+	// Reconciling (work in progress), Stalled (a spec error the operator cannot fix by retrying; the
+	// message says which field and how to fix it), EgressEnforced (every egress entry is enforced).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Endpoint is the in-cluster URL of the MCP endpoint.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// ReadyReplicas is the number of server pods that are ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+}
+
+// MCPServer runs a Model Context Protocol server sandboxed by construction: a hardened Deployment, a
+// ServiceAccount without API credentials, a Service, and default-deny NetworkPolicies that allow only
+// DNS, the listed clients, and the egress allow-list.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mcps,categories=mcp
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`,priority=1
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MCPServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec says what runs and what it may reach.
+	Spec MCPServerSpec `json:"spec,omitempty"`
+
+	// Status is the observed state, written by the operator.
+	// +optional
+	Status MCPServerStatus `json:"status,omitempty"`
+}
+
+// MCPServerList is a list of MCPServers.
+// +kubebuilder:object:root=true
+type MCPServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the MCPServers.
+	Items []MCPServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MCPServer{}, &MCPServerList{})
+}
+
+// Condition types an MCPServer reports.
+const (
+	// ConditionReady is True when every child object is applied and the Deployment is rolled out and
+	// available.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator is working towards the desired state.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the spec cannot be reconciled until it changes; the message names
+	// the field and the fix.
+	ConditionStalled = "Stalled"
+	// ConditionEgressEnforced is False when an egress entry cannot be enforced on this cluster (for
+	// example a DNS name without Cilium); such entries open nothing.
+	ConditionEgressEnforced = "EgressEnforced"
+)

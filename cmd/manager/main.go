@@ -1,0 +1,61 @@
+// Command manager runs the mcp-warden operator: the MCPServer controller, with leader election, health
+// and readiness probes and a Prometheus metrics endpoint.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/operator"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var o operator.Options
+	var dnsLabels string
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	flag.BoolVar(&o.SecureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, authenticated and authorized through the Kubernetes API (TokenReview/SubjectAccessReview).")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so only one of several manager replicas reconciles at a time.")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the manager's namespace).")
+	flag.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "The cluster's DNS domain, used in MCPServer status endpoints.")
+	flag.StringVar(&o.DNS.Namespace, "dns-namespace", controllers.DefaultDNSPeer.Namespace, "Namespace of the cluster DNS pods every MCP server may reach on port 53.")
+	flag.StringVar(&dnsLabels, "dns-pod-labels", "k8s-app=kube-dns", "Labels (k=v,...) selecting the cluster DNS pods.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	set, err := labels.ConvertSelectorToLabelsMap(dnsLabels)
+	if err != nil || len(set) == 0 {
+		return fmt.Errorf("--dns-pod-labels %q: expected k=v[,k=v...], e.g. k8s-app=kube-dns", dnsLabels)
+	}
+	if strings.TrimSpace(o.DNS.Namespace) == "" {
+		return fmt.Errorf("--dns-namespace must not be empty")
+	}
+	o.DNS.PodLabels = set
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	mgr, err := operator.New(cfg, o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager")
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+)
+
+// FieldOwner is the server-side apply field manager of every object the operator writes.
+const FieldOwner = "mcp-warden"
+
+// applier applies desired child objects with server-side apply under one field owner. It remembers the
+// resourceVersion each apply produced, so an object nobody touched since is not sent again: in steady
+// state a reconcile writes nothing.
+type applier struct {
+	client client.Client
+	// reader reads around the cache, which only holds objects the operator labels.
+	reader client.Reader
+	scheme *runtime.Scheme
+	mu     sync.Mutex
+	last   map[string]appliedState
+}
+
+type appliedState struct {
+	hash            [32]byte
+	resourceVersion string
+}
+
+// applyResult says what an apply did.
+type applyResult struct {
+	// Created is true when the object did not exist before (first reconcile, or someone deleted it).
+	Created bool
+	// Skipped is true when the live object was already what the operator last applied.
+	Skipped bool
+}
+
+// errNotOwned is a conflict with an object of the same name that this MCPServer does not control.
+type errNotOwned struct {
+	kind, name string
+}
+
+func (e errNotOwned) Error() string {
+	return fmt.Sprintf("a %s named %q already exists and is not managed by this MCPServer; rename the MCPServer or delete the %s", e.kind, e.name, e.kind)
+}
+
+// apply makes live (a typed object of desired's kind, read from the cache) match desired. On return live
+// holds the object as the API server has it.
+func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desired, live client.Object) (applyResult, error) {
+	var res applyResult
+	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
+		return res, fmt.Errorf("set owner of %s: %w", desired.GetName(), err)
+	}
+	kind := desired.GetObjectKind().GroupVersionKind().Kind
+	key := client.ObjectKeyFromObject(desired)
+	exists := true
+	if err := a.client.Get(ctx, key, live); apierrors.IsNotFound(err) {
+		exists = false
+		// The cache only sees labelled objects; make sure an unlabelled one of that name is not there.
+		probe := &metav1.PartialObjectMetadata{}
+		probe.SetGroupVersionKind(desired.GetObjectKind().GroupVersionKind())
+		if err := a.reader.Get(ctx, key, probe); err == nil {
+			if !metav1.IsControlledBy(probe, owner) {
+				return res, errNotOwned{kind: kind, name: key.Name}
+			}
+			exists = true
+		} else if !apierrors.IsNotFound(err) {
+			return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
+		}
+	} else if err != nil {
+		return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
+	} else if !metav1.IsControlledBy(live, owner) {
+		return res, errNotOwned{kind: kind, name: key.Name}
+	}
+	res.Created = !exists
+
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
+	if err != nil {
+		return res, fmt.Errorf("convert %s %s: %w", kind, key.Name, err)
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	body, err := json.Marshal(u)
+	if err != nil {
+		return res, fmt.Errorf("encode %s %s: %w", kind, key.Name, err)
+	}
+	hash := sha256.Sum256(body)
+	id := kind + "/" + key.String()
+	if exists {
+		a.mu.Lock()
+		prev, ok := a.last[id]
+		a.mu.Unlock()
+		if ok && prev.hash == hash && prev.resourceVersion == live.GetResourceVersion() {
+			res.Skipped = true
+			return res, nil
+		}
+	}
+	obj := &unstructured.Unstructured{Object: u}
+	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return res, fmt.Errorf("apply %s %s: %w", kind, key.Name, err)
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, live); err != nil {
+		return res, fmt.Errorf("decode %s %s: %w", kind, key.Name, err)
+	}
+	a.remember(id, hash, live.GetResourceVersion())
+	return res, nil
+}
+
+func (a *applier) remember(id string, hash [32]byte, rv string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last == nil {
+		a.last = map[string]appliedState{}
+	}
+	a.last[id] = appliedState{hash: hash, resourceVersion: rv}
+}
+
+// forget drops what is remembered of an object, so the next reconcile applies it again.
+func (a *applier) forget(kind string, key types.NamespacedName) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.last, kind+"/"+key.String())
+}

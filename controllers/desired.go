@@ -1,0 +1,262 @@
+package controllers
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/sandbox"
+)
+
+// Labels the operator puts on every child object.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelServer    = "mcp.warden.dev/server"
+	managerName    = "mcp-warden"
+	serverAppName  = "mcp-server"
+	portName       = "mcp"
+	containerName  = "server"
+)
+
+// DNSPeer says where the cluster's DNS servers run, for the egress rule every server gets.
+type DNSPeer struct {
+	// Namespace of the DNS pods, e.g. kube-system.
+	Namespace string
+	// PodLabels select the DNS pods, e.g. k8s-app=kube-dns.
+	PodLabels map[string]string
+}
+
+// DefaultDNSPeer is kube-dns/CoreDNS as most distributions deploy it.
+var DefaultDNSPeer = DNSPeer{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
+
+// Defaults for container resources when the spec leaves them out.
+var (
+	defaultRequests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
+	defaultLimits   = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
+)
+
+// selectorLabels select the server's pods; they never change for the life of the MCPServer.
+func selectorLabels(s *mcpv1alpha1.MCPServer) map[string]string {
+	return map[string]string{LabelName: serverAppName, LabelInstance: s.Name, LabelServer: s.Name}
+}
+
+// objectLabels are put on every child object.
+func objectLabels(s *mcpv1alpha1.MCPServer) map[string]string {
+	l := selectorLabels(s)
+	l[LabelManagedBy] = managerName
+	return l
+}
+
+func objectMeta(s *mcpv1alpha1.MCPServer) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: objectLabels(s)}
+}
+
+func port(s *mcpv1alpha1.MCPServer) int32 {
+	if s.Spec.Port == 0 {
+		return 8080
+	}
+	return s.Spec.Port
+}
+
+// desiredServiceAccount is the server's identity: it carries no API token.
+func desiredServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{
+		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta:                   objectMeta(s),
+		AutomountServiceAccountToken: ptr.To(false),
+	}
+}
+
+// desiredService exposes the server's port inside the cluster.
+func desiredService(s *mcpv1alpha1.MCPServer) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: objectMeta(s),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: selectorLabels(s),
+			Ports: []corev1.ServicePort{{
+				Name: portName, Port: port(s), TargetPort: intstr.FromString(portName), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+// resources returns the spec's resources with requests and limits filled in where missing; a request above
+// the default limit raises the limit to match so the pair stays valid.
+func resources(s *mcpv1alpha1.MCPServer) corev1.ResourceRequirements {
+	out := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	for name, q := range s.Spec.Resources.Requests {
+		out.Requests[name] = q
+	}
+	for name, q := range s.Spec.Resources.Limits {
+		out.Limits[name] = q
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := out.Limits[name]; !ok {
+			limit := defaultLimits[name]
+			if req, ok := out.Requests[name]; ok && req.Cmp(limit) > 0 {
+				limit = req
+			}
+			out.Limits[name] = limit
+		}
+		if _, ok := out.Requests[name]; !ok {
+			req := defaultRequests[name]
+			if limit := out.Limits[name]; req.Cmp(limit) > 0 {
+				req = limit
+			}
+			out.Requests[name] = req
+		}
+	}
+	return out
+}
+
+func env(s *mcpv1alpha1.MCPServer) []corev1.EnvVar {
+	out := make([]corev1.EnvVar, 0, len(s.Spec.Env)+2)
+	set := map[string]bool{}
+	for _, e := range s.Spec.Env {
+		set[e.Name] = true
+		v := corev1.EnvVar{Name: e.Name, Value: ptr.Deref(e.Value, "")}
+		if e.ValueFrom != nil {
+			v.ValueFrom = &corev1.EnvVarSource{SecretKeyRef: e.ValueFrom.SecretKeyRef, ConfigMapKeyRef: e.ValueFrom.ConfigMapKeyRef}
+		}
+		out = append(out, v)
+	}
+	for _, d := range []corev1.EnvVar{{Name: "HOME", Value: sandbox.HomeDir}, {Name: "TMPDIR", Value: sandbox.TmpDir}} {
+		if !set[d.Name] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// desiredDeployment runs the server sandboxed: nothing in the spec can change the security context,
+// the volumes or the host settings.
+func desiredDeployment(s *mcpv1alpha1.MCPServer) *appsv1.Deployment {
+	vols, mounts := sandbox.Volumes()
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: objectMeta(s),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1)),
+			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(s)},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:           s.Name,
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					SecurityContext:              sandbox.PodSecurityContext(),
+					Volumes:                      vols,
+					Containers: []corev1.Container{{
+						Name:            containerName,
+						Image:           s.Spec.Image,
+						ImagePullPolicy: corev1.PullIfNotPresent,
+						Command:         s.Spec.Command,
+						Args:            s.Spec.Args,
+						Env:             env(s),
+						Ports:           []corev1.ContainerPort{{Name: portName, ContainerPort: port(s), Protocol: corev1.ProtocolTCP}},
+						Resources:       resources(s),
+						SecurityContext: sandbox.ContainerSecurityContext(),
+						VolumeMounts:    mounts,
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(portName)}},
+							PeriodSeconds: 10,
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+func egressPorts(e mcpv1alpha1.EgressRule) []netpol.Port {
+	ports := make([]netpol.Port, 0, len(e.Ports))
+	for _, p := range e.Ports {
+		ports = append(ports, netpol.Port{Port: p.Port, Protocol: string(p.Protocol)})
+	}
+	return ports
+}
+
+// fqdnEgress lists the allow-list's DNS-name entries, which a NetworkPolicy cannot express.
+func fqdnEgress(s *mcpv1alpha1.MCPServer) []string {
+	var names []string
+	for _, e := range s.Spec.Egress {
+		if e.FQDN != nil {
+			names = append(names, *e.FQDN)
+		}
+	}
+	return names
+}
+
+// desiredNetworkPolicy denies all ingress and egress except: ingress to the server port from the listed
+// clients, egress to the cluster DNS, and egress to the CIDR allow-list (protected ranges excluded). An
+// allow-list entry the ceiling refuses is returned as a field error and the policy is not built.
+func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.Ceiling) (*networkingv1.NetworkPolicy, field.ErrorList) {
+	var errs field.ErrorList
+	var allowed []networkingv1.NetworkPolicyEgressRule
+	for i, e := range s.Spec.Egress {
+		if e.CIDR == nil {
+			continue
+		}
+		path := field.NewPath("spec", "egress").Index(i).Child("cidr")
+		rule, err := netpol.EgressRule(path, netpol.Destination{CIDR: *e.CIDR, Ports: egressPorts(e)}, ceiling)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		allowed = append(allowed, rule)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	dnsPort := intstr.FromInt32(53)
+	egress := append([]networkingv1.NetworkPolicyEgressRule{{
+		To: []networkingv1.NetworkPolicyPeer{{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: dns.Namespace}},
+			PodSelector:       &metav1.LabelSelector{MatchLabels: dns.PodLabels},
+		}},
+		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dnsPort}, {Protocol: &tcp, Port: &dnsPort}},
+	}}, allowed...)
+
+	ingress := []networkingv1.NetworkPolicyIngressRule{}
+	if len(s.Spec.Clients) > 0 {
+		serverPort := intstr.FromString(portName)
+		rule := networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &serverPort}}}
+		for _, c := range s.Spec.Clients {
+			rule.From = append(rule.From, networkingv1.NetworkPolicyPeer{NamespaceSelector: c.NamespaceSelector, PodSelector: c.PodSelector})
+		}
+		ingress = append(ingress, rule)
+	}
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: objectMeta(s),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: selectorLabels(s)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Ingress:     ingress,
+			Egress:      egress,
+		},
+	}, nil
+}
+
+// endpoint is the in-cluster URL of the server's MCP endpoint.
+func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
+	path := s.Spec.Path
+	if path == "" {
+		path = "/mcp"
+	}
+	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, port(s), path)
+}

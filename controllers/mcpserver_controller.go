@@ -1,0 +1,297 @@
+// Package controllers holds the MCPServer reconciler: it turns each MCPServer into a sandboxed
+// Deployment, a ServiceAccount without API credentials, a Service and default-deny NetworkPolicies,
+// applied with server-side apply, and reports kstatus conditions.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/sandbox"
+)
+
+// Condition reasons.
+const (
+	ReasonAvailable     = "Available"
+	ReasonProgressing   = "Progressing"
+	ReasonInvalidSpec   = "InvalidSpec"
+	ReasonChildConflict = "ChildConflict"
+	ReasonApplyFailed   = "ApplyFailed"
+	ReasonEnforced      = "Enforced"
+	ReasonFQDNNoCilium  = "FQDNRequiresCilium"
+	ReasonDriftReverted = "DriftReverted"
+	ReasonRecreated     = "Recreated"
+)
+
+// MCPServerReconciler reconciles MCPServer objects.
+type MCPServerReconciler struct {
+	// Client reads from the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads around the cache.
+	APIReader client.Reader
+	// Scheme knows the API types.
+	Scheme *runtime.Scheme
+	// Recorder emits events on MCPServers.
+	Recorder events.EventRecorder
+	// ClusterDomain is the cluster's DNS domain, for status.endpoint.
+	ClusterDomain string
+	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
+	DNS DNSPeer
+
+	applier *applier
+}
+
+// stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
+type stallError struct {
+	reason, message string
+}
+
+func (e *stallError) Error() string { return e.message }
+
+// reconcileState carries what the sub-reconcilers learned to the status summary.
+type reconcileState struct {
+	deployment      *appsv1.Deployment
+	unenforcedFQDNs []string
+}
+
+// +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one MCPServer's children to their desired state and summarizes the result in its
+// status.
+func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	s := &mcpv1alpha1.MCPServer{}
+	if err := r.Client.Get(ctx, req.NamespacedName, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			for _, kind := range []string{"ServiceAccount", "Service", "NetworkPolicy", "Deployment"} {
+				r.applier.forget(kind, req.NamespacedName)
+			}
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !s.DeletionTimestamp.IsZero() {
+		// Children carry owner references; the garbage collector removes them.
+		return ctrl.Result{}, nil
+	}
+	base := s.DeepCopy()
+	st := &reconcileState{}
+	defer func() {
+		retErr = r.summarizeAndPatch(ctx, base, s, st, retErr)
+	}()
+
+	steps := []func(context.Context, *mcpv1alpha1.MCPServer, *reconcileState) error{
+		r.reconcileServiceAccount,
+		r.reconcileService,
+		r.reconcileNetworkPolicy,
+		r.reconcileDeployment,
+	}
+	for _, step := range steps {
+		if err := step(ctx, s, st); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// applyChild applies one child and turns an ownership conflict into a stall.
+func (r *MCPServerReconciler) applyChild(ctx context.Context, s *mcpv1alpha1.MCPServer, desired, live client.Object) error {
+	res, err := r.applier.apply(ctx, s, desired, live)
+	var conflict errNotOwned
+	if errors.As(err, &conflict) {
+		return &stallError{reason: ReasonChildConflict, message: conflict.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if res.Created && s.Status.ObservedGeneration > 0 {
+		kind := desired.GetObjectKind().GroupVersionKind().Kind
+		r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonRecreated, "Reconcile", "%s %s was missing and has been re-created", kind, desired.GetName())
+	}
+	return nil
+}
+
+func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
+	return r.applyChild(ctx, s, desiredServiceAccount(s), &corev1.ServiceAccount{})
+}
+
+func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
+	return r.applyChild(ctx, s, desiredService(s), &corev1.Service{})
+}
+
+func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	np, errs := desiredNetworkPolicy(s, r.DNS, netpol.Ceiling{})
+	if len(errs) > 0 {
+		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
+	}
+	st.unenforcedFQDNs = fqdnEgress(s)
+	return r.applyChild(ctx, s, np, &networkingv1.NetworkPolicy{})
+}
+
+// reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a
+// field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
+// so server-side apply leaves it; the spec is then replaced wholesale.
+func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	desired := desiredDeployment(s)
+	live := &appsv1.Deployment{}
+	if err := r.applyChild(ctx, s, desired, live); err != nil {
+		return err
+	}
+	if v := templateDrift(&live.Spec.Template.Spec, &desired.Spec.Template.Spec); len(v) > 0 {
+		live.Spec = desired.Spec
+		if err := r.Client.Update(ctx, live, client.FieldOwner(FieldOwner)); err != nil {
+			return fmt.Errorf("revert drift of Deployment %s: %w", live.Name, err)
+		}
+		r.applier.forget("Deployment", client.ObjectKeyFromObject(live))
+		r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonDriftReverted, "Reconcile", "Deployment %s was changed outside the operator (%s); restored the sandbox", live.Name, strings.Join(v, "; "))
+	}
+	st.deployment = live
+	return nil
+}
+
+// templateDrift lists how the live pod spec departs from the sandbox or carries containers and volumes
+// the operator did not put there.
+func templateDrift(live, desired *corev1.PodSpec) []string {
+	v := sandbox.Violations(live)
+	if len(live.Containers) != len(desired.Containers) || len(live.InitContainers) != len(desired.InitContainers) {
+		v = append(v, "containers were added or removed")
+	}
+	if len(live.Volumes) != len(desired.Volumes) {
+		v = append(v, "volumes were added or removed")
+	}
+	return v
+}
+
+// rolledOut reports whether the Deployment has rolled out its current spec and every replica is
+// available, and a message saying how far it is.
+func rolledOut(d *appsv1.Deployment) (bool, string) {
+	want := ptr.Deref(d.Spec.Replicas, 1)
+	switch {
+	case d.Status.ObservedGeneration < d.Generation:
+		return false, "waiting for the Deployment controller to observe the new spec"
+	case d.Status.UpdatedReplicas < want:
+		return false, fmt.Sprintf("%d of %d replicas updated", d.Status.UpdatedReplicas, want)
+	case d.Status.Replicas > d.Status.UpdatedReplicas:
+		return false, fmt.Sprintf("%d old replicas pending termination", d.Status.Replicas-d.Status.UpdatedReplicas)
+	case d.Status.AvailableReplicas < want:
+		return false, fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, want)
+	}
+	return true, fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, want)
+}
+
+// summarizeAndPatch computes Ready, Reconciling, Stalled and EgressEnforced once from the reconcile's
+// outcome, emits events on transitions and writes the status only when it changed. Stall errors are
+// swallowed (no retry until the spec changes); other errors are returned for a retry with backoff.
+func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mcpv1alpha1.MCPServer, st *reconcileState, err error) error {
+	logger := log.FromContext(ctx)
+	gen := s.Generation
+	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	var stall *stallError
+	switch {
+	case errors.As(err, &stall):
+		set(mcpv1alpha1.ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
+		set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
+		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
+		s.Status.ObservedGeneration = gen
+		err = nil
+	case err != nil:
+		msg := err.Error()
+		set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonApplyFailed, "retrying: "+msg)
+		set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, msg)
+		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionStalled)
+	default:
+		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionStalled)
+		s.Status.Endpoint = endpoint(s, r.ClusterDomain)
+		s.Status.ReadyReplicas = st.deployment.Status.ReadyReplicas
+		s.Status.ObservedGeneration = gen
+		if ok, msg := rolledOut(st.deployment); ok {
+			set(mcpv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAvailable, "sandboxed server is available: "+msg)
+			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
+		} else {
+			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
+			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
+		}
+		if len(st.unenforcedFQDNs) > 0 {
+			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFQDNNoCilium,
+				fmt.Sprintf("egress to %s cannot be enforced without Cilium, so nothing is opened for it; use CIDR entries or install Cilium", strings.Join(st.unenforcedFQDNs, ", ")))
+		} else {
+			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonEnforced, "every egress entry is enforced by a NetworkPolicy")
+		}
+	}
+	r.emitTransitions(base, s)
+	if equality.Semantic.DeepEqual(base.Status, s.Status) {
+		return err
+	}
+	if perr := r.Client.Status().Patch(ctx, s, client.MergeFrom(base)); perr != nil {
+		if apierrors.IsNotFound(perr) {
+			return err
+		}
+		logger.Error(perr, "patch status")
+		return errors.Join(err, fmt.Errorf("patch status: %w", perr))
+	}
+	return err
+}
+
+// emitTransitions records an event when Ready or Stalled changes.
+func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServer) {
+	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionReady), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionReady)
+	if now != nil && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
+		kind := corev1.EventTypeNormal
+		if now.Status != metav1.ConditionTrue && now.Reason != ReasonProgressing {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, kind, now.Reason, "Reconcile", "Ready=%s: %s", now.Status, now.Message)
+	}
+}
+
+// SetupWithManager registers the reconciler and its watches: MCPServers, and the children it owns, so
+// that a changed or deleted child is restored within seconds.
+func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.ClusterDomain == "" {
+		r.ClusterDomain = "cluster.local"
+	}
+	if r.DNS.Namespace == "" {
+		r.DNS = DefaultDNSPeer
+	}
+	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Named("mcpserver").
+		Complete(r)
+}
+
+// ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
+func ManagedObjectsSelector() map[string]string { return map[string]string{LabelManagedBy: managerName} }

@@ -1,0 +1,101 @@
+// Package operator wires the mcp-warden manager: scheme, cache, controllers, probes and metrics. The
+// manager binary, the demo and the integration tests all start the operator through New, so they run
+// the same code.
+package operator
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+)
+
+// Options configure the operator.
+type Options struct {
+	// MetricsAddr is the metrics endpoint address; "0" disables it.
+	MetricsAddr string
+	// SecureMetrics serves metrics over HTTPS, authenticated and authorized through the API server.
+	SecureMetrics bool
+	// ProbeAddr is the /healthz and /readyz address; "0" disables it.
+	ProbeAddr string
+	// LeaderElection makes replicas elect one active manager.
+	LeaderElection bool
+	// LeaderElectionNamespace is where the lease lives (default: the pod's namespace).
+	LeaderElectionNamespace string
+	// ClusterDomain is the cluster's DNS domain (default cluster.local).
+	ClusterDomain string
+	// DNS is where the cluster DNS pods run (default kube-system, k8s-app=kube-dns).
+	DNS controllers.DNSPeer
+}
+
+// Scheme returns a scheme with the Kubernetes built-in types and the mcp-warden API.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(mcpv1alpha1.AddToScheme(s))
+	return s
+}
+
+// LeaderElectionID is the name of the leader-election lease.
+const LeaderElectionID = "mcp-warden.mcp.warden.dev"
+
+// New returns a manager with the MCPServer controller, probes and metrics registered; start it with
+// Start.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	managed := labels.SelectorFromSet(controllers.ManagedObjectsSelector())
+	metrics := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.SecureMetrics}
+	if o.SecureMetrics {
+		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metrics,
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// The operator's children are the only Deployments, Services, ServiceAccounts and
+		// NetworkPolicies it needs to see; caching only them keeps memory flat on large clusters.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}:          {Label: managed},
+			&corev1.Service{}:             {Label: managed},
+			&corev1.ServiceAccount{}:      {Label: managed},
+			&networkingv1.NetworkPolicy{}: {Label: managed},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := (&controllers.MCPServerReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Scheme:        mgr.GetScheme(),
+		Recorder:      mgr.GetEventRecorder("mcp-warden"),
+		ClusterDomain: o.ClusterDomain,
+		DNS:           o.DNS,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add ready check: %w", err)
+	}
+	return mgr, nil
+}

@@ -1,0 +1,154 @@
+// Package sandbox defines the security context every MCP server pod runs with, and checks a pod spec
+// against it. The controller builds pods from these values and uses Violations to detect drift; the
+// admission webhook uses Violations for raw workloads.
+package sandbox
+
+import (
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	// UID is the fixed non-root user and group every sandboxed container runs as.
+	UID int64 = 65532
+	// TmpDir is the writable scratch directory (an emptyDir) mounted in every container.
+	TmpDir = "/tmp"
+	// HomeDir is the writable home directory (an emptyDir), so npx/uvx-style servers can cache packages.
+	HomeDir = "/home/mcp"
+	// TmpVolume and HomeVolume are the names of the writable emptyDir volumes.
+	TmpVolume, HomeVolume = "tmp", "home"
+)
+
+// PodSecurityContext returns the pod-level security context: non-root with a fixed UID/GID and seccomp
+// RuntimeDefault.
+func PodSecurityContext() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To(UID),
+		RunAsGroup:     ptr.To(UID),
+		FSGroup:        ptr.To(UID),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// ContainerSecurityContext returns the container-level security context: no privilege escalation, all
+// capabilities dropped, read-only root filesystem, non-root, seccomp RuntimeDefault.
+func ContainerSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		Privileged:               ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+		RunAsUser:                ptr.To(UID),
+		RunAsGroup:               ptr.To(UID),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// Volumes returns the writable emptyDir volumes (bounded in size) and their mounts.
+func Volumes() ([]corev1.Volume, []corev1.VolumeMount) {
+	limit := func(s string) *corev1.EmptyDirVolumeSource {
+		q := resource.MustParse(s)
+		return &corev1.EmptyDirVolumeSource{SizeLimit: &q}
+	}
+	vols := []corev1.Volume{
+		{Name: TmpVolume, VolumeSource: corev1.VolumeSource{EmptyDir: limit("256Mi")}},
+		{Name: HomeVolume, VolumeSource: corev1.VolumeSource{EmptyDir: limit("512Mi")}},
+	}
+	mounts := []corev1.VolumeMount{{Name: TmpVolume, MountPath: TmpDir}, {Name: HomeVolume, MountPath: HomeDir}}
+	return vols, mounts
+}
+
+// Violations lists every way the pod spec is weaker than the sandbox, each naming the field, e.g.
+// "spec.containers[0].securityContext.capabilities.add: must be empty, has [NET_ADMIN]". An empty result
+// means the pod is sandboxed.
+func Violations(spec *corev1.PodSpec) []string {
+	var v []string
+	add := func(format string, args ...any) { v = append(v, fmt.Sprintf(format, args...)) }
+	if spec.HostNetwork {
+		add("spec.hostNetwork: must be false")
+	}
+	if spec.HostPID {
+		add("spec.hostPID: must be false")
+	}
+	if spec.HostIPC {
+		add("spec.hostIPC: must be false")
+	}
+	if ptr.Deref(spec.AutomountServiceAccountToken, true) {
+		add("spec.automountServiceAccountToken: must be false")
+	}
+	if ptr.Deref(spec.EnableServiceLinks, true) {
+		add("spec.enableServiceLinks: must be false")
+	}
+	psc := spec.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	if !ptr.Deref(psc.RunAsNonRoot, false) {
+		add("spec.securityContext.runAsNonRoot: must be true")
+	}
+	if ptr.Deref(psc.RunAsUser, UID) == 0 {
+		add("spec.securityContext.runAsUser: must not be 0")
+	}
+	if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		add("spec.securityContext.seccompProfile.type: must be RuntimeDefault")
+	}
+	for i, vol := range spec.Volumes {
+		if vol.EmptyDir == nil && vol.ConfigMap == nil && vol.Secret == nil {
+			add("spec.volumes[%d] (%s): only emptyDir, configMap and secret volumes are allowed", i, vol.Name)
+		}
+	}
+	check := func(path string, c *corev1.Container) {
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		if ptr.Deref(sc.Privileged, false) {
+			add("%s.securityContext.privileged: must be false", path)
+		}
+		if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
+			add("%s.securityContext.allowPrivilegeEscalation: must be false", path)
+		}
+		if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
+			add("%s.securityContext.readOnlyRootFilesystem: must be true", path)
+		}
+		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+			add("%s.securityContext.runAsUser: must not be 0", path)
+		}
+		if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
+			add("%s.securityContext.runAsNonRoot: must not be false", path)
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			add("%s.securityContext.capabilities.drop: must contain ALL", path)
+		}
+		if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+			add("%s.securityContext.capabilities.add: must be empty, has %v", path, sc.Capabilities.Add)
+		}
+		if sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			add("%s.securityContext.seccompProfile.type: must be RuntimeDefault", path)
+		}
+		if c.Resources.Limits.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			add("%s.resources.limits: cpu and memory limits are required", path)
+		}
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				add("%s.ports: hostPort is not allowed", path)
+			}
+		}
+	}
+	for i := range spec.InitContainers {
+		check(fmt.Sprintf("spec.initContainers[%d]", i), &spec.InitContainers[i])
+	}
+	for i := range spec.Containers {
+		check(fmt.Sprintf("spec.containers[%d]", i), &spec.Containers[i])
+	}
+	if len(spec.EphemeralContainers) > 0 {
+		add("spec.ephemeralContainers: not allowed")
+	}
+	return v
+}
