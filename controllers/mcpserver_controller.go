@@ -70,6 +70,7 @@ func (e *stallError) Error() string { return e.message }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
 type reconcileState struct {
+	networkPolicy   *networkingv1.NetworkPolicy
 	deployment      *appsv1.Deployment
 	unenforcedFQDNs []string
 }
@@ -104,10 +105,13 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		retErr = r.summarizeAndPatch(ctx, base, s, st, retErr)
 	}()
 
+	// The spec is validated before anything is applied, and the NetworkPolicy lands before the
+	// Deployment, so a server pod never runs without its egress and ingress fences.
 	steps := []func(context.Context, *mcpv1alpha1.MCPServer, *reconcileState) error{
+		r.reconcileSpec,
 		r.reconcileServiceAccount,
-		r.reconcileService,
 		r.reconcileNetworkPolicy,
+		r.reconcileService,
 		r.reconcileDeployment,
 	}
 	for _, step := range steps {
@@ -143,13 +147,20 @@ func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alph
 	return r.applyChild(ctx, s, desiredService(s), &corev1.Service{})
 }
 
-func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+// reconcileSpec checks what the CRD's schema cannot: the egress allow-list against the protected
+// ranges. A refused entry stalls the MCPServer before anything is applied.
+func (r *MCPServerReconciler) reconcileSpec(_ context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	np, errs := desiredNetworkPolicy(s, r.DNS, netpol.Ceiling{})
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
 	}
+	st.networkPolicy = np
 	st.unenforcedFQDNs = fqdnEgress(s)
-	return r.applyChild(ctx, s, np, &networkingv1.NetworkPolicy{})
+	return nil
+}
+
+func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	return r.applyChild(ctx, s, st.networkPolicy, &networkingv1.NetworkPolicy{})
 }
 
 // reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a

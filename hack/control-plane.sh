@@ -21,9 +21,11 @@ kwok_version=${KWOK_VERSION:-v0.8.0}
 cache=${MCP_WARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-warden}
 dir="$cache/k8s-$k8s_version-kwok-$kwok_version"
 bins=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+files=(kwok-stages.yaml)
 
 complete() {
   for b in "${bins[@]}"; do [[ -x "$dir/$b" ]] || return 1; done
+  for f in "${files[@]}"; do [[ -s "$dir/$f" ]] || return 1; done
 }
 
 if [[ "${1:-}" == "--check" ]]; then
@@ -85,12 +87,19 @@ GO
   done
 fi
 
-if [[ ! -x "$dir/kwok" ]]; then
+if [[ ! -x "$dir/kwok" || ! -s "$dir/kwok-stages.yaml" ]]; then
   log "building KWOK $kwok_version (simulated nodes)"
   mkdir -p "$work/kwok" && cd "$work/kwok"
   go mod init mcp-warden.local/kwok >/dev/null 2>&1
   go get "sigs.k8s.io/kwok/cmd/kwok@$kwok_version" >/dev/null 2>&1 || go get "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
   go build -v -trimpath -ldflags "-s -w" -o "$work/kwok-bin" sigs.k8s.io/kwok/cmd/kwok 2>&1 | progress kwok
+  # KWOK's own stage definitions: nodes become Ready and keep a heartbeat; pods become Running and Ready.
+  kdir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$kdir/kustomize/stage/$f"
+  done >"$work/kwok-stages.yaml"
+  mv "$work/kwok-stages.yaml" "$dir/kwok-stages.yaml"
   mv "$work/kwok-bin" "$dir/kwok"
 fi
 

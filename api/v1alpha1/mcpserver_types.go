@@ -71,7 +71,7 @@ type MCPServerSpec struct {
 	// Env sets environment variables in the server container. Secrets must come from a Secret by
 	// reference (valueFrom.secretKeyRef): a literal value whose name or content looks like a credential
 	// (password, token, API key, private key, cloud access key, JWT) is refused.
-	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:MaxItems=64
 	// +listType=map
 	// +listMapKey=name
 	// +optional
@@ -118,7 +118,7 @@ type EnvVar struct {
 	Name string `json:"name"`
 
 	// Value is a literal value. Credentials are refused here; use valueFrom.secretKeyRef.
-	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Value *string `json:"value,omitempty"`
 

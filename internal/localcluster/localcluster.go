@@ -136,7 +136,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		"--kubeconfig="+c.Kubeconfig, "--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(kcmPort),
 		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(c.Env.ControlPlane.APIServer.CertDir, "apiserver.crt"),
-		"--use-service-account-credentials=false", "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route,-persistentvolume-binder,-attachdetach,-ttl",
+		"--use-service-account-credentials=false", "--controllers=*,-nodeipam,-persistentvolume-binder,-attachdetach,-ttl",
 		"--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10", "--kube-api-qps=200", "--kube-api-burst=400",
 	); err != nil {
 		return c, err
@@ -149,7 +149,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return c, err
 	}
 	if err := c.spawn(assets, "kwok",
-		"--kubeconfig="+c.Kubeconfig, "--manage-all-nodes=false",
+		"--kubeconfig="+c.Kubeconfig, "--config="+filepath.Join(assets, "kwok-stages.yaml"), "--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
 		"--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
 	); err != nil {

@@ -1,0 +1,203 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/mattfenwick/cyclonus/pkg/matcher"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/sandbox"
+)
+
+const testImage = "ghcr.io/acme/files@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func testServer() *mcpv1alpha1.MCPServer {
+	return &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: "tools"},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image: testImage,
+			Port:  8080,
+			Env: []mcpv1alpha1.EnvVar{
+				{Name: "LOG_LEVEL", Value: ptr.To("debug")},
+				{Name: "GITHUB_TOKEN", ValueFrom: &mcpv1alpha1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "gh"}, Key: "token"}}},
+			},
+			Clients: []mcpv1alpha1.ClientSelector{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "agents"}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
+			}},
+			Egress: []mcpv1alpha1.EgressRule{
+				{CIDR: ptr.To("140.82.112.0/20"), Ports: []mcpv1alpha1.EgressPort{{Port: 443, Protocol: mcpv1alpha1.ProtocolTCP}}},
+				{FQDN: ptr.To("api.github.com"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+			},
+		},
+	}
+}
+
+func TestDesiredDeploymentIsSandboxed(t *testing.T) {
+	d := desiredDeployment(testServer())
+	pod := d.Spec.Template.Spec
+	if v := sandbox.Violations(&pod); len(v) != 0 {
+		t.Fatalf("desired pod violates the sandbox: %v", v)
+	}
+	c := pod.Containers[0]
+	if c.Image != testImage || pod.ServiceAccountName != "files" || *d.Spec.Replicas != 1 {
+		t.Fatalf("image %q sa %q replicas %d", c.Image, pod.ServiceAccountName, *d.Spec.Replicas)
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	if env["HOME"].Value != sandbox.HomeDir || env["TMPDIR"].Value != sandbox.TmpDir || env["LOG_LEVEL"].Value != "debug" {
+		t.Fatalf("env = %+v", c.Env)
+	}
+	if env["GITHUB_TOKEN"].ValueFrom == nil || env["GITHUB_TOKEN"].ValueFrom.SecretKeyRef.Name != "gh" || env["GITHUB_TOKEN"].Value != "" {
+		t.Fatalf("secret env = %+v", env["GITHUB_TOKEN"])
+	}
+	for k, v := range selectorLabels(testServer()) {
+		if d.Spec.Selector.MatchLabels[k] != v || d.Spec.Template.Labels[k] != v {
+			t.Fatalf("selector/template label %s missing", k)
+		}
+	}
+}
+
+func TestDesiredDeploymentIsDeterministic(t *testing.T) {
+	a, b := desiredDeployment(testServer()), desiredDeployment(testServer())
+	for i := range a.Spec.Template.Spec.Containers[0].Env {
+		if a.Spec.Template.Spec.Containers[0].Env[i].Name != b.Spec.Template.Spec.Containers[0].Env[i].Name {
+			t.Fatal("env order differs between two builds")
+		}
+	}
+}
+
+func TestResourcesDefaulting(t *testing.T) {
+	q := resource.MustParse
+	cases := []struct {
+		name             string
+		in               corev1.ResourceRequirements
+		reqCPU, limitCPU string
+		reqMem, limitMem string
+	}{
+		{name: "empty", reqCPU: "50m", limitCPU: "500m", reqMem: "64Mi", limitMem: "256Mi"},
+		{name: "big request raises limit", in: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("2")}}, reqCPU: "2", limitCPU: "2", reqMem: "64Mi", limitMem: "256Mi"},
+		{name: "small limit caps request", in: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: q("32Mi")}}, reqCPU: "50m", limitCPU: "500m", reqMem: "32Mi", limitMem: "32Mi"},
+		{name: "kept", in: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("100m")}, Limits: corev1.ResourceList{corev1.ResourceCPU: q("1")}}, reqCPU: "100m", limitCPU: "1", reqMem: "64Mi", limitMem: "256Mi"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testServer()
+			s.Spec.Resources = tc.in
+			r := resources(s)
+			got := []string{r.Requests.Cpu().String(), r.Limits.Cpu().String(), r.Requests.Memory().String(), r.Limits.Memory().String()}
+			want := []string{tc.reqCPU, tc.limitCPU, tc.reqMem, tc.limitMem}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("requests/limits = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestDesiredServiceAccountHasNoToken(t *testing.T) {
+	if sa := desiredServiceAccount(testServer()); sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Fatal("service account mounts a token")
+	}
+}
+
+func TestDesiredNetworkPolicyRefusesPrivateEgress(t *testing.T) {
+	s := testServer()
+	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}})
+	_, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	if len(errs) != 1 || errs[0].Field != "spec.egress[2].cidr" {
+		t.Fatalf("errors = %v, want one on spec.egress[2].cidr", errs)
+	}
+	if _, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}}); len(errs) != 0 {
+		t.Fatalf("a ceiling allowing private ranges still refused: %v", errs)
+	}
+}
+
+// TestNetworkPolicyTruthTable evaluates the generated policy with an independent NetworkPolicy engine
+// (cyclonus) rather than reading its YAML.
+func TestNetworkPolicyTruthTable(t *testing.T) {
+	s := testServer()
+	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("0.0.0.0/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 8443}}})
+	np, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	policy := matcher.BuildNetworkPolicies(false, []*networkingv1.NetworkPolicy{np})
+	server := &matcher.TrafficPeer{IP: "10.244.0.10", Internal: &matcher.InternalPeer{
+		Namespace: "tools", NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "tools"}, PodLabels: objectLabels(s),
+	}}
+	external := func(ip string) *matcher.TrafficPeer { return &matcher.TrafficPeer{IP: ip} }
+	pod := func(ns string, labels map[string]string) *matcher.TrafficPeer {
+		return &matcher.TrafficPeer{IP: "10.244.1.1", Internal: &matcher.InternalPeer{Namespace: ns, NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": ns}, PodLabels: labels}}
+	}
+	dns := pod("kube-system", map[string]string{"k8s-app": "kube-dns"})
+	cases := []struct {
+		name     string
+		from, to *matcher.TrafficPeer
+		port     int
+		portName string
+		proto    corev1.Protocol
+		allowed  bool
+	}{
+		{"egress to cloud metadata", server, external("169.254.169.254"), 80, "", corev1.ProtocolTCP, false},
+		{"egress to a private address", server, external("10.0.0.5"), 443, "", corev1.ProtocolTCP, false},
+		{"egress to a private address on the 0.0.0.0/0 port", server, external("10.0.0.5"), 8443, "", corev1.ProtocolTCP, false},
+		{"egress to metadata on the 0.0.0.0/0 port", server, external("169.254.169.254"), 8443, "", corev1.ProtocolTCP, false},
+		{"egress to loopback on the 0.0.0.0/0 port", server, external("127.0.0.1"), 8443, "", corev1.ProtocolTCP, false},
+		{"egress to a public address on the 0.0.0.0/0 port", server, external("8.8.8.8"), 8443, "", corev1.ProtocolTCP, true},
+		{"DNS over UDP", server, dns, 53, "", corev1.ProtocolUDP, true},
+		{"DNS over TCP", server, dns, 53, "", corev1.ProtocolTCP, true},
+		{"DNS to a non-DNS pod in kube-system", server, pod("kube-system", map[string]string{"app": "other"}), 53, "", corev1.ProtocolUDP, false},
+		{"allow-listed CIDR and port", server, external("140.82.113.4"), 443, "", corev1.ProtocolTCP, true},
+		{"allow-listed CIDR, other port", server, external("140.82.113.4"), 22, "", corev1.ProtocolTCP, false},
+		{"outside the allow-list", server, external("1.1.1.1"), 443, "", corev1.ProtocolTCP, false},
+		{"egress to a pod in another namespace", server, pod("default", map[string]string{"app": "db"}), 5432, "", corev1.ProtocolTCP, false},
+		{"ingress from the allowed client", pod("agents", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, true},
+		{"ingress from the allowed client, other port", pod("agents", map[string]string{"app": "agent"}), server, 9090, "metrics", corev1.ProtocolTCP, false},
+		{"ingress from a non-allowed namespace", pod("default", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"ingress from another pod in the allowed namespace", pod("agents", map[string]string{"app": "intruder"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"ingress from outside the cluster", external("203.0.113.9"), server, 8080, "mcp", corev1.ProtocolTCP, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			traffic := &matcher.Traffic{Source: tc.from, Destination: tc.to, ResolvedPort: tc.port, ResolvedPortName: tc.portName, Protocol: tc.proto}
+			res := policy.IsTrafficAllowed(traffic)
+			if res.IsAllowed() != tc.allowed {
+				t.Fatalf("allowed = %v, want %v\n%s", res.IsAllowed(), tc.allowed, traffic.Table())
+			}
+		})
+	}
+}
+
+func TestNoClientsMeansNoIngress(t *testing.T) {
+	s := testServer()
+	s.Spec.Clients = nil
+	np, _ := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	if len(np.Spec.Ingress) != 0 || len(np.Spec.PolicyTypes) != 2 {
+		t.Fatalf("ingress = %+v, policyTypes = %v", np.Spec.Ingress, np.Spec.PolicyTypes)
+	}
+	policy := matcher.BuildNetworkPolicies(false, []*networkingv1.NetworkPolicy{np})
+	traffic := &matcher.Traffic{
+		Source:       &matcher.TrafficPeer{IP: "10.244.1.1", Internal: &matcher.InternalPeer{Namespace: "tools", PodLabels: map[string]string{"app": "x"}}},
+		Destination:  &matcher.TrafficPeer{IP: "10.244.0.10", Internal: &matcher.InternalPeer{Namespace: "tools", PodLabels: objectLabels(s)}},
+		ResolvedPort: 8080, ResolvedPortName: "mcp", Protocol: corev1.ProtocolTCP,
+	}
+	if policy.IsTrafficAllowed(traffic).IsAllowed() {
+		t.Fatal("a pod in the same namespace reached a server with no clients")
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	if got := endpoint(testServer(), "cluster.local"); got != "http://files.tools.svc.cluster.local:8080/mcp" {
+		t.Fatal(got)
+	}
+}
