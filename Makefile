@@ -66,7 +66,7 @@ build: ## Build the manager binary into bin/.
 	go build -o $(LOCALBIN)/manager ./cmd/manager
 
 .PHONY: demo
-demo: manifests control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
+demo: control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
 
 ##@ Tools

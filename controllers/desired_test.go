@@ -11,6 +11,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/mattfenwick/cyclonus/pkg/matcher"
+	psaapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -64,6 +66,21 @@ func TestDesiredDeploymentIsSandboxed(t *testing.T) {
 	for k, v := range selectorLabels(testServer()) {
 		if d.Spec.Selector.MatchLabels[k] != v || d.Spec.Template.Labels[k] != v {
 			t.Fatalf("selector/template label %s missing", k)
+		}
+	}
+}
+
+// TestDesiredPodPassesRestrictedPodSecurity checks the pod template with Pod Security Admission's own
+// evaluator at the "restricted" level, independently of the sandbox package's checks.
+func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
+	d := desiredDeployment(testServer())
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range eval.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec) {
+		if !r.Allowed {
+			t.Errorf("restricted: %s: %s", r.ForbiddenReason, r.ForbiddenDetail)
 		}
 	}
 }

@@ -305,4 +305,6 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
-func ManagedObjectsSelector() map[string]string { return map[string]string{LabelManagedBy: managerName} }
+func ManagedObjectsSelector() map[string]string {
+	return map[string]string{LabelManagedBy: managerName}
+}

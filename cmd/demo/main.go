@@ -1,0 +1,345 @@
+// Command demo starts a local Kubernetes control plane (etcd, kube-apiserver with Pod Security Admission,
+// kube-controller-manager, kube-scheduler and a KWOK node), runs the mcp-warden operator against it,
+// applies config/samples and reports what the operator did: each MCPServer's status, its sandbox, and its
+// network policy as a connectivity table evaluated by an independent NetworkPolicy engine. It also shows
+// the API refusing unsafe specs. It exits non-zero if any expectation fails.
+//
+//	go run ./cmd/demo [--keep]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/mattfenwick/cyclonus/pkg/matcher"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/sandbox"
+)
+
+func main() {
+	keep := flag.Bool("keep", false, "leave the control plane and operator running, with a kubeconfig for kubectl, until interrupted")
+	timeout := flag.Duration("timeout", 3*time.Minute, "how long to wait for the samples to become Ready")
+	flag.Parse()
+	ctrl.SetLogger(logr.Discard())
+	d := &demo{}
+	err := d.run(*keep, *timeout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	if d.failed > 0 {
+		fmt.Printf("\n%d expectation(s) FAILED\n", d.failed)
+		os.Exit(1)
+	}
+	fmt.Printf("\nall %d expectations met\n", d.passed)
+}
+
+type demo struct {
+	c              client.Client
+	passed, failed int
+}
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+// expect records and prints one checked expectation.
+func (d *demo) expect(ok bool, format string, args ...any) {
+	mark := "ok  "
+	if ok {
+		d.passed++
+	} else {
+		d.failed++
+		mark = "FAIL"
+	}
+	fmt.Printf("  [%s] %s\n", mark, fmt.Sprintf(format, args...))
+}
+
+func (d *demo) run(keep bool, timeout time.Duration) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	root, err := localcluster.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	step("starting a local control plane")
+	start := time.Now()
+	var logDir string
+	if keep {
+		logDir = filepath.Join(root, "demo-cluster")
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			return err
+		}
+	}
+	cluster, err := localcluster.Start(ctx, localcluster.Options{
+		CRDDirs:     []string{filepath.Join(root, "config", "crd", "bases")},
+		Controllers: true,
+		LogDir:      logDir,
+		Out:         func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+	})
+	defer func() {
+		if cluster != nil {
+			step("stopping the control plane")
+			_ = cluster.Stop()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
+
+	step("starting the mcp-warden operator")
+	mgr, err := operator.New(cluster.Config, operator.Options{MetricsAddr: "0", ProbeAddr: "0"})
+	if err != nil {
+		return err
+	}
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Start(ctx) }()
+	if d.c, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		return err
+	}
+
+	step("applying config/samples")
+	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"))
+	if err != nil {
+		return err
+	}
+	d.refusals(ctx)
+
+	step("waiting for the samples to become Ready")
+	for _, s := range applied {
+		d.waitReady(ctx, s, timeout)
+	}
+	for _, s := range applied {
+		d.report(ctx, s)
+	}
+
+	select {
+	case err := <-mgrErr:
+		return fmt.Errorf("operator stopped: %w", err)
+	default:
+	}
+	if keep {
+		fmt.Printf("\nThe cluster keeps running. Use it with:\n  export KUBECONFIG=%s\n  kubectl get mcpservers -A\nPress Ctrl-C to stop.\n", cluster.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// applySamples renders config/samples with kustomize and applies every object; it returns the
+// MCPServers.
+func (d *demo) applySamples(ctx context.Context, dir string) ([]client.ObjectKey, error) {
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	var servers []client.ObjectKey
+	for _, r := range m.Resources() {
+		obj, err := r.Map()
+		if err != nil {
+			return nil, err
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		if err := d.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("demo"), client.ForceOwnership); err != nil {
+			d.expect(false, "apply %s %s: %v", u.GetKind(), u.GetName(), err)
+			continue
+		}
+		fmt.Printf("    applied %s %s\n", u.GetKind(), client.ObjectKeyFromObject(u))
+		if u.GetKind() == "MCPServer" {
+			servers = append(servers, client.ObjectKeyFromObject(u))
+		}
+	}
+	return servers, nil
+}
+
+// refusals shows the API and the operator refusing unsafe specs, each with its reason.
+func (d *demo) refusals(ctx context.Context) {
+	step("unsafe MCPServers are refused")
+	base := func(name string) *mcpv1alpha1.MCPServer {
+		return &mcpv1alpha1.MCPServer{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mcp-tools"},
+			Spec:       mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/mcp-files@sha256:" + strings.Repeat("ab", 32)},
+		}
+	}
+	tag := base("tagged")
+	tag.Spec.Image = "ghcr.io/acme/mcp-files:1.2"
+	err := d.c.Create(ctx, tag)
+	d.expect(err != nil && strings.Contains(err.Error(), "pinned by digest"), "tag-only image refused at admission: %s", firstLine(err))
+
+	secret := base("leaky")
+	secret.Spec.Env = []mcpv1alpha1.EnvVar{{Name: "GITHUB_TOKEN", Value: ptr.To("ghp_0123456789abcdefghijklmnopqrstuvwxyzAB")}}
+	err = d.c.Create(ctx, secret)
+	d.expect(err != nil && strings.Contains(err.Error(), "secretKeyRef"), "literal credential in env refused at admission: %s", firstLine(err))
+
+	private := base("internal-db")
+	private.Spec.Egress = []mcpv1alpha1.EgressRule{{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}}}
+	if err := d.c.Create(ctx, private); err != nil {
+		d.expect(false, "create internal-db: %v", err)
+		return
+	}
+	var msg string
+	stalled := poll(ctx, 30*time.Second, func() bool {
+		s := &mcpv1alpha1.MCPServer{}
+		if d.c.Get(ctx, client.ObjectKeyFromObject(private), s) != nil {
+			return false
+		}
+		c := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionStalled)
+		if c != nil && c.Status == metav1.ConditionTrue {
+			msg = c.Reason + ": " + c.Message
+			return true
+		}
+		return false
+	})
+	d.expect(stalled, "private egress stalls the server, nothing deployed: %s", msg)
+	_ = d.c.Delete(ctx, private)
+}
+
+func firstLine(err error) string {
+	if err == nil {
+		return "(accepted)"
+	}
+	s := err.Error()
+	if i := strings.Index(s, "spec."); i >= 0 {
+		s = s[i:]
+	}
+	if len(s) > 160 {
+		s = s[:160] + "..."
+	}
+	return s
+}
+
+func poll(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if cond() {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+func (d *demo) waitReady(ctx context.Context, key client.ObjectKey, timeout time.Duration) {
+	s := &mcpv1alpha1.MCPServer{}
+	var ready *metav1.Condition
+	ok := poll(ctx, timeout, func() bool {
+		if d.c.Get(ctx, key, s) != nil {
+			return false
+		}
+		ready = meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionReady)
+		return ready != nil && ready.Status == metav1.ConditionTrue && s.Status.ObservedGeneration == s.Generation
+	})
+	after := "never"
+	if ok {
+		after = ready.LastTransitionTime.Sub(s.CreationTimestamp.Time).String()
+	}
+	d.expect(ok, "MCPServer %s Ready %s after creation (second resolution)", key, after)
+}
+
+// report prints the MCPServer's status, its running pod's sandbox and its network policy.
+func (d *demo) report(ctx context.Context, key client.ObjectKey) {
+	s := &mcpv1alpha1.MCPServer{}
+	if err := d.c.Get(ctx, key, s); err != nil {
+		d.expect(false, "get %s: %v", key, err)
+		return
+	}
+	step("MCPServer %s", key)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "    CONDITION\tSTATUS\tREASON\tMESSAGE\n")
+	for _, c := range s.Status.Conditions {
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, c.Message)
+	}
+	_ = tw.Flush()
+	fmt.Printf("    endpoint: %s\n", s.Status.Endpoint)
+
+	pods := &corev1.PodList{}
+	_ = d.c.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels{controllers.LabelServer: key.Name})
+	running := 0
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning {
+			running++
+		}
+	}
+	ns := &corev1.Namespace{}
+	_ = d.c.Get(ctx, client.ObjectKey{Name: key.Namespace}, ns)
+	d.expect(running > 0 && ns.Labels["pod-security.kubernetes.io/enforce"] == "restricted",
+		"%d pod(s) running, admitted by Pod Security Admission at level %q", running, ns.Labels["pod-security.kubernetes.io/enforce"])
+	if len(pods.Items) > 0 {
+		p := pods.Items[0]
+		psc, csc := p.Spec.SecurityContext, p.Spec.Containers[0].SecurityContext
+		fmt.Printf("    sandbox of pod %s:\n", p.Name)
+		fmt.Printf("      runAsNonRoot=%v uid=%d allowPrivilegeEscalation=%v readOnlyRootFilesystem=%v\n",
+			ptr.Deref(psc.RunAsNonRoot, false), ptr.Deref(psc.RunAsUser, -1), ptr.Deref(csc.AllowPrivilegeEscalation, true), ptr.Deref(csc.ReadOnlyRootFilesystem, false))
+		fmt.Printf("      capabilities.drop=%v seccomp=%s automountServiceAccountToken=%v enableServiceLinks=%v\n",
+			csc.Capabilities.Drop, psc.SeccompProfile.Type, ptr.Deref(p.Spec.AutomountServiceAccountToken, true), ptr.Deref(p.Spec.EnableServiceLinks, true))
+		fmt.Printf("      limits: cpu=%s memory=%s; writable: %s, %s (emptyDir)\n",
+			p.Spec.Containers[0].Resources.Limits.Cpu(), p.Spec.Containers[0].Resources.Limits.Memory(), sandbox.TmpDir, sandbox.HomeDir)
+		v := sandbox.Violations(&p.Spec)
+		d.expect(len(v) == 0, "pod spec has no sandbox violations %v", v)
+	}
+
+	np := &networkingv1.NetworkPolicy{}
+	if err := d.c.Get(ctx, key, np); err != nil {
+		d.expect(false, "NetworkPolicy %s: %v", key, err)
+		return
+	}
+	d.connectivity(s, np)
+}
+
+// connectivity evaluates the NetworkPolicy with the cyclonus engine and prints a truth table.
+func (d *demo) connectivity(s *mcpv1alpha1.MCPServer, np *networkingv1.NetworkPolicy) {
+	policy := matcher.BuildNetworkPolicies(false, []*networkingv1.NetworkPolicy{np})
+	server := &matcher.TrafficPeer{IP: "10.244.0.10", Internal: &matcher.InternalPeer{
+		Namespace: s.Namespace, NamespaceLabels: map[string]string{corev1.LabelMetadataName: s.Namespace}, PodLabels: np.Spec.PodSelector.MatchLabels,
+	}}
+	ext := func(ip string) *matcher.TrafficPeer { return &matcher.TrafficPeer{IP: ip} }
+	pod := func(ns string, l map[string]string) *matcher.TrafficPeer {
+		return &matcher.TrafficPeer{IP: "10.244.1.1", Internal: &matcher.InternalPeer{Namespace: ns, NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns}, PodLabels: l}}
+	}
+	rows := []struct {
+		what     string
+		from, to *matcher.TrafficPeer
+		port     int
+		portName string
+		proto    corev1.Protocol
+		want     bool
+	}{
+		{"server -> cloud metadata 169.254.169.254:80", server, ext("169.254.169.254"), 80, "", corev1.ProtocolTCP, false},
+		{"server -> private 10.0.0.5:443", server, ext("10.0.0.5"), 443, "", corev1.ProtocolTCP, false},
+		{"server -> cluster DNS :53/UDP", server, pod("kube-system", map[string]string{"k8s-app": "kube-dns"}), 53, "", corev1.ProtocolUDP, true},
+		{"server -> allow-listed 140.82.113.4:443", server, ext("140.82.113.4"), 443, "", corev1.ProtocolTCP, true},
+		{"server -> allow-listed 140.82.113.4:22", server, ext("140.82.113.4"), 22, "", corev1.ProtocolTCP, false},
+		{"server -> internet 1.1.1.1:443", server, ext("1.1.1.1"), 443, "", corev1.ProtocolTCP, false},
+		{"agent pod (same ns) -> server :mcp", pod(s.Namespace, map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, true},
+		{"other pod (same ns) -> server :mcp", pod(s.Namespace, map[string]string{"app": "other"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"pod in namespace default -> server :mcp", pod("default", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
+	}
+	fmt.Printf("    connectivity (NetworkPolicy %s evaluated by an independent engine):\n", np.Name)
+	for _, r := range rows {
+		got := policy.IsTrafficAllowed(&matcher.Traffic{Source: r.from, Destination: r.to, ResolvedPort: r.port, ResolvedPortName: r.portName, Protocol: r.proto}).IsAllowed()
+		verdict := map[bool]string{true: "allowed", false: "denied"}[got]
+		d.expect(got == r.want, "%-44s %s", r.what, verdict)
+	}
+}
+
