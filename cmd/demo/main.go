@@ -342,4 +342,3 @@ func (d *demo) connectivity(s *mcpv1alpha1.MCPServer, np *networkingv1.NetworkPo
 		d.expect(got == r.want, "%-44s %s", r.what, verdict)
 	}
 }
-
