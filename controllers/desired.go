@@ -12,7 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -250,6 +253,17 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.
 			Egress:      egress,
 		},
 	}, nil
+}
+
+// desiredCiliumPolicy enforces the allow-list's DNS-name entries (see package ciliumpolicy).
+func desiredCiliumPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.Ceiling) *ciliumv2.CiliumNetworkPolicy {
+	var entries []ciliumpolicy.Entry
+	for _, e := range s.Spec.Egress {
+		if e.FQDN != nil {
+			entries = append(entries, ciliumpolicy.Entry{FQDN: *e.FQDN, Ports: egressPorts(e)})
+		}
+	}
+	return ciliumpolicy.Desired(objectMeta(s), selectorLabels(s), entries, ciliumpolicy.DNS(dns), ceiling)
 }
 
 // endpoint is the in-cluster URL of the server's MCP endpoint.

@@ -25,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
@@ -38,6 +40,7 @@ const (
 	ReasonChildConflict = "ChildConflict"
 	ReasonApplyFailed   = "ApplyFailed"
 	ReasonEnforced      = "Enforced"
+	ReasonCilium        = "EnforcedByCilium"
 	ReasonFQDNNoCilium  = "FQDNRequiresCilium"
 	ReasonDriftReverted = "DriftReverted"
 	ReasonRecreated     = "Recreated"
@@ -57,6 +60,9 @@ type MCPServerReconciler struct {
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
 	DNS DNSPeer
+	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
+	// enforced with toFQDNs rules.
+	Cilium bool
 
 	applier *applier
 }
@@ -72,7 +78,8 @@ func (e *stallError) Error() string { return e.message }
 type reconcileState struct {
 	networkPolicy   *networkingv1.NetworkPolicy
 	deployment      *appsv1.Deployment
-	unenforcedFQDNs []string
+	fqdns []string
+	ciliumEnforced  bool
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -80,6 +87,7 @@ type reconcileState struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cilium.io,resources=ciliumnetworkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one MCPServer's children to their desired state and summarizes the result in its
@@ -111,6 +119,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileSpec,
 		r.reconcileServiceAccount,
 		r.reconcileNetworkPolicy,
+		r.reconcileCiliumPolicy,
 		r.reconcileService,
 		r.reconcileDeployment,
 	}
@@ -155,12 +164,41 @@ func (r *MCPServerReconciler) reconcileSpec(_ context.Context, s *mcpv1alpha1.MC
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
 	}
 	st.networkPolicy = np
-	st.unenforcedFQDNs = fqdnEgress(s)
+	st.fqdns = fqdnEgress(s)
 	return nil
 }
 
 func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	return r.applyChild(ctx, s, st.networkPolicy, &networkingv1.NetworkPolicy{})
+}
+
+// reconcileCiliumPolicy enforces DNS-name egress with a CiliumNetworkPolicy where Cilium runs, and
+// removes the policy when the spec no longer has such entries.
+func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	if !r.Cilium {
+		return nil
+	}
+	if len(st.fqdns) == 0 {
+		cnp := &ciliumv2.CiliumNetworkPolicy{}
+		err := r.Client.Get(ctx, client.ObjectKeyFromObject(s), cnp)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("get CiliumNetworkPolicy: %w", err)
+		}
+		if metav1.IsControlledBy(cnp, s) {
+			if err := r.Client.Delete(ctx, cnp); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete CiliumNetworkPolicy: %w", err)
+			}
+		}
+		return nil
+	}
+	if err := r.applyChild(ctx, s, desiredCiliumPolicy(s, r.DNS, netpol.Ceiling{}), &ciliumv2.CiliumNetworkPolicy{}); err != nil {
+		return err
+	}
+	st.ciliumEnforced = true
+	return nil
 }
 
 // reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a
@@ -248,10 +286,14 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
 			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
 		}
-		if len(st.unenforcedFQDNs) > 0 {
+		switch {
+		case st.ciliumEnforced:
+			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonCilium,
+				fmt.Sprintf("egress to %s is enforced by a CiliumNetworkPolicy; the rest by a NetworkPolicy", strings.Join(st.fqdns, ", ")))
+		case len(st.fqdns) > 0:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFQDNNoCilium,
-				fmt.Sprintf("egress to %s cannot be enforced without Cilium, so nothing is opened for it; use CIDR entries or install Cilium", strings.Join(st.unenforcedFQDNs, ", ")))
-		} else {
+				fmt.Sprintf("egress to %s cannot be enforced without Cilium, so nothing is opened for it; use CIDR entries or install Cilium", strings.Join(st.fqdns, ", ")))
+		default:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonEnforced, "every egress entry is enforced by a NetworkPolicy")
 		}
 	}
@@ -294,7 +336,11 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.DNS = DefaultDNSPeer
 	}
 	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Cilium {
+		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{})
+	}
+	return b.
 		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).

@@ -65,7 +65,8 @@ type Ceiling struct {
 	AllowedClasses []Class
 }
 
-func (c Ceiling) allows(class Class) bool { return slices.Contains(c.AllowedClasses, class) }
+// Allows reports whether the ceiling lets allow-lists open ranges of the class.
+func (c Ceiling) Allows(class Class) bool { return slices.Contains(c.AllowedClasses, class) }
 
 // Port is an allowed destination port.
 type Port struct {
@@ -116,7 +117,7 @@ func IPBlock(cidr string, ceiling Ceiling) (*networkingv1.IPBlock, error) {
 	}
 	block := &networkingv1.IPBlock{CIDR: prefix.String()}
 	for _, r := range Protected {
-		if ceiling.allows(r.Class) || r.Prefix.Addr().Is4() != prefix.Addr().Is4() {
+		if ceiling.Allows(r.Class) || r.Prefix.Addr().Is4() != prefix.Addr().Is4() {
 			continue
 		}
 		switch {

@@ -21,6 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/discovery"
+
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
 )
@@ -48,6 +52,7 @@ func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(mcpv1alpha1.AddToScheme(s))
+	utilruntime.Must(ciliumv2.AddToScheme(s))
 	return s
 }
 
@@ -58,6 +63,19 @@ const LeaderElectionID = "mcp-warden.mcp.warden.dev"
 // Start.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	managed := labels.SelectorFromSet(controllers.ManagedObjectsSelector())
+	cilium, err := servesCiliumPolicies(cfg)
+	if err != nil {
+		return nil, err
+	}
+	byObject := map[client.Object]cache.ByObject{
+		&appsv1.Deployment{}:          {Label: managed},
+		&corev1.Service{}:             {Label: managed},
+		&corev1.ServiceAccount{}:      {Label: managed},
+		&networkingv1.NetworkPolicy{}: {Label: managed},
+	}
+	if cilium {
+		byObject[&ciliumv2.CiliumNetworkPolicy{}] = cache.ByObject{Label: managed}
+	}
 	metrics := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.SecureMetrics}
 	if o.SecureMetrics {
 		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -71,12 +89,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
 		// The operator's children are the only Deployments, Services, ServiceAccounts and
 		// NetworkPolicies it needs to see; caching only them keeps memory flat on large clusters.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&appsv1.Deployment{}:          {Label: managed},
-			&corev1.Service{}:             {Label: managed},
-			&corev1.ServiceAccount{}:      {Label: managed},
-			&networkingv1.NetworkPolicy{}: {Label: managed},
-		}},
+		Cache: cache.Options{ByObject: byObject},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
@@ -88,9 +101,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Recorder:      mgr.GetEventRecorder("mcp-warden"),
 		ClusterDomain: o.ClusterDomain,
 		DNS:           o.DNS,
+		Cilium:        cilium,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
+	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium)
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add health check: %w", err)
 	}
@@ -98,4 +113,26 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("add ready check: %w", err)
 	}
 	return mgr, nil
+}
+
+// servesCiliumPolicies asks the API server's discovery whether cilium.io/v2 CiliumNetworkPolicy exists.
+// It is read once at start: install Cilium before the operator, or restart the operator after.
+func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, fmt.Errorf("discovery client: %w", err)
+	}
+	list, err := dc.ServerResourcesForGroupVersion("cilium.io/v2")
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover cilium.io/v2: %w", err)
+	}
+	for _, r := range list.APIResources {
+		if r.Kind == "CiliumNetworkPolicy" {
+			return true, nil
+		}
+	}
+	return false, nil
 }

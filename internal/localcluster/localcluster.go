@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,8 @@ const NodeName = "kwok-node-0"
 type Options struct {
 	// CRDDirs are directories of CRD manifests installed before Start returns.
 	CRDDirs []string
+	// CRDs are further CRDs to install (e.g. another project's, built into its Go module).
+	CRDs []*apiextensionsv1.CustomResourceDefinition
 	// Controllers starts kube-controller-manager, kube-scheduler and KWOK with one simulated node.
 	Controllers bool
 	// WebhookInstall registers admission webhooks (see envtest.WebhookInstallOptions).
@@ -99,6 +102,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	c.Env = &envtest.Environment{
 		CRDDirectoryPaths:     o.CRDDirs,
+		CRDs:                  o.CRDs,
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: o.WebhookInstall,
