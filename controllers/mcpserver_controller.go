@@ -17,33 +17,38 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
 // Condition reasons.
 const (
-	ReasonAvailable     = "Available"
-	ReasonProgressing   = "Progressing"
-	ReasonInvalidSpec   = "InvalidSpec"
-	ReasonChildConflict = "ChildConflict"
-	ReasonApplyFailed   = "ApplyFailed"
-	ReasonEnforced      = "Enforced"
-	ReasonCilium        = "EnforcedByCilium"
-	ReasonFQDNNoCilium  = "FQDNRequiresCilium"
-	ReasonDriftReverted = "DriftReverted"
-	ReasonRecreated     = "Recreated"
+	ReasonAvailable       = "Available"
+	ReasonProgressing     = "Progressing"
+	ReasonInvalidSpec     = "InvalidSpec"
+	ReasonPolicyViolation = "PolicyViolation"
+	ReasonChildConflict   = "ChildConflict"
+	ReasonApplyFailed     = "ApplyFailed"
+	ReasonEnforced        = "Enforced"
+	ReasonCilium          = "EnforcedByCilium"
+	ReasonFQDNNoCilium    = "FQDNRequiresCilium"
+	ReasonDriftReverted   = "DriftReverted"
+	ReasonRecreated       = "Recreated"
 )
 
 // MCPServerReconciler reconciles MCPServer objects.
@@ -76,10 +81,11 @@ func (e *stallError) Error() string { return e.message }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
 type reconcileState struct {
-	networkPolicy   *networkingv1.NetworkPolicy
-	deployment      *appsv1.Deployment
-	fqdns []string
-	ciliumEnforced  bool
+	ceiling        netpol.Ceiling
+	networkPolicy  *networkingv1.NetworkPolicy
+	deployment     *appsv1.Deployment
+	fqdns          []string
+	ciliumEnforced bool
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -158,10 +164,20 @@ func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alph
 
 // reconcileSpec checks what the CRD's schema cannot: the egress allow-list against the protected
 // ranges. A refused entry stalls the MCPServer before anything is applied.
-func (r *MCPServerReconciler) reconcileSpec(_ context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	np, errs := desiredNetworkPolicy(s, r.DNS, netpol.Ceiling{})
+func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	policies, err := guardrails.Matching(ctx, r.Client, s.Namespace)
+	if err != nil {
+		return err
+	}
+	st.ceiling = guardrails.Ceiling(policies)
+	np, errs := desiredNetworkPolicy(s, r.DNS, st.ceiling)
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
+	}
+	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
+	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
+	if len(errs) > 0 {
+		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
 	}
 	st.networkPolicy = np
 	st.fqdns = fqdnEgress(s)
@@ -194,7 +210,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 		}
 		return nil
 	}
-	if err := r.applyChild(ctx, s, desiredCiliumPolicy(s, r.DNS, netpol.Ceiling{}), &ciliumv2.CiliumNetworkPolicy{}); err != nil {
+	if err := r.applyChild(ctx, s, desiredCiliumPolicy(s, r.DNS, st.ceiling), &ciliumv2.CiliumNetworkPolicy{}); err != nil {
 		return err
 	}
 	st.ciliumEnforced = true
@@ -346,6 +362,7 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy)).
 		Named("mcpserver").
 		Complete(r)
 }
@@ -353,4 +370,19 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
 func ManagedObjectsSelector() map[string]string {
 	return map[string]string{LabelManagedBy: managerName}
+}
+
+// serversForPolicy enqueues every MCPServer when a policy changes: a policy's namespace selector may have
+// changed too, so the old and new sets are both covered.
+func (r *MCPServerReconciler) serversForPolicy(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &mcpv1alpha1.MCPServerList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list MCPServers for a policy change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, s := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
+	}
+	return reqs
 }

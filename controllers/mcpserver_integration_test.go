@@ -437,3 +437,64 @@ func TestNameConflictStalls(t *testing.T) {
 		t.Fatalf("the user's Service was modified: %v %+v", err, svc)
 	}
 }
+
+func TestPolicyCeilingAndRegistries(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	nsObj := &corev1.Namespace{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Labels["team"] = ns
+	if err := k8s.Update(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(ns, "db-tool")
+	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("10.20.0.0/16"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}})
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	stalledWith := func(reason, text string) func() error {
+		return func() error {
+			if err := k8s.Get(ctx, key, s); err != nil {
+				return err
+			}
+			c := condition(s, mcpv1alpha1.ConditionStalled)
+			if c == nil || c.Reason != reason || !strings.Contains(c.Message, text) {
+				return fmt.Errorf("conditions: %+v", s.Status.Conditions)
+			}
+			return nil
+		}
+	}
+	eventually(t, 30*time.Second, stalledWith(controllers.ReasonInvalidSpec, "spec.egress[1].cidr"))
+
+	// The platform team allows private ranges for this namespace: the server reconciles, and the policy
+	// opens exactly that range.
+	policy := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "private-" + ns},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": ns}},
+			Egress:            mcpv1alpha1.EgressCeiling{AllowedAddressClasses: []mcpv1alpha1.AddressClass{"private"}},
+		},
+	}
+	if err := k8s.Create(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), policy) })
+	waitReady(t, key)
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, key, np); err != nil {
+		t.Fatal(err)
+	}
+	if got := np.Spec.Egress[len(np.Spec.Egress)-1].To[0].IPBlock.CIDR; got != "10.20.0.0/16" {
+		t.Fatalf("last egress rule opens %s, want 10.20.0.0/16", got)
+	}
+
+	// Now it also restricts registries: the running server stalls with the policy's name in the reason.
+	policy.Spec.AllowedRegistries = []string{"ghcr.io/acme/"}
+	if err := k8s.Update(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `MCPServerPolicy "private-`+ns+`" allows (ghcr.io/acme/)`))
+}

@@ -1,0 +1,150 @@
+// Package guardrails applies the platform's MCPServerPolicies to an MCPServer: which policies govern its
+// namespace, whether its image comes from an allowed registry, and whether its egress allow-list stays
+// under every policy's ceiling. The admission webhook denies with these errors; the controller uses the
+// same checks (and the combined ceiling) so the two never disagree.
+package guardrails
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/netpol"
+)
+
+// +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpserverpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+
+// Matching returns the policies whose namespaceSelector selects the namespace.
+func Matching(ctx context.Context, c client.Reader, namespace string) ([]mcpv1alpha1.MCPServerPolicy, error) {
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+		return nil, fmt.Errorf("get namespace %s: %w", namespace, err)
+	}
+	list := &mcpv1alpha1.MCPServerPolicyList{}
+	if err := c.List(ctx, list); err != nil {
+		return nil, fmt.Errorf("list MCPServerPolicies: %w", err)
+	}
+	var out []mcpv1alpha1.MCPServerPolicy
+	for _, p := range list.Items {
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.NamespaceSelector)
+		if err != nil {
+			return nil, fmt.Errorf("MCPServerPolicy %s: spec.namespaceSelector: %w", p.Name, err)
+		}
+		if sel.Matches(labels.Set(ns.Labels)) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b mcpv1alpha1.MCPServerPolicy) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// Ceiling combines the policies' egress ceilings: a protected address class may be opened only if every
+// policy allows it, and only if at least one policy governs the namespace.
+func Ceiling(policies []mcpv1alpha1.MCPServerPolicy) netpol.Ceiling {
+	if len(policies) == 0 {
+		return netpol.Ceiling{}
+	}
+	var allowed []netpol.Class
+	for _, class := range []netpol.Class{netpol.ClassPrivate, netpol.ClassLoopback, netpol.ClassLinkLocal, netpol.ClassUnspecified} {
+		all := true
+		for _, p := range policies {
+			if !slices.Contains(p.Spec.Egress.AllowedAddressClasses, mcpv1alpha1.AddressClass(class)) {
+				all = false
+				break
+			}
+		}
+		if all {
+			allowed = append(allowed, class)
+		}
+	}
+	return netpol.Ceiling{AllowedClasses: allowed}
+}
+
+// CheckRegistry returns an error for each policy whose allowed registries the image is not under.
+func CheckRegistry(path *field.Path, image string, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
+	var errs field.ErrorList
+	for _, p := range policies {
+		if len(p.Spec.AllowedRegistries) == 0 {
+			continue
+		}
+		ok := false
+		for _, prefix := range p.Spec.AllowedRegistries {
+			if strings.HasPrefix(image, prefix) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			errs = append(errs, field.Forbidden(path, fmt.Sprintf("image %s is not from a registry MCPServerPolicy %q allows (%s)", image, p.Name, strings.Join(p.Spec.AllowedRegistries, ", "))))
+		}
+	}
+	return errs
+}
+
+// CheckEgress checks the allow-list against every policy: the protected ranges (through the combined
+// ceiling), the allowed CIDRs and names, and the entry count. Each error names the entry and the policy.
+func CheckEgress(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
+	var errs field.ErrorList
+	base := field.NewPath("spec", "egress")
+	ceiling := Ceiling(policies)
+	for i, e := range spec.Egress {
+		if e.CIDR != nil {
+			if _, err := netpol.IPBlock(*e.CIDR, ceiling); err != nil {
+				errs = append(errs, field.Invalid(base.Index(i).Child("cidr"), *e.CIDR, err.Error()))
+			}
+		}
+	}
+	for _, p := range policies {
+		c := p.Spec.Egress
+		if c.MaxEntries != nil && len(spec.Egress) > int(*c.MaxEntries) {
+			errs = append(errs, field.TooMany(base, len(spec.Egress), int(*c.MaxEntries)))
+		}
+		for i, e := range spec.Egress {
+			switch {
+			case e.CIDR != nil && len(c.AllowedCIDRs) > 0 && !cidrWithin(*e.CIDR, c.AllowedCIDRs):
+				errs = append(errs, field.Forbidden(base.Index(i).Child("cidr"), fmt.Sprintf("%s is outside the networks MCPServerPolicy %q allows (%s)", *e.CIDR, p.Name, strings.Join(c.AllowedCIDRs, ", "))))
+			case e.FQDN != nil && len(c.AllowedFQDNs) > 0 && !fqdnAllowed(*e.FQDN, c.AllowedFQDNs):
+				errs = append(errs, field.Forbidden(base.Index(i).Child("fqdn"), fmt.Sprintf("%s is not a name MCPServerPolicy %q allows (%s)", *e.FQDN, p.Name, strings.Join(c.AllowedFQDNs, ", "))))
+			}
+		}
+	}
+	return errs
+}
+
+func cidrWithin(cidr string, allowed []string) bool {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return false
+	}
+	for _, a := range allowed {
+		ap, err := netip.ParsePrefix(a)
+		if err == nil && ap.Bits() <= p.Bits() && ap.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// fqdnAllowed reports whether name is one of the allowed names or under an allowed "*." wildcard. A
+// wildcard entry in the spec is allowed only by the same or a broader wildcard.
+func fqdnAllowed(name string, allowed []string) bool {
+	for _, a := range allowed {
+		if a == name {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(a, "*"); ok && strings.HasSuffix(strings.TrimPrefix(name, "*"), suffix) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,96 @@
+package guardrails
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/netpol"
+)
+
+func policy(name string, mutate func(*mcpv1alpha1.MCPServerPolicySpec)) mcpv1alpha1.MCPServerPolicy {
+	p := mcpv1alpha1.MCPServerPolicy{}
+	p.Name = name
+	mutate(&p.Spec)
+	return p
+}
+
+func TestCeilingIsTheIntersection(t *testing.T) {
+	private := policy("a", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Egress.AllowedAddressClasses = []mcpv1alpha1.AddressClass{"private", "loopback"}
+	})
+	strict := policy("b", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Egress.AllowedAddressClasses = []mcpv1alpha1.AddressClass{"private"}
+	})
+	if got := Ceiling(nil).AllowedClasses; len(got) != 0 {
+		t.Fatalf("no policy allows %v", got)
+	}
+	if got := Ceiling([]mcpv1alpha1.MCPServerPolicy{private, strict}).AllowedClasses; !slices.Equal(got, []netpol.Class{netpol.ClassPrivate}) {
+		t.Fatalf("ceiling = %v, want [private]", got)
+	}
+}
+
+func TestCheckRegistry(t *testing.T) {
+	p := policy("prod", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.AllowedRegistries = []string{"ghcr.io/acme/"} })
+	path := field.NewPath("spec", "image")
+	if errs := CheckRegistry(path, "ghcr.io/acme/files@sha256:00", []mcpv1alpha1.MCPServerPolicy{p}); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	errs := CheckRegistry(path, "ghcr.io/acmeevil/files@sha256:00", []mcpv1alpha1.MCPServerPolicy{p})
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `MCPServerPolicy "prod" allows (ghcr.io/acme/)`) {
+		t.Fatalf("errors = %v", errs)
+	}
+}
+
+func TestCheckEgress(t *testing.T) {
+	p := policy("egress", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Egress.AllowedCIDRs = []string{"140.82.112.0/20"}
+		s.Egress.AllowedFQDNs = []string{"*.github.com", "pypi.org"}
+		s.Egress.MaxEntries = ptr.To[int32](3)
+	})
+	entry := func(cidr, fqdn string) mcpv1alpha1.EgressRule {
+		e := mcpv1alpha1.EgressRule{Ports: []mcpv1alpha1.EgressPort{{Port: 443}}}
+		if cidr != "" {
+			e.CIDR = ptr.To(cidr)
+		} else {
+			e.FQDN = ptr.To(fqdn)
+		}
+		return e
+	}
+	cases := []struct {
+		name   string
+		egress []mcpv1alpha1.EgressRule
+		want   []string
+	}{
+		{"within", []mcpv1alpha1.EgressRule{entry("140.82.113.0/24", ""), entry("", "api.github.com"), entry("", "pypi.org")}, nil},
+		{"wildcard within wildcard", []mcpv1alpha1.EgressRule{entry("", "*.github.com")}, nil},
+		{"cidr outside", []mcpv1alpha1.EgressRule{entry("1.1.1.0/24", "")}, []string{"spec.egress[0].cidr", "outside the networks"}},
+		{"wider than allowed", []mcpv1alpha1.EgressRule{entry("140.82.0.0/16", "")}, []string{"spec.egress[0].cidr"}},
+		{"name outside", []mcpv1alpha1.EgressRule{entry("", "evilgithub.com")}, []string{"spec.egress[0].fqdn", `"egress"`}},
+		{"apex not covered by wildcard", []mcpv1alpha1.EgressRule{entry("", "github.com")}, []string{"spec.egress[0].fqdn"}},
+		{"protected range", []mcpv1alpha1.EgressRule{entry("169.254.169.254/32", "")}, []string{"link-local"}},
+		{"too many", []mcpv1alpha1.EgressRule{entry("", "pypi.org"), entry("", "pypi.org"), entry("", "pypi.org"), entry("", "pypi.org")}, []string{"spec.egress: Too many: 4"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &mcpv1alpha1.MCPServerSpec{Egress: tc.egress}
+			errs := CheckEgress(spec, []mcpv1alpha1.MCPServerPolicy{p})
+			if len(tc.want) == 0 {
+				if len(errs) != 0 {
+					t.Fatal(errs)
+				}
+				return
+			}
+			msg := errs.ToAggregate()
+			for _, w := range tc.want {
+				if msg == nil || !strings.Contains(msg.Error(), w) {
+					t.Fatalf("errors %v lack %q", msg, w)
+				}
+			}
+		})
+	}
+}
