@@ -5,6 +5,12 @@ package operator
 
 import (
 	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +33,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
 // Options configure the operator.
@@ -45,6 +52,25 @@ type Options struct {
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run (default kube-system, k8s-app=kube-dns).
 	DNS controllers.DNSPeer
+
+	// Webhooks serves the admission webhooks (MCPServer and opted-in workloads).
+	Webhooks bool
+	// WebhookHost and WebhookPort are where the webhook server listens (default all addresses, 9443).
+	WebhookHost string
+	WebhookPort int
+	// WebhookCertDir holds tls.crt and tls.key for the webhook server.
+	WebhookCertDir string
+	// CertRotation makes the operator create and rotate its own webhook CA and serving certificate
+	// (stored in Secret CertSecret), and inject the CA into the ValidatingWebhookConfiguration.
+	CertRotation bool
+	// CertSecret, WebhookService and WebhookConfiguration name the objects certificate rotation manages.
+	CertSecret           types.NamespacedName
+	WebhookService       string
+	WebhookConfiguration string
+	// Verifier checks image signatures and attestations for the webhooks.
+	Verifier webhooks.ImageVerifier
+	// VerifyTimeout bounds one admission's image verification (default 8s, below the 10s webhook timeout).
+	VerifyTimeout time.Duration
 }
 
 // Scheme returns a scheme with the Kubernetes built-in types and the mcp-warden API.
@@ -82,6 +108,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
+		WebhookServer:           webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}),
 		Metrics:                 metrics,
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElection,
@@ -106,6 +133,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
 	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium)
+	if o.Webhooks {
+		if err := setupWebhooks(mgr, o); err != nil {
+			return nil, err
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add health check: %w", err)
 	}
@@ -135,4 +167,54 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// setupWebhooks registers the admission webhooks and, when asked, the certificate rotator. The webhook
+// server only starts serving once a certificate exists; the readiness probe waits for it.
+func setupWebhooks(mgr ctrl.Manager, o Options) error {
+	ready := make(chan struct{})
+	if o.CertRotation {
+		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
+			SecretKey:      o.CertSecret,
+			CertDir:        o.WebhookCertDir,
+			CAName:         "mcp-warden-ca",
+			CAOrganization: "mcp-warden",
+			DNSName:        fmt.Sprintf("%s.%s.svc", o.WebhookService, o.CertSecret.Namespace),
+			ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.WebhookService, o.CertSecret.Namespace)},
+			IsReady:        ready,
+			Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfiguration, Type: rotator.Validating}},
+			FieldOwner:     controllers.FieldOwner,
+		}); err != nil {
+			return fmt.Errorf("set up certificate rotation: %w", err)
+		}
+	} else {
+		close(ready)
+	}
+	register := func() error {
+		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up MCPServer webhook: %w", err)
+		}
+		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}})
+		return nil
+	}
+	if o.CertRotation {
+		// Handlers are registered once the certificate is in place, so the server never serves
+		// without one.
+		go func() {
+			<-ready
+			if err := register(); err != nil {
+				mgr.GetLogger().Error(err, "register webhooks")
+			}
+		}()
+	} else if err := register(); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("webhook", func(req *http.Request) error {
+		select {
+		case <-ready:
+			return mgr.GetWebhookServer().StartedChecker()(req)
+		default:
+			return fmt.Errorf("webhook certificate not ready")
+		}
+	})
 }

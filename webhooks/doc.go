@@ -2,3 +2,8 @@
 // namespaces that opt in: images must be pinned by digest, signed and attested by a trusted authority,
 // and within the platform's MCPServerPolicy guardrails.
 package webhooks
+
+// Certificate rotation keeps the serving certificate in a Secret in the operator's namespace and the CA
+// bundle of the webhook configuration current.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch

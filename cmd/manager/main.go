@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -34,6 +36,16 @@ func run() error {
 	flag.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "The cluster's DNS domain, used in MCPServer status endpoints.")
 	flag.StringVar(&o.DNS.Namespace, "dns-namespace", controllers.DefaultDNSPeer.Namespace, "Namespace of the cluster DNS pods every MCP server may reach on port 53.")
 	flag.StringVar(&dnsLabels, "dns-pod-labels", "k8s-app=kube-dns", "Labels (k=v,...) selecting the cluster DNS pods.")
+	var namespace, certSecret string
+	flag.BoolVar(&o.Webhooks, "webhooks", true, "Serve the admission webhooks (MCPServer, and raw workloads in namespaces labelled mcp.warden.dev/image-policy=enforce).")
+	flag.IntVar(&o.WebhookPort, "webhook-port", 9443, "Port of the webhook server.")
+	flag.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory of the webhook server's tls.crt and tls.key.")
+	flag.BoolVar(&o.CertRotation, "cert-rotation", true, "Create and rotate the webhook CA and serving certificate, and inject the CA into the webhook configuration. Turn off when cert-manager provides the certificate.")
+	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "The operator's namespace (default: $POD_NAMESPACE).")
+	flag.StringVar(&certSecret, "cert-secret", "mcp-warden-webhook-server-cert", "Secret (in --namespace) holding the rotated webhook certificate.")
+	flag.StringVar(&o.WebhookService, "webhook-service", "mcp-warden-webhook-service", "Service in front of the webhook server, named in the certificate.")
+	flag.StringVar(&o.WebhookConfiguration, "webhook-configuration", "mcp-warden-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle rotation keeps current.")
+	flag.DurationVar(&o.VerifyTimeout, "verify-timeout", 8*time.Second, "Deadline for one admission's image verification; keep it below the webhook timeout (10s).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -47,6 +59,12 @@ func run() error {
 		return fmt.Errorf("--dns-namespace must not be empty")
 	}
 	o.DNS.PodLabels = set
+	if o.Webhooks && o.CertRotation {
+		if namespace == "" {
+			return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required for webhook certificate rotation")
+		}
+		o.CertSecret = types.NamespacedName{Namespace: namespace, Name: certSecret}
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -1,0 +1,96 @@
+package webhooks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/guardrails"
+)
+
+// +kubebuilder:webhook:path=/validate-mcp-warden-dev-v1alpha1-mcpserver,mutating=false,failurePolicy=fail,sideEffects=None,groups=mcp.warden.dev,resources=mcpservers,verbs=create;update,versions=v1alpha1,name=vmcpserver.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
+
+// MCPServerValidator admits an MCPServer only if every MCPServerPolicy governing its namespace allows
+// it: image registry, signatures and attestations, and egress ceilings.
+type MCPServerValidator struct {
+	// Reader reads policies and namespaces (the manager's cache).
+	Reader client.Reader
+	// Verifier checks signatures and attestations; nil denies any image a policy requires to be signed.
+	Verifier ImageVerifier
+	// Timeout bounds one admission's verification; keep it below the webhook's timeoutSeconds.
+	Timeout time.Duration
+}
+
+var _ admission.Validator[*mcpv1alpha1.MCPServer] = &MCPServerValidator{}
+
+// SetupWithManager registers the webhook.
+func (v *MCPServerValidator) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &mcpv1alpha1.MCPServer{}).WithValidator(v).Complete()
+}
+
+// ValidateCreate checks a new MCPServer.
+func (v *MCPServerValidator) ValidateCreate(ctx context.Context, s *mcpv1alpha1.MCPServer) (admission.Warnings, error) {
+	return nil, v.validate(ctx, s)
+}
+
+// ValidateUpdate checks a changed MCPServer; unchanged specs (status or metadata updates) pass.
+func (v *MCPServerValidator) ValidateUpdate(ctx context.Context, old, s *mcpv1alpha1.MCPServer) (admission.Warnings, error) {
+	if old.Generation == s.Generation && old.Generation != 0 {
+		return nil, nil
+	}
+	return nil, v.validate(ctx, s)
+}
+
+// ValidateDelete allows deletion.
+func (v *MCPServerValidator) ValidateDelete(context.Context, *mcpv1alpha1.MCPServer) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPServer) error {
+	policies, err := guardrails.Matching(ctx, v.Reader, s.Namespace)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	imagePath := field.NewPath("spec", "image")
+	var errs field.ErrorList
+	if err := digestPinned(s.Spec.Image); err != nil {
+		errs = append(errs, field.Invalid(imagePath, s.Spec.Image, err.Error()))
+	}
+	errs = append(errs, guardrails.CheckRegistry(imagePath, s.Spec.Image, policies)...)
+	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
+	if len(errs) == 0 && needsVerification(policies) {
+		if err := v.verify(ctx, ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
+			errs = append(errs, field.Forbidden(imagePath, err.Error()))
+		}
+	}
+	if len(errs) > 0 {
+		return apierrors.NewInvalid(mcpv1alpha1.GroupVersion.WithKind("MCPServer").GroupKind(), s.Name, errs)
+	}
+	return nil
+}
+
+func (v *MCPServerValidator) verify(ctx context.Context, req ImageRequest) error {
+	return verifyImage(ctx, v.Verifier, v.Timeout, req)
+}
+
+// verifyImage runs the verifier under the admission deadline, failing closed without one.
+func verifyImage(ctx context.Context, verifier ImageVerifier, timeout time.Duration, req ImageRequest) error {
+	if verifier == nil {
+		return fmt.Errorf("image %s must be verified against MCPServerPolicy signatures, but the operator runs without an image verifier", req.Image)
+	}
+	if timeout <= 0 {
+		timeout = 8 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := verifier.VerifyImage(ctx, req)
+	return err
+}
+

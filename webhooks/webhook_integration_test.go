@@ -1,0 +1,132 @@
+package webhooks_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/webhooks"
+)
+
+const goodImage = "ghcr.io/acme/files@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// namespace creates a namespace with the labels and a policy selecting it.
+func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServerPolicySpec) string {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-", Labels: labels}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns); err != nil {
+		t.Fatal(err)
+	}
+	spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns.Name}}
+	p := &mcpv1alpha1.MCPServerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "policy-" + ns.Name}, Spec: spec}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	return ns.Name
+}
+
+func server(ns, image string) *mcpv1alpha1.MCPServer {
+	return &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns},
+		Spec:       mcpv1alpha1.MCPServerSpec{Image: image},
+	}
+}
+
+// createEventually retries while the webhook's cache has not yet seen a just-created policy, and
+// returns the last error.
+func createEventually(t *testing.T, obj client.Object, wantErr string) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		err = k8s.Create(context.Background(), obj.DeepCopyObject().(client.Object))
+		if wantErr == "" && err == nil {
+			return
+		}
+		if wantErr != "" && err != nil && strings.Contains(err.Error(), wantErr) {
+			return
+		}
+	}
+	t.Fatalf("create %T: error = %v, want %q", obj, err, wantErr)
+}
+
+func TestValidServerIsAdmitted(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
+	createEventually(t, server(ns, goodImage), "")
+}
+
+func TestRegistryNotAllowed(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"registry.internal.example/mcp/"}})
+	createEventually(t, server(ns, goodImage), fmt.Sprintf(`spec.image: Forbidden: image %s is not from a registry MCPServerPolicy "policy-%s" allows (registry.internal.example/mcp/)`, goodImage, ns))
+}
+
+func TestEgressBeyondTheCeiling(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Egress: mcpv1alpha1.EgressCeiling{AllowedCIDRs: []string{"140.82.112.0/20"}}})
+	s := server(ns, goodImage)
+	s.Spec.Egress = []mcpv1alpha1.EgressRule{
+		{CIDR: ptr.To("1.1.1.0/24"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+		{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}},
+	}
+	createEventually(t, s, "spec.egress[0].cidr: Forbidden: 1.1.1.0/24 is outside the networks MCPServerPolicy")
+	createEventually(t, s, `spec.egress[1].cidr: Invalid value: "10.0.0.0/8": 10.0.0.0/8 lies inside the private (RFC 1918) range`)
+}
+
+func TestSignedImagesRequiredFailClosed(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}}})
+	verifier.v = refusingVerifier{}
+	t.Cleanup(func() { verifier.v = nil })
+	createEventually(t, server(ns, goodImage), "spec.image: Forbidden: image "+goodImage+" has no signature from policy")
+}
+
+type refusingVerifier struct{}
+
+func (refusingVerifier) VerifyImage(_ context.Context, req webhooks.ImageRequest) (*webhooks.ImageVerdict, error) {
+	return nil, fmt.Errorf("image %s has no signature from policy %q authority %q (registry reachable, 0 signatures found)", req.Image, req.Policies[0].Name, req.Policies[0].Spec.Authorities[0].Name)
+}
+
+func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
+	ctx := context.Background()
+	optedIn := namespace(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
+	deploy := func(ns, image string) *appsv1.Deployment {
+		labels := map[string]string{"app": "raw"}
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: ns},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "server", Image: image}}},
+				},
+			},
+		}
+	}
+	createEventually(t, deploy(optedIn, "ghcr.io/acme/files:1.2"),
+		"Deployment "+optedIn+"/raw denied by the MCP image policy of namespace "+optedIn+": containers[0] (server): image ghcr.io/acme/files:1.2 is not pinned by digest; use ghcr.io/acme/files@sha256:<digest>")
+	createEventually(t, deploy(optedIn, "docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), "is not from a registry MCPServerPolicy")
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: optedIn}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	createEventually(t, pod, "Pod "+optedIn+"/p denied")
+	createEventually(t, deploy(optedIn, goodImage), "")
+
+	// A namespace that has not opted in is not checked.
+	other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "plain-"}}
+	if err := k8s.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, deploy(other.Name, "busybox:latest")); err != nil {
+		t.Fatalf("a namespace without %s was checked: %v", webhooks.LabelImagePolicy, err)
+	}
+}
+
