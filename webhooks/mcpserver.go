@@ -93,4 +93,3 @@ func verifyImage(ctx context.Context, verifier ImageVerifier, timeout time.Durat
 	_, err := verifier.VerifyImage(ctx, req)
 	return err
 }
-

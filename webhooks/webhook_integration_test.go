@@ -129,4 +129,3 @@ func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
 		t.Fatalf("a namespace without %s was checked: %v", webhooks.LabelImagePolicy, err)
 	}
 }
-
