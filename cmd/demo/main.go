@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
@@ -93,10 +94,11 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		}
 	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		CRDDirs:     []string{filepath.Join(root, "config", "crd", "bases")},
-		Controllers: true,
-		LogDir:      logDir,
-		Out:         func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+		CRDDirs:        []string{filepath.Join(root, "config", "crd", "bases")},
+		WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}},
+		Controllers:    true,
+		LogDir:         logDir,
+		Out:            func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
 	})
 	defer func() {
 		if cluster != nil {
@@ -109,14 +111,23 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	}
 	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
 
-	step("starting the mcp-warden operator")
-	mgr, err := operator.New(cluster.Config, operator.Options{MetricsAddr: "0", ProbeAddr: "0"})
+	step("starting the mcp-warden operator and its admission webhooks")
+	wh := cluster.Env.WebhookInstallOptions
+	mgr, err := operator.New(cluster.Config, operator.Options{
+		MetricsAddr: "0", ProbeAddr: "0",
+		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
+	})
 	if err != nil {
 		return err
 	}
 	mgrErr := make(chan error, 1)
 	go func() { mgrErr <- mgr.Start(ctx) }()
 	if d.c, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		return err
+	}
+
+	step("applying the platform's MCPServerPolicy (registries, egress ceiling)")
+	if err := d.applyPolicy(ctx); err != nil {
 		return err
 	}
 
@@ -173,6 +184,23 @@ func (d *demo) applySamples(ctx context.Context, dir string) ([]client.ObjectKey
 	return servers, nil
 }
 
+// applyPolicy installs the demo's guardrail: images only from ghcr.io/acme/, at most 8 egress entries.
+func (d *demo) applyPolicy(ctx context.Context) error {
+	p := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-platform"},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "mcp-tools"}},
+			AllowedRegistries: []string{"ghcr.io/acme/"},
+			Egress:            mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
+		},
+	}
+	if err := d.c.Create(ctx, p); err != nil {
+		return fmt.Errorf("create MCPServerPolicy: %w", err)
+	}
+	fmt.Printf("    applied MCPServerPolicy %s: registries %v, at most %d egress entries\n", p.Name, p.Spec.AllowedRegistries, *p.Spec.Egress.MaxEntries)
+	return nil
+}
+
 // refusals shows the API and the operator refusing unsafe specs, each with its reason.
 func (d *demo) refusals(ctx context.Context) {
 	step("unsafe MCPServers are refused")
@@ -192,27 +220,29 @@ func (d *demo) refusals(ctx context.Context) {
 	err = d.c.Create(ctx, secret)
 	d.expect(err != nil && strings.Contains(err.Error(), "secretKeyRef"), "literal credential in env refused at admission: %s", firstLine(err))
 
+	foreign := base("foreign")
+	foreign.Spec.Image = "docker.io/someone/mcp-files@sha256:" + strings.Repeat("ab", 32)
+	err = createRetrying(ctx, d.c, foreign, "MCPServerPolicy")
+	d.expect(err != nil && strings.Contains(err.Error(), `MCPServerPolicy "demo-platform"`), "image from a registry the policy does not allow refused by the webhook: %s", firstLine(err))
+
 	private := base("internal-db")
 	private.Spec.Egress = []mcpv1alpha1.EgressRule{{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}}}
-	if err := d.c.Create(ctx, private); err != nil {
-		d.expect(false, "create internal-db: %v", err)
-		return
+	err = d.c.Create(ctx, private)
+	d.expect(err != nil && strings.Contains(err.Error(), "private (RFC 1918)"), "egress to a private range refused by the webhook: %s", firstLine(err))
+}
+
+// createRetrying creates obj, retrying briefly while the webhook's cache has not yet seen a policy just
+// created (the denial must mention want).
+func createRetrying(ctx context.Context, c client.Client, obj client.Object, want string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		err = c.Create(ctx, obj.DeepCopyObject().(client.Object))
+		if err == nil || strings.Contains(err.Error(), want) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	var msg string
-	stalled := poll(ctx, 30*time.Second, func() bool {
-		s := &mcpv1alpha1.MCPServer{}
-		if d.c.Get(ctx, client.ObjectKeyFromObject(private), s) != nil {
-			return false
-		}
-		c := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionStalled)
-		if c != nil && c.Status == metav1.ConditionTrue {
-			msg = c.Reason + ": " + c.Message
-			return true
-		}
-		return false
-	})
-	d.expect(stalled, "private egress stalls the server, nothing deployed: %s", msg)
-	_ = d.c.Delete(ctx, private)
+	return err
 }
 
 func firstLine(err error) string {
