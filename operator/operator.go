@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -33,6 +34,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -67,7 +69,10 @@ type Options struct {
 	CertSecret           types.NamespacedName
 	WebhookService       string
 	WebhookConfiguration string
-	// Verifier checks image signatures and attestations for the webhooks.
+	// Namespace is the operator's own namespace, where key Secrets referenced by policies live.
+	Namespace string
+	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
+	// registries, with a cache).
 	Verifier webhooks.ImageVerifier
 	// VerifyTimeout bounds one admission's image verification (default 8s, below the 10s webhook timeout).
 	VerifyTimeout time.Duration
@@ -172,6 +177,13 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 // setupWebhooks registers the admission webhooks and, when asked, the certificate rotator. The webhook
 // server only starts serving once a certificate exists; the readiness probe waits for it.
 func setupWebhooks(mgr ctrl.Manager, o Options) error {
+	if o.Verifier == nil {
+		o.Verifier = &webhooks.CosignVerifier{
+			Verifier:        imageverify.New(imageverify.Options{Timeout: o.VerifyTimeout, Registerer: ctrlmetrics.Registry}),
+			Reader:          mgr.GetAPIReader(),
+			SecretNamespace: o.Namespace,
+		}
+	}
 	ready := make(chan struct{})
 	if o.CertRotation {
 		if err := rotator.AddRotator(mgr, &rotator.CertRotator{

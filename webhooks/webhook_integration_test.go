@@ -14,6 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -128,4 +130,53 @@ func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
 	if err := k8s.Create(ctx, deploy(other.Name, "busybox:latest")); err != nil {
 		t.Fatalf("a namespace without %s was checked: %v", webhooks.LabelImagePolicy, err)
 	}
+}
+
+// TestCosignThroughTheAPIServer registers the real cosign verifier and admits or denies MCPServers and
+// raw Deployments whose images live in a loopback registry, signed and attested by the test.
+func TestCosignThroughTheAPIServer(t *testing.T) {
+	reg := imagetest.StartRegistry()
+	t.Cleanup(reg.Close)
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := reg.PushRandom("acme/files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Sign(signed); err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Attest(signed, "https://slsa.dev/provenance/v1", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := reg.PushRandom("acme/unsigned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	t.Cleanup(func() { verifier.v = nil })
+
+	ns := namespace(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{
+		AllowedRegistries: []string{reg.Host + "/acme/"},
+		Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}},
+		Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
+	})
+	createEventually(t, server(ns, signed.String()), "")
+	bad := server(ns, unsigned.String())
+	bad.Name = "unsigned"
+	createEventually(t, bad, fmt.Sprintf(`spec.image: Forbidden: image %s has no signature from policy "policy-%s" authority "release-key" (registry reachable, 0 signatures found)`, unsigned, ns))
+
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "raw-unsigned", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "raw"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "raw"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "server", Image: unsigned.String()}}},
+			},
+		},
+	}
+	createEventually(t, d, "containers[0] (server): image "+unsigned.String()+" has no signature from policy")
 }

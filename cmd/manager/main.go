@@ -59,6 +59,7 @@ func run() error {
 		return fmt.Errorf("--dns-namespace must not be empty")
 	}
 	o.DNS.PodLabels = set
+	o.Namespace = namespace
 	if o.Webhooks && o.CertRotation {
 		if namespace == "" {
 			return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required for webhook certificate rotation")

@@ -1,0 +1,166 @@
+// Package imagetest builds what image-verification tests and the demo need, for real: an OCI registry on
+// loopback (go-containerregistry's in-process registry), images pushed to it, keys, and cosign signatures
+// and in-toto attestations written with the cosign library.
+package imagetest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
+	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
+)
+
+// Registry is an OCI registry served on 127.0.0.1.
+type Registry struct {
+	// Host is host:port, e.g. 127.0.0.1:41234.
+	Host string
+	srv  *httptest.Server
+}
+
+// StartRegistry starts a registry on loopback.
+func StartRegistry() *Registry {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	return &Registry{Host: strings.TrimPrefix(srv.URL, "http://"), srv: srv}
+}
+
+// Close stops the registry: later requests fail as an unreachable registry does.
+func (r *Registry) Close() { r.srv.Close() }
+
+// PushRandom pushes a small random image to repo (e.g. "acme/files") and returns its digest reference.
+func (r *Registry) PushRandom(repo string) (name.Digest, error) {
+	img, err := random.Image(256, 1)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return r.Push(repo, img)
+}
+
+// Push pushes an image to repo and returns its digest reference.
+func (r *Registry) Push(repo string, img v1.Image) (name.Digest, error) {
+	tag, err := name.NewTag(r.Host + "/" + repo + ":latest")
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.Write(tag, img); err != nil {
+		return name.Digest{}, fmt.Errorf("push %s: %w", tag, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return tag.Context().Digest(d.String()), nil
+}
+
+// Key is an ECDSA P-256 signing key.
+type Key struct {
+	Private *ecdsa.PrivateKey
+	signer  signature.SignerVerifier
+}
+
+// NewKey generates a key.
+func NewKey() (*Key, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{Private: priv, signer: sv}, nil
+}
+
+// Public returns the public key.
+func (k *Key) Public() crypto.PublicKey { return &k.Private.PublicKey }
+
+// PublicPEM returns the PEM-encoded public key, as a policy carries it.
+func (k *Key) PublicPEM() []byte {
+	der, _ := x509.MarshalPKIXPublicKey(&k.Private.PublicKey)
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// Sign attaches a cosign signature of ref to ref, as `cosign sign` does.
+func (k *Key) Sign(ref name.Digest) error { return k.SignClaiming(ref, ref) }
+
+// SignClaiming attaches to ref a signature whose payload claims the image claimed: with claimed != ref
+// it builds the "signature copied from another image" attack.
+func (k *Key) SignClaiming(ref, claimed name.Digest) error {
+	payload, err := json.Marshal(sigpayload.Cosign{Image: claimed, ClaimedIdentity: claimed.String()})
+	if err != nil {
+		return err
+	}
+	sig, err := k.signer.SignMessage(bytes.NewReader(payload))
+	if err != nil {
+		return err
+	}
+	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig))
+	if err != nil {
+		return err
+	}
+	se, err := ociremote.SignedEntity(ref)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ref, err)
+	}
+	se, err = mutate.AttachSignatureToEntity(se, ociSig)
+	if err != nil {
+		return err
+	}
+	return ociremote.WriteSignatures(ref.Context(), se)
+}
+
+// Attest attaches an in-toto attestation with the predicate type to ref, signed with the key in a DSSE
+// envelope, as `cosign attest` does.
+func (k *Key) Attest(ref name.Digest, predicateType string, predicate any) error {
+	h, err := v1.NewHash(ref.DigestStr())
+	if err != nil {
+		return err
+	}
+	stmt, err := json.Marshal(map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"subject":       []map[string]any{{"name": ref.Context().String(), "digest": map[string]string{"sha256": h.Hex}}},
+		"predicateType": predicateType,
+		"predicate":     predicate,
+	})
+	if err != nil {
+		return err
+	}
+	envelope, err := dsse.WrapSigner(k.signer, "application/vnd.in-toto+json").SignMessage(bytes.NewReader(stmt))
+	if err != nil {
+		return err
+	}
+	att, err := static.NewAttestation(envelope)
+	if err != nil {
+		return err
+	}
+	se, err := ociremote.SignedEntity(ref)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ref, err)
+	}
+	se, err = mutate.AttachAttestationToEntity(se, att)
+	if err != nil {
+		return err
+	}
+	return ociremote.WriteAttestations(ref.Context(), se)
+}

@@ -1,0 +1,76 @@
+package webhooks
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/imageverify"
+)
+
+// CosignVerifier verifies images with the cosign library against MCPServerPolicy authorities.
+type CosignVerifier struct {
+	// Verifier does the verification and caching.
+	Verifier *imageverify.Verifier
+	// Reader reads Secrets holding public keys.
+	Reader client.Reader
+	// SecretNamespace is where key Secrets live (the operator's namespace).
+	SecretNamespace string
+}
+
+var _ ImageVerifier = &CosignVerifier{}
+
+// VerifyImage maps the policies onto the verifier's and verifies the image.
+func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*ImageVerdict, error) {
+	policies := make([]imageverify.Policy, 0, len(req.Policies))
+	for _, p := range req.Policies {
+		ip, err := c.policy(ctx, p)
+		if err != nil {
+			return nil, &imageverify.Denial{Image: req.Image, Policy: p.Name, Check: imageverify.CheckPolicyInvalid, Detail: err.Error()}
+		}
+		policies = append(policies, ip)
+	}
+	r, err := c.Verifier.Verify(ctx, req.Image, policies)
+	if err != nil {
+		return nil, err
+	}
+	return &ImageVerdict{Digest: r.Digest, Signers: r.Signers, Attestations: r.Attestations}, nil
+}
+
+func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) (imageverify.Policy, error) {
+	out := imageverify.Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)}
+	for _, a := range p.Spec.Authorities {
+		if a.Keyless != nil {
+			return out, fmt.Errorf("authority %q: keyless verification is not supported by this version of the operator; use a key authority", a.Name)
+		}
+		if a.Key == nil {
+			return out, fmt.Errorf("authority %q: set key", a.Name)
+		}
+		data := []byte(a.Key.Data)
+		if ref := a.Key.SecretRef; ref != nil {
+			// Secret-held keys change the identity when their content does (resourceVersion).
+			s := &corev1.Secret{}
+			if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: c.SecretNamespace, Name: ref.Name}, s); err != nil {
+				return out, fmt.Errorf("authority %q: read Secret %s/%s: %w", a.Name, c.SecretNamespace, ref.Name, err)
+			}
+			data = s.Data[ref.Key]
+			out.Identity += "/" + s.ResourceVersion
+		}
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(data)
+		if err != nil {
+			return out, fmt.Errorf("authority %q: not a PEM public key: %w", a.Name, err)
+		}
+		out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, PublicKey: crypto.PublicKey(pub)})
+	}
+	for _, att := range p.Spec.Attestations {
+		out.Attestations = append(out.Attestations, imageverify.AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
+	}
+	return out, nil
+}
