@@ -32,23 +32,26 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/guardrails"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
 // Condition reasons.
 const (
-	ReasonAvailable       = "Available"
-	ReasonProgressing     = "Progressing"
-	ReasonInvalidSpec     = "InvalidSpec"
-	ReasonPolicyViolation = "PolicyViolation"
-	ReasonChildConflict   = "ChildConflict"
-	ReasonApplyFailed     = "ApplyFailed"
-	ReasonEnforced        = "Enforced"
-	ReasonCilium          = "EnforcedByCilium"
-	ReasonFQDNNoCilium    = "FQDNRequiresCilium"
-	ReasonDriftReverted   = "DriftReverted"
-	ReasonRecreated       = "Recreated"
+	ReasonAvailable          = "Available"
+	ReasonProgressing        = "Progressing"
+	ReasonInvalidSpec        = "InvalidSpec"
+	ReasonPolicyViolation    = "PolicyViolation"
+	ReasonVerificationFailed = "VerificationFailed"
+	ReasonChildConflict      = "ChildConflict"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonEnforced           = "Enforced"
+	ReasonCilium             = "EnforcedByCilium"
+	ReasonFQDNNoCilium       = "FQDNRequiresCilium"
+	ReasonDriftReverted      = "DriftReverted"
+	ReasonRecreated          = "Recreated"
 )
 
 // MCPServerReconciler reconciles MCPServer objects.
@@ -65,6 +68,9 @@ type MCPServerReconciler struct {
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
 	DNS DNSPeer
+	// Verifier checks image signatures and attestations when a policy asks for them (nil: such
+	// servers stall, failing closed).
+	Verifier webhooks.ImageVerifier
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
@@ -162,6 +168,44 @@ func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alph
 	return r.applyChild(ctx, s, desiredService(s), &corev1.Service{})
 }
 
+// verifyImage verifies the image when a policy requires signatures; the admission webhook did the same,
+// so this is normally a cache hit, and it catches images admitted before a policy tightened. A failed
+// check stalls the server; an unreachable registry is retried.
+func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MCPServer, policies []mcpv1alpha1.MCPServerPolicy, st *reconcileState) error {
+	if !webhooks.NeedsVerification(policies) {
+		s.Status.Image = nil
+		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionVerified)
+		return nil
+	}
+	if r.Verifier == nil {
+		return &stallError{reason: ReasonVerificationFailed, message: "a policy requires signed images but the operator runs without an image verifier"}
+	}
+	verdict, err := r.Verifier.VerifyImage(ctx, webhooks.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies})
+	var denial *imageverify.Denial
+	switch {
+	case errors.As(err, &denial) && denial.Check == imageverify.CheckRegistryUnreachable:
+		return err
+	case err != nil:
+		s.Status.Image = nil
+		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionVerified, Status: metav1.ConditionFalse, Reason: string(checkOf(err)), Message: err.Error(), ObservedGeneration: s.Generation})
+		return &stallError{reason: ReasonVerificationFailed, message: err.Error()}
+	}
+	s.Status.Image = &mcpv1alpha1.VerifiedImage{Digest: verdict.Digest, Signers: verdict.Signers, Attestations: verdict.Attestations}
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{
+		Type: mcpv1alpha1.ConditionVerified, Status: metav1.ConditionTrue, Reason: "Verified", ObservedGeneration: s.Generation,
+		Message: fmt.Sprintf("signed by %s; attestations: %s", strings.Join(verdict.Signers, ", "), strings.Join(verdict.Attestations, ", ")),
+	})
+	return nil
+}
+
+func checkOf(err error) imageverify.Check {
+	var d *imageverify.Denial
+	if errors.As(err, &d) {
+		return d.Check
+	}
+	return "Error"
+}
+
 // reconcileSpec checks what the CRD's schema cannot: the egress allow-list against the protected
 // ranges. A refused entry stalls the MCPServer before anything is applied.
 func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
@@ -178,6 +222,9 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
+	}
+	if err := r.verifyImage(ctx, s, policies, st); err != nil {
+		return err
 	}
 	st.networkPolicy = np
 	st.fqdns = fqdnEgress(s)

@@ -18,6 +18,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
@@ -497,4 +498,71 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `MCPServerPolicy "private-`+ns+`" allows (ghcr.io/acme/)`))
+}
+
+func TestVerifiedStatus(t *testing.T) {
+	ctx := context.Background()
+	reg := imagetest.StartRegistry()
+	t.Cleanup(reg.Close)
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := reg.PushRandom("acme/files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Sign(signed); err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Attest(signed, "https://slsa.dev/provenance/v1", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := reg.PushRandom("acme/unsigned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := restrictedNamespace(t)
+	policy := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "signed-" + ns},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}},
+			Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}},
+			Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
+		},
+	}
+	if err := k8s.Create(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), policy) })
+
+	good := newServer(ns, "signed")
+	good.Spec.Image = signed.String()
+	bad := newServer(ns, "unsigned")
+	bad.Spec.Image = unsigned.String()
+	for _, s := range []*mcpv1alpha1.MCPServer{good, bad} {
+		if err := k8s.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := waitReady(t, client.ObjectKeyFromObject(good))
+	if c := condition(s, mcpv1alpha1.ConditionVerified); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("Verified = %+v", c)
+	}
+	if s.Status.Image == nil || s.Status.Image.Digest != signed.DigestStr() || s.Status.Image.Signers[0] != "signed-"+ns+"/release-key" || s.Status.Image.Attestations[0] != "https://slsa.dev/provenance/v1" {
+		t.Fatalf("status.image = %+v", s.Status.Image)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
+			return err
+		}
+		v, st := condition(bad, mcpv1alpha1.ConditionVerified), condition(bad, mcpv1alpha1.ConditionStalled)
+		if v == nil || v.Status != metav1.ConditionFalse || v.Reason != "NoSignature" || st == nil || st.Reason != controllers.ReasonVerificationFailed {
+			return fmt.Errorf("conditions: %+v", bad.Status.Conditions)
+		}
+		return nil
+	})
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("an unverified image got a Deployment: %v", err)
+	}
 }

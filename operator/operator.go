@@ -126,6 +126,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
+	if o.Verifier == nil {
+		// One verifier (and cache) for the webhooks and the controller: the controller's check right
+		// after an admission is a cache hit.
+		o.Verifier = &webhooks.CosignVerifier{
+			Verifier:        imageverify.New(imageverify.Options{Timeout: o.VerifyTimeout, Registerer: ctrlmetrics.Registry}),
+			Reader:          mgr.GetAPIReader(),
+			SecretNamespace: o.Namespace,
+		}
+	}
 	if err := (&controllers.MCPServerReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
@@ -134,6 +143,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		ClusterDomain: o.ClusterDomain,
 		DNS:           o.DNS,
 		Cilium:        cilium,
+		Verifier:      o.Verifier,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
@@ -177,13 +187,6 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 // setupWebhooks registers the admission webhooks and, when asked, the certificate rotator. The webhook
 // server only starts serving once a certificate exists; the readiness probe waits for it.
 func setupWebhooks(mgr ctrl.Manager, o Options) error {
-	if o.Verifier == nil {
-		o.Verifier = &webhooks.CosignVerifier{
-			Verifier:        imageverify.New(imageverify.Options{Timeout: o.VerifyTimeout, Registerer: ctrlmetrics.Registry}),
-			Reader:          mgr.GetAPIReader(),
-			SecretNamespace: o.Namespace,
-		}
-	}
 	ready := make(chan struct{})
 	if o.CertRotation {
 		if err := rotator.AddRotator(mgr, &rotator.CertRotator{

@@ -42,8 +42,8 @@ type ImageVerdict struct {
 	Attestations []string
 }
 
-// needsVerification reports whether any policy asks for signatures or attestations.
-func needsVerification(policies []mcpv1alpha1.MCPServerPolicy) bool {
+// NeedsVerification reports whether any policy asks for signatures or attestations.
+func NeedsVerification(policies []mcpv1alpha1.MCPServerPolicy) bool {
 	for _, p := range policies {
 		if len(p.Spec.Authorities) > 0 || len(p.Spec.Attestations) > 0 {
 			return true

@@ -69,7 +69,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		for _, fe := range guardrails.CheckRegistry(nil, c.image, policies) {
 			denials = append(denials, fmt.Sprintf("%s: %s", c.path, fe.Detail))
 		}
-		if needsVerification(policies) {
+		if NeedsVerification(policies) {
 			pull := spec.ImagePullSecrets
 			if err := verifyImage(ctx, v.Verifier, v.Timeout, ImageRequest{Image: c.image, Namespace: req.Namespace, PullSecrets: pull, Policies: policies}); err != nil {
 				denials = append(denials, fmt.Sprintf("%s: %v", c.path, err))

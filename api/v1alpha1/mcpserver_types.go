@@ -214,6 +214,23 @@ type MCPServerStatus struct {
 	// ReadyReplicas is the number of server pods that are ready.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// Image is what verification established about spec.image under the MCPServerPolicies that govern
+	// the namespace (empty when no policy asks for signatures).
+	// +optional
+	Image *VerifiedImage `json:"image,omitempty"`
+}
+
+// VerifiedImage is the outcome of verifying an image's signatures and attestations.
+type VerifiedImage struct {
+	// Digest is the verified manifest digest.
+	Digest string `json:"digest"`
+	// Signers are the authorities whose signatures verified, as policy/authority.
+	// +optional
+	Signers []string `json:"signers,omitempty"`
+	// Attestations are the verified attestation predicate types.
+	// +optional
+	Attestations []string `json:"attestations,omitempty"`
 }
 
 // MCPServer runs a Model Context Protocol server sandboxed by construction: a hardened Deployment, a
@@ -224,6 +241,7 @@ type MCPServerStatus struct {
 // +kubebuilder:resource:shortName=mcps,categories=mcp
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`,priority=1
+// +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="Verified")].status`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -265,4 +283,7 @@ const (
 	// ConditionEgressEnforced is False when an egress entry cannot be enforced on this cluster (for
 	// example a DNS name without Cilium); such entries open nothing.
 	ConditionEgressEnforced = "EgressEnforced"
+	// ConditionVerified is True when the image's signatures and attestations satisfy every policy that
+	// governs the namespace (status.image says what was verified), False when they do not.
+	ConditionVerified = "Verified"
 )

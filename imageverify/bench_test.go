@@ -1,0 +1,63 @@
+package imageverify_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
+)
+
+// BenchmarkVerify measures admission-time verification of a signed and attested image in a loopback
+// registry: cold (a new verifier, so a full cosign verification every time) and warm (cached decision).
+// It reports p50/p99 latency and registry requests per verification.
+func BenchmarkVerify(b *testing.B) {
+	reg := imagetest.StartRegistry()
+	defer reg.Close()
+	key, err := imagetest.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := reg.PushRandom("acme/files")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Sign(img); err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Attest(img, slsa, map[string]any{}); err != nil {
+		b.Fatal(err)
+	}
+	policy := []imageverify.Policy{{
+		Name: "prod", Identity: "uid/1",
+		Authorities:  []imageverify.Authority{{Name: "release-key", PublicKey: key.Public()}},
+		Attestations: []imageverify.AttestationRequirement{{Name: "provenance", PredicateType: slsa}},
+	}}
+	ctx := context.Background()
+	run := func(b *testing.B, fresh bool) {
+		v := imageverify.New(imageverify.Options{})
+		var durations []time.Duration
+		var requests int64
+		for b.Loop() {
+			if fresh {
+				v = imageverify.New(imageverify.Options{})
+			}
+			before := v.RegistryRequests()
+			start := time.Now()
+			if _, err := v.Verify(ctx, img.String(), policy); err != nil {
+				b.Fatal(err)
+			}
+			durations = append(durations, time.Since(start))
+			requests += v.RegistryRequests() - before
+		}
+		slices.Sort(durations)
+		pct := func(p float64) float64 { return float64(durations[int(p*float64(len(durations)-1))].Microseconds()) }
+		b.ReportMetric(pct(0.50), "p50-µs")
+		b.ReportMetric(pct(0.99), "p99-µs")
+		b.ReportMetric(float64(requests)/float64(len(durations)), "registry-requests/op")
+	}
+	b.Run("cold", func(b *testing.B) { run(b, true) })
+	b.Run("warm", func(b *testing.B) { run(b, false) })
+}
