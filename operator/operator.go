@@ -69,6 +69,9 @@ type Options struct {
 	CertSecret           types.NamespacedName
 	WebhookService       string
 	WebhookConfiguration string
+	// WebhookExtraDNSNames are further names for the serving certificate (e.g. localhost for a webhook
+	// reached by URL).
+	WebhookExtraDNSNames []string
 	// Namespace is the operator's own namespace, where key Secrets referenced by policies live.
 	Namespace string
 	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
@@ -195,7 +198,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 			CAName:         "mcp-warden-ca",
 			CAOrganization: "mcp-warden",
 			DNSName:        fmt.Sprintf("%s.%s.svc", o.WebhookService, o.CertSecret.Namespace),
-			ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.WebhookService, o.CertSecret.Namespace)},
+			ExtraDNSNames:  append([]string{fmt.Sprintf("%s.%s.svc.cluster.local", o.WebhookService, o.CertSecret.Namespace)}, o.WebhookExtraDNSNames...),
 			IsReady:        ready,
 			Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfiguration, Type: rotator.Validating}},
 			FieldOwner:     controllers.FieldOwner,
