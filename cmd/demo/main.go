@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/mattfenwick/cyclonus/pkg/matcher"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -35,6 +36,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/sandbox"
@@ -126,17 +128,25 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 
-	step("applying the platform's MCPServerPolicy (registries, egress ceiling)")
-	if err := d.applyPolicy(ctx); err != nil {
+	step("building demo images in a loopback OCI registry (signed + attested, unsigned)")
+	images, err := buildImages()
+	if err != nil {
+		return err
+	}
+	defer images.reg.Close()
+	fmt.Printf("    registry %s: signed %s\n    unsigned %s\n", images.reg.Host, images.signed, images.unsigned)
+
+	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling)")
+	if err := d.applyPolicy(ctx, images); err != nil {
 		return err
 	}
 
 	step("applying config/samples")
-	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"))
+	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"), images.signed.String())
 	if err != nil {
 		return err
 	}
-	d.refusals(ctx)
+	d.refusals(ctx, images)
 
 	step("waiting for the samples to become Ready")
 	for _, s := range applied {
@@ -160,7 +170,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 
 // applySamples renders config/samples with kustomize and applies every object; it returns the
 // MCPServers.
-func (d *demo) applySamples(ctx context.Context, dir string) ([]client.ObjectKey, error) {
+func (d *demo) applySamples(ctx context.Context, dir, image string) ([]client.ObjectKey, error) {
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
@@ -172,7 +182,14 @@ func (d *demo) applySamples(ctx context.Context, dir string) ([]client.ObjectKey
 			return nil, err
 		}
 		u := &unstructured.Unstructured{Object: obj}
-		if err := d.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("demo"), client.ForceOwnership); err != nil {
+		if u.GetKind() == "MCPServer" {
+			// The sample's image points at a registry this machine cannot reach; run the demo's signed
+			// image instead.
+			if err := unstructured.SetNestedField(u.Object, image, "spec", "image"); err != nil {
+				return nil, err
+			}
+		}
+		if err := createRetryingApply(ctx, d.c, u); err != nil {
 			d.expect(false, "apply %s %s: %v", u.GetKind(), u.GetName(), err)
 			continue
 		}
@@ -184,30 +201,64 @@ func (d *demo) applySamples(ctx context.Context, dir string) ([]client.ObjectKey
 	return servers, nil
 }
 
-// applyPolicy installs the demo's guardrail: images only from ghcr.io/acme/, at most 8 egress entries.
-func (d *demo) applyPolicy(ctx context.Context) error {
+// demoImages are the images the demo builds: one signed and attested with a generated key, one not.
+type demoImages struct {
+	reg              *imagetest.Registry
+	key              *imagetest.Key
+	signed, unsigned name.Digest
+}
+
+func buildImages() (*demoImages, error) {
+	im := &demoImages{reg: imagetest.StartRegistry()}
+	var err error
+	if im.key, err = imagetest.NewKey(); err != nil {
+		return nil, err
+	}
+	if im.signed, err = im.reg.PushRandom("acme/mcp-files"); err != nil {
+		return nil, err
+	}
+	if err := im.key.Sign(im.signed); err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	if err := im.key.Attest(im.signed, provenanceType, map[string]any{"buildDefinition": map[string]string{"buildType": "demo"}}); err != nil {
+		return nil, fmt.Errorf("attest: %w", err)
+	}
+	if im.unsigned, err = im.reg.PushRandom("acme/mcp-unsigned"); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+const provenanceType = "https://slsa.dev/provenance/v1"
+
+// applyPolicy installs the demo's guardrail for namespace mcp-tools: images only from the demo registry,
+// signed by the demo key, with SLSA provenance; at most 8 egress entries.
+func (d *demo) applyPolicy(ctx context.Context, im *demoImages) error {
 	p := &mcpv1alpha1.MCPServerPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo-platform"},
 		Spec: mcpv1alpha1.MCPServerPolicySpec{
 			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "mcp-tools"}},
-			AllowedRegistries: []string{"ghcr.io/acme/"},
+			AllowedRegistries: []string{im.reg.Host + "/acme/"},
+			Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(im.key.PublicPEM())}}},
+			Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: provenanceType}},
 			Egress:            mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
 		},
 	}
 	if err := d.c.Create(ctx, p); err != nil {
 		return fmt.Errorf("create MCPServerPolicy: %w", err)
 	}
-	fmt.Printf("    applied MCPServerPolicy %s: registries %v, at most %d egress entries\n", p.Name, p.Spec.AllowedRegistries, *p.Spec.Egress.MaxEntries)
+	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestation %s, at most %d egress entries\n",
+		p.Name, p.Spec.AllowedRegistries, provenanceType, *p.Spec.Egress.MaxEntries)
 	return nil
 }
 
 // refusals shows the API and the operator refusing unsafe specs, each with its reason.
-func (d *demo) refusals(ctx context.Context) {
+func (d *demo) refusals(ctx context.Context, im *demoImages) {
 	step("unsafe MCPServers are refused")
 	base := func(name string) *mcpv1alpha1.MCPServer {
 		return &mcpv1alpha1.MCPServer{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mcp-tools"},
-			Spec:       mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/mcp-files@sha256:" + strings.Repeat("ab", 32)},
+			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String()},
 		}
 	}
 	tag := base("tagged")
@@ -219,6 +270,11 @@ func (d *demo) refusals(ctx context.Context) {
 	secret.Spec.Env = []mcpv1alpha1.EnvVar{{Name: "GITHUB_TOKEN", Value: ptr.To("ghp_0123456789abcdefghijklmnopqrstuvwxyzAB")}}
 	err = d.c.Create(ctx, secret)
 	d.expect(err != nil && strings.Contains(err.Error(), "secretKeyRef"), "literal credential in env refused at admission: %s", firstLine(err))
+
+	unsigned := base("unsigned")
+	unsigned.Spec.Image = im.unsigned.String()
+	err = d.c.Create(ctx, unsigned)
+	d.expect(err != nil && strings.Contains(err.Error(), "has no signature from policy"), "unsigned image refused by the webhook (cosign): %s", firstLine(err))
 
 	foreign := base("foreign")
 	foreign.Spec.Image = "docker.io/someone/mcp-files@sha256:" + strings.Repeat("ab", 32)
@@ -257,6 +313,33 @@ func firstLine(err error) string {
 		s = s[:160] + "..."
 	}
 	return s
+}
+
+func verifiedSummary(s *mcpv1alpha1.MCPServer) string {
+	if s.Status.Image == nil {
+		return "(no status.image)"
+	}
+	return fmt.Sprintf("digest %s, signers %v, attestations %v", s.Status.Image.Digest[:19]+"...", s.Status.Image.Signers, s.Status.Image.Attestations)
+}
+
+// createRetryingApply applies obj, retrying briefly while the webhook's cache catches up with the policy.
+func createRetryingApply(ctx context.Context, c client.Client, u *unstructured.Unstructured) error {
+	body, err := u.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 50; i++ {
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(body); err != nil {
+			return err
+		}
+		if err = c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("demo"), client.ForceOwnership); err == nil {
+			u.Object = obj.Object
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
 }
 
 func poll(ctx context.Context, timeout time.Duration, cond func() bool) bool {
@@ -302,6 +385,9 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 	}
 	_ = tw.Flush()
 	fmt.Printf("    endpoint: %s\n", s.Status.Endpoint)
+	v := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionVerified)
+	d.expect(v != nil && v.Status == metav1.ConditionTrue && s.Status.Image != nil,
+		"image verified: %s", verifiedSummary(s))
 
 	pods := &corev1.PodList{}
 	_ = d.c.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels{controllers.LabelServer: key.Name})
