@@ -13,10 +13,12 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/argocd"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/sandbox"
@@ -108,6 +110,7 @@ func TestServerBecomesReadyWithRestrictedPods(t *testing.T) {
 	s := waitReady(t, client.ObjectKey{Namespace: ns, Name: "files"})
 	t.Logf("MCPServer Ready after %s", time.Since(start).Round(time.Millisecond))
 
+	assertArgoHealth(t, s, argocd.Healthy)
 	if want := "http://files." + ns + ".svc.cluster.local:8080/mcp"; s.Status.Endpoint != want {
 		t.Errorf("endpoint = %q, want %q", s.Status.Endpoint, want)
 	}
@@ -148,6 +151,19 @@ func TestServerBecomesReadyWithRestrictedPods(t *testing.T) {
 	}
 	if pod.Spec.NodeName == "" {
 		t.Error("pod was not scheduled")
+	}
+}
+
+// assertArgoHealth runs the Argo CD health check on the live object.
+func assertArgoHealth(t *testing.T, s *mcpv1alpha1.MCPServer, want string) {
+	t.Helper()
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, msg, err := argocd.Health(obj)
+	if err != nil || status != want {
+		t.Fatalf("Argo CD health = %s %q (%v), want %s", status, msg, err, want)
 	}
 }
 
@@ -228,6 +244,7 @@ func TestPrivateEgressStallsUntilFixed(t *testing.T) {
 		}
 		return nil
 	})
+	assertArgoHealth(t, s, argocd.Degraded)
 	// Nothing was applied for a spec that cannot be honoured.
 	if err := k8s.Get(ctx, key, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Deployment exists for a stalled server: %v", err)
