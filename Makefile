@@ -6,9 +6,13 @@ SHELL := /usr/bin/env bash -o pipefail
 
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+HELM ?= $(LOCALBIN)/helm
+KYVERNO ?= $(LOCALBIN)/kyverno
 
 ## Tool versions (pinned).
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v4.3.1
+KYVERNO_VERSION ?= v1.19.1
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
 
@@ -29,6 +33,7 @@ help: ## Show the targets.
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs, RBAC and webhook manifests into config/.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/...;./controllers/...;./webhooks/...;./guardrails/..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/chartgen
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -51,9 +56,20 @@ lint: ## gofmt check and go vet.
 control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
 	@hack/control-plane.sh >/dev/null
 
+.PHONY: helm-lint
+helm-lint: helm ## Lint the chart and render it with default values and with every option on.
+	$(HELM) lint charts/mcp-warden
+	$(HELM) lint charts/mcp-warden --set serviceMonitor.enabled=true --set certManager.enabled=true --set argocd.healthCheck=true
+	$(HELM) template mcp-warden charts/mcp-warden --namespace mcp-warden-system >/dev/null
+	$(HELM) template mcp-warden charts/mcp-warden --namespace mcp-warden-system --set serviceMonitor.enabled=true --set certManager.enabled=true --set argocd.healthCheck=true >/dev/null
+
+.PHONY: kyverno-test
+kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad resources with Kyverno's CLI.
+	$(KYVERNO) test config/kyverno
+
 .PHONY: test
-test: lint verify-generated control-plane ## Run every test against a real local control plane.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane helm-lint kyverno-test ## Run every test against a real local control plane.
+	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane ## Run the benchmarks and print a table.
@@ -78,6 +94,15 @@ $(LOCALBIN):
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN): $(LOCALBIN)
 	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: helm
+helm: $(HELM)
+$(HELM): $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v4/cmd/helm,$(HELM_VERSION))
+
+.PHONY: kyverno
+kyverno: $(LOCALBIN)
+	@[ -x "$(KYVERNO)" ] && "$(KYVERNO)" version 2>/dev/null | grep -q "$(KYVERNO_VERSION:v%=%)" || hack/build-kyverno.sh $(KYVERNO_VERSION) $(LOCALBIN)
 
 # go-install-tool installs a Go tool into bin/ under a version-suffixed name and links the plain name to
 # it, so a changed pin installs the new version.

@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 snap=$(mktemp -d)
 trap 'rm -rf "$snap"' EXIT
-paths=(api config/crd config/rbac config/webhook)
+paths=(api config/crd config/rbac config/webhook config/argocd charts/mcp-warden/crds charts/mcp-warden/files charts/mcp-warden/templates)
 for p in "${paths[@]}"; do
   [[ -e "$p" ]] && mkdir -p "$snap/$(dirname "$p")" && cp -r "$p" "$snap/$p"
 done
