@@ -16,7 +16,7 @@ KYVERNO_VERSION ?= v1.19.1
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
 
-GO_TEST_FLAGS ?= -timeout 25m
+GO_TEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_FLAGS ?= -run '^$$' -benchtime 2s
 
 .PHONY: all
