@@ -87,7 +87,19 @@ func run() error {
 			return err
 		}
 	}
-	return nil
+	var patch strings.Builder
+	patch.WriteString("# Merge into Argo CD's argocd-cm (namespace argocd) so Argo CD reports MCPServer health from its\n")
+	patch.WriteString("# conditions. Generated from argocd/mcpserver-health.lua by `make manifests`.\n")
+	patch.WriteString("#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file config/argocd/argocd-cm-patch.yaml\n")
+	patch.WriteString("data:\n  resource.customizations.health.mcp.warden.dev_MCPServer: |\n")
+	for _, line := range strings.Split(strings.TrimRight(string(lua), "\n"), "\n") {
+		if line == "" {
+			patch.WriteString("\n")
+			continue
+		}
+		patch.WriteString("    " + line + "\n")
+	}
+	return os.WriteFile(filepath.Join("config", "argocd", "argocd-cm-patch.yaml"), []byte(patch.String()), 0o644)
 }
 
 // write writes obj as YAML; in a template, placeholders become Helm expressions.
