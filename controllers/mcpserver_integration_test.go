@@ -525,14 +525,8 @@ func TestVerifiedStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := reg.PushRandom("acme/files")
+	signed, err := reg.PushSigned("acme/files", key, "https://slsa.dev/provenance/v1")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := key.Sign(signed); err != nil {
-		t.Fatal(err)
-	}
-	if err := key.Attest(signed, "https://slsa.dev/provenance/v1", map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	unsigned, err := reg.PushRandom("acme/unsigned")

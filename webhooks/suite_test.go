@@ -8,12 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/go-logr/logr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
@@ -43,39 +42,23 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctrl.SetLogger(logr.Discard())
 	root, err := localcluster.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		CRDDirs:        []string{filepath.Join(root, "config", "crd", "bases")},
-		WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}},
-	})
-	defer func() {
-		if cluster != nil {
-			_ = cluster.Stop()
-		}
-	}()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start control plane:", err)
-		return 1
-	}
-	wh := cluster.Env.WebhookInstallOptions
-	mgr, err := operator.New(cluster.Config, operator.Options{
-		MetricsAddr: "0", ProbeAddr: "0",
-		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
-		Verifier: verifier,
-	})
+	env, err := testenv.Start(ctx,
+		localcluster.Options{WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}}},
+		func(c *localcluster.Cluster) operator.Options {
+			o := testenv.WebhookOptions(c)
+			o.Verifier = verifier
+			return o
+		})
+	defer env.Stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	go func() { _ = mgr.Start(ctx) }()
-	if k8s, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	k8s = env.Client
 	return m.Run()
 }

@@ -214,14 +214,8 @@ func buildImages() (*demoImages, error) {
 	if im.key, err = imagetest.NewKey(); err != nil {
 		return nil, err
 	}
-	if im.signed, err = im.reg.PushRandom("acme/mcp-files"); err != nil {
+	if im.signed, err = im.reg.PushSigned("acme/mcp-files", im.key, provenanceType); err != nil {
 		return nil, err
-	}
-	if err := im.key.Sign(im.signed); err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
-	}
-	if err := im.key.Attest(im.signed, provenanceType, map[string]any{"buildDefinition": map[string]string{"buildType": "demo"}}); err != nil {
-		return nil, fmt.Errorf("attest: %w", err)
 	}
 	if im.unsigned, err = im.reg.PushRandom("acme/mcp-unsigned"); err != nil {
 		return nil, err

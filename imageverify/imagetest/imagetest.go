@@ -164,3 +164,20 @@ func (k *Key) Attest(ref name.Digest, predicateType string, predicate any) error
 	}
 	return ociremote.WriteAttestations(ref.Context(), se)
 }
+
+// PushSigned pushes a random image to repo, signs it with key and attests it once per predicate type.
+func (r *Registry) PushSigned(repo string, key *Key, predicateTypes ...string) (name.Digest, error) {
+	d, err := r.PushRandom(repo)
+	if err != nil {
+		return d, err
+	}
+	if err := key.Sign(d); err != nil {
+		return d, fmt.Errorf("sign %s: %w", d, err)
+	}
+	for _, pt := range predicateTypes {
+		if err := key.Attest(d, pt, map[string]any{"buildDefinition": map[string]string{"buildType": "test"}}); err != nil {
+			return d, fmt.Errorf("attest %s: %w", d, err)
+		}
+	}
+	return d, nil
+}

@@ -16,20 +16,18 @@ import (
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
-	"github.com/go-logr/logr"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
-	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
 )
 
 var k8s client.Client
@@ -42,40 +40,18 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctrl.SetLogger(logr.Discard())
-	root, err := localcluster.ModuleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	crd, err := ciliumPolicyCRD()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		CRDDirs: []string{filepath.Join(root, "config", "crd", "bases")},
-		CRDs:    []*apiextensionsv1.CustomResourceDefinition{crd},
-	})
-	defer func() {
-		if cluster != nil {
-			_ = cluster.Stop()
-		}
-	}()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start control plane:", err)
-		return 1
-	}
-	mgr, err := operator.New(cluster.Config, operator.Options{MetricsAddr: "0", ProbeAddr: "0"})
+	env, err := testenv.Start(ctx, localcluster.Options{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}}, nil)
+	defer env.Stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	go func() { _ = mgr.Start(ctx) }()
-	if k8s, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	k8s = env.Client
 	return m.Run()
 }
 
