@@ -13,6 +13,7 @@ package imageverify
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,7 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"golang.org/x/sync/singleflight"
 )
@@ -83,12 +85,28 @@ func (d *Denial) Error() string {
 	return b.String()
 }
 
-// Authority is a trusted signer.
+// Authority is a trusted signer: a public key, or a keyless (certificate) identity.
 type Authority struct {
 	// Name identifies the authority in denials.
 	Name string
 	// PublicKey verifies signatures (ECDSA, Ed25519 or RSA).
 	PublicKey crypto.PublicKey
+	// Keyless trusts signatures whose certificate chains to a CA and names an identity.
+	Keyless *Keyless
+}
+
+// Keyless is a certificate identity issued by a Fulcio-style CA.
+type Keyless struct {
+	// Roots and Intermediates are the CA certificates to verify the signing certificate against.
+	Roots, Intermediates *x509.CertPool
+	// Identity is the OIDC issuer and subject (exact or regular expressions) the certificate must name.
+	Identity cosign.Identity
+	// RequireSCT checks the certificate's transparency SCT against CTLogPubKeys.
+	RequireSCT   bool
+	CTLogPubKeys *cosign.TrustedTransparencyLogPubKeys
+	// RequireTlog checks the bundled transparency-log inclusion proof against RekorPubKeys, offline.
+	RequireTlog  bool
+	RekorPubKeys *cosign.TrustedTransparencyLogPubKeys
 }
 
 // AttestationRequirement is an attestation an image must carry.
@@ -266,6 +284,23 @@ func (v *Verifier) remoteOptions(ctx context.Context) []remote.Option {
 }
 
 func (v *Verifier) checkOpts(ctx context.Context, a Authority, claims func(oci.Signature, v1Hash, map[string]any) error) (*cosign.CheckOpts, error) {
+	if k := a.Keyless; k != nil {
+		if k.Roots == nil {
+			return nil, errors.New("keyless authority without CA roots")
+		}
+		return &cosign.CheckOpts{
+			RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(v.remoteOptions(ctx)...)},
+			ClaimVerifier:      claims,
+			RootCerts:          k.Roots,
+			IntermediateCerts:  k.Intermediates,
+			Identities:         []cosign.Identity{k.Identity},
+			IgnoreSCT:          !k.RequireSCT,
+			CTLogPubKeys:       k.CTLogPubKeys,
+			IgnoreTlog:         !k.RequireTlog,
+			RekorPubKeys:       k.RekorPubKeys,
+			Offline:            true,
+		}, nil
+	}
 	sv, err := signature.LoadVerifier(a.PublicKey, crypto.SHA256)
 	if err != nil {
 		return nil, err
@@ -296,9 +331,9 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 			if err != nil {
 				return nil, deny(CheckPolicyInvalid, a.Name, "load key: "+err.Error())
 			}
-			_, _, err = cosign.VerifyImageSignatures(ctx, ref, co)
+			sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, co)
 			if err == nil {
-				res.Signers = append(res.Signers, p.Name+"/"+a.Name)
+				res.Signers = append(res.Signers, p.Name+"/"+a.Name+certIdentity(sigs))
 				break
 			}
 			if firstErr == nil {
@@ -394,6 +429,20 @@ func (v *Verifier) attestationTypes(ctx context.Context, ref name.Digest, a Auth
 	return types, nil
 }
 
+// certIdentity names the certificate identity of a keyless signature, e.g. " (dev@acme.example via
+// https://issuer.example)"; empty for key signatures.
+func certIdentity(sigs []oci.Signature) string {
+	for _, sig := range sigs {
+		cert, err := sig.Cert()
+		if err != nil || cert == nil {
+			continue
+		}
+		ext := cosign.CertExtensions{Cert: cert}
+		return fmt.Sprintf(" (%s via %s)", strings.Join(cryptoutils.GetSubjectAlternateNames(cert), ","), ext.GetIssuer())
+	}
+	return ""
+}
+
 // countAttestations returns how many attestations are attached to the image, verified or not.
 func (v *Verifier) countAttestations(ctx context.Context, ref name.Digest) (int, error) {
 	se, err := ociremote.SignedEntity(ref, ociremote.WithRemoteOptions(v.remoteOptions(ctx)...))
@@ -415,7 +464,7 @@ func classifySignature(deny func(Check, string, string) error, authority string,
 	case errors.As(err, &none):
 		return deny(CheckNoSignature, authority, "registry reachable, 0 signatures found")
 	case errors.As(err, &mismatch):
-		return deny(CheckSignatureMismatch, authority, "signatures found, none verifies with this key for this digest")
+		return deny(CheckSignatureMismatch, authority, "signatures found, none verifies with this authority for this digest")
 	default:
 		return deny(CheckRegistryUnreachable, authority, err.Error())
 	}

@@ -2,6 +2,7 @@ package imageverify_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
 
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
@@ -241,4 +243,50 @@ func FuzzParseDigest(f *testing.F) {
 			t.Fatalf("ParseDigest(%q) accepted digest %q", s, d.DigestStr())
 		}
 	})
+}
+
+func TestKeyless(t *testing.T) {
+	reg := imagetest.StartRegistry()
+	t.Cleanup(reg.Close)
+	ca, err := imagetest.NewCA()
+	must(t, err)
+	signer, err := ca.Issue("release@acme.example", "https://token.actions.example")
+	must(t, err)
+	img, err := reg.PushRandom("acme/files")
+	must(t, err)
+	must(t, signer.Sign(img))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.RootPEM)
+	policy := func(id cosign.Identity) []imageverify.Policy {
+		return []imageverify.Policy{{Name: "keyless", Identity: id.Subject + id.SubjectRegExp + id.Issuer, Authorities: []imageverify.Authority{{
+			Name: "ci", Keyless: &imageverify.Keyless{Roots: roots, Identity: id},
+		}}}}
+	}
+	v := imageverify.New(imageverify.Options{})
+	ctx := context.Background()
+	r, err := v.Verify(ctx, img.String(), policy(cosign.Identity{Issuer: "https://token.actions.example", Subject: "release@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Signers[0], "release@acme.example via https://token.actions.example") {
+		t.Fatalf("signers = %v", r.Signers)
+	}
+	if _, err := v.Verify(ctx, img.String(), policy(cosign.Identity{Issuer: "https://token.actions.example", SubjectRegExp: `^.*@acme\.example$`})); err != nil {
+		t.Fatalf("subject regexp: %v", err)
+	}
+	_, err = v.Verify(ctx, img.String(), policy(cosign.Identity{Issuer: "https://token.actions.example", Subject: "intruder@acme.example"}))
+	denial(t, err, imageverify.CheckSignatureMismatch, `policy "keyless" authority "ci"`)
+	_, err = v.Verify(ctx, img.String(), policy(cosign.Identity{Issuer: "https://other-issuer.example", Subject: "release@acme.example"}))
+	denial(t, err, imageverify.CheckSignatureMismatch, "none verifies")
+
+	// A certificate from another CA does not chain to the policy's roots.
+	other, err := imagetest.NewCA()
+	must(t, err)
+	rogue, err := other.Issue("release@acme.example", "https://token.actions.example")
+	must(t, err)
+	img2, err := reg.PushRandom("acme/rogue")
+	must(t, err)
+	must(t, rogue.Sign(img2))
+	_, err = v.Verify(ctx, img2.String(), policy(cosign.Identity{Issuer: "https://token.actions.example", Subject: "release@acme.example"}))
+	denial(t, err, imageverify.CheckSignatureMismatch, "none verifies")
 }

@@ -1,10 +1,15 @@
 package webhooks
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
 	"fmt"
 	"strconv"
+
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore/pkg/tuf"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,7 +53,12 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 	out := imageverify.Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)}
 	for _, a := range p.Spec.Authorities {
 		if a.Keyless != nil {
-			return out, fmt.Errorf("authority %q: keyless verification is not supported by this version of the operator; use a key authority", a.Name)
+			k, err := keyless(a.Keyless)
+			if err != nil {
+				return out, fmt.Errorf("authority %q: %w", a.Name, err)
+			}
+			out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, Keyless: k})
+			continue
 		}
 		if a.Key == nil {
 			return out, fmt.Errorf("authority %q: set key", a.Name)
@@ -71,6 +81,49 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 	}
 	for _, att := range p.Spec.Attestations {
 		out.Attestations = append(out.Attestations, imageverify.AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
+	}
+	return out, nil
+}
+
+// keyless maps a keyless authority: self-signed certificates in roots are trust anchors, the others
+// intermediates. Transparency checks need their public keys, since verification runs offline.
+func keyless(k *mcpv1alpha1.KeylessAuthority) (*imageverify.Keyless, error) {
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM([]byte(k.Roots))
+	if err != nil || len(certs) == 0 {
+		return nil, fmt.Errorf("keyless.roots: no PEM certificates (%v)", err)
+	}
+	out := &imageverify.Keyless{
+		Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(),
+		Identity:    cosign.Identity{Issuer: k.Issuer, IssuerRegExp: k.IssuerRegExp, Subject: k.Subject, SubjectRegExp: k.SubjectRegExp},
+		RequireSCT:  k.RequireSCT == nil || *k.RequireSCT,
+		RequireTlog: k.RequireTlog == nil || *k.RequireTlog,
+	}
+	for _, c := range certs {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			out.Roots.AddCert(c)
+		} else {
+			out.Intermediates.AddCert(c)
+		}
+	}
+	logKeys := func(field, pemKeys string) (*cosign.TrustedTransparencyLogPubKeys, error) {
+		if pemKeys == "" {
+			return nil, fmt.Errorf("keyless.%s is required when the check is on (verification runs offline); set it, or turn the check off", field)
+		}
+		keys := cosign.NewTrustedTransparencyLogPubKeys()
+		if err := keys.AddTransparencyLogPubKey([]byte(pemKeys), tuf.Active); err != nil {
+			return nil, fmt.Errorf("keyless.%s: %w", field, err)
+		}
+		return &keys, nil
+	}
+	if out.RequireSCT {
+		if out.CTLogPubKeys, err = logKeys("ctLogPublicKeys", k.CTLogPublicKeys); err != nil {
+			return nil, err
+		}
+	}
+	if out.RequireTlog {
+		if out.RekorPubKeys, err = logKeys("rekorPublicKeys", k.RekorPublicKeys); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -174,3 +174,40 @@ func TestCosignThroughTheAPIServer(t *testing.T) {
 	}
 	createEventually(t, d, "containers[0] (server): image "+unsigned.String()+" has no signature from policy")
 }
+
+// TestKeylessThroughTheAPIServer verifies a certificate-signed image offline against a policy's CA, with
+// the transparency checks turned off as an air-gapped cluster would.
+func TestKeylessThroughTheAPIServer(t *testing.T) {
+	reg := imagetest.StartRegistry()
+	t.Cleanup(reg.Close)
+	ca, err := imagetest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ca.Issue("release@acme.example", "https://token.actions.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := reg.PushRandom("acme/files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signer.Sign(img); err != nil {
+		t.Fatal(err)
+	}
+	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	t.Cleanup(func() { verifier.v = nil })
+	keyless := func(subject string) mcpv1alpha1.MCPServerPolicySpec {
+		return mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
+			Issuer: "https://token.actions.example", Subject: subject, Roots: string(ca.RootPEM),
+			RequireSCT: ptr.To(false), RequireTlog: ptr.To(false),
+		}}}}
+	}
+	createEventually(t, server(namespace(t, nil, keyless("release@acme.example")), img.String()), "")
+	createEventually(t, server(namespace(t, nil, keyless("someone@acme.example")), img.String()), `has no signature that verifies with policy`)
+
+	// Transparency checks on, but no log keys to check them offline: the policy is unusable, so deny.
+	spec := keyless("release@acme.example")
+	spec.Authorities[0].Keyless.RequireTlog = ptr.To(true)
+	createEventually(t, server(namespace(t, nil, spec), img.String()), "keyless.rekorPublicKeys is required")
+}

@@ -85,11 +85,15 @@ func NewKey() (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	sv, err := signerFor(priv)
 	if err != nil {
 		return nil, err
 	}
 	return &Key{Private: priv, signer: sv}, nil
+}
+
+func signerFor(priv *ecdsa.PrivateKey) (signature.SignerVerifier, error) {
+	return signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
 }
 
 // Public returns the public key.
