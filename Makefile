@@ -8,11 +8,13 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
 KYVERNO ?= $(LOCALBIN)/kyverno
+COSIGN ?= $(LOCALBIN)/cosign
 
 ## Tool versions (pinned).
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v4.3.1
 KYVERNO_VERSION ?= v1.19.1
+COSIGN_VERSION ?= v2.6.5
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
 
@@ -72,8 +74,8 @@ test: lint verify-generated control-plane helm-lint kyverno-test ## Run every te
 	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: control-plane ## Run the benchmarks and print a table.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./... | tee /tmp/mcp-warden-bench.txt
+bench: control-plane cosign ## Run the benchmarks (admission vs the cosign CLI in the same run) and print a table.
+	@COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ | tee bin/bench.txt | hack/bench-table.sh
 
 ##@ Build and run
 
@@ -99,6 +101,11 @@ $(CONTROLLER_GEN): $(LOCALBIN)
 helm: $(HELM)
 $(HELM): $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v4/cmd/helm,$(HELM_VERSION))
+
+.PHONY: cosign
+cosign: $(COSIGN)
+$(COSIGN): $(LOCALBIN)
+	$(call go-install-tool,$(COSIGN),github.com/sigstore/cosign/v2/cmd/cosign,$(COSIGN_VERSION))
 
 .PHONY: kyverno
 kyverno: $(LOCALBIN)

@@ -2,6 +2,9 @@ package imageverify_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -54,4 +57,45 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	b.Run("cold", func(b *testing.B) { run(b, true) })
 	b.Run("warm", func(b *testing.B) { run(b, false) })
+}
+
+// BenchmarkCosignCLI is the baseline: the cosign CLI (COSIGN, installed by `make cosign` at the same
+// cosign version) verifying the same signature and attestation of the same image, one process pair per
+// admission, as an admission controller shelling out to cosign would.
+func BenchmarkCosignCLI(b *testing.B) {
+	cli := os.Getenv("COSIGN")
+	if cli == "" {
+		b.Skip("COSIGN is not set; run `make bench`")
+	}
+	reg := imagetest.StartRegistry()
+	defer reg.Close()
+	key, err := imagetest.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := reg.PushSigned("acme/files", key, slsa)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub := filepath.Join(b.TempDir(), "key.pub")
+	if err := os.WriteFile(pub, key.PublicPEM(), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	run := func(args ...string) {
+		cmd := exec.Command(cli, args...)
+		cmd.Env = append(os.Environ(), "COSIGN_EXPERIMENTAL=0", "TUF_ROOT="+b.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("cosign %v: %v\n%s", args, err, out)
+		}
+	}
+	var durations []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		run("verify", "--key", pub, "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--offline=true", img.String())
+		run("verify-attestation", "--key", pub, "--type", slsa, "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--offline=true", img.String())
+		durations = append(durations, time.Since(start))
+	}
+	slices.Sort(durations)
+	b.ReportMetric(float64(durations[len(durations)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(durations[int(0.99*float64(len(durations)-1))].Microseconds()), "p99-µs")
 }

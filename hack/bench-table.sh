@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Turns `go test -bench` output of imageverify into one table, with the ratio of the cosign CLI baseline
+# (measured in the same run) to each admission path.
+awk '
+/^Benchmark/ {
+  name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+  p50=""; p99=""; req=""
+  for (i=3; i<=NF; i++) {
+    if ($(i+1)=="p50-µs") p50=$i
+    if ($(i+1)=="p99-µs") p99=$i
+    if ($(i+1)=="registry-requests/op") req=$i
+  }
+  names[++n]=name; P50[name]=p50; P99[name]=p99; REQ[name]=req
+}
+END {
+  cli=P50["CosignCLI"]
+  printf "%-22s %12s %12s %18s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
+  for (i=1; i<=n; i++) {
+    k=names[i]; ratio="-"
+    if (cli!="" && P50[k]>0 && k!="CosignCLI") ratio=sprintf("%.0fx", cli/P50[k])
+    printf "%-22s %10s µs %10s µs %18s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
+  }
+}'
