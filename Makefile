@@ -75,7 +75,7 @@ test: lint verify-generated control-plane helm-lint kyverno-test ## Run every te
 
 .PHONY: bench
 bench: control-plane cosign ## Run the benchmarks (admission vs the cosign CLI in the same run) and print a table.
-	@COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ | tee bin/bench.txt | hack/bench-table.sh
+	@COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ | tee bin/bench.txt | hack/bench-table.sh
 
 ##@ Build and run
 

@@ -4,20 +4,23 @@
 awk '
 /^Benchmark/ {
   name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-  p50=""; p99=""; req=""
+  p50=""; p99=""; req=""; cps=""
   for (i=3; i<=NF; i++) {
     if ($(i+1)=="p50-µs") p50=$i
     if ($(i+1)=="p99-µs") p99=$i
     if ($(i+1)=="registry-requests/op") req=$i
+    if ($(i+1)=="calls/s") cps=$i
   }
-  names[++n]=name; P50[name]=p50; P99[name]=p99; REQ[name]=req
+  names[++n]=name; P50[name]=p50; P99[name]=p99; REQ[name]=req; CPS[name]=cps
 }
 END {
   cli=P50["CosignCLI"]
-  printf "%-22s %12s %12s %18s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
+  printf "%-30s %12s %12s %18s %16s %14s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50", "calls/s"
   for (i=1; i<=n; i++) {
     k=names[i]; ratio="-"
-    if (cli!="" && P50[k]>0 && k!="CosignCLI") ratio=sprintf("%.0fx", cli/P50[k])
-    printf "%-22s %10s µs %10s µs %18s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
+    if (cli!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", cli/P50[k])
+    printf "%-30s %10s µs %10s µs %18s %16s %14s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio, (CPS[k]==""?"-":CPS[k])
   }
+  d="ProxyOverhead/direct"; g="ProxyOverhead/gateway"
+  if (P50[d]!="" && P50[g]!="") printf "gateway adds %d µs at p50, %d µs at p99; throughput %.0f%% of direct\n", P50[g]-P50[d], P99[g]-P99[d], 100*CPS[g]/CPS[d]
 }'
