@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,6 +19,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
+	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -29,7 +33,16 @@ const (
 	managerName    = "mcp-warden"
 	serverAppName  = "mcp-server"
 	portName       = "mcp"
+	serverPortName = "server"
 	containerName  = "server"
+	gatewayName    = "gateway"
+	// GatewayPort is where the gateway sidecar listens in every server pod; the Service and the
+	// NetworkPolicy send clients there, never to the server's own port.
+	GatewayPort = 8443
+	// gatewayConfigDir is where the gateway's configuration is mounted.
+	gatewayConfigDir = "/etc/mcp-warden"
+	// AnnotationGatewayConfig carries a hash of the gateway configuration so a change rolls the pods.
+	AnnotationGatewayConfig = "mcp.warden.dev/gateway-config"
 )
 
 // DNSPeer says where the cluster's DNS servers run, for the egress rule every server gets.
@@ -144,10 +157,67 @@ func env(s *mcpv1alpha1.MCPServer) []corev1.EnvVar {
 	return out
 }
 
-// desiredDeployment runs the server sandboxed: nothing in the spec can change the security context,
-// the volumes or the host settings.
-func desiredDeployment(s *mcpv1alpha1.MCPServer) *appsv1.Deployment {
+// gatewayConfig renders the gateway's configuration from the spec.
+func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
+	g := s.Spec.Gateway
+	cfg := &gateway.Config{
+		Listen:         fmt.Sprintf(":%d", GatewayPort),
+		Upstream:       fmt.Sprintf("http://127.0.0.1:%d%s", port(s), path(s)),
+		Resource:       g.Auth.Resource,
+		Auth:           gateway.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
+		Scopes:         map[string][]string{},
+		Destructive:    g.DestructiveTools,
+		Pins:           g.PinnedTools,
+		AllowedOrigins: g.AllowedOrigins,
+	}
+	if cfg.Resource == "" {
+		cfg.Resource = endpoint(s, clusterDomain)
+	}
+	for _, sg := range g.Scopes {
+		cfg.Scopes[sg.Scope] = sg.Tools
+	}
+	if g.RatePerSecond != nil {
+		cfg.Limits.RatePerSecond = float64(*g.RatePerSecond)
+		cfg.Limits.Burst = 2 * int(*g.RatePerSecond)
+	}
+	if g.MaxBodyBytes != nil {
+		cfg.Limits.MaxBodyBytes = *g.MaxBodyBytes
+	}
+	return cfg
+}
+
+// desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
+func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*corev1.ConfigMap, string, error) {
+	cfg := gatewayConfig(s, clusterDomain)
+	if err := cfg.Validate(); err != nil {
+		return nil, "", fmt.Errorf("spec.gateway: %w", err)
+	}
+	body, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(body)
+	meta := objectMeta(s)
+	meta.Name = s.Name + "-gateway"
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: meta,
+		Data:       map[string]string{"gateway.json": string(body)},
+	}, hex.EncodeToString(sum[:8]), nil
+}
+
+// desiredDeployment runs the server sandboxed behind the gateway sidecar: nothing in the spec can
+// change the security context, the volumes or the host settings.
+func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string) *appsv1.Deployment {
 	vols, mounts := sandbox.Volumes()
+	vols = append(vols, corev1.Volume{Name: gatewayName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"},
+	}}})
+	gatewayResources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+	template := objectLabels(s)
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: objectMeta(s),
@@ -155,29 +225,45 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer) *appsv1.Deployment {
 			Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1)),
 			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(s)},
+				ObjectMeta: metav1.ObjectMeta{Labels: template, Annotations: map[string]string{AnnotationGatewayConfig: configHash}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:           s.Name,
 					AutomountServiceAccountToken: ptr.To(false),
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              sandbox.PodSecurityContext(),
 					Volumes:                      vols,
-					Containers: []corev1.Container{{
-						Name:            containerName,
-						Image:           s.Spec.Image,
-						ImagePullPolicy: corev1.PullIfNotPresent,
-						Command:         s.Spec.Command,
-						Args:            s.Spec.Args,
-						Env:             env(s),
-						Ports:           []corev1.ContainerPort{{Name: portName, ContainerPort: port(s), Protocol: corev1.ProtocolTCP}},
-						Resources:       resources(s),
-						SecurityContext: sandbox.ContainerSecurityContext(),
-						VolumeMounts:    mounts,
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(portName)}},
-							PeriodSeconds: 10,
+					Containers: []corev1.Container{
+						{
+							Name:            gatewayName,
+							Image:           gatewayImage,
+							ImagePullPolicy: corev1.PullIfNotPresent,
+							Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
+							Ports:           []corev1.ContainerPort{{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP}},
+							Resources:       gatewayResources,
+							SecurityContext: sandbox.ContainerSecurityContext(),
+							VolumeMounts:    []corev1.VolumeMount{{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}},
+							ReadinessProbe: &corev1.Probe{
+								ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(portName)}},
+								PeriodSeconds: 10,
+							},
 						},
-					}},
+						{
+							Name:            containerName,
+							Image:           s.Spec.Image,
+							ImagePullPolicy: corev1.PullIfNotPresent,
+							Command:         s.Spec.Command,
+							Args:            s.Spec.Args,
+							Env:             env(s),
+							Ports:           []corev1.ContainerPort{{Name: serverPortName, ContainerPort: port(s), Protocol: corev1.ProtocolTCP}},
+							Resources:       resources(s),
+							SecurityContext: sandbox.ContainerSecurityContext(),
+							VolumeMounts:    mounts,
+							ReadinessProbe: &corev1.Probe{
+								ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(serverPortName)}},
+								PeriodSeconds: 10,
+							},
+						},
+					},
 				},
 			},
 		},
@@ -266,11 +352,14 @@ func desiredCiliumPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.C
 	return ciliumpolicy.Desired(objectMeta(s), selectorLabels(s), entries, ciliumpolicy.DNS(dns), ceiling)
 }
 
-// endpoint is the in-cluster URL of the server's MCP endpoint.
-func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
-	path := s.Spec.Path
-	if path == "" {
-		path = "/mcp"
+func path(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.Path == "" {
+		return "/mcp"
 	}
-	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, port(s), path)
+	return s.Spec.Path
+}
+
+// endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
+func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
+	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, port(s), path(s))
 }

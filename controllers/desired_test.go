@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/pod-security-admission/policy"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -25,8 +27,9 @@ func testServer() *mcpv1alpha1.MCPServer {
 	return &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: "tools"},
 		Spec: mcpv1alpha1.MCPServerSpec{
-			Image: testImage,
-			Port:  8080,
+			Image:   testImage,
+			Port:    8080,
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}},
 			Env: []mcpv1alpha1.EnvVar{
 				{Name: "LOG_LEVEL", Value: ptr.To("debug")},
 				{Name: "GITHUB_TOKEN", ValueFrom: &mcpv1alpha1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "gh"}, Key: "token"}}},
@@ -44,12 +47,15 @@ func testServer() *mcpv1alpha1.MCPServer {
 }
 
 func TestDesiredDeploymentIsSandboxed(t *testing.T) {
-	d := desiredDeployment(testServer())
+	d := desiredDeployment(testServer(), DefaultGatewayImage, "hash")
 	pod := d.Spec.Template.Spec
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Fatalf("desired pod violates the sandbox: %v", v)
 	}
-	c := pod.Containers[0]
+	if len(pod.Containers) != 2 || pod.Containers[0].Name != "gateway" || pod.Containers[0].Ports[0].Name != portName {
+		t.Fatalf("want the gateway sidecar first, serving the %q port: %+v", portName, pod.Containers)
+	}
+	c := pod.Containers[1]
 	if c.Image != testImage || pod.ServiceAccountName != "files" || *d.Spec.Replicas != 1 {
 		t.Fatalf("image %q sa %q replicas %d", c.Image, pod.ServiceAccountName, *d.Spec.Replicas)
 	}
@@ -73,7 +79,7 @@ func TestDesiredDeploymentIsSandboxed(t *testing.T) {
 // TestDesiredPodPassesRestrictedPodSecurity checks the pod template with Pod Security Admission's own
 // evaluator at the "restricted" level, independently of the sandbox package's checks.
 func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
-	d := desiredDeployment(testServer())
+	d := desiredDeployment(testServer(), DefaultGatewayImage, "hash")
 	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -86,9 +92,9 @@ func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
 }
 
 func TestDesiredDeploymentIsDeterministic(t *testing.T) {
-	a, b := desiredDeployment(testServer()), desiredDeployment(testServer())
-	for i := range a.Spec.Template.Spec.Containers[0].Env {
-		if a.Spec.Template.Spec.Containers[0].Env[i].Name != b.Spec.Template.Spec.Containers[0].Env[i].Name {
+	a, b := desiredDeployment(testServer(), DefaultGatewayImage, "hash"), desiredDeployment(testServer(), DefaultGatewayImage, "hash")
+	for i := range a.Spec.Template.Spec.Containers[1].Env {
+		if a.Spec.Template.Spec.Containers[1].Env[i].Name != b.Spec.Template.Spec.Containers[1].Env[i].Name {
 			t.Fatal("env order differs between two builds")
 		}
 	}
@@ -210,6 +216,35 @@ func TestNoClientsMeansNoIngress(t *testing.T) {
 	}
 	if policy.IsTrafficAllowed(traffic).IsAllowed() {
 		t.Fatal("a pod in the same namespace reached a server with no clients")
+	}
+}
+
+func TestGatewayConfig(t *testing.T) {
+	s := testServer()
+	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{
+		Auth:             mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
+		Scopes:           []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
+		DestructiveTools: []string{"delete_all"},
+	}
+	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream != "http://127.0.0.1:8080/mcp" || cfg.Resource != "http://files.tools.svc.cluster.local:8080/mcp" || cfg.Auth.Issuer != "https://auth.example.com" ||
+		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" || cfg.Auth.JWKSURL != "https://auth.example.com/.well-known/jwks.json" {
+		t.Fatalf("gateway config = %+v", cfg)
+	}
+	s.Spec.Gateway.Scopes[0].Tools = append(s.Spec.Gateway.Scopes[0].Tools, "write_file")
+	if _, hash2, _ := desiredGatewayConfigMap(s, "cluster.local"); hash2 == hash {
+		t.Fatal("a changed gateway configuration keeps the same hash, so pods would not roll")
+	}
+	s.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{}
+	if _, _, err := desiredGatewayConfigMap(s, "cluster.local"); err == nil || !strings.Contains(err.Error(), "auth.issuer") {
+		t.Fatalf("missing issuer: %v", err)
 	}
 }
 

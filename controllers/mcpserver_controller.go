@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -71,6 +72,8 @@ type MCPServerReconciler struct {
 	// Verifier checks image signatures and attestations when a policy asks for them (nil: such
 	// servers stall, failing closed).
 	Verifier webhooks.ImageVerifier
+	// GatewayImage is the gateway sidecar's image (pinned by digest in releases).
+	GatewayImage string
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
@@ -89,6 +92,7 @@ func (e *stallError) Error() string { return e.message }
 type reconcileState struct {
 	ceiling        netpol.Ceiling
 	networkPolicy  *networkingv1.NetworkPolicy
+	gatewayHash    string
 	deployment     *appsv1.Deployment
 	fqdns          []string
 	ciliumEnforced bool
@@ -97,7 +101,7 @@ type reconcileState struct {
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cilium.io,resources=ciliumnetworkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -108,9 +112,10 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	s := &mcpv1alpha1.MCPServer{}
 	if err := r.Client.Get(ctx, req.NamespacedName, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			for _, kind := range []string{"ServiceAccount", "Service", "NetworkPolicy", "Deployment"} {
+			for _, kind := range []string{"ServiceAccount", "Service", "NetworkPolicy", "Deployment", "CiliumNetworkPolicy"} {
 				r.applier.forget(kind, req.NamespacedName)
 			}
+			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -133,6 +138,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileNetworkPolicy,
 		r.reconcileCiliumPolicy,
 		r.reconcileService,
+		r.reconcileGatewayConfig,
 		r.reconcileDeployment,
 	}
 	for _, step := range steps {
@@ -267,8 +273,18 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 // reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a
 // field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
 // so server-side apply leaves it; the spec is then replaced wholesale.
+// reconcileGatewayConfig renders the gateway's configuration from spec.gateway into a ConfigMap.
+func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain)
+	if err != nil {
+		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
+	}
+	st.gatewayHash = hash
+	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
+}
+
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	desired := desiredDeployment(s)
+	desired := desiredDeployment(s, r.GatewayImage, st.gatewayHash)
 	live := &appsv1.Deployment{}
 	if err := r.applyChild(ctx, s, desired, live); err != nil {
 		return err
@@ -395,6 +411,9 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.ClusterDomain == "" {
 		r.ClusterDomain = "cluster.local"
 	}
+	if r.GatewayImage == "" {
+		r.GatewayImage = DefaultGatewayImage
+	}
 	if r.DNS.Namespace == "" {
 		r.DNS = DefaultDNSPeer
 	}
@@ -407,12 +426,16 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy)).
 		Named("mcpserver").
 		Complete(r)
 }
+
+// DefaultGatewayImage is the gateway sidecar image when none is configured (releases pin it by digest).
+const DefaultGatewayImage = "mcp-warden/gateway:dev"
 
 // ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
 func ManagedObjectsSelector() map[string]string {

@@ -46,8 +46,9 @@ func newServer(ns, name string) *mcpv1alpha1.MCPServer {
 	return &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: mcpv1alpha1.MCPServerSpec{
-			Image: digestImage,
-			Args:  []string{"--root", "/data"},
+			Image:   digestImage,
+			Args:    []string{"--root", "/data"},
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}},
 			Clients: []mcpv1alpha1.ClientSelector{{
 				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
 			}},
@@ -208,7 +209,8 @@ func TestSchemaRefusesBadSpecs(t *testing.T) {
 		"cidr and fqdn": {func(s *mcpv1alpha1.MCPServer) {
 			s.Spec.Egress = []mcpv1alpha1.EgressRule{{CIDR: ptr.To("1.1.1.1/32"), FQDN: ptr.To("api.github.com"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}}}
 		}, "exactly one of cidr or fqdn"},
-		"privileged port": {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 80 }, "spec.port"},
+		"privileged port":                {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 80 }, "spec.port"},
+		"gateway auth without an issuer": {func(s *mcpv1alpha1.MCPServer) { s.Spec.Gateway = mcpv1alpha1.GatewaySpec{} }, "gateway.auth.issuer is required unless gateway.auth.disabled"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -410,8 +412,8 @@ func TestUpdateRollsOutAndDeleteCascades(t *testing.T) {
 		t.Errorf("readyReplicas = %d, want 2", s.Status.ReadyReplicas)
 	}
 	d := &appsv1.Deployment{}
-	if err := k8s.Get(ctx, key, d); err != nil || d.Spec.Template.Spec.Containers[0].Args[1] != "/other" {
-		t.Fatalf("deployment not updated: %v %v", err, d.Spec.Template.Spec.Containers[0].Args)
+	if err := k8s.Get(ctx, key, d); err != nil || d.Spec.Template.Spec.Containers[1].Args[1] != "/other" {
+		t.Fatalf("deployment not updated: %v %v", err, d.Spec.Template.Spec.Containers[1].Args)
 	}
 	if err := k8s.Delete(ctx, s); err != nil {
 		t.Fatal(err)

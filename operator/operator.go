@@ -72,6 +72,8 @@ type Options struct {
 	// WebhookExtraDNSNames are further names for the serving certificate (e.g. localhost for a webhook
 	// reached by URL).
 	WebhookExtraDNSNames []string
+	// GatewayImage is the MCP gateway sidecar image.
+	GatewayImage string
 	// Namespace is the operator's own namespace, where key Secrets referenced by policies live.
 	Namespace string
 	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
@@ -105,6 +107,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&appsv1.Deployment{}:          {Label: managed},
 		&corev1.Service{}:             {Label: managed},
 		&corev1.ServiceAccount{}:      {Label: managed},
+		&corev1.ConfigMap{}:           {Label: managed},
 		&networkingv1.NetworkPolicy{}: {Label: managed},
 	}
 	if cilium {
@@ -146,6 +149,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		ClusterDomain: o.ClusterDomain,
 		DNS:           o.DNS,
 		Cilium:        cilium,
+		GatewayImage:  o.GatewayImage,
 		Verifier:      o.Verifier,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)

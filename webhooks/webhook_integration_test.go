@@ -44,7 +44,7 @@ func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServe
 func server(ns, image string) *mcpv1alpha1.MCPServer {
 	return &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns},
-		Spec:       mcpv1alpha1.MCPServerSpec{Image: image},
+		Spec:       mcpv1alpha1.MCPServerSpec{Image: image, Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
 	}
 }
 

@@ -104,6 +104,82 @@ type MCPServerSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Egress []EgressRule `json:"egress,omitempty"`
+
+	// Gateway configures the MCP security gateway the operator runs in front of the server: every
+	// request is authenticated (OAuth 2.1 bearer tokens), authorized per tool by scope, validated,
+	// rate limited, sanitized and audited before it reaches the server.
+	Gateway GatewaySpec `json:"gateway"`
+}
+
+// GatewaySpec configures the MCP gateway sidecar.
+type GatewaySpec struct {
+	// Auth configures token validation.
+	Auth GatewayAuth `json:"auth"`
+
+	// Scopes grant tools: a token carrying the scope may list and call the tools. Tools no scope
+	// grants are hidden from everyone.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=scope
+	// +optional
+	Scopes []ScopeGrant `json:"scopes,omitempty"`
+
+	// DestructiveTools need human approval; without it they are refused.
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	DestructiveTools []string `json:"destructiveTools,omitempty"`
+
+	// PinnedTools are approved tool definition hashes (tool name to sha256); a tool whose definition
+	// changes is hidden until its new hash is approved here.
+	// +optional
+	PinnedTools map[string]string `json:"pinnedTools,omitempty"`
+
+	// RatePerSecond limits requests per principal (default 10, burst twice that).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	RatePerSecond *int32 `json:"ratePerSecond,omitempty"`
+
+	// MaxBodyBytes caps a request body (default 1 MiB).
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=67108864
+	// +optional
+	MaxBodyBytes *int64 `json:"maxBodyBytes,omitempty"`
+
+	// AllowedOrigins are browser origins allowed to call; other Origins are refused.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+}
+
+// GatewayAuth configures the OAuth 2.1 resource server.
+// +kubebuilder:validation:XValidation:rule="self.disabled || has(self.issuer)",message="gateway.auth.issuer is required unless gateway.auth.disabled is true (which a platform policy may forbid)"
+type GatewayAuth struct {
+	// Disabled turns authentication off. Every request then reaches the server unauthenticated; Kyverno
+	// policy mcp-gateway-auth-on forbids it.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+	// Issuer is the authorization server (tokens' iss), e.g. https://auth.example.com.
+	// +kubebuilder:validation:Pattern=`^https?://`
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// JWKSURL is where the issuer's signing keys are (default: issuer + /.well-known/jwks.json).
+	// +optional
+	JWKSURL string `json:"jwksURL,omitempty"`
+	// Resource is the canonical URI clients use for this server; tokens must carry it as audience
+	// (default: status.endpoint).
+	// +optional
+	Resource string `json:"resource,omitempty"`
+}
+
+// ScopeGrant grants tools to an OAuth scope.
+type ScopeGrant struct {
+	// Scope is the OAuth scope, e.g. files:read.
+	// +kubebuilder:validation:MinLength=1
+	Scope string `json:"scope"`
+	// Tools are the tool names the scope grants.
+	// +kubebuilder:validation:MinItems=1
+	Tools []string `json:"tools"`
 }
 
 // EnvVar is an environment variable of the server container: a literal value, or a reference to a key of a

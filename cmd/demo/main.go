@@ -252,7 +252,7 @@ func (d *demo) refusals(ctx context.Context, im *demoImages) {
 	base := func(name string) *mcpv1alpha1.MCPServer {
 		return &mcpv1alpha1.MCPServer{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mcp-tools"},
-			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String()},
+			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String(), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
 		}
 	}
 	tag := base("tagged")
@@ -307,6 +307,14 @@ func firstLine(err error) string {
 		s = s[:160] + "..."
 	}
 	return s
+}
+
+func containerNames(cs []corev1.Container) string {
+	var names []string
+	for _, c := range cs {
+		names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.Image))
+	}
+	return strings.Join(names, ", ")
 }
 
 func verifiedSummary(s *mcpv1alpha1.MCPServer) string {
@@ -397,14 +405,16 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 		"%d pod(s) running, admitted by Pod Security Admission at level %q", running, ns.Labels["pod-security.kubernetes.io/enforce"])
 	if len(pods.Items) > 0 {
 		p := pods.Items[0]
-		psc, csc := p.Spec.SecurityContext, p.Spec.Containers[0].SecurityContext
+		server := p.Spec.Containers[len(p.Spec.Containers)-1]
+		psc, csc := p.Spec.SecurityContext, server.SecurityContext
+		fmt.Printf("    containers: %s\n", containerNames(p.Spec.Containers))
 		fmt.Printf("    sandbox of pod %s:\n", p.Name)
 		fmt.Printf("      runAsNonRoot=%v uid=%d allowPrivilegeEscalation=%v readOnlyRootFilesystem=%v\n",
 			ptr.Deref(psc.RunAsNonRoot, false), ptr.Deref(psc.RunAsUser, -1), ptr.Deref(csc.AllowPrivilegeEscalation, true), ptr.Deref(csc.ReadOnlyRootFilesystem, false))
 		fmt.Printf("      capabilities.drop=%v seccomp=%s automountServiceAccountToken=%v enableServiceLinks=%v\n",
 			csc.Capabilities.Drop, psc.SeccompProfile.Type, ptr.Deref(p.Spec.AutomountServiceAccountToken, true), ptr.Deref(p.Spec.EnableServiceLinks, true))
 		fmt.Printf("      limits: cpu=%s memory=%s; writable: %s, %s (emptyDir)\n",
-			p.Spec.Containers[0].Resources.Limits.Cpu(), p.Spec.Containers[0].Resources.Limits.Memory(), sandbox.TmpDir, sandbox.HomeDir)
+			server.Resources.Limits.Cpu(), server.Resources.Limits.Memory(), sandbox.TmpDir, sandbox.HomeDir)
 		v := sandbox.Violations(&p.Spec)
 		d.expect(len(v) == 0, "pod spec has no sandbox violations %v", v)
 	}

@@ -46,6 +46,7 @@ func run() error {
 	flag.StringVar(&o.WebhookService, "webhook-service", "mcp-warden-webhook-service", "Service in front of the webhook server, named in the certificate.")
 	flag.StringVar(&o.WebhookConfiguration, "webhook-configuration", "mcp-warden-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle rotation keeps current.")
 	flag.DurationVar(&o.VerifyTimeout, "verify-timeout", 8*time.Second, "Deadline for one admission's image verification; keep it below the webhook timeout (10s).")
+	flag.StringVar(&o.GatewayImage, "gateway-image", controllers.DefaultGatewayImage, "Image of the MCP gateway sidecar put in front of every server (pin it by digest).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -125,7 +125,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 	}
 	s := &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "outside", Namespace: "default"},
-		Spec:       mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/files@sha256:" + strings.Repeat("ab", 32)},
+		Spec:       mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/files@sha256:" + strings.Repeat("ab", 32), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
 	}
 	waitFor(t, 30*time.Second, func() error {
 		err := k8s.Create(ctx, s.DeepCopy())
