@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
@@ -15,29 +16,48 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 )
 
-// helmTemplate renders the chart with the helm CLI (installed by the Makefile into bin/).
-func helmTemplate(t *testing.T, args ...string) []map[string]any {
+// helmBinary is the helm CLI: $HELM (set by `make test`), else the one the Makefile installs into bin/.
+func helmBinary(t *testing.T) string {
 	t.Helper()
-	helm := os.Getenv("HELM")
-	if helm == "" {
-		t.Fatal("HELM is not set: run the tests with `make test`, which installs helm into bin/")
+	if helm := os.Getenv("HELM"); helm != "" {
+		return helm
 	}
-	cmd := exec.Command(helm, append([]string{"template", "mcp-warden", "../charts/mcp-warden", "--namespace", "mcp-warden-system", "--include-crds"}, args...)...)
+	if _, err := os.Stat("../bin/helm"); err == nil {
+		return "../bin/helm"
+	}
+	t.Fatal("no helm CLI: run the tests with `make test` (or `make helm` first), which installs helm into bin/")
+	return ""
+}
+
+// helmRender renders the chart with the helm CLI and returns its objects, or helm's error output.
+func helmRender(t *testing.T, args ...string) ([]map[string]any, string, error) {
+	t.Helper()
+	cmd := exec.Command(helmBinary(t), append([]string{"template", "mcp-warden", "../charts/mcp-warden", "--namespace", "mcp-warden-system", "--include-crds"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, stderr.String())
+		return nil, stderr.String(), fmt.Errorf("helm template %s: %w", strings.Join(args, " "), err)
 	}
 	var objs []map[string]any
 	for _, doc := range strings.Split(string(out), "\n---") {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-			t.Fatal(err)
+			return nil, "", fmt.Errorf("parse helm output: %w", err)
 		}
 		if obj != nil {
 			objs = append(objs, obj)
 		}
+	}
+	return objs, "", nil
+}
+
+// helmTemplate renders the chart with the helm CLI and fails the test on any error.
+func helmTemplate(t *testing.T, args ...string) []map[string]any {
+	t.Helper()
+	objs, stderr, err := helmRender(t, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
 	}
 	return objs
 }
@@ -95,7 +115,7 @@ func TestChartMatchesConfig(t *testing.T) {
 }
 
 func TestChartManagerIsRestricted(t *testing.T) {
-	for _, args := range [][]string{nil, {"--set", "certManager.enabled=true", "--set", "serviceMonitor.enabled=true", "--set", "argocd.healthCheck=true"}} {
+	for _, args := range [][]string{nil, allToggles} {
 		d := byKind(helmTemplate(t, args...), "Deployment", "controller-manager")
 		if d == nil {
 			t.Fatal("no manager Deployment")
@@ -114,5 +134,117 @@ func TestChartManagerIsRestricted(t *testing.T) {
 				t.Errorf("chart manager pod violates restricted: %s: %s", r.ForbiddenReason, r.ForbiddenDetail)
 			}
 		}
+	}
+}
+
+// allToggles turns every optional part of the chart on.
+var allToggles = []string{"--set", "certManager.enabled=true", "--set", "serviceMonitor.enabled=true", "--set", "argocd.healthCheck=true"}
+
+func count(objs []map[string]any, kind string) int {
+	n := 0
+	for _, o := range objs {
+		if o["kind"] == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func managerArgs(t *testing.T, objs []map[string]any) string {
+	t.Helper()
+	d := byKind(objs, "Deployment", "controller-manager")
+	if d == nil {
+		t.Fatal("no manager Deployment")
+	}
+	body, _ := yaml.Marshal(d)
+	dep := &appsv1.Deployment{}
+	if err := yaml.Unmarshal(body, dep); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " ")
+}
+
+// TestChartValuesSchemaRejectsMistakes checks that values.schema.json (additionalProperties: false) and
+// the chart's own checks turn typos and contradictions into errors instead of silently ignored values.
+func TestChartValuesSchemaRejectsMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"replicas=3", "additional properties 'replicas' not allowed"},
+		{"image.digests=sha256:0", "additional properties 'digests' not allowed"},
+		{"serviceMonitor.enable=true", "additional properties 'enable' not allowed"},
+		{"argocd.healthcheck=true", "additional properties 'healthcheck' not allowed"},
+		{"image.digest=latest", "/image/digest"},
+		{"logLevel=verbose", "/logLevel"},
+		{"webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"},
+		{"webhook.verifyTimeout=10s", "must be below webhook.timeoutSeconds"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			_, stderr, err := helmRender(t, "--set", tc.set)
+			if err == nil {
+				t.Fatalf("--set %s rendered; want an error", tc.set)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Fatalf("--set %s: error %q does not mention %q", tc.set, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// TestChartToggles checks what each values toggle adds or removes.
+func TestChartToggles(t *testing.T) {
+	def := helmTemplate(t)
+	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 1, "ValidatingWebhookConfiguration": 1, "Service": 2, "Secret": 1, "ServiceMonitor": 0, "ConfigMap": 0, "Certificate": 0, "Role": 1, "RoleBinding": 1} {
+		if got := count(def, kind); got != want {
+			t.Errorf("default values: %d %s, want %d", got, kind, want)
+		}
+	}
+	if args := managerArgs(t, def); !strings.Contains(args, "--leader-elect") || !strings.Contains(args, "--metrics-bind-address=:8443") || !strings.Contains(args, "--cert-rotation=true") {
+		t.Errorf("default manager args: %s", args)
+	}
+	for _, crd := range []string{"mcpservers.mcp.warden.dev", "mcpserverpolicies.mcp.warden.dev"} {
+		c := byKind(def, "CustomResourceDefinition", crd)
+		if ann, _ := c["metadata"].(map[string]any)["annotations"].(map[string]any); ann["argocd.argoproj.io/sync-wave"] != "-2" {
+			t.Errorf("CRD %s has no Argo CD sync wave -2 (annotations %v)", crd, ann)
+		}
+	}
+
+	all := helmTemplate(t, allToggles...)
+	for kind, want := range map[string]int{"ServiceMonitor": 1, "ConfigMap": 1, "Certificate": 1, "Issuer": 1, "Secret": 0} {
+		if got := count(all, kind); got != want {
+			t.Errorf("every toggle on: %d %s, want %d", got, kind, want)
+		}
+	}
+	if args := managerArgs(t, all); !strings.Contains(args, "--cert-rotation=false") {
+		t.Errorf("with cert-manager the operator must not rotate certificates: %s", args)
+	}
+	vwc := byKind(all, "ValidatingWebhookConfiguration", "")
+	if ann, _ := vwc["metadata"].(map[string]any)["annotations"].(map[string]any); ann["cert-manager.io/inject-ca-from"] != "mcp-warden-system/mcp-warden-webhook-cert" {
+		t.Errorf("webhook configuration annotations %v, want cert-manager CA injection", ann)
+	}
+	lua, err := os.ReadFile("../argocd/mcpserver-health.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := byKind(all, "ConfigMap", "argocd-health")
+	if got, _ := cm["data"].(map[string]any)["resource.customizations.health.mcp.warden.dev_MCPServer"].(string); strings.TrimSpace(got) != strings.TrimSpace(string(lua)) {
+		t.Error("the Argo CD health ConfigMap does not carry argocd/mcpserver-health.lua")
+	}
+
+	off := helmTemplate(t, "--set", "webhook.enabled=false", "--set", "metrics.enabled=false")
+	for kind, want := range map[string]int{"ValidatingWebhookConfiguration": 0, "Service": 0, "ClusterRole": 1} {
+		if got := count(off, kind); got != want {
+			t.Errorf("webhook and metrics off: %d %s, want %d", got, kind, want)
+		}
+	}
+	if args := managerArgs(t, off); !strings.Contains(args, "--webhooks=false") || !strings.Contains(args, "--metrics-bind-address=0") {
+		t.Errorf("webhook and metrics off: manager args %s", args)
+	}
+
+	pinned := helmTemplate(t, "--set", "image.digest=sha256:"+strings.Repeat("ab", 32))
+	d := byKind(pinned, "Deployment", "controller-manager")
+	body, _ := yaml.Marshal(d)
+	if !strings.Contains(string(body), "mcp-warden/manager@sha256:"+strings.Repeat("ab", 32)) {
+		t.Error("image.digest does not pin the manager image")
 	}
 }

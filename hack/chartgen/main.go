@@ -60,6 +60,7 @@ func run() error {
 				svc := h.(map[string]any)["clientConfig"].(map[string]any)["service"].(map[string]any)
 				svc["name"] = "__FULLNAME__-webhook-service"
 				svc["namespace"] = "__NAMESPACE__"
+				h.(map[string]any)["timeoutSeconds"] = "__TIMEOUT__"
 				sel := h.(map[string]any)["namespaceSelector"].(map[string]any)
 				for _, e := range sel["matchExpressions"].([]any) {
 					expr := e.(map[string]any)
@@ -113,6 +114,7 @@ func write(path string, obj map[string]any, template bool) error {
 		s = strings.NewReplacer(
 			"__FULLNAME__", `{{ include "mcp-warden.fullname" . }}`,
 			"__NAMESPACE__", `{{ .Release.Namespace }}`,
+			"timeoutSeconds: __TIMEOUT__", `timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}`,
 			"labels: __LABELS__", "labels:\n    {{- include \"mcp-warden.labels\" . | nindent 4 }}",
 			"annotations: __WEBHOOK_ANNOTATIONS__", "annotations:\n    {{- include \"mcp-warden.webhookAnnotations\" . | nindent 4 }}",
 		).Replace(s)

@@ -29,3 +29,16 @@ cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "mcp-warden.
 mcp.warden.dev/ca-injected-by: operator
 {{- end }}
 {{- end -}}
+
+{{- /* Fails the render when values contradict each other (the schema checks each value alone). */ -}}
+{{- define "mcp-warden.validate" -}}
+{{- $v := .Values.webhook.verifyTimeout -}}
+{{- $ms := 0 -}}
+{{- if hasSuffix "ms" $v }}{{ $ms = trimSuffix "ms" $v | atoi }}{{ else }}{{ $ms = mul (trimSuffix "s" $v | atoi) 1000 }}{{ end -}}
+{{- if ge (int64 $ms) (mul .Values.webhook.timeoutSeconds 1000) -}}
+{{- fail (printf "webhook.verifyTimeout (%s) must be below webhook.timeoutSeconds (%vs): the API server gives up on the webhook first otherwise" $v .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
+{{- fail "serviceMonitor.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- end -}}
