@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
 	"strings"
 	"sync"
 	"testing"
@@ -289,4 +293,50 @@ func TestKeyless(t *testing.T) {
 	must(t, rogue.Sign(img2))
 	_, err = v.Verify(ctx, img2.String(), policy(cosign.Identity{Issuer: "https://token.actions.example", Subject: "release@acme.example"}))
 	denial(t, err, imageverify.CheckSignatureMismatch, "none verifies")
+}
+
+// TestRegistryDownThenBack: while the registry is down admissions are denied with that reason; once it is
+// back they recover without a restart (after the short negative TTL).
+func TestRegistryDownThenBack(t *testing.T) {
+	f := newFixture(t)
+	img, err := f.reg.PushSigned("acme/files", f.release, slsa)
+	must(t, err)
+	// A switchable TCP front for the real registry: when down it refuses connections.
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	var down atomic.Bool
+	go func() {
+		for {
+			c, err := front.Accept()
+			if err != nil {
+				return
+			}
+			if down.Load() {
+				c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", f.reg.Host)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	t.Cleanup(func() { front.Close() })
+	ref := front.Addr().String() + "/acme/files@" + img.DigestStr()
+	v := imageverify.New(imageverify.Options{NegativeTTL: 200 * time.Millisecond, Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}})
+	ctx := context.Background()
+	down.Store(true)
+	_, err = v.Verify(ctx, ref, []imageverify.Policy{f.policy()})
+	denial(t, err, imageverify.CheckRegistryUnreachable, "registry unreachable, denied (fail closed)")
+	down.Store(false)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := v.Verify(ctx, ref, []imageverify.Policy{f.policy()}); err != nil {
+		t.Fatalf("after the registry came back: %v", err)
+	}
 }
