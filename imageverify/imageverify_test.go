@@ -7,9 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
