@@ -111,15 +111,21 @@ func (k *Key) Sign(ref name.Digest) error { return k.SignClaiming(ref, ref) }
 // SignClaiming attaches to ref a signature whose payload claims the image claimed: with claimed != ref
 // it builds the "signature copied from another image" attack.
 func (k *Key) SignClaiming(ref, claimed name.Digest) error {
+	return attachSignature(k.signer, ref, claimed)
+}
+
+// attachSignature signs the simple-signing payload claiming the image claimed and attaches it to ref,
+// with the certificate chain when given (keyless).
+func attachSignature(signer signature.Signer, ref, claimed name.Digest, opts ...static.Option) error {
 	payload, err := json.Marshal(sigpayload.Cosign{Image: claimed, ClaimedIdentity: claimed.String()})
 	if err != nil {
 		return err
 	}
-	sig, err := k.signer.SignMessage(bytes.NewReader(payload))
+	sig, err := signer.SignMessage(bytes.NewReader(payload))
 	if err != nil {
 		return err
 	}
-	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig))
+	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig), opts...)
 	if err != nil {
 		return err
 	}

@@ -1,25 +1,18 @@
 package imagetest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
-	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
 // oidIssuer is Fulcio's certificate extension naming the OIDC issuer that vouched for the subject.
@@ -90,29 +83,9 @@ func (ca *CA) Issue(email, issuer string) (*KeylessSigner, error) {
 
 // Sign attaches a keyless signature of ref (signature plus certificate chain) to ref.
 func (s *KeylessSigner) Sign(ref name.Digest) error {
-	payload, err := json.Marshal(sigpayload.Cosign{Image: ref, ClaimedIdentity: ref.String()})
-	if err != nil {
-		return err
-	}
 	k, err := signerFor(s.key)
 	if err != nil {
 		return err
 	}
-	sig, err := k.SignMessage(bytes.NewReader(payload))
-	if err != nil {
-		return err
-	}
-	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig), static.WithCertChain(s.certPEM, s.chain))
-	if err != nil {
-		return err
-	}
-	se, err := ociremote.SignedEntity(ref)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", ref, err)
-	}
-	se, err = mutate.AttachSignatureToEntity(se, ociSig)
-	if err != nil {
-		return err
-	}
-	return ociremote.WriteSignatures(ref.Context(), se)
+	return attachSignature(k, ref, ref, static.WithCertChain(s.certPEM, s.chain))
 }
