@@ -325,6 +325,8 @@ func rolledOut(d *appsv1.Deployment) (bool, string) {
 		return false, fmt.Sprintf("%d of %d replicas updated", d.Status.UpdatedReplicas, want)
 	case d.Status.Replicas > d.Status.UpdatedReplicas:
 		return false, fmt.Sprintf("%d old replicas pending termination", d.Status.Replicas-d.Status.UpdatedReplicas)
+	case ptr.Deref(d.Status.TerminatingReplicas, 0) > 0:
+		return false, fmt.Sprintf("%d replicas terminating", *d.Status.TerminatingReplicas)
 	case d.Status.AvailableReplicas < want:
 		return false, fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, want)
 	}
