@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/tuf"
@@ -28,6 +29,10 @@ type CosignVerifier struct {
 	Reader client.Reader
 	// SecretNamespace is where key Secrets live (the operator's namespace).
 	SecretNamespace string
+
+	// converted holds policies already mapped (keys parsed), by UID and generation, so an admission
+	// does no parsing; policies with Secret-held keys are mapped each time, since the Secret may change.
+	converted sync.Map
 }
 
 var _ ImageVerifier = &CosignVerifier{}
@@ -36,9 +41,17 @@ var _ ImageVerifier = &CosignVerifier{}
 func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*ImageVerdict, error) {
 	policies := make([]imageverify.Policy, 0, len(req.Policies))
 	for _, p := range req.Policies {
+		key := string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)
+		if ip, ok := c.converted.Load(key); ok && p.UID != "" {
+			policies = append(policies, ip.(imageverify.Policy))
+			continue
+		}
 		ip, err := c.policy(ctx, p)
 		if err != nil {
 			return nil, &imageverify.Denial{Image: req.Image, Policy: p.Name, Check: imageverify.CheckPolicyInvalid, Detail: err.Error()}
+		}
+		if p.UID != "" && !usesSecrets(p) {
+			c.converted.Store(key, ip)
 		}
 		policies = append(policies, ip)
 	}
@@ -47,6 +60,15 @@ func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*Im
 		return nil, err
 	}
 	return &ImageVerdict{Digest: r.Digest, Signers: r.Signers, Attestations: r.Attestations}, nil
+}
+
+func usesSecrets(p mcpv1alpha1.MCPServerPolicy) bool {
+	for _, a := range p.Spec.Authorities {
+		if a.Key != nil && a.Key.SecretRef != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) (imageverify.Policy, error) {
