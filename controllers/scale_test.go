@@ -3,6 +3,9 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,7 +61,7 @@ func TestBurstOfCreates(t *testing.T) {
 // BenchmarkReconcileToReady measures the time for N MCPServers created at once to become Ready (pods
 // scheduled and running on the simulated node) on the local control plane.
 func BenchmarkReconcileToReady(b *testing.B) {
-	for _, n := range []int{100, 500} {
+	for _, n := range benchSizes() {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			var total time.Duration
 			for b.Loop() {
@@ -67,4 +70,20 @@ func BenchmarkReconcileToReady(b *testing.B) {
 			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-ready")
 		})
 	}
+}
+
+// benchSizes are the fleet sizes BenchmarkReconcileToReady measures (MCP_WARDEN_BENCH_SIZES, e.g.
+// "100,500,1000"; default 100 and 500).
+func benchSizes() []int {
+	v := os.Getenv("MCP_WARDEN_BENCH_SIZES")
+	if v == "" {
+		return []int{100, 500}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
