@@ -107,6 +107,8 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: o.WebhookInstall,
 	}
+	// envtest's default Service range is a /24 (about 250 Services); make room for fleets of servers.
+	c.Env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	say("starting etcd and kube-apiserver")
 	if c.Config, err = c.Env.Start(); err != nil {
 		return c, fmt.Errorf("start kube-apiserver and etcd: %w", err)
