@@ -177,7 +177,7 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 		cfg.Scopes[sg.Scope] = sg.Tools
 	}
 	if g.RatePerSecond != nil {
-		cfg.Limits.RatePerSecond = float64(*g.RatePerSecond)
+		cfg.Limits.RequestsPerSecond = float64(*g.RatePerSecond)
 		cfg.Limits.Burst = 2 * int(*g.RatePerSecond)
 	}
 	if g.MaxBodyBytes != nil {
@@ -189,6 +189,7 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 // desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
 func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*corev1.ConfigMap, string, error) {
 	cfg := gatewayConfig(s, clusterDomain)
+	cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, "", fmt.Errorf("spec.gateway: %w", err)
 	}

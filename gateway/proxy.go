@@ -1,433 +1,815 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"mime"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/google/jsonschema-go/jsonschema"
-	"golang.org/x/time/rate"
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gateway/auth"
+	"github.com/mcp-warden/mcp-warden/gateway/sanitize"
 )
 
-// Gateway is the HTTP handler in front of one MCP server.
-type Gateway struct {
-	cfg      *Config
-	auth     *verifier
-	audit    *Auditor
-	upstream *http.Client
-	log      *slog.Logger
+// forwardedHeaders are the only request headers passed to the server (with Mcp-Param-* headers):
+// never Authorization or cookies. Mcp-Method and Mcp-Name (protocol 2026-07-28) are checked against the
+// body first.
+var forwardedHeaders = []string{"Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id", "Mcp-Method", "Mcp-Name"}
+
+// paramHeaderPrefix starts the per-argument headers of protocol 2026-07-28; the server checks them
+// against the body's arguments, which the gateway has validated.
+const paramHeaderPrefix = "Mcp-Param-"
+
+// returnedHeaders are the only response headers passed back to the client.
+var returnedHeaders = []string{"Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version", "Cache-Control"}
+
+// pendingCall is a tools/list or tools/call request on its way to the server.
+type pendingCall struct {
+	key     string
+	id      json.RawMessage
+	method  string
+	name    string
+	tool    *toolDef
+	args    any
+	scope   string
+	reason  string
+	start   time.Time
+	caller  *caller
+	session *session
+	// approval, if set, is why the call needs a person's approval.
+	approval string
+	// approved is set when a person approved the call under the multi round-trip protocol; a server's own
+	// input_required result is then sealed with the approval so that the client's retry keeps it.
+	approved *approvalState
+	audited  atomic.Bool
+}
+
+// exchange is the state of one request relayed to the server.
+type exchange struct {
+	caller *caller
+	sess   *session
+	// initElicit is set when the request is an initialize: whether the client can elicit.
+	initElicit *bool
+	// listen is set for subscriptions/listen (protocol 2026-07-28), whose response is a long-lived stream.
+	listen bool
+	// stream is set for a GET: the server-to-client stream of a session.
+	stream bool
 
 	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-	tools    map[string]*toolInfo // by name, from the last tools/list seen
+	calls    map[string]*pendingCall
+	requests []json.RawMessage
+	answered map[string]bool
 }
 
-type toolInfo struct {
-	hash     string
-	schema   *jsonschema.Resolved
-	rejected bool // its pin changed: hidden until a person approves the new hash
+func (ex *exchange) add(p *pendingCall) {
+	if ex.calls == nil {
+		ex.calls = map[string]*pendingCall{}
+	}
+	ex.calls[p.key] = p
+	ex.sess.track(p)
 }
 
-// New returns a gateway; audit records go to auditOut.
-func New(cfg *Config, auditOut io.Writer, log *slog.Logger) (*Gateway, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+// take finds the call a response answers: in this exchange, or else one of the session's earlier ones
+// (a response delivered on a resumed stream).
+func (ex *exchange) take(key string) *pendingCall {
+	ex.mu.Lock()
+	if ex.answered == nil {
+		ex.answered = map[string]bool{}
 	}
-	g := &Gateway{cfg: cfg, audit: NewAuditor(auditOut), log: log, limiters: map[string]*rate.Limiter{}, tools: map[string]*toolInfo{},
-		upstream: &http.Client{Timeout: cfg.Limits.CallTimeout.Duration}}
-	if !cfg.Auth.Disabled {
-		g.auth = newVerifier(cfg.Auth, cfg.Resource)
+	ex.answered[key] = true
+	p := ex.calls[key]
+	ex.mu.Unlock()
+	if sp := ex.sess.take(key); p == nil {
+		p = sp
 	}
-	return g, nil
+	return p
 }
 
-const metadataPath = "/.well-known/oauth-protected-resource"
-
-type rpcMessage struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id,omitempty"`
-	Method  string          `json:"method,omitempty"`
-	Params  json.RawMessage `json:"params,omitempty"`
-	Result  json.RawMessage `json:"result,omitempty"`
-	Error   *rpcError       `json:"error,omitempty"`
-}
-
-type rpcError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-// ServeHTTP applies the controls and forwards what passes.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == metadataPath {
-		g.serveMetadata(w)
-		return
-	}
-	if o := r.Header.Get("Origin"); o != "" && !slices.Contains(g.cfg.AllowedOrigins, o) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
-	}
-	principal := &Principal{Subject: "anonymous"}
-	if g.auth != nil {
-		p, err := g.auth.verify(r.Context(), r.Header.Get("Authorization"))
-		if err != nil {
-			g.deny(w, err)
-			return
-		}
-		principal = p
-	}
-	if !g.limiter(principal.Subject).Allow() {
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
-		return
-	}
-	if r.Method != http.MethodPost {
-		g.forward(w, r, nil, nil, principal)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("request body over %d bytes", g.cfg.Limits.MaxBodyBytes), http.StatusRequestEntityTooLarge)
-		return
-	}
-	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '[' {
-		writeRPCError(w, nil, -32600, "JSON-RPC batches are not supported by this protocol revision")
-		return
-	}
-	var msg rpcMessage
-	if err := json.Unmarshal(body, &msg); err != nil {
-		writeRPCError(w, nil, -32700, "parse error")
-		return
-	}
-	if msg.Method == "tools/call" {
-		if !g.authorizeCall(w, r, &msg, principal) {
-			return
-		}
-	}
-	g.forward(w, r, body, &msg, principal)
-}
-
-func (g *Gateway) serveMetadata(w http.ResponseWriter) {
-	scopes := make([]string, 0, len(g.cfg.Scopes))
-	for s := range g.cfg.Scopes {
-		scopes = append(scopes, s)
-	}
-	slices.Sort(scopes)
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"resource":                 g.cfg.Resource,
-		"authorization_servers":    []string{g.cfg.Auth.Issuer},
-		"scopes_supported":         scopes,
-		"bearer_methods_supported": []string{"header"},
-	})
-}
-
-func (g *Gateway) deny(w http.ResponseWriter, err error) {
-	var ae *authError
-	if !errors.As(err, &ae) {
-		ae = &authError{status: http.StatusUnauthorized, code: "invalid_token", msg: err.Error()}
-	}
-	challenge := fmt.Sprintf(`Bearer resource_metadata=%q, error=%q, error_description=%q`, strings.TrimSuffix(g.cfg.Resource, "/")+metadataPath, ae.code, ae.msg)
-	if ae.scope != "" {
-		challenge += fmt.Sprintf(`, scope=%q`, ae.scope)
-	}
-	w.Header().Set("WWW-Authenticate", challenge)
-	http.Error(w, ae.msg, ae.status)
-}
-
-func (g *Gateway) limiter(principal string) *rate.Limiter {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	l, ok := g.limiters[principal]
-	if !ok {
-		l = rate.NewLimiter(rate.Limit(g.cfg.Limits.RatePerSecond), g.cfg.Limits.Burst)
-		g.limiters[principal] = l
-	}
-	return l
-}
-
-// allowedTools returns the tools the principal's scopes grant (all when auth is off).
-func (g *Gateway) allowedTools(p *Principal) map[string]string {
-	out := map[string]string{}
-	for scope, tools := range g.cfg.Scopes {
-		if g.auth != nil && !slices.Contains(p.Scopes, scope) {
-			continue
-		}
-		for _, t := range tools {
-			out[t] = scope
+func (ex *exchange) unanswered() []json.RawMessage {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	var out []json.RawMessage
+	for _, id := range ex.requests {
+		if !ex.answered[idKey(id)] {
+			out = append(out, id)
 		}
 	}
 	return out
 }
 
-// authorizeCall checks a tools/call: scope, pin, destructive, input schema. It writes the refusal and
-// audits the decision.
-func (g *Gateway) authorizeCall(w http.ResponseWriter, r *http.Request, msg *rpcMessage, p *Principal) bool {
-	var params struct {
-		Name      string         `json:"name"`
-		Arguments map[string]any `json:"arguments"`
-	}
-	_ = json.Unmarshal(msg.Params, &params)
-	rec := Record{Time: time.Now().UTC(), Principal: p.Subject, TokenID: p.TokenID, Tool: params.Name, Args: params.Arguments, Session: r.Header.Get("Mcp-Session-Id")}
-	refuse := func(reason string, status int) bool {
-		rec.Decision, rec.Reason, rec.Result = "deny", reason, "refused"
-		g.audit.Log(rec)
-		if status == http.StatusForbidden {
-			g.deny(w, &authError{status: status, code: "insufficient_scope", msg: reason, scope: g.scopeFor(params.Name)})
-		} else {
-			writeRPCError(w, msg.ID, -32602, reason)
-		}
-		return false
-	}
-	scope, ok := g.allowedTools(p)[params.Name]
-	if !ok {
-		return refuse(fmt.Sprintf("tool %q is not granted by the token's scopes", params.Name), http.StatusForbidden)
-	}
-	rec.Scope = scope
-	info, err := g.tool(r.Context(), r, params.Name)
-	if err != nil {
-		return refuse(err.Error(), 0)
-	}
-	if info.rejected {
-		return refuse(fmt.Sprintf("tool %q changed since it was pinned; a person must approve the new definition", params.Name), 0)
-	}
-	if slices.Contains(g.cfg.Destructive, params.Name) {
-		return refuse(fmt.Sprintf("tool %q is destructive and needs human approval, which this client cannot give", params.Name), 0)
-	}
-	if info.schema != nil {
-		args := any(params.Arguments)
-		if params.Arguments == nil {
-			args = map[string]any{}
-		}
-		if err := info.schema.Validate(args); err != nil {
-			return refuse(fmt.Sprintf("arguments of %q do not match its input schema: %v", params.Name, err), 0)
-		}
-	}
-	rec.Decision = "allow"
-	g.audit.Log(rec)
-	return true
+// denial is a refused message: the response to send and, for a scope denial, the challenge.
+type denial struct {
+	status    int
+	id        json.RawMessage
+	code      int
+	msg       string
+	challenge string
 }
 
-func (g *Gateway) scopeFor(tool string) string {
-	for scope, tools := range g.cfg.Scopes {
-		if slices.Contains(tools, tool) {
-			return scope
+// batchAllowed reports whether a protocol revision allows JSON-RPC batches: 2025-03-26 and earlier do
+// (a request without the header is 2025-03-26 by the transport specification); 2025-06-18 removed them.
+func batchAllowed(protocolVersion string) bool {
+	return protocolVersion == "" || protocolVersion <= "2025-03-26"
+}
+
+func (g *Gateway) sessionFor(w http.ResponseWriter, r *http.Request, c *caller) (*session, bool) {
+	id := r.Header.Get("Mcp-Session-Id")
+	if id == "" {
+		id = "principal:" + c.name
+	}
+	s, ok := g.sessions.get(id, c.name)
+	if !ok {
+		g.log.Warn("request refused: session belongs to another principal", "principal", c.name)
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
+	}
+	return s, ok
+}
+
+func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+		return
+	}
+	msgs, batch, err := parseMessages(body)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadRequest, codeParseError, "invalid JSON-RPC: "+err.Error())
+		return
+	}
+	if proto := r.Header.Get("Mcp-Protocol-Version"); batch && !batchAllowed(proto) {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "JSON-RPC batches are not allowed in MCP protocol revision "+proto+"; send one message per request")
+		return
+	}
+	if msg := headerMismatch(r, msgs, batch); msg != "" {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
+	sess, ok := g.sessionFor(w, r, c)
+	if !ok {
+		return
+	}
+	ex := &exchange{caller: c, sess: sess}
+	var keep []*message
+	var denials []*denial
+	var needsApproval *pendingCall
+	changed := false
+	for _, m := range msgs {
+		switch {
+		case m.isResponse():
+			if g.approval.deliver(sess, m) {
+				changed = true
+				continue
+			}
+		case m.Method == "initialize" && m.isRequest():
+			elicit := declaresElicitation(m.Params)
+			ex.initElicit = &elicit
+		case m.Method == "subscriptions/listen" && m.isRequest():
+			ex.listen = true
+		case m.Method == "tools/list" && m.isRequest():
+			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
+		case m.Method == "tools/call" && m.isRequest():
+			pc, d := g.admit(r.Context(), c, sess, m)
+			if d == nil && pc.approval != "" && batch {
+				d = g.deny(pc, http.StatusOK, codePolicy, "tool "+pc.name+" needs a person's approval, which cannot be asked inside a batch; send the call on its own", "")
+			}
+			if d != nil {
+				denials = append(denials, d)
+				changed = true
+				continue
+			}
+			if pc.approval != "" {
+				needsApproval = pc
+			}
+			ex.add(pc)
+		}
+		if m.isRequest() {
+			ex.requests = append(ex.requests, m.ID)
+		}
+		keep = append(keep, m)
+	}
+	if len(denials) > 0 {
+		g.writeDenials(w, batch, msgs, denials, ex)
+		return
+	}
+	if len(keep) == 0 {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if needsApproval != nil {
+		if newProto, canElicit := callMeta(r, keep[0].Params); newProto {
+			g.serveRoundTripApproval(w, r, ex, keep[0], needsApproval, canElicit)
+		} else {
+			g.serveApproval(w, r, ex, body, needsApproval)
+		}
+		return
+	}
+	for _, pc := range ex.calls {
+		if pc.method == "tools/call" {
+			sess.chain.Ran(g.policy, pc.name)
+		}
+	}
+	if changed {
+		body = encodeBatch(keep, batch)
+	}
+	g.forwardPOST(w, r, ex, body, nil)
+}
+
+// headerMismatch refuses Mcp-Method and Mcp-Name headers that disagree with the body, so that nothing
+// behind the gateway can act on a method or tool the gateway did not check.
+func headerMismatch(r *http.Request, msgs []*message, batch bool) string {
+	method, name := r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name")
+	if enc, ok := strings.CutPrefix(name, "=?base64?"); ok && strings.HasSuffix(enc, "?=") {
+		if b, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(enc, "?=")); err == nil {
+			name = string(b)
+		}
+	}
+	if method == "" && name == "" {
+		return ""
+	}
+	if batch {
+		return "Mcp-Method and Mcp-Name headers cannot accompany a batch"
+	}
+	m := msgs[0]
+	if method != "" && method != m.Method {
+		return "the Mcp-Method header does not match the request's method"
+	}
+	if name != "" && m.Method == "tools/call" {
+		var p toolCallParams
+		if json.Unmarshal(m.Params, &p) != nil || p.Name != name {
+			return "the Mcp-Name header does not match the tool called"
 		}
 	}
 	return ""
 }
 
-// tool returns the pinned definition of a tool, listing the upstream's tools if it has not been seen.
-func (g *Gateway) tool(ctx context.Context, r *http.Request, name string) (*toolInfo, error) {
-	g.mu.Lock()
-	info, ok := g.tools[name]
-	g.mu.Unlock()
-	if ok {
-		return info, nil
+func encodeBatch(msgs []*message, batch bool) []byte {
+	if !batch && len(msgs) == 1 {
+		return encodeMessage(msgs[0])
 	}
-	body := []byte(`{"jsonrpc":"2.0","id":"mcp-warden-gateway","method":"tools/list"}`)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.cfg.Upstream, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
+	parts := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		parts[i] = encodeMessage(m)
 	}
-	copyMCPHeaders(req.Header, r.Header)
-	resp, err := g.upstream.Do(req)
-	if err != nil {
-		return nil, errors.New("upstream unavailable")
-	}
-	defer resp.Body.Close()
-	var sink bytes.Buffer
-	if err := g.rewrite(&sink, resp, &rpcMessage{Method: "tools/list"}, &Principal{}); err != nil {
-		return nil, err
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if info, ok := g.tools[name]; ok {
-		return info, nil
-	}
-	return nil, fmt.Errorf("unknown tool %q", name)
+	return append(append([]byte{'['}, bytes.Join(parts, []byte{','})...), ']')
 }
 
-func copyMCPHeaders(dst, src http.Header) {
-	for _, h := range []string{"Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id"} {
-		if v := src.Get(h); v != "" {
-			dst.Set(h, v)
+// writeDenials answers a request some of whose messages were refused. A single message gets its own
+// status (403 with a challenge for a missing scope); a batch is refused whole (fail closed).
+func (g *Gateway) writeDenials(w http.ResponseWriter, batch bool, msgs []*message, denials []*denial, ex *exchange) {
+	if !batch {
+		d := denials[0]
+		if d.challenge != "" {
+			w.Header().Set("WWW-Authenticate", d.challenge)
 		}
-	}
-	if dst.Get("Accept") == "" {
-		dst.Set("Accept", "application/json, text/event-stream")
-	}
-	if dst.Get("Content-Type") == "" {
-		dst.Set("Content-Type", "application/json")
-	}
-}
-
-// forward sends the request upstream with a fresh request (the client's token is never forwarded) and
-// rewrites the response.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, body []byte, msg *rpcMessage, p *Principal) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Limits.CallTimeout.Duration)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.Method, g.cfg.Upstream, bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(d.status)
+		_, _ = w.Write(errorResponse(d.id, d.code, d.msg))
 		return
 	}
-	copyMCPHeaders(req.Header, r.Header)
-	start := time.Now()
-	resp, err := g.upstream.Do(req)
-	if err != nil {
-		http.Error(w, "upstream unavailable", http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"} {
-		if v := resp.Header.Get(h); v != "" {
-			w.Header().Set(h, v)
+	for _, pc := range ex.calls {
+		if pc.method == "tools/call" {
+			g.auditCall(pc, audit.Deny, "another message in the batch was refused", "-")
 		}
 	}
-	w.WriteHeader(resp.StatusCode)
-	if msg == nil {
-		msg = &rpcMessage{}
+	byID := map[string]*denial{}
+	for _, d := range denials {
+		byID[idKey(d.id)] = d
 	}
-	if err := g.rewrite(w, resp, msg, p); err != nil {
-		g.log.Warn("rewrite response", "err", err)
-	}
-	if msg.Method == "tools/call" {
-		g.log.Debug("tool call", "latency", time.Since(start))
-	}
-}
-
-// rewrite copies the upstream response to w, filtering each JSON-RPC message, whether the body is one
-// JSON message or a server-sent event stream.
-func (g *Gateway) rewrite(w io.Writer, resp *http.Response, req *rpcMessage, p *Principal) error {
-	flusher, _ := w.(http.Flusher)
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		if err != nil {
-			return err
-		}
-		if len(bytes.TrimSpace(body)) == 0 {
-			return nil
-		}
-		_, err = w.Write(g.filter(body, req, p))
-		return err
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			line = append([]byte("data: "), g.filter(bytes.TrimSpace(data), req, p)...)
-		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
-			return err
-		}
-		if flusher != nil && len(line) == 0 {
-			flusher.Flush()
-		}
-	}
-	if flusher != nil {
-		flusher.Flush()
-	}
-	return sc.Err()
-}
-
-// filter rewrites one server-to-client JSON-RPC message.
-func (g *Gateway) filter(data []byte, req *rpcMessage, p *Principal) []byte {
-	var msg rpcMessage
-	if json.Unmarshal(data, &msg) != nil {
-		return data
-	}
-	if msg.Error != nil {
-		msg.Error.Message = sanitizeError(msg.Error.Message)
-		out, _ := json.Marshal(msg)
-		return out
-	}
-	if msg.Result == nil {
-		return data
-	}
-	var result map[string]any
-	if json.Unmarshal(msg.Result, &result) != nil {
-		return data
-	}
-	switch req.Method {
-	case "tools/list":
-		result["tools"] = g.filterTools(result["tools"], p)
-	default:
-		result = sanitizeValue(result).(map[string]any)
-	}
-	msg.Result, _ = json.Marshal(result)
-	out, _ := json.Marshal(msg)
-	return out
-}
-
-// filterTools pins every tool, hides tools whose pin changed and tools the principal may not use, and
-// strips hidden content from descriptions.
-func (g *Gateway) filterTools(v any, p *Principal) []any {
-	tools, _ := v.([]any)
-	allowed := g.allowedTools(p)
-	out := make([]any, 0, len(tools))
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, t := range tools {
-		tool, ok := t.(map[string]any)
-		if !ok {
+	var parts [][]byte
+	for _, m := range msgs {
+		if !m.isRequest() {
 			continue
 		}
-		name, _ := tool["name"].(string)
-		pinBody, _ := json.Marshal([]any{tool["name"], tool["description"], tool["inputSchema"], tool["outputSchema"]})
-		sum := sha256.Sum256(pinBody)
-		hash := hex.EncodeToString(sum[:])
-		info := g.tools[name]
-		if info == nil {
-			info = &toolInfo{hash: hash}
-			if approved, ok := g.cfg.Pins[name]; ok && approved != hash {
-				info.rejected = true
+		if d := byID[idKey(m.ID)]; d != nil {
+			parts = append(parts, errorResponse(m.ID, d.code, d.msg))
+			continue
+		}
+		parts = append(parts, errorResponse(m.ID, codePolicy, "refused because another message in this batch was refused"))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(append([]byte{'['}, bytes.Join(parts, []byte{','})...), ']'))
+}
+
+// declaresElicitation reads capabilities.elicitation from initialize params.
+func declaresElicitation(params json.RawMessage) bool {
+	var p struct {
+		Capabilities struct {
+			Elicitation json.RawMessage `json:"elicitation"`
+		} `json:"capabilities"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return false
+	}
+	e := p.Capabilities.Elicitation
+	return len(e) > 0 && string(e) != "null"
+}
+
+// admit applies the tools/call controls: scope, pin, schema, and whether approval is needed.
+func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *message) (*pendingCall, *denial) {
+	pc := &pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()}
+	var p toolCallParams
+	if err := json.Unmarshal(m.Params, &p); err != nil || p.Name == "" {
+		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "tools/call needs params with a tool name", "")
+	}
+	pc.name = p.Name
+	var args any = map[string]any{}
+	if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
+		var v any
+		if err := json.Unmarshal(p.Arguments, &v); err != nil {
+			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments are not valid JSON", "")
+		}
+		args = v
+	}
+	pc.args = args
+	if c.principal != nil {
+		scope, ok := g.policy.Grant(p.Name, c.principal.Scopes)
+		if !ok {
+			need := g.policy.ScopesFor(p.Name)
+			if need == "" {
+				return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "unknown tool "+quoteName(p.Name), "")
 			}
-			if schemaJSON, err := json.Marshal(tool["inputSchema"]); err == nil {
-				var s jsonschema.Schema
-				if json.Unmarshal(schemaJSON, &s) == nil {
-					if s.AdditionalProperties == nil && s.Type == "object" {
-						s.AdditionalProperties = &jsonschema.Schema{Not: &jsonschema.Schema{}} // unknown properties refused
+			pc.scope = need
+			msg := "insufficient scope: tool " + quoteName(p.Name) + " needs scope " + need
+			return pc, g.deny(pc, http.StatusForbidden, codePolicy, msg,
+				auth.Challenge(g.metadataURL, "insufficient_scope", "tool "+p.Name+" needs scope "+need, need))
+		}
+		pc.scope = scope
+	}
+	def := g.tools.lookup(ctx, p.Name)
+	if def == nil {
+		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "unknown tool "+quoteName(p.Name), "")
+	}
+	pc.tool = def
+	if ok, _ := g.tools.allowed(def); !ok {
+		return pc, g.deny(pc, http.StatusOK, codePolicy, "tool "+quoteName(p.Name)+" changed since it was pinned and is blocked until a person approves its new definition", "")
+	}
+	if def.schemas.err != nil {
+		return pc, g.deny(pc, http.StatusOK, codePolicy, "tool "+quoteName(p.Name)+" cannot be called: its "+def.schemas.err.Error(), "")
+	}
+	if _, ok := args.(map[string]any); !ok {
+		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments must be a JSON object", "")
+	}
+	if err := def.schemas.input.Validate(args); err != nil {
+		msg, _ := sanitize.Text(err.Error())
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments do not match the input schema of tool "+quoteName(p.Name)+": "+msg, "")
+	}
+	if g.policy.Destructive(p.Name) {
+		pc.approval = "tool " + p.Name + " is marked destructive"
+	} else if why, need := sess.chain.NeedsApproval(g.policy, p.Name); need {
+		pc.approval = why
+	}
+	return pc, nil
+}
+
+func quoteName(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// deny audits a refused call and returns its denial.
+func (g *Gateway) deny(pc *pendingCall, status, code int, msg, challenge string) *denial {
+	g.auditCall(pc, audit.Deny, msg, "-")
+	return &denial{status: status, id: pc.id, code: code, msg: msg, challenge: challenge}
+}
+
+// auditCall writes the call's one audit record (later attempts are ignored).
+func (g *Gateway) auditCall(pc *pendingCall, decision, reason, result string) {
+	if pc.method != "tools/call" || !pc.audited.CompareAndSwap(false, true) {
+		return
+	}
+	args := pc.args
+	if args != nil {
+		args, _ = sanitize.Value(args)
+	}
+	rec := audit.Record{
+		Time: pc.start.UTC(), Principal: pc.caller.name, TokenID: pc.caller.tokenID, Tool: pc.name, Arguments: args,
+		Decision: decision, Reason: reason, Scope: pc.scope, RequestID: string(pc.id), Result: result,
+		LatencyMS: float64(time.Since(pc.start).Microseconds()) / 1000,
+	}
+	if pc.session != nil && !strings.HasPrefix(pc.session.id, "principal:") {
+		rec.Session = pc.session.id
+	}
+	if err := g.audit.Write(rec); err != nil {
+		g.log.Error("audit record lost", "err", err, "tool", pc.name, "principal", pc.caller.name)
+	}
+}
+
+func (g *Gateway) newUpstreamRequest(ctx context.Context, method string, r *http.Request, body []byte) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, g.cfg.Upstream, rd)
+	if err != nil {
+		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	for _, h := range forwardedHeaders {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Header[h] = v
+		}
+	}
+	for k, v := range r.Header {
+		if strings.HasPrefix(k, paramHeaderPrefix) {
+			req.Header[k] = v
+		}
+	}
+	return req, nil
+}
+
+// forwardPOST sends a request to the server and relays the filtered response; sw is set when the
+// response to the client is already an event stream.
+func (g *Gateway) forwardPOST(w http.ResponseWriter, r *http.Request, ex *exchange, body []byte, sw *sseWriter) {
+	timeout := g.cfg.Limits.CallTimeout.Duration
+	if ex.listen {
+		timeout = g.cfg.Limits.StreamTimeout.Duration // a subscription stream lives long
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	req, err := g.newUpstreamRequest(ctx, http.MethodPost, r, body)
+	if err == nil {
+		var resp *http.Response
+		resp, err = g.upstream.Do(req)
+		if err == nil {
+			defer resp.Body.Close()
+			g.relay(ctx, w, resp, ex, sw)
+			return
+		}
+	}
+	result, status, msg := "upstream_error", http.StatusBadGateway, "the MCP server is unavailable"
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		result, status, msg = "timeout", http.StatusGatewayTimeout, "the MCP server did not answer within "+g.cfg.Limits.CallTimeout.String()
+	}
+	g.log.Warn("upstream request failed", "err", err)
+	g.failPending(w, ex, sw, status, codeUpstream, msg, result)
+}
+
+// failPending answers every unanswered request of an exchange with an error and audits its calls.
+func (g *Gateway) failPending(w http.ResponseWriter, ex *exchange, sw *sseWriter, status, code int, msg, result string) {
+	ids := ex.unanswered()
+	for _, pc := range ex.calls {
+		g.auditCall(pc, audit.Allow, msg, result)
+	}
+	if sw != nil {
+		for _, id := range ids {
+			_ = sw.writeFlush(sseEvent{data: errorResponse(id, code, msg)})
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	switch len(ids) {
+	case 0:
+		_, _ = w.Write(errorResponse(nil, code, msg))
+	case 1:
+		_, _ = w.Write(errorResponse(ids[0], code, msg))
+	default:
+		parts := make([][]byte, len(ids))
+		for i, id := range ids {
+			parts[i] = errorResponse(id, code, msg)
+		}
+		_, _ = w.Write(append(append([]byte{'['}, bytes.Join(parts, []byte{','})...), ']'))
+	}
+}
+
+func mediaType(v string) string {
+	mt, _, err := mime.ParseMediaType(v)
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+// relay filters the server's response (JSON or event stream) to the client.
+func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) {
+	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" && ex.initElicit != nil && resp.StatusCode < 300 {
+		g.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
+	}
+	if sw == nil {
+		for _, h := range returnedHeaders {
+			if v := resp.Header.Values(h); len(v) > 0 {
+				w.Header()[h] = v
+			}
+		}
+	}
+	ct := mediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode >= 400:
+		g.relayError(w, resp, ex, sw)
+	case ct == "text/event-stream":
+		if sw == nil {
+			w.Header().Del("Content-Length")
+			w.WriteHeader(resp.StatusCode)
+			sw = newSSEWriter(w)
+			if ex.stream {
+				sw.flush() // a GET stream may stay quiet for long; the client waits for its headers
+			}
+		}
+		g.relaySSE(ctx, resp.Body, ex, sw)
+	case ct == "application/json":
+		data, err := io.ReadAll(io.LimitReader(resp.Body, g.cfg.Limits.MaxResponseBytes+1))
+		if err != nil || int64(len(data)) > g.cfg.Limits.MaxResponseBytes {
+			msg := "the MCP server's response could not be read"
+			if err == nil {
+				msg = fmt.Sprintf("the MCP server's response exceeds %d bytes", g.cfg.Limits.MaxResponseBytes)
+			}
+			w.Header().Del("Content-Type")
+			g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, msg, "upstream_error")
+			return
+		}
+		out := g.filterPayload(data, ex)
+		if sw != nil {
+			_ = sw.writeFlush(sseEvent{data: out})
+		} else {
+			w.WriteHeader(resp.StatusCode)
+			_, _ = w.Write(out)
+		}
+	default:
+		if sw == nil {
+			w.WriteHeader(resp.StatusCode)
+			_, _ = io.Copy(w, io.LimitReader(resp.Body, g.cfg.Limits.MaxResponseBytes))
+		}
+	}
+	for _, pc := range ex.calls {
+		g.auditCall(pc, audit.Allow, pc.reason, "no_response")
+	}
+}
+
+// relayError passes an error status on with a sanitized body.
+func (g *Gateway) relayError(w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := ""
+	if m, err := parseMessage(bytes.TrimSpace(data)); err == nil && m.Error != nil {
+		msg = m.Error.Message
+	} else {
+		msg = string(data)
+	}
+	msg = sanitize.Error(msg)
+	w.Header().Del("Content-Length")
+	g.failPending(w, ex, sw, resp.StatusCode, codeUpstream, msg, "upstream_error")
+}
+
+// relaySSE filters an event stream event by event.
+func (g *Gateway) relaySSE(ctx context.Context, body io.Reader, ex *exchange, sw *sseWriter) {
+	rd := newSSEReader(body, g.cfg.Limits.MaxResponseBytes)
+	defer rd.release()
+	for {
+		ev, err := rd.next()
+		if err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				g.failPending(nil, ex, sw, 0, codeUpstream, "the MCP server did not answer within "+g.cfg.Limits.CallTimeout.String(), "timeout")
+			} else if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				g.log.Warn("event stream from the MCP server ended with an error", "err", err)
+				g.failPending(nil, ex, sw, 0, codeUpstream, "the MCP server's event stream failed", "upstream_error")
+			}
+			return
+		}
+		if len(ev.data) > 0 && (ev.name == "" || ev.name == "message") {
+			ev.data = g.filterPayload(ev.data, ex)
+			if ev.data == nil {
+				continue
+			}
+		}
+		// events without data (ids that prime resumption) go out with the next event that has data,
+		// except on long-lived streams
+		if err := sw.write(ev, len(ev.data) > 0 || ex.stream || ex.listen); err != nil {
+			return
+		}
+	}
+}
+
+// filterPayload filters one message or a batch of messages from the server. It returns the input
+// unchanged when nothing needed filtering, and nil when the payload is not JSON-RPC (it is dropped).
+func (g *Gateway) filterPayload(data []byte, ex *exchange) []byte {
+	msgs, batch, err := parseMessages(data)
+	if err != nil {
+		g.log.Warn("dropped a message from the MCP server that is not JSON-RPC", "err", err)
+		return nil
+	}
+	changed := false
+	for _, m := range msgs {
+		if g.filterOut(m, ex) {
+			changed = true
+		}
+	}
+	if !changed {
+		return data
+	}
+	return encodeBatch(msgs, batch)
+}
+
+// filterOut applies the response controls to one message from the server and reports whether it changed.
+func (g *Gateway) filterOut(m *message, ex *exchange) bool {
+	if m.Method == "notifications/tools/list_changed" {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Limits.CallTimeout.Duration)
+			defer cancel()
+			if err := g.tools.refresh(ctx, 0); err != nil {
+				g.log.Warn("refreshing tools after tools/list_changed failed", "err", err)
+			}
+		}()
+		return false
+	}
+	if !m.isResponse() {
+		return false
+	}
+	pc := ex.take(idKey(m.ID))
+	if pc == nil {
+		return false
+	}
+	switch pc.method {
+	case "tools/list":
+		return g.filterList(m, ex.caller)
+	case "tools/call":
+		return g.filterCall(m, pc)
+	}
+	return false
+}
+
+func sanitizeRPCError(m *message) {
+	m.Error.Message = sanitize.Error(m.Error.Message)
+	m.Error.Data = nil
+}
+
+// filterList hides tools the caller may not use or whose pin changed, and strips hidden content and
+// secrets from the rest.
+func (g *Gateway) filterList(m *message, c *caller) bool {
+	if m.Error != nil {
+		sanitizeRPCError(m)
+		return true
+	}
+	var res map[string]json.RawMessage
+	var tools []json.RawMessage
+	if err := json.Unmarshal(m.Result, &res); err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
+		return true
+	}
+	if err := json.Unmarshal(res["tools"], &tools); err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
+		return true
+	}
+	out := make([]json.RawMessage, 0, len(tools))
+	for _, raw := range tools {
+		def, err := g.tools.observe(raw)
+		if err != nil {
+			g.log.Warn("tool hidden: malformed definition", "err", err)
+			continue
+		}
+		if ok, _ := g.tools.allowed(def); !ok {
+			continue
+		}
+		if c.principal != nil {
+			if _, ok := g.policy.Grant(def.name, c.principal.Scopes); !ok {
+				continue
+			}
+		}
+		out = append(out, def.listed)
+	}
+	list, err := json.Marshal(out)
+	if err != nil {
+		return false
+	}
+	res["tools"] = list
+	if m.Result, err = json.Marshal(res); err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode tools/list"}
+	}
+	return true
+}
+
+// withheldResult replaces a tool result that failed a check.
+func withheldResult(text string) map[string]any {
+	return map[string]any{"content": []any{map[string]any{"type": "text", "text": text}}, "isError": true}
+}
+
+// filterCall checks a tool result against the output schema, sanitizes it and audits the call.
+func (g *Gateway) filterCall(m *message, pc *pendingCall) bool {
+	reason := pc.reason
+	if m.Error != nil {
+		sanitizeRPCError(m)
+		g.auditCall(pc, audit.Allow, reason, "rpc_error")
+		return true
+	}
+	var res map[string]any
+	if err := json.Unmarshal(m.Result, &res); err != nil || res == nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/call result"}
+		g.auditCall(pc, audit.Allow, "malformed result", "upstream_error")
+		return true
+	}
+	result, changed := "ok", false
+	if rt, _ := res["resultType"].(string); rt == "input_required" {
+		// the server asks the client for input; the client will retry the call
+		result = "input_required"
+		if pc.approved != nil {
+			upstream, _ := res["requestState"].(string)
+			st := *pc.approved
+			st.Approved, st.Upstream = true, upstream
+			st.Expires = time.Now().Add(g.cfg.Limits.ApprovalTimeout.Duration).Unix()
+			res["requestState"], changed = g.seal(st), true
+		}
+	} else if isErr, _ := res["isError"].(bool); isErr {
+		result = "tool_error"
+		if content, ok := res["content"].([]any); ok {
+			for _, item := range content {
+				if it, ok := item.(map[string]any); ok && it["type"] == "text" {
+					if s, ok := it["text"].(string); ok {
+						if clean := sanitize.Error(s); clean != s {
+							it["text"], changed = clean, true
+						}
 					}
-					info.schema, _ = s.Resolve(nil)
 				}
 			}
-			g.tools[name] = info
-		} else if info.hash != hash && !info.rejected {
-			info.rejected = true
-			g.log.Warn("tool definition changed since it was pinned; hiding it until approved", "tool", name, "pinned", info.hash, "now", hash)
 		}
-		if info.rejected {
-			continue
+	} else if pc.tool != nil && pc.tool.schemas.output != nil {
+		sc, has := res["structuredContent"]
+		err := errors.New("structuredContent is missing")
+		if has {
+			err = pc.tool.schemas.output.Validate(sc)
 		}
-		if _, ok := allowed[name]; !ok && p.Subject != "" {
-			continue
+		if err != nil {
+			g.log.Warn("tool result withheld: it does not match the pinned output schema", "tool", pc.name, "err", err)
+			res = withheldResult("The result of tool " + pc.name + " was withheld: it does not match the tool's output schema.")
+			result, reason, changed = "output_invalid", "output schema: "+err.Error(), true
 		}
-		if d, ok := tool["description"].(string); ok {
-			tool["description"], _ = Sanitize(d)
-		}
-		out = append(out, tool)
 	}
-	return out
+	if _, f := sanitize.Value(res); f.Any() {
+		changed = true
+		note := fmt.Sprintf("result sanitized: %d hidden characters, %d HTML comments, %d secrets removed", f.Hidden, f.Comments, f.Secrets)
+		g.log.Warn("hidden content or secrets removed from a tool result", "tool", pc.name, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
+		reason = strings.TrimPrefix(reason+"; "+note, "; ")
+	}
+	g.auditCall(pc, audit.Allow, reason, result)
+	if !changed {
+		return false
+	}
+	out, err := json.Marshal(res)
+	if err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode the tool result"}
+		return true
+	}
+	m.Result = out
+	return true
 }
 
-func writeRPCError(w http.ResponseWriter, id json.RawMessage, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	if id == nil {
-		id = json.RawMessage("null")
+// serveGET relays the server-to-client event stream, filtered like POST responses.
+func (g *Gateway) serveGET(w http.ResponseWriter, r *http.Request, c *caller) {
+	sess, ok := g.sessionFor(w, r, c)
+	if !ok {
+		return
 	}
-	_ = json.NewEncoder(w).Encode(rpcMessage{JSONRPC: "2.0", ID: id, Error: &rpcError{Code: code, Message: msg}})
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Limits.StreamTimeout.Duration)
+	defer cancel()
+	req, err := g.newUpstreamRequest(ctx, http.MethodGet, r, nil)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
+		return
+	}
+	resp, err := g.upstream.Do(req)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
+		return
+	}
+	defer resp.Body.Close()
+	g.relay(ctx, w, resp, &exchange{caller: c, sess: sess, stream: true}, nil)
+}
+
+// serveDELETE ends a session at the server.
+func (g *Gateway) serveDELETE(w http.ResponseWriter, r *http.Request, c *caller) {
+	sess, ok := g.sessionFor(w, r, c)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Limits.CallTimeout.Duration)
+	defer cancel()
+	req, err := g.newUpstreamRequest(ctx, http.MethodDelete, r, nil)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
+		return
+	}
+	resp, err := g.upstream.Do(req)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 300 {
+		g.sessions.remove(sess.id)
+	}
+	g.relay(ctx, w, resp, &exchange{caller: c, sess: sess}, nil)
 }

@@ -1,7 +1,12 @@
-// Command gateway is the MCP security gateway that runs in front of each MCP server.
+// Command gateway is the MCP security gateway that the mcp-warden operator runs as a sidecar in front of
+// each MCP server.
 //
-//	gateway --config /etc/mcp-warden/gateway.json   serve
-//	gateway audit verify FILE                       verify a hash-chained audit log
+//	gateway [--config FILE] [--listen ADDR] [--log-level LEVEL]          proxy the server at config.upstream
+//	gateway [--config FILE] ... --stdio -- COMMAND [ARGS...]            run a stdio server as a child process
+//	gateway audit verify FILE                                           verify a hash-chained audit log
+//	gateway config check FILE                                           validate a configuration file
+//
+// Audit records (one JSON line per tool call) go to stdout; logs go to stderr as JSON.
 package main
 
 import (
@@ -9,7 +14,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,62 +24,150 @@ import (
 	"time"
 
 	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gateway/stdio"
 )
 
 func main() {
-	if len(os.Args) >= 3 && os.Args[1] == "audit" && os.Args[2] == "verify" {
-		os.Exit(verify(os.Args[3:]))
-	}
-	configPath := flag.String("config", "/etc/mcp-warden/gateway.json", "gateway configuration (JSON)")
-	flag.Parse()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := serve(*configPath, log); err != nil {
-		log.Error("gateway stopped", "err", err)
-		os.Exit(1)
-	}
-}
-
-func serve(path string, log *slog.Logger) error {
-	cfg, err := gateway.Load(path)
-	if err != nil {
-		return err
-	}
-	g, err := gateway.New(cfg, os.Stdout, log)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Addr: cfg.Listen, Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	log.Info("serving", "listen", cfg.Listen, "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func verify(args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: gateway audit verify FILE")
+const usage = `usage:
+  gateway [--config FILE] [--listen ADDR] [--log-level debug|info|warn|error]
+  gateway [--config FILE] [flags] --stdio -- COMMAND [ARGS...]
+  gateway audit verify FILE
+  gateway config check FILE
+`
+
+// run is the whole program; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 1 {
+		switch args[0] {
+		case "audit":
+			if len(args) != 3 || args[1] != "verify" {
+				fmt.Fprint(stderr, usage)
+				return 2
+			}
+			return verifyAudit(args[2], stdout, stderr)
+		case "config":
+			if len(args) != 3 || args[1] != "check" {
+				fmt.Fprint(stderr, usage)
+				return 2
+			}
+			if _, err := gateway.Load(args[2]); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", args[2])
+			return 0
+		}
+	}
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	configPath := fs.String("config", "/etc/mcp-warden/gateway.json", "gateway configuration file (JSON), rendered by the operator")
+	listen := fs.String("listen", "", "address to serve on; overrides config.listen")
+	useStdio := fs.Bool("stdio", false, "run the MCP server given after -- as a child process speaking stdio")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	f, err := os.Open(args[0])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "--log-level: %v\n", err)
 		return 2
 	}
-	defer f.Close()
-	n, err := gateway.VerifyChain(f)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "audit log %s: %v (%d records verified before it)\n", args[0], err, n)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	command := fs.Args()
+	if *useStdio != (len(command) > 0) {
+		fmt.Fprintln(stderr, "--stdio needs the server command after --, and a command needs --stdio")
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if err := serve(ctx, *configPath, *listen, command, stdout, log); err != nil {
+		log.Error("gateway stopped", "err", err)
 		return 1
 	}
-	fmt.Printf("audit log %s: %d records, chain intact\n", args[0], n)
 	return 0
+}
+
+func verifyAudit(path string, stdout, stderr io.Writer) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "audit verify: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	s, err := audit.Verify(f)
+	if err != nil {
+		fmt.Fprintf(stderr, "audit verify %s: %v (%d records before it verified)\n", path, err, s.Records)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: %d records in %d chain(s) verified\n", path, s.Records, s.Chains)
+	return 0
+}
+
+func serve(ctx context.Context, configPath, listen string, command []string, auditOut io.Writer, log *slog.Logger) error {
+	cfg, err := gateway.Read(configPath)
+	if err != nil {
+		return err
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if len(command) > 0 {
+		if cfg.Upstream != "" {
+			return fmt.Errorf("config %s: upstream must be empty with --stdio (the gateway serves the child process itself)", configPath)
+		}
+		bridge, err := stdio.Start(command, log.With("component", "stdio"))
+		if err != nil {
+			return err
+		}
+		defer bridge.Close(5 * time.Second)
+		cfg.Upstream = bridge.URL()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-bridge.Exited():
+				log.Error("the MCP server process exited; stopping")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config %s: %w", configPath, err)
+	}
+	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditOut, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	g.Start(ctx)
+	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
 }

@@ -80,7 +80,7 @@ func TestFQDNEgressBecomesCiliumPolicy(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "gh", Namespace: "default"},
 		Spec: mcpv1alpha1.MCPServerSpec{
 			Image:   "ghcr.io/acme/gh@sha256:" + strings.Repeat("cd", 32),
-			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}},
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}},
 			Egress: []mcpv1alpha1.EgressRule{
 				{FQDN: ptr.To("api.github.com"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
 				{CIDR: ptr.To("140.82.112.0/20"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
+)
+
+// TestMain doubles as the stdio MCP server that TestStdioBridge runs as a child process.
+func TestMain(m *testing.M) {
+	if os.Getenv("GATEWAY_TEST_STDIO_SERVER") == "1" {
+		s := mcp.NewServer(&mcp.Implementation{Name: "stdio-files", Version: "1"}, nil)
+		type args struct {
+			Path string `json:"path"`
+		}
+		mcp.AddTool(s, &mcp.Tool{Name: "read_file", Description: "Read a file."}, func(_ context.Context, _ *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "contents of " + in.Path + "\u200b\U000E0041 key AKIAIOSFODNN7EXAMPLE"}}}, nil, nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func writeLog(t *testing.T, n int) (string, []string) {
+	t.Helper()
+	var buf bytes.Buffer
+	l := audit.NewLogger(&buf)
+	for i := range n {
+		if err := l.Write(audit.Record{Time: time.Now(), Principal: "u", Tool: "read_file", Decision: audit.Allow, Result: "ok", Arguments: map[string]any{"i": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, strings.Split(strings.TrimSpace(buf.String()), "\n")
+}
+
+func TestAuditVerifyCommand(t *testing.T) {
+	path, lines := writeLog(t, 4)
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "verify", path}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "4 records") {
+		t.Fatalf("intact log: exit %d, %s %s", code, out.String(), errOut.String())
+	}
+	edited := append([]string(nil), lines...)
+	edited[2] = strings.Replace(edited[2], `"result":"ok"`, `"result":"tool_error"`, 1)
+	deleted := append(append([]string(nil), lines[:1]...), lines[2:]...)
+	for name, tc := range map[string]struct {
+		lines []string
+		want  string
+	}{"edited": {edited, "line 3"}, "deleted": {deleted, "line 2"}} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(strings.Join(tc.lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), []string{"audit", "verify", path}, &out, &errOut)
+			if code == 0 || !strings.Contains(errOut.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want non-zero naming %s", code, errOut.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigCheckNamesTheField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	cfg := `{"upstream":"http://10.0.0.5:8080/mcp","resource":"https://files.mcp.example/mcp","auth":{"disabled":true}}`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"config", "check", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "upstream:") {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// lockedBuffer is a concurrency-safe writer for the command's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestStdioBridge(t *testing.T) {
+	t.Setenv("GATEWAY_TEST_STDIO_SERVER", "1")
+	addr := freePort(t)
+	cfgPath := filepath.Join(t.TempDir(), "gateway.json")
+	cfg, _ := json.Marshal(map[string]any{
+		"listen": addr, "resource": "https://files.mcp.example/mcp", "auth": map[string]any{"disabled": true},
+		"limits": map[string]any{"callTimeout": "10s"},
+	})
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	defer cancel()
+	auditOut, logs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--config", cfgPath, "--log-level", "debug", "--stdio", "--", exe}, auditOut, logs)
+	}()
+
+	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	var cs *mcp.ClientSession
+	for ctx.Err() == nil {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		cs, err = client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: &http.Client{}, MaxRetries: -1}, nil)
+		ccancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if cs == nil {
+		t.Fatalf("connect: %v\nlogs: %s", err, logs.String())
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "a.txt"}})
+	if err != nil {
+		t.Fatalf("call: %v\nlogs: %s", err, logs.String())
+	}
+	got := res.Content[0].(*mcp.TextContent).Text
+	if !strings.HasPrefix(got, "contents of a.txt") || strings.Contains(got, "\u200b") || strings.Contains(got, "AKIA") {
+		t.Fatalf("result not sanitized: %q", got)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "a", "x": 1}}); err == nil {
+		t.Fatal("schema violation passed the stdio bridge")
+	}
+	_ = cs.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d\nlogs: %s", code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+	if s, err := audit.Verify(strings.NewReader(auditOut.String())); err != nil || s.Records != 2 {
+		t.Fatalf("audit of the stdio session: %+v %v\n%s", s, err, auditOut.String())
+	}
+}

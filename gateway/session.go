@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/mcp-warden/mcp-warden/gateway/policy"
+)
+
+// session is what the gateway knows about one MCP session.
+type session struct {
+	id    string
+	owner string
+	// elicit is whether the client declared the elicitation capability when it initialized.
+	elicit bool
+	chain  policy.Chain
+
+	mu       sync.Mutex
+	pending  map[string]*pendingCall // by JSON-RPC id, for responses relayed on a later GET stream
+	lastUsed time.Time
+}
+
+func (s *session) track(p *pendingCall) {
+	s.mu.Lock()
+	if s.pending == nil {
+		s.pending = map[string]*pendingCall{}
+	}
+	if len(s.pending) < 4096 {
+		s.pending[p.key] = p
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) take(key string) *pendingCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending[key]
+	delete(s.pending, key)
+	return p
+}
+
+// sessionTable maps session ids to sessions, bounded in size.
+type sessionTable struct {
+	mu  sync.Mutex
+	m   map[string]*session
+	max int
+}
+
+func newSessionTable(max int) *sessionTable { return &sessionTable{m: map[string]*session{}, max: max} }
+
+// get returns the session for an id, creating it for owner if unknown (for example after a gateway
+// restart). ok is false if the session belongs to another principal.
+func (t *sessionTable) get(id, owner string) (*session, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.m[id]
+	if s == nil {
+		s = &session{id: id, owner: owner}
+		t.putLocked(s)
+	}
+	if s.owner != owner {
+		return nil, false
+	}
+	s.lastUsed = time.Now()
+	return s, true
+}
+
+func (t *sessionTable) put(s *session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.putLocked(s)
+}
+
+func (t *sessionTable) putLocked(s *session) {
+	if len(t.m) >= t.max {
+		var oldest *session
+		for _, o := range t.m {
+			if oldest == nil || o.lastUsed.Before(oldest.lastUsed) {
+				oldest = o
+			}
+		}
+		delete(t.m, oldest.id)
+	}
+	s.lastUsed = time.Now()
+	t.m[s.id] = s
+}
+
+func (t *sessionTable) remove(id string) {
+	t.mu.Lock()
+	delete(t.m, id)
+	t.mu.Unlock()
+}
+
+// approvals are the gateway's outstanding elicitation requests, keyed by the JSON-RPC id it sent.
+type approvals struct {
+	mu sync.Mutex
+	m  map[string]*approvalWait
+}
+
+type approvalWait struct {
+	sessionID string
+	owner     string
+	answer    chan *message
+}
+
+func newApprovals() *approvals { return &approvals{m: map[string]*approvalWait{}} }
+
+// add registers a new elicitation and returns its JSON-RPC id (a JSON string).
+func (a *approvals) add(s *session) (json.RawMessage, *approvalWait) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	id := json.RawMessage(`"mcp-warden-approval-` + hex.EncodeToString(b[:]) + `"`)
+	w := &approvalWait{sessionID: s.id, owner: s.owner, answer: make(chan *message, 1)}
+	a.mu.Lock()
+	a.m[idKey(id)] = w
+	a.mu.Unlock()
+	return id, w
+}
+
+func (a *approvals) remove(id json.RawMessage) {
+	a.mu.Lock()
+	delete(a.m, idKey(id))
+	a.mu.Unlock()
+}
+
+// deliver hands a client's response to the waiting approval, if it is one, and reports whether it was.
+func (a *approvals) deliver(s *session, m *message) bool {
+	a.mu.Lock()
+	w := a.m[idKey(m.ID)]
+	if w != nil && w.sessionID == s.id && w.owner == s.owner {
+		delete(a.m, idKey(m.ID))
+	} else {
+		w = nil
+	}
+	a.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w.answer <- m
+	return true
+}
