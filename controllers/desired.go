@@ -20,6 +20,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
 	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -176,6 +177,16 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 	for _, sg := range g.Scopes {
 		cfg.Scopes[sg.Scope] = sg.Tools
 	}
+	label := func(tools []string, l string) {
+		for _, t := range tools {
+			if cfg.ToolLabels == nil {
+				cfg.ToolLabels = map[string][]string{}
+			}
+			cfg.ToolLabels[t] = append(cfg.ToolLabels[t], l)
+		}
+	}
+	label(g.PrivateDataTools, policy.ReadsPrivate)
+	label(g.ExternalWriteTools, policy.WritesExternal)
 	if g.RatePerSecond != nil {
 		cfg.Limits.RequestsPerSecond = float64(*g.RatePerSecond)
 		cfg.Limits.Burst = 2 * int(*g.RatePerSecond)

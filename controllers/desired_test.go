@@ -17,6 +17,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
+	gwpolicy "github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -222,9 +223,11 @@ func TestNoClientsMeansNoIngress(t *testing.T) {
 func TestGatewayConfig(t *testing.T) {
 	s := testServer()
 	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{
-		Auth:             mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
-		Scopes:           []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
-		DestructiveTools: []string{"delete_all"},
+		Auth:               mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
+		Scopes:             []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
+		DestructiveTools:   []string{"delete_all"},
+		PrivateDataTools:   []string{"read_file"},
+		ExternalWriteTools: []string{"send_mail"},
 	}
 	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local")
 	if err != nil {
@@ -235,7 +238,8 @@ func TestGatewayConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Upstream != "http://127.0.0.1:8080/mcp" || cfg.Resource != "http://files.tools.svc.cluster.local:8080/mcp" || cfg.Auth.Issuer != "https://auth.example.com" ||
-		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" {
+		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" ||
+		cfg.ToolLabels["read_file"][0] != gwpolicy.ReadsPrivate || cfg.ToolLabels["send_mail"][0] != gwpolicy.WritesExternal {
 		t.Fatalf("gateway config = %+v", cfg)
 	}
 	s.Spec.Gateway.Scopes[0].Tools = append(s.Spec.Gateway.Scopes[0].Tools, "write_file")

@@ -129,6 +129,17 @@ type GatewaySpec struct {
 	// +optional
 	DestructiveTools []string `json:"destructiveTools,omitempty"`
 
+	// PrivateDataTools read private data. After one of them is called in a session, calls to
+	// ExternalWriteTools need a person's approval (the read-private-then-exfiltrate chain).
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	PrivateDataTools []string `json:"privateDataTools,omitempty"`
+
+	// ExternalWriteTools write to destinations outside the cluster (send mail, post, push).
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	ExternalWriteTools []string `json:"externalWriteTools,omitempty"`
+
 	// PinnedTools are approved tool definition hashes (tool name to sha256); a tool whose definition
 	// changes is hidden until its new hash is approved here.
 	// +optional

@@ -257,6 +257,16 @@ func (in *GatewaySpec) DeepCopyInto(out *GatewaySpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.PrivateDataTools != nil {
+		in, out := &in.PrivateDataTools, &out.PrivateDataTools
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.ExternalWriteTools != nil {
+		in, out := &in.ExternalWriteTools, &out.ExternalWriteTools
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.PinnedTools != nil {
 		in, out := &in.PinnedTools, &out.PinnedTools
 		*out = make(map[string]string, len(*in))
