@@ -203,9 +203,9 @@ func (c *Cluster) waitReady(ctx context.Context, cl client.Client) error {
 
 func fakeNode() *corev1.Node {
 	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("64"),
-		corev1.ResourceMemory: resource.MustParse("256Gi"),
-		corev1.ResourcePods:   resource.MustParse("2000"),
+		corev1.ResourceCPU:    resource.MustParse("1000"),
+		corev1.ResourceMemory: resource.MustParse("4Ti"),
+		corev1.ResourcePods:   resource.MustParse("5000"),
 	}
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
