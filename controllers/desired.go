@@ -42,6 +42,11 @@ const (
 	GatewayPort = 8443
 	// gatewayConfigDir is where the gateway's configuration is mounted.
 	gatewayConfigDir = "/etc/mcp-warden"
+	// gatewayBinDir is where a stdio server's pod gets the gateway binary, and gatewayInstallName the
+	// init container that copies it there.
+	gatewayBinDir      = "/opt/mcp-warden"
+	gatewayBinVolume   = "gateway-bin"
+	gatewayInstallName = "gateway-install"
 	// AnnotationGatewayConfig carries a hash of the gateway configuration so a change rolls the pods.
 	AnnotationGatewayConfig = "mcp.warden.dev/gateway-config"
 )
@@ -163,7 +168,8 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 	g := s.Spec.Gateway
 	cfg := &gateway.Config{
 		Listen:         fmt.Sprintf(":%d", GatewayPort),
-		Upstream:       fmt.Sprintf("http://127.0.0.1:%d%s", port(s), path(s)),
+		Upstream:       upstream(s),
+		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
 		Resource:       g.Auth.Resource,
 		Auth:           gateway.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
 		Scopes:         map[string][]string{},
@@ -197,6 +203,15 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 	return cfg
 }
 
+// upstream is where the gateway sends requests: the server's loopback port, or nothing for a stdio
+// server (the gateway serves its child process).
+func upstream(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d%s", port(s), path(s))
+}
+
 // desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
 func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*corev1.ConfigMap, string, error) {
 	cfg := gatewayConfig(s, clusterDomain)
@@ -218,18 +233,68 @@ func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*c
 	}, hex.EncodeToString(sum[:8]), nil
 }
 
-// desiredDeployment runs the server sandboxed behind the gateway sidecar: nothing in the spec can
-// change the security context, the volumes or the host settings.
+// desiredDeployment runs the server sandboxed behind the gateway: nothing in the spec can change the
+// security context, the volumes or the host settings. A streamable-http server gets the gateway as a
+// sidecar that proxies to 127.0.0.1; a stdio server runs as the gateway's child process in one
+// container, the gateway binary copied in by an init container.
 func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string) *appsv1.Deployment {
 	vols, mounts := sandbox.Volumes()
 	vols = append(vols, corev1.Volume{Name: gatewayName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"},
 	}}})
-	gatewayResources := corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+	configMount := corev1.VolumeMount{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}
+	gatewayPort := []corev1.ContainerPort{{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP}}
+	probe := func(port string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(port)}}, PeriodSeconds: 10}
 	}
-	template := objectLabels(s)
+	server := corev1.Container{
+		Name:            containerName,
+		Image:           s.Spec.Image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         s.Spec.Command,
+		Args:            s.Spec.Args,
+		Env:             env(s),
+		Ports:           []corev1.ContainerPort{{Name: serverPortName, ContainerPort: port(s), Protocol: corev1.ProtocolTCP}},
+		Resources:       resources(s),
+		SecurityContext: sandbox.ContainerSecurityContext(),
+		VolumeMounts:    mounts,
+		ReadinessProbe:  probe(serverPortName),
+	}
+	var initContainers, containers []corev1.Container
+	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
+		// The init container copies the gateway's static binary into an emptyDir; the server
+		// container runs it, and it starts the server command as its child.
+		vols = append(vols, corev1.Volume{Name: gatewayBinVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			SizeLimit: ptr.To(resource.MustParse("256Mi")),
+		}}})
+		initContainers = []corev1.Container{{
+			Name:            gatewayInstallName,
+			Image:           gatewayImage,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Args:            []string{"install", gatewayBinDir + "/gateway"},
+			Resources:       gatewayResources,
+			SecurityContext: sandbox.ContainerSecurityContext(),
+			VolumeMounts:    []corev1.VolumeMount{{Name: gatewayBinVolume, MountPath: gatewayBinDir}},
+		}}
+		server.Command = append([]string{gatewayBinDir + "/gateway", "--config=" + gatewayConfigDir + "/gateway.json", "--stdio", "--"}, s.Spec.Command...)
+		server.Args = s.Spec.Args
+		server.Ports = gatewayPort
+		server.ReadinessProbe = probe(portName)
+		server.VolumeMounts = append(server.VolumeMounts, configMount, corev1.VolumeMount{Name: gatewayBinVolume, MountPath: gatewayBinDir, ReadOnly: true})
+		containers = []corev1.Container{server}
+	} else {
+		containers = []corev1.Container{{
+			Name:            gatewayName,
+			Image:           gatewayImage,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
+			Ports:           gatewayPort,
+			Resources:       gatewayResources,
+			SecurityContext: sandbox.ContainerSecurityContext(),
+			VolumeMounts:    []corev1.VolumeMount{configMount},
+			ReadinessProbe:  probe(portName),
+		}, server}
+	}
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: objectMeta(s),
@@ -237,49 +302,25 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string
 			Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1)),
 			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: template, Annotations: map[string]string{AnnotationGatewayConfig: configHash}},
+				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(s), Annotations: map[string]string{AnnotationGatewayConfig: configHash}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:           s.Name,
 					AutomountServiceAccountToken: ptr.To(false),
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              sandbox.PodSecurityContext(),
 					Volumes:                      vols,
-					Containers: []corev1.Container{
-						{
-							Name:            gatewayName,
-							Image:           gatewayImage,
-							ImagePullPolicy: corev1.PullIfNotPresent,
-							Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
-							Ports:           []corev1.ContainerPort{{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP}},
-							Resources:       gatewayResources,
-							SecurityContext: sandbox.ContainerSecurityContext(),
-							VolumeMounts:    []corev1.VolumeMount{{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}},
-							ReadinessProbe: &corev1.Probe{
-								ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(portName)}},
-								PeriodSeconds: 10,
-							},
-						},
-						{
-							Name:            containerName,
-							Image:           s.Spec.Image,
-							ImagePullPolicy: corev1.PullIfNotPresent,
-							Command:         s.Spec.Command,
-							Args:            s.Spec.Args,
-							Env:             env(s),
-							Ports:           []corev1.ContainerPort{{Name: serverPortName, ContainerPort: port(s), Protocol: corev1.ProtocolTCP}},
-							Resources:       resources(s),
-							SecurityContext: sandbox.ContainerSecurityContext(),
-							VolumeMounts:    mounts,
-							ReadinessProbe: &corev1.Probe{
-								ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(serverPortName)}},
-								PeriodSeconds: 10,
-							},
-						},
-					},
+					InitContainers:               initContainers,
+					Containers:                   containers,
 				},
 			},
 		},
 	}
+}
+
+// gatewayResources are the gateway's requests and limits (sidecar or init container).
+var gatewayResources = corev1.ResourceRequirements{
+	Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+	Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 }
 
 func egressPorts(e mcpv1alpha1.EgressRule) []netpol.Port {

@@ -92,6 +92,58 @@ func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
 	}
 }
 
+// TestStdioDeployment: a stdio server runs as the gateway's child in one container, the gateway binary
+// copied in by an init container, all of it sandboxed; the gateway configuration has no upstream.
+func TestStdioDeployment(t *testing.T) {
+	s := testServer()
+	s.Spec.Transport = mcpv1alpha1.TransportStdio
+	s.Spec.Command = []string{"npx", "mcp-server-files"}
+	s.Spec.Args = []string{"/data"}
+	d := desiredDeployment(s, DefaultGatewayImage, "hash")
+	pod := d.Spec.Template.Spec
+	if v := sandbox.Violations(&pod); len(v) != 0 {
+		t.Fatalf("stdio pod violates the sandbox: %v", v)
+	}
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Image != DefaultGatewayImage || strings.Join(pod.InitContainers[0].Args, " ") != "install /opt/mcp-warden/gateway" {
+		t.Fatalf("init containers = %+v", pod.InitContainers)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	want := "/opt/mcp-warden/gateway --config=/etc/mcp-warden/gateway.json --stdio -- npx mcp-server-files"
+	if c.Image != testImage || strings.Join(c.Command, " ") != want || strings.Join(c.Args, " ") != "/data" {
+		t.Fatalf("server container runs %q %q, want %q /data", c.Command, c.Args, want)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != portName || c.Ports[0].ContainerPort != GatewayPort {
+		t.Fatalf("the stdio container must expose only the gateway port: %+v", c.Ports)
+	}
+	mounts := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.ReadOnly
+	}
+	if ro, ok := mounts["/opt/mcp-warden"]; !ok || !ro {
+		t.Fatalf("gateway binary must be mounted read-only in the server container: %+v", c.VolumeMounts)
+	}
+	cm, _, err := desiredGatewayConfigMap(s, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil || !cfg.Stdio || cfg.Upstream != "" {
+		t.Fatalf("stdio gateway config: %+v %v", cfg, err)
+	}
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range eval.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &d.Spec.Template.ObjectMeta, &pod) {
+		if !r.Allowed {
+			t.Errorf("restricted: %s: %s", r.ForbiddenReason, r.ForbiddenDetail)
+		}
+	}
+}
+
 func TestDesiredDeploymentIsDeterministic(t *testing.T) {
 	a, b := desiredDeployment(testServer(), DefaultGatewayImage, "hash"), desiredDeployment(testServer(), DefaultGatewayImage, "hash")
 	for i := range a.Spec.Template.Spec.Containers[1].Env {

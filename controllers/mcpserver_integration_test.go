@@ -155,6 +155,40 @@ func TestServerBecomesReadyWithRestrictedPods(t *testing.T) {
 	}
 }
 
+// TestStdioServerBecomesReady runs a stdio server: one container running the gateway with the server as
+// its child, the gateway binary installed by a sandboxed init container, admitted at "restricted".
+func TestStdioServerBecomesReady(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	s := newServer(ns, "stdio-files")
+	s.Spec.Transport = mcpv1alpha1.TransportStdio
+	s.Spec.Command = []string{"/usr/bin/mcp-files"}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, client.ObjectKeyFromObject(s))
+	pods := &corev1.PodList{}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{controllers.LabelServer: s.Name}); err != nil {
+			return err
+		}
+		if len(pods.Items) != 1 || pods.Items[0].Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("pods: %d", len(pods.Items))
+		}
+		return nil
+	})
+	pod := pods.Items[0].Spec
+	if v := sandbox.Violations(&pod); len(v) != 0 {
+		t.Errorf("stdio pod violates the sandbox: %v", v)
+	}
+	if len(pod.InitContainers) != 1 || len(pod.Containers) != 1 {
+		t.Fatalf("want one init container and one container, got %d and %d", len(pod.InitContainers), len(pod.Containers))
+	}
+	if cmd := strings.Join(pod.Containers[0].Command, " "); !strings.HasSuffix(cmd, "--stdio -- /usr/bin/mcp-files") {
+		t.Errorf("server command = %q", cmd)
+	}
+}
+
 // assertArgoHealth runs the Argo CD health check on the live object.
 func assertArgoHealth(t *testing.T, s *mcpv1alpha1.MCPServer, want string) {
 	t.Helper()
@@ -211,6 +245,7 @@ func TestSchemaRefusesBadSpecs(t *testing.T) {
 		}, "exactly one of cidr or fqdn"},
 		"privileged port":                {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 80 }, "spec.port"},
 		"gateway auth without an issuer": {func(s *mcpv1alpha1.MCPServer) { s.Spec.Gateway = mcpv1alpha1.GatewaySpec{} }, "gateway.auth.issuer is required unless gateway.auth.disabled"},
+		"stdio without a command":        {func(s *mcpv1alpha1.MCPServer) { s.Spec.Transport = mcpv1alpha1.TransportStdio }, "spec.command is required with transport stdio"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

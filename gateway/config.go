@@ -31,8 +31,11 @@ type Config struct {
 	// Listen is the TCP address the gateway serves MCP clients on. Default ":8443".
 	Listen string `json:"listen,omitempty"`
 	// Upstream is the MCP endpoint of the server behind the gateway, which must listen on loopback,
-	// e.g. "http://127.0.0.1:8080/mcp". Set by the binary itself in --stdio mode.
+	// e.g. "http://127.0.0.1:8080/mcp". Empty with stdio: the binary sets it in --stdio mode.
 	Upstream string `json:"upstream"`
+	// Stdio says the server is the gateway's child process (`gateway --stdio -- COMMAND`), so the
+	// configuration has no upstream.
+	Stdio bool `json:"stdio,omitempty"`
 	// Resource is this server's canonical resource URI as clients address it, e.g.
 	// "https://files.mcp.example.com/mcp". Tokens must name it in their aud claim; it also locates the
 	// RFC 9728 metadata document.
@@ -196,7 +199,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("listen: %q is not host:port; use e.g. \":8443\"", c.Listen)
 	}
 	u, err := url.Parse(c.Upstream)
-	if c.Upstream == "" || err != nil || u.Scheme != "http" || u.Host == "" || !isLoopback(u.Hostname()) {
+	stdioUnset := c.Stdio && c.Upstream == "" // --stdio sets it at start
+	if !stdioUnset && (c.Upstream == "" || err != nil || u.Scheme != "http" || u.Host == "" || !isLoopback(u.Hostname())) {
 		return fmt.Errorf("upstream: %q must be an http:// URL on loopback, e.g. \"http://127.0.0.1:8080/mcp\" (the server listens on 127.0.0.1 behind the gateway)", c.Upstream)
 	}
 	r, err := url.Parse(c.Resource)

@@ -5,14 +5,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Transport is how MCP clients talk to the server.
-// +kubebuilder:validation:Enum=streamable-http
+// Transport is how the MCP server speaks MCP inside its pod. Clients always reach it over streamable
+// HTTP through the gateway.
+// +kubebuilder:validation:Enum=streamable-http;stdio
 type Transport string
 
 const (
 	// TransportStreamableHTTP is the MCP streamable HTTP transport: JSON-RPC over HTTP POST, with
 	// optional server-sent event streams.
 	TransportStreamableHTTP Transport = "streamable-http"
+	// TransportStdio is a server that reads JSON-RPC from stdin and writes to stdout. The gateway
+	// starts it as a child process in the server container and serves it over streamable HTTP.
+	TransportStdio Transport = "stdio"
 )
 
 // Protocol is a transport-layer protocol for an egress destination.
@@ -30,6 +34,7 @@ const (
 // sandboxed is decided by the operator and cannot be changed here: every pod runs as a non-root user
 // with all capabilities dropped, a read-only root filesystem, seccomp RuntimeDefault, no privilege
 // escalation, no service-account token, and resource limits, behind default-deny network policies.
+// +kubebuilder:validation:XValidation:rule="!has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",message="spec.command is required with transport stdio: the gateway starts the server as a child process and cannot read the image's entrypoint; set spec.command (and spec.args) to the server's stdio command"
 type MCPServerSpec struct {
 	// Image is the container image of the MCP server, pinned by digest:
 	// registry/repository@sha256:<64 hex characters>. Tags are refused because a tag can be moved to
@@ -39,12 +44,17 @@ type MCPServerSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[^@\\\\s]+@sha256:[a-f0-9]{64}$')",message="spec.image must be pinned by digest (registry/repository@sha256:<64 hex characters>); tags can be moved after review. Resolve the tag to its digest (e.g. `crane digest IMAGE:TAG`) and use IMAGE@sha256:..."
 	Image string `json:"image"`
 
-	// Transport is how MCP clients talk to the server. Only streamable-http is supported today.
+	// Transport is how the server speaks MCP inside its pod. streamable-http: the server listens on
+	// spec.port and the gateway sidecar proxies to it. stdio: the server reads and writes JSON-RPC on
+	// stdin/stdout; an init container copies the gateway binary into the pod and the server container
+	// runs `gateway --stdio -- COMMAND ARGS...`, so clients get the same controls over streamable HTTP.
+	// stdio needs spec.command.
 	// +kubebuilder:default=streamable-http
 	// +optional
 	Transport Transport `json:"transport,omitempty"`
 
-	// Port is the TCP port the MCP server listens on inside its pod, and the port of its Service.
+	// Port is the TCP port the MCP server listens on inside its pod (streamable-http), and the port of
+	// its Service.
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
 	// +kubebuilder:default=8080
@@ -58,7 +68,7 @@ type MCPServerSpec struct {
 	// +optional
 	Path string `json:"path,omitempty"`
 
-	// Command overrides the image's entrypoint.
+	// Command overrides the image's entrypoint. Required with transport stdio.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Command []string `json:"command,omitempty"`

@@ -5,6 +5,7 @@
 //	gateway [--config FILE] ... --stdio -- COMMAND [ARGS...]            run a stdio server as a child process
 //	gateway audit verify FILE                                           verify a hash-chained audit log
 //	gateway config check FILE                                           validate a configuration file
+//	gateway install PATH                                                copy this binary to PATH (init container of a stdio server's pod)
 //
 // Audit records (one JSON line per tool call) go to stdout; logs go to stderr as JSON.
 package main
@@ -40,6 +41,7 @@ const usage = `usage:
   gateway [--config FILE] [flags] --stdio -- COMMAND [ARGS...]
   gateway audit verify FILE
   gateway config check FILE
+  gateway install PATH
 `
 
 // run is the whole program; it returns the exit code.
@@ -52,6 +54,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return 2
 			}
 			return verifyAudit(args[2], stdout, stderr)
+		case "install":
+			if len(args) != 2 {
+				fmt.Fprint(stderr, usage)
+				return 2
+			}
+			if err := install(args[1]); err != nil {
+				fmt.Fprintf(stderr, "install: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "installed %s\n", args[1])
+			return 0
 		case "config":
 			if len(args) != 3 || args[1] != "check" {
 				fmt.Fprint(stderr, usage)
@@ -94,6 +107,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// install copies the running binary to path, executable and read-only, for a stdio server's container
+// to run (the gateway image has no shell, so it copies itself).
+func install(path string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := path + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o555)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy to %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 func verifyAudit(path string, stdout, stderr io.Writer) int {
 	f, err := os.Open(path)
 	if err != nil {
@@ -118,10 +158,14 @@ func serve(ctx context.Context, configPath, listen string, command []string, aud
 	if listen != "" {
 		cfg.Listen = listen
 	}
+	if cfg.Stdio && len(command) == 0 {
+		return fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --", configPath)
+	}
 	if len(command) > 0 {
 		if cfg.Upstream != "" {
 			return fmt.Errorf("config %s: upstream must be empty with --stdio (the gateway serves the child process itself)", configPath)
 		}
+		cfg.Stdio = true
 		bridge, err := stdio.Start(command, log.With("component", "stdio"))
 		if err != nil {
 			return err

@@ -127,7 +127,7 @@ func TestStdioBridge(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "gateway.json")
 	cfg, _ := json.Marshal(map[string]any{
 		"listen": addr, "resource": "https://files.mcp.example/mcp", "auth": map[string]any{"disabled": true},
-		"limits": map[string]any{"callTimeout": "10s"},
+		"limits": map[string]any{"callTimeout": "10s"}, "stdio": true,
 	})
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		t.Fatal(err)
@@ -181,5 +181,43 @@ func TestStdioBridge(t *testing.T) {
 	}
 	if s, err := audit.Verify(strings.NewReader(auditOut.String())); err != nil || s.Records != 2 {
 		t.Fatalf("audit of the stdio session: %+v %v\n%s", s, err, auditOut.String())
+	}
+}
+
+// TestInstallCopiesItself checks the init container's step of a stdio server's pod: the binary copies
+// itself, executable and read-only.
+func TestInstallCopiesItself(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "gateway")
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"install", dst}, &out, &errOut); code != 0 {
+		t.Fatalf("install: exit %d: %s", code, errOut.String())
+	}
+	exe, _ := os.Executable()
+	want, _ := os.ReadFile(exe)
+	got, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("installed copy differs from the binary (err %v)", err)
+	}
+	if fi, _ := os.Stat(dst); fi.Mode().Perm() != 0o555 {
+		t.Fatalf("mode %v, want r-xr-xr-x", fi.Mode().Perm())
+	}
+	if code := run(context.Background(), []string{"install", filepath.Join(t.TempDir(), "missing", "gateway")}, &out, &errOut); code != 1 {
+		t.Fatalf("install into a missing directory: exit %d", code)
+	}
+}
+
+// TestStdioConfigNeedsCommand: a configuration rendered for a stdio server is refused without the
+// server command, with a message saying so.
+func TestStdioConfigNeedsCommand(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "gateway.json")
+	cfg, _ := json.Marshal(map[string]any{"listen": freePort(t), "resource": "https://files.mcp.example/mcp", "auth": map[string]any{"disabled": true}, "stdio": true})
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, logs bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if code := run(ctx, []string{"--config", cfgPath}, &out, &logs); code != 1 || !strings.Contains(logs.String(), "must follow --stdio --") {
+		t.Fatalf("exit %d, logs %s", code, logs.String())
 	}
 }
