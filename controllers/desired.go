@@ -51,13 +51,16 @@ const (
 	AnnotationGatewayConfig = "mcp.warden.dev/gateway-config"
 )
 
-// DNSPeer says where the cluster's DNS servers run, for the egress rule every server gets.
-type DNSPeer struct {
-	// Namespace of the DNS pods, e.g. kube-system.
+// Peer selects pods by namespace name and labels, for a NetworkPolicy rule.
+type Peer struct {
+	// Namespace of the pods, e.g. kube-system.
 	Namespace string
-	// PodLabels select the DNS pods, e.g. k8s-app=kube-dns.
+	// PodLabels select the pods, e.g. k8s-app=kube-dns.
 	PodLabels map[string]string
 }
+
+// DNSPeer says where the cluster's DNS servers run, for the egress rule every server gets.
+type DNSPeer = Peer
 
 // DefaultDNSPeer is kube-dns/CoreDNS as most distributions deploy it.
 var DefaultDNSPeer = DNSPeer{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
@@ -168,6 +171,7 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 	g := s.Spec.Gateway
 	cfg := &gateway.Config{
 		Listen:         fmt.Sprintf(":%d", GatewayPort),
+		StatusListen:   fmt.Sprintf(":%d", StatusPort),
 		Upstream:       upstream(s),
 		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
 		Resource:       g.Auth.Resource,
@@ -243,7 +247,10 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string
 		LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"},
 	}}})
 	configMount := corev1.VolumeMount{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}
-	gatewayPort := []corev1.ContainerPort{{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP}}
+	gatewayPort := []corev1.ContainerPort{
+		{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
+		{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
+	}
 	probe := func(port string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(port)}}, PeriodSeconds: 10}
 	}
@@ -345,7 +352,7 @@ func fqdnEgress(s *mcpv1alpha1.MCPServer) []string {
 // desiredNetworkPolicy denies all ingress and egress except: ingress to the server port from the listed
 // clients, egress to the cluster DNS, and egress to the CIDR allow-list (protected ranges excluded). An
 // allow-list entry the ceiling refuses is returned as a field error and the policy is not built.
-func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.Ceiling) (*networkingv1.NetworkPolicy, field.ErrorList) {
+func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, ceiling netpol.Ceiling) (*networkingv1.NetworkPolicy, field.ErrorList) {
 	var errs field.ErrorList
 	var allowed []networkingv1.NetworkPolicyEgressRule
 	for i, e := range s.Spec.Egress {
@@ -381,6 +388,16 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.
 			rule.From = append(rule.From, networkingv1.NetworkPolicyPeer{NamespaceSelector: c.NamespaceSelector, PodSelector: c.PodSelector})
 		}
 		ingress = append(ingress, rule)
+	}
+	if operator.Namespace != "" {
+		status := intstr.FromString(statusPortName)
+		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &status}},
+			From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: operator.Namespace}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: operator.PodLabels},
+			}},
+		})
 	}
 	return &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},

@@ -115,8 +115,8 @@ func TestStdioDeployment(t *testing.T) {
 	if c.Image != testImage || strings.Join(c.Command, " ") != want || strings.Join(c.Args, " ") != "/data" {
 		t.Fatalf("server container runs %q %q, want %q /data", c.Command, c.Args, want)
 	}
-	if len(c.Ports) != 1 || c.Ports[0].Name != portName || c.Ports[0].ContainerPort != GatewayPort {
-		t.Fatalf("the stdio container must expose only the gateway port: %+v", c.Ports)
+	if len(c.Ports) != 2 || c.Ports[0].Name != portName || c.Ports[0].ContainerPort != GatewayPort || c.Ports[1].ContainerPort != StatusPort {
+		t.Fatalf("the stdio container must expose only the gateway's ports: %+v", c.Ports)
 	}
 	mounts := map[string]bool{}
 	for _, m := range c.VolumeMounts {
@@ -189,11 +189,11 @@ func TestDesiredServiceAccountHasNoToken(t *testing.T) {
 func TestDesiredNetworkPolicyRefusesPrivateEgress(t *testing.T) {
 	s := testServer()
 	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}})
-	_, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	_, errs := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{})
 	if len(errs) != 1 || errs[0].Field != "spec.egress[2].cidr" {
 		t.Fatalf("errors = %v, want one on spec.egress[2].cidr", errs)
 	}
-	if _, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}}); len(errs) != 0 {
+	if _, errs := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}}); len(errs) != 0 {
 		t.Fatalf("a ceiling allowing private ranges still refused: %v", errs)
 	}
 }
@@ -203,7 +203,8 @@ func TestDesiredNetworkPolicyRefusesPrivateEgress(t *testing.T) {
 func TestNetworkPolicyTruthTable(t *testing.T) {
 	s := testServer()
 	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("0.0.0.0/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 8443}}})
-	np, errs := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	operator := Peer{Namespace: "mcp-warden-system", PodLabels: map[string]string{"app.kubernetes.io/name": "mcp-warden"}}
+	np, errs := desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -242,6 +243,10 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		{"ingress from a non-allowed namespace", pod("default", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
 		{"ingress from another pod in the allowed namespace", pod("agents", map[string]string{"app": "intruder"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
 		{"ingress from outside the cluster", external("203.0.113.9"), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"operator reads the gateway status", pod("mcp-warden-system", operator.PodLabels), server, StatusPort, statusPortName, corev1.ProtocolTCP, true},
+		{"operator to the MCP port", pod("mcp-warden-system", operator.PodLabels), server, GatewayPort, portName, corev1.ProtocolTCP, false},
+		{"allowed client to the status port", pod("agents", map[string]string{"app": "agent"}), server, StatusPort, statusPortName, corev1.ProtocolTCP, false},
+		{"other pod in the operator namespace to the status port", pod("mcp-warden-system", map[string]string{"app": "x"}), server, StatusPort, statusPortName, corev1.ProtocolTCP, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,7 +262,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 func TestNoClientsMeansNoIngress(t *testing.T) {
 	s := testServer()
 	s.Spec.Clients = nil
-	np, _ := desiredNetworkPolicy(s, DefaultDNSPeer, netpol.Ceiling{})
+	np, _ := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{})
 	if len(np.Spec.Ingress) != 0 || len(np.Spec.PolicyTypes) != 2 {
 		t.Fatalf("ingress = %+v, policyTypes = %v", np.Spec.Ingress, np.Spec.PolicyTypes)
 	}

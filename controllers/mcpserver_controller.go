@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -77,6 +78,14 @@ type MCPServerReconciler struct {
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
+	// Pins reads each ready pod's gateway pin state, reported as status.tools and the ToolsPinned
+	// condition (nil: not read).
+	Pins PinReader
+	// PinPollInterval is how often pin state is read (default DefaultPinPollInterval).
+	PinPollInterval time.Duration
+	// Operator selects the operator's own pods: the NetworkPolicy lets them (alone) reach the gateway's
+	// status port. Empty: no ingress to the status port.
+	Operator Peer
 
 	applier *applier
 }
@@ -96,6 +105,9 @@ type reconcileState struct {
 	deployment     *appsv1.Deployment
 	fqdns          []string
 	ciliumEnforced bool
+	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
+	pinsRead bool
+	tools    []mcpv1alpha1.ToolPin
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -140,11 +152,20 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileService,
 		r.reconcileGatewayConfig,
 		r.reconcileDeployment,
+		r.reconcilePins,
 	}
 	for _, step := range steps {
 		if err := step(ctx, s, st); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if r.Pins != nil {
+		// Tool definitions can change at any time on the server's side; read them again.
+		interval := r.PinPollInterval
+		if interval == 0 {
+			interval = DefaultPinPollInterval
+		}
+		return ctrl.Result{RequeueAfter: interval}, nil
 	}
 	return ctrl.Result{}, nil
 }
@@ -220,7 +241,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 		return err
 	}
 	st.ceiling = guardrails.Ceiling(policies)
-	np, errs := desiredNetworkPolicy(s, r.DNS, st.ceiling)
+	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling)
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
 	}
@@ -377,8 +398,17 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		default:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonEnforced, "every egress entry is enforced by a NetworkPolicy")
 		}
+		if st.pinsRead {
+			s.Status.Tools = st.tools
+			if ok, msg := pinSummary(st.tools); ok {
+				set(mcpv1alpha1.ConditionToolsPinned, metav1.ConditionTrue, ReasonToolsMatchPins, msg)
+			} else {
+				set(mcpv1alpha1.ConditionToolsPinned, metav1.ConditionFalse, ReasonToolDefinitionChanged, msg)
+			}
+		}
 	}
 	r.emitTransitions(base, s)
+	r.emitPinChanges(base, s)
 	if equality.Semantic.DeepEqual(base.Status, s.Status) {
 		return err
 	}

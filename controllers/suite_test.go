@@ -16,6 +16,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
+	"github.com/mcp-warden/mcp-warden/operator"
 )
 
 // The suite runs against a real control plane: etcd, kube-apiserver (with Pod Security Admission),
@@ -34,7 +35,9 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, nil)
+	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, func(*localcluster.Cluster) operator.Options {
+		return operator.Options{PinReader: testPins}
+	})
 	defer env.Stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -30,6 +30,9 @@ import (
 type Config struct {
 	// Listen is the TCP address the gateway serves MCP clients on. Default ":8443".
 	Listen string `json:"listen,omitempty"`
+	// StatusListen is the TCP address of the status endpoint the operator polls (GET /pins: the pin
+	// state as JSON). Empty: no status endpoint.
+	StatusListen string `json:"statusListen,omitempty"`
 	// Upstream is the MCP endpoint of the server behind the gateway, which must listen on loopback,
 	// e.g. "http://127.0.0.1:8080/mcp". Empty with stdio: the binary sets it in --stdio mode.
 	Upstream string `json:"upstream"`
@@ -197,6 +200,9 @@ func (c *Config) WithDefaults() {
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port; use e.g. \":8443\"", c.Listen)
+	}
+	if _, _, err := net.SplitHostPort(c.StatusListen); c.StatusListen != "" && err != nil {
+		return fmt.Errorf("statusListen: %q is not host:port; use e.g. \":8444\"", c.StatusListen)
 	}
 	u, err := url.Parse(c.Upstream)
 	stdioUnset := c.Stdio && c.Upstream == "" // --stdio sets it at start

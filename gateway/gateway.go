@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -209,6 +210,18 @@ type caller struct {
 	tokenID   string
 	principal *auth.Principal
 	rateKey   string
+}
+
+// StatusHandler serves the gateway's status for the operator, on its own port (statusListen) so that
+// network policy can open it to the operator alone: GET /pins returns the pin state as JSON.
+func (g *Gateway) StatusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /pins", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(g.Pins())
+	})
+	return mux
 }
 
 // ServeHTTP serves the protected resource metadata, health checks and the proxied MCP endpoint.

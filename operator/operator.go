@@ -74,6 +74,14 @@ type Options struct {
 	WebhookExtraDNSNames []string
 	// GatewayImage is the MCP gateway sidecar image.
 	GatewayImage string
+	// PinReader reads each server pod's tool pin state from its gateway's status port, for
+	// status.tools and the ToolsPinned condition (nil: not read).
+	PinReader controllers.PinReader
+	// PinPollInterval is how often pin state is read (default 30s).
+	PinPollInterval time.Duration
+	// OperatorPodLabels select the operator's own pods in Namespace; server NetworkPolicies open the
+	// gateway status port to them alone (empty: the status port is closed).
+	OperatorPodLabels map[string]string
 	// Namespace is the operator's own namespace, where key Secrets referenced by policies live.
 	Namespace string
 	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
@@ -141,17 +149,23 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			SecretNamespace: o.Namespace,
 		}
 	}
-	if err := (&controllers.MCPServerReconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Scheme:        mgr.GetScheme(),
-		Recorder:      mgr.GetEventRecorder("mcp-warden"),
-		ClusterDomain: o.ClusterDomain,
-		DNS:           o.DNS,
-		Cilium:        cilium,
-		GatewayImage:  o.GatewayImage,
-		Verifier:      o.Verifier,
-	}).SetupWithManager(mgr); err != nil {
+	r := &controllers.MCPServerReconciler{
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Scheme:          mgr.GetScheme(),
+		Recorder:        mgr.GetEventRecorder("mcp-warden"),
+		ClusterDomain:   o.ClusterDomain,
+		DNS:             o.DNS,
+		Cilium:          cilium,
+		GatewayImage:    o.GatewayImage,
+		Verifier:        o.Verifier,
+		Pins:            o.PinReader,
+		PinPollInterval: o.PinPollInterval,
+	}
+	if len(o.OperatorPodLabels) > 0 && o.Namespace != "" {
+		r.Operator = controllers.Peer{Namespace: o.Namespace, PodLabels: o.OperatorPodLabels}
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
 	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium)

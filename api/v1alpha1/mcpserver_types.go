@@ -150,8 +150,9 @@ type GatewaySpec struct {
 	// +optional
 	ExternalWriteTools []string `json:"externalWriteTools,omitempty"`
 
-	// PinnedTools are approved tool definition hashes (tool name to sha256); a tool whose definition
-	// changes is hidden until its new hash is approved here.
+	// PinnedTools are approved tool definition hashes (tool name to "sha256:<hex>"); tools without an
+	// entry are pinned on first sight. A tool whose definition changes is hidden and refused until its
+	// new hash (status.tools[].observedHash, after review) is approved here.
 	// +optional
 	PinnedTools map[string]string `json:"pinnedTools,omitempty"`
 
@@ -316,6 +317,30 @@ type MCPServerStatus struct {
 	// the namespace (empty when no policy asks for signatures).
 	// +optional
 	Image *VerifiedImage `json:"image,omitempty"`
+
+	// Tools are the tool definitions the gateways of ready pods report, with their pin state. A tool
+	// whose status is "changed" is hidden and refused; approve it by copying observedHash into
+	// spec.gateway.pinnedTools (see the ToolsPinned condition).
+	// +kubebuilder:validation:MaxItems=512
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Tools []ToolPin `json:"tools,omitempty"`
+}
+
+// ToolPin is the pin state of one tool as the gateway reports it.
+type ToolPin struct {
+	// Name is the tool name.
+	Name string `json:"name"`
+	// Status is pinned (matches the hash seen first), approved (matches spec.gateway.pinnedTools) or
+	// changed (differs from its pin: hidden and refused until approved).
+	Status string `json:"status"`
+	// PinnedHash is the hash the tool must match.
+	PinnedHash string `json:"pinnedHash"`
+	// ObservedHash is the hash of the definition the server now serves; when it differs from
+	// pinnedHash, it is the value to approve after reviewing the new definition.
+	// +optional
+	ObservedHash string `json:"observedHash,omitempty"`
 }
 
 // VerifiedImage is the outcome of verifying an image's signatures and attestations.
@@ -383,4 +408,8 @@ const (
 	// ConditionVerified is True when the image's signatures and attestations satisfy every policy that
 	// governs the namespace (status.image says what was verified), False when they do not.
 	ConditionVerified = "Verified"
+	// ConditionToolsPinned is True when every tool the server serves matches its pin, and False when a
+	// tool's name, description or schemas changed after it was pinned (reason ToolDefinitionChanged: the
+	// tool is hidden and refused until a person approves the new hash in spec.gateway.pinnedTools).
+	ConditionToolsPinned = "ToolsPinned"
 )

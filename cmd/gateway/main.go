@@ -199,6 +199,17 @@ func serve(ctx context.Context, configPath, listen string, command []string, aud
 	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var status *http.Server
+	if cfg.StatusListen != "" {
+		sln, err := net.Listen("tcp", cfg.StatusListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (statusListen): %w", cfg.StatusListen, err)
+		}
+		status = &http.Server{Handler: g.StatusHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+			MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() { _ = status.Serve(sln) }()
+	}
 	g.Start(ctx)
 	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled)
 	errc := make(chan error, 1)
@@ -210,6 +221,9 @@ func serve(ctx context.Context, configPath, listen string, command []string, aud
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if status != nil {
+		_ = status.Shutdown(shutdown)
+	}
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
 	}

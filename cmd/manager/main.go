@@ -47,6 +47,11 @@ func run() error {
 	flag.StringVar(&o.WebhookConfiguration, "webhook-configuration", "mcp-warden-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle rotation keeps current.")
 	flag.DurationVar(&o.VerifyTimeout, "verify-timeout", 8*time.Second, "Deadline for one admission's image verification; keep it below the webhook timeout (10s).")
 	flag.StringVar(&o.GatewayImage, "gateway-image", controllers.DefaultGatewayImage, "Image of the MCP gateway sidecar put in front of every server (pin it by digest).")
+	var readPins bool
+	var operatorLabels string
+	flag.BoolVar(&readPins, "read-tool-pins", true, "Read each server pod's tool pin state from its gateway (port 8444, opened to the operator's pods) into status.tools and the ToolsPinned condition.")
+	flag.DurationVar(&o.PinPollInterval, "tool-pin-interval", controllers.DefaultPinPollInterval, "How often each server's tool pin state is read.")
+	flag.StringVar(&operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=mcp-warden,app.kubernetes.io/component=manager", "Labels (k=v,...) of the operator's own pods, which server NetworkPolicies let reach the gateway status port.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -61,6 +66,12 @@ func run() error {
 	}
 	o.DNS.PodLabels = set
 	o.Namespace = namespace
+	if readPins {
+		o.PinReader = &controllers.HTTPPinReader{}
+		if o.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorLabels); err != nil || len(o.OperatorPodLabels) == 0 || namespace == "" {
+			return fmt.Errorf("--read-tool-pins needs --namespace and --operator-pod-labels (k=v[,k=v...]) so server NetworkPolicies open the status port to the operator: %q", operatorLabels)
+		}
+	}
 	if o.Webhooks && o.CertRotation {
 		if namespace == "" {
 			return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required for webhook certificate rotation")
