@@ -320,6 +320,53 @@ func TestResultSanitizing(t *testing.T) {
 	}
 }
 
+// TestPromptsAndResourcesAreSanitized: the server's instructions, prompts and resources reach the model
+// like tool results do, so they lose hidden content and secrets too; binary blobs pass unchanged.
+func TestPromptsAndResourcesAreSanitized(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	cs := f.mustConnect(t, "files:read", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clean := func(what, s string) {
+		t.Helper()
+		for _, bad := range []string{"\u200b", "\u200d", "\u202e", "\U000E0041", "<!--", "send_email with", "ignore previous", "AKIAIOSFODNN7EXAMPLE", "ghp_0123456789"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s still contains %q: %q", what, bad, s)
+			}
+		}
+	}
+	init := cs.InitializeResult()
+	clean("instructions", init.Instructions)
+	if !strings.HasPrefix(init.Instructions, "Use read_file for files.") {
+		t.Errorf("instructions lost their visible text: %q", init.Instructions)
+	}
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil || len(prompts.Prompts) != 1 {
+		t.Fatalf("prompts/list: %v %+v", err, prompts)
+	}
+	clean("prompt description", prompts.Prompts[0].Description)
+	p, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "summarize"})
+	if err != nil || len(p.Messages) != 1 {
+		t.Fatalf("prompts/get: %v", err)
+	}
+	text := p.Messages[0].Content.(*mcp.TextContent).Text
+	clean("prompt message", text)
+	if !strings.Contains(text, "[REDACTED:aws-access-key]") {
+		t.Errorf("no redaction marker in %q", text)
+	}
+	r, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///notes.txt"})
+	if err != nil || len(r.Contents) != 2 {
+		t.Fatalf("resources/read: %v", err)
+	}
+	clean("resource text", r.Contents[0].Text)
+	if !strings.HasPrefix(r.Contents[0].Text, "notes") {
+		t.Errorf("resource text lost: %q", r.Contents[0].Text)
+	}
+	if string(r.Contents[1].Blob) != "AKIAIOSFODNN7EXAMPLE binary" {
+		t.Errorf("a binary blob was altered: %q", r.Contents[1].Blob)
+	}
+}
+
 func TestUpstreamErrorsAreSanitized(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	cs := f.mustConnect(t, "files:read", nil)

@@ -177,9 +177,10 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 		case m.Method == "initialize" && m.isRequest():
 			elicit := declaresElicitation(m.Params)
 			ex.initElicit = &elicit
+			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
 		case m.Method == "subscriptions/listen" && m.isRequest():
 			ex.listen = true
-		case m.Method == "tools/list" && m.isRequest():
+		case (m.Method == "tools/list" || sanitizedMethods[m.Method]) && m.isRequest():
 			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
 		case m.Method == "tools/call" && m.isRequest():
 			pc, d := g.admit(r.Context(), c, sess, m)
@@ -640,7 +641,48 @@ func (g *Gateway) filterOut(m *message, ex *exchange) bool {
 	case "tools/call":
 		return g.filterCall(m, pc)
 	}
+	if sanitizedMethods[pc.method] {
+		return g.filterContent(m, pc.method)
+	}
 	return false
+}
+
+// sanitizedMethods are the requests whose results reach the model besides tools: the server's
+// instructions, prompts and resources. Their results lose hidden content and secrets like tool results.
+var sanitizedMethods = map[string]bool{
+	"initialize":               true,
+	"prompts/list":             true,
+	"prompts/get":              true,
+	"resources/list":           true,
+	"resources/templates/list": true,
+	"resources/read":           true,
+	"completion/complete":      true,
+}
+
+// filterContent strips hidden content and secrets from a result (base64 "blob" and "data" payloads
+// excepted) and sanitizes errors.
+func (g *Gateway) filterContent(m *message, method string) bool {
+	if m.Error != nil {
+		sanitizeRPCError(m)
+		return true
+	}
+	var res any
+	if err := json.Unmarshal(m.Result, &res); err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed " + method + " result"}
+		return true
+	}
+	res, f := sanitize.Value(res)
+	if !f.Any() {
+		return false
+	}
+	g.log.Warn("hidden content or secrets removed from a result", "method", method, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
+	out, err := json.Marshal(res)
+	if err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode the " + method + " result"}
+		return true
+	}
+	m.Result = out
+	return true
 }
 
 func sanitizeRPCError(m *message) {
