@@ -141,8 +141,13 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 
-	step("applying config/samples")
-	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"), images.signed.String())
+	is, err := startIssuer()
+	if err != nil {
+		return err
+	}
+	defer is.srv.Close()
+	step("applying config/samples (image: the demo's signed image; token issuer: the demo's issuer %s)", is.srv.URL)
+	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"), images.signed.String(), is.srv.URL)
 	if err != nil {
 		return err
 	}
@@ -154,6 +159,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	}
 	for _, s := range applied {
 		d.report(ctx, s)
+		d.gatewayChecks(ctx, s, is)
 	}
 
 	select {
@@ -170,7 +176,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 
 // applySamples renders config/samples with kustomize and applies every object; it returns the
 // MCPServers.
-func (d *demo) applySamples(ctx context.Context, dir, image string) ([]client.ObjectKey, error) {
+func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]client.ObjectKey, error) {
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
@@ -186,6 +192,10 @@ func (d *demo) applySamples(ctx context.Context, dir, image string) ([]client.Ob
 			// The sample's image points at a registry this machine cannot reach; run the demo's signed
 			// image instead.
 			if err := unstructured.SetNestedField(u.Object, image, "spec", "image"); err != nil {
+				return nil, err
+			}
+			// Tokens come from the demo's own authorization server on loopback.
+			if err := unstructured.SetNestedField(u.Object, issuer, "spec", "gateway", "auth", "issuer"); err != nil {
 				return nil, err
 			}
 		}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/internal/demoserver"
+)
+
+// issuer is the demo's OAuth authorization server on loopback: discovery metadata and a JWKS.
+type issuer struct {
+	srv *httptest.Server
+	key *rsa.PrivateKey
+}
+
+func startIssuer() (*issuer, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	is := &issuer{key: key}
+	mux := http.NewServeMux()
+	meta := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/jwks"})
+	}
+	mux.HandleFunc("/.well-known/openid-configuration", meta)
+	mux.HandleFunc("/.well-known/oauth-authorization-server", meta)
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "demo", Algorithm: "RS256", Use: "sig"}}})
+	})
+	is.srv = httptest.NewServer(mux)
+	return is, nil
+}
+
+// token mints an RS256 access token for audience aud with the given scopes.
+func (is *issuer) token(aud, scope string) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo"))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	claims := struct {
+		jwt.Claims
+		Scope string `json:"scope"`
+	}{jwt.Claims{Issuer: is.srv.URL, Subject: "alice@example.com", ID: fmt.Sprintf("demo-%d", now.UnixNano()), Audience: jwt.Audience{aud},
+		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now)}, scope}
+	return jwt.Signed(signer).Claims(claims).Serialize()
+}
+
+// bearer adds a token to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// lockedBuffer collects the audit log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gatewayChecks runs the gateway with the configuration the operator rendered for the server (its
+// ConfigMap) in front of the demo MCP server, both on loopback: the simulated node does not run
+// containers, so the gateway runs here, exactly as configured. Then it drives it with a real MCP client.
+func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issuer) {
+	step("live gateway checks: %s's gateway configuration (ConfigMap %s-gateway) in front of the demo MCP server", key, key.Name)
+	cm := &corev1.ConfigMap{}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-gateway"}, cm); err != nil {
+		d.expect(false, "gateway ConfigMap: %v", err)
+		return
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
+		d.expect(false, "gateway configuration: %v", err)
+		return
+	}
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
+	defer func() { upstream.CloseClientConnections(); upstream.Close() }()
+	cfg.Upstream, cfg.Listen, cfg.StatusListen, cfg.PinStatePath = upstream.URL+"/mcp", "127.0.0.1:0", "", ""
+	auditLog := &lockedBuffer{}
+	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		d.expect(false, "gateway with the rendered configuration: %v", err)
+		return
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	g.Start(gctx)
+	srv := httptest.NewServer(g)
+	defer func() { cancel(); _ = g.Close(); srv.CloseClientConnections(); srv.Close() }()
+	fmt.Printf("    resource (token audience) %s, issuer %s, scopes %v\n", cfg.Resource, cfg.Auth.Issuer, cfg.Scopes)
+	endpoint := srv.URL + "/mcp"
+
+	// Without a token, and with a token for another server, the gateway answers 401.
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}`
+	post := func(token string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(init))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	resp, err := post("")
+	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata="),
+		"no token -> %s, WWW-Authenticate: %s", status(resp, err), header(resp, "WWW-Authenticate"))
+	wrong, _ := is.token("https://other-server.example/mcp", "files:read")
+	resp, err = post(wrong)
+	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized, "token for another audience -> %s", status(resp, err))
+
+	// A token for this server with scope files:read.
+	tok, err := is.token(cfg.Resource, "files:read")
+	if err != nil {
+		d.expect(false, "mint token: %v", err)
+		return
+	}
+	hc := &http.Client{Timeout: 20 * time.Second, Transport: bearer{tok, http.DefaultTransport}}
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(cctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		d.expect(false, "MCP client connects with a files:read token: %v", err)
+		return
+	}
+	defer cs.Close()
+	list, err := cs.ListTools(cctx, nil)
+	var names []string
+	if err == nil {
+		for _, t := range list.Tools {
+			names = append(names, t.Name)
+		}
+	}
+	joined := strings.Join(names, ",")
+	d.expect(err == nil && strings.Contains(joined, "read_file") && !strings.Contains(joined, "admin_reset") && !strings.Contains(joined, "write_file"),
+		"tools/list with scope files:read shows %v (write_file and admin_reset hidden)", names)
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "readme.txt"}})
+	d.expect(err == nil && !res.IsError && strings.Contains(resultText(res), "Demo files"), "allowed tool read_file -> %q", resultText(res))
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "admin_reset", Arguments: map[string]any{}})
+	d.expect(err != nil || res.IsError, "hidden tool admin_reset called directly -> refused: %s", errText(res, err))
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "report.txt"}})
+	got := resultText(res)
+	clean := err == nil && strings.HasPrefix(got, demoserver.ReportVisible) && !strings.ContainsAny(got, "\u200b\U000E0049") &&
+		!strings.Contains(got, "<!--") && !strings.Contains(got, "AKIAIOSFODNN7EXAMPLE")
+	d.expect(clean, "injected hidden text stripped and key redacted: server sent %q, client got %q", demoserver.ReportVisible+"<hidden ...>", got)
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": 7}})
+	d.expect(err != nil || res.IsError, "arguments that break the input schema -> refused: %s", errText(res, err))
+	_ = cs.Close()
+
+	// The audit log: one hash-chained record per call; an edit is detected.
+	log := auditLog.String()
+	sum, err := audit.Verify(strings.NewReader(log))
+	d.expect(err == nil && sum.Records >= 4, "audit log: %d records, hash chain verified (%v)", sum.Records, err)
+	tampered := strings.Replace(log, `"decision":"deny"`, `"decision":"allow"`, 1)
+	_, terr := audit.Verify(strings.NewReader(tampered))
+	d.expect(tampered != log && terr != nil, "audit log with one decision edited -> %v", terr)
+}
+
+func resultText(res *mcp.CallToolResult) string {
+	if res == nil || len(res.Content) == 0 {
+		return ""
+	}
+	if t, ok := res.Content[0].(*mcp.TextContent); ok {
+		return t.Text
+	}
+	return ""
+}
+
+func errText(res *mcp.CallToolResult, err error) string {
+	if err != nil {
+		return firstLine(err)
+	}
+	return resultText(res)
+}
+
+func status(resp *http.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return resp.Status
+}
+
+func header(resp *http.Response, name string) string {
+	if resp == nil {
+		return ""
+	}
+	return resp.Header.Get(name)
+}
