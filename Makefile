@@ -19,7 +19,9 @@ KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
-BENCH_FLAGS ?= -run '^$$' -benchtime 2s
+BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
+## Fleet sizes of the reconcile benchmark.
+BENCH_SIZES ?= 100,500,1000
 
 .PHONY: all
 all: build
@@ -74,8 +76,8 @@ test: lint verify-generated control-plane helm-lint kyverno-test ## Run every te
 	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: control-plane cosign ## Run the benchmarks (admission vs the cosign CLI in the same run) and print a table.
-	@COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ | tee bin/bench.txt | hack/bench-table.sh
+bench: control-plane cosign ## Benchmarks as tables: admission vs the cosign CLI, gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
+	@COSIGN="$(COSIGN)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | hack/bench-table.sh
 
 ##@ Build and run
 

@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
-# Turns `go test -bench` output of imageverify into one table, with the ratio of the cosign CLI baseline
-# (measured in the same run) to each admission path.
+# Turns `go test -bench` output (imageverify, gateway, controllers) into one table per area: admission
+# with the ratio of the cosign CLI baseline (measured in the same run) to each path, the gateway against
+# a direct connection (same run), and reconcile times and steady-state writes per fleet size.
 awk '
+function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
 /^Benchmark/ {
   name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-  p50=""; p99=""; req=""; cps=""
-  for (i=3; i<=NF; i++) {
-    if ($(i+1)=="p50-µs") p50=$i
-    if ($(i+1)=="p99-µs") p99=$i
-    if ($(i+1)=="registry-requests/op") req=$i
-    if ($(i+1)=="calls/s") cps=$i
-  }
+  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RW[sz]=metric("writes/reconcile"); next }
+  if (name ~ /^ProxyOverhead\//) { k=name; sub(/.*\//, "", k); gw[++ng]=k; GP50[k]=metric("p50-µs"); GP99[k]=metric("p99-µs"); GCPS[k]=metric("calls/s"); next }
+  p50=metric("p50-µs")
   if (p50 == "") { raw[++r]=$0; next }
-  names[++n]=name; P50[name]=p50; P99[name]=p99; REQ[name]=req; CPS[name]=cps
+  names[++n]=name; P50[name]=p50; P99[name]=metric("p99-µs"); REQ[name]=metric("registry-requests/op")
 }
 END {
-  cli=P50["CosignCLI"]
-  printf "%-30s %12s %12s %18s %16s %14s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50", "calls/s"
-  for (i=1; i<=n; i++) {
-    k=names[i]; ratio="-"
-    if (cli!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", cli/P50[k])
-    printf "%-30s %10s µs %10s µs %18s %16s %14s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio, (CPS[k]==""?"-":CPS[k])
+  if (n > 0) {
+    cli=P50["CosignCLI"]
+    printf "admission (image verification)\n"
+    printf "  %-24s %12s %12s %16s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
+    for (i=1; i<=n; i++) {
+      k=names[i]; ratio="-"
+      if (cli!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", cli/P50[k])
+      printf "  %-24s %9s µs %9s µs %16s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
+    }
+  }
+  if (ng > 0) {
+    printf "\ngateway (tool calls on loopback, same run)\n"
+    printf "  %-24s %12s %12s %12s %14s\n", "path", "p50", "p99", "calls/s", "vs direct"
+    for (i=1; i<=ng; i++) {
+      k=gw[i]; rel="-"
+      if (k != "direct" && GCPS["direct"] > 0) rel=sprintf("%.0f%% tput, +%d µs p99", 100*GCPS[k]/GCPS["direct"], GP99[k]-GP99["direct"])
+      printf "  %-24s %9s µs %9s µs %12s %14s\n", k, GP50[k], GP99[k], GCPS[k], rel
+    }
+  }
+  if (nr > 0) {
+    printf "\nreconcile (MCPServers created at once on the local control plane)\n"
+    printf "  %-24s %16s %22s\n", "servers", "all Ready (s)", "steady writes/reconcile"
+    for (i=1; i<=nr; i++) printf "  %-24s %16s %22s\n", rec[i], RT[rec[i]], RW[rec[i]]
   }
   for (i=1; i<=r; i++) print raw[i]
 }'
