@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
+	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
 
 const resource = "https://files.mcp.example/mcp"
@@ -206,31 +206,13 @@ func newUpstream(t testing.TB, opts *mcp.StreamableHTTPOptions, pageSize int) *u
 	return u
 }
 
-// syncBuffer is an io.Writer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is issuer + upstream + gateway, all on loopback.
 type fixture struct {
 	is       *testIssuer
 	up       *upstreamServer
 	gw       *gateway.Gateway
 	srv      *httptest.Server
-	audit    *syncBuffer
+	audit    *syncbuf.Buffer
 	cfg      *gateway.Config
 	pinMu    sync.Mutex
 	pinEvent []pin.Event
@@ -263,7 +245,7 @@ func baseConfig(is *testIssuer, up *upstreamServer, dir string) *gateway.Config 
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
-	f := &fixture{is: newIssuer(t), audit: &syncBuffer{}}
+	f := &fixture{is: newIssuer(t), audit: &syncbuf.Buffer{}}
 	f.up = newUpstream(t, o.upstream, o.pageSize)
 	f.cfg = baseConfig(f.is, f.up, t.TempDir())
 	if o.mutate != nil {

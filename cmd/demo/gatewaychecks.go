@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -24,6 +22,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/internal/demoserver"
+	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
 
 // issuer is the demo's OAuth authorization server on loopback: discovery metadata and a JWKS.
@@ -78,24 +77,6 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(r)
 }
 
-// lockedBuffer collects the audit log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // gatewayChecks runs the gateway with the configuration the operator rendered for the server (its
 // ConfigMap) in front of the demo MCP server, both on loopback: the simulated node does not run
 // containers, so the gateway runs here, exactly as configured. Then it drives it with a real MCP client.
@@ -114,7 +95,7 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
 	defer func() { upstream.CloseClientConnections(); upstream.Close() }()
 	cfg.Upstream, cfg.Listen, cfg.StatusListen, cfg.PinStatePath = upstream.URL+"/mcp", "127.0.0.1:0", "", ""
-	auditLog := &lockedBuffer{}
+	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		d.expect(false, "gateway with the rendered configuration: %v", err)

@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
 
 // TestMain doubles as the stdio MCP server that TestStdioBridge runs as a child process.
@@ -103,24 +103,6 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-// lockedBuffer is a concurrency-safe writer for the command's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestStdioBridge(t *testing.T) {
 	t.Setenv("GATEWAY_TEST_STDIO_SERVER", "1")
 	addr := freePort(t)
@@ -138,7 +120,7 @@ func TestStdioBridge(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
 	defer cancel()
-	auditOut, logs := &lockedBuffer{}, &lockedBuffer{}
+	auditOut, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--config", cfgPath, "--log-level", "debug", "--stdio", "--", exe}, auditOut, logs)
