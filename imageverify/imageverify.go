@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	lru "github.com/hashicorp/golang-lru/v2/expirable"
@@ -130,6 +131,9 @@ type Policy struct {
 	Authorities []Authority
 	// Attestations are required attestations.
 	Attestations []AttestationRequirement
+	// Keychain holds the registry credentials the policy names (nil: registries are read
+	// anonymously). Identity must change when they do.
+	Keychain authn.Keychain
 }
 
 // Result is what verification established for one image.
@@ -278,18 +282,23 @@ func (r *Result) merge(o *Result) {
 	}
 }
 
-// remoteOptions are the registry options for one verification, bound to its deadline.
-func (v *Verifier) remoteOptions(ctx context.Context) []remote.Option {
-	return append(slices.Clone(v.remote), remote.WithContext(ctx))
+// remoteOptions are the registry options for one verification under policy p, bound to its deadline:
+// with the policy's registry credentials when it has them, anonymous otherwise.
+func (v *Verifier) remoteOptions(ctx context.Context, p Policy) []remote.Option {
+	opts := append(slices.Clone(v.remote), remote.WithContext(ctx))
+	if p.Keychain != nil {
+		opts = append(opts, remote.WithAuthFromKeychain(p.Keychain))
+	}
+	return opts
 }
 
-func (v *Verifier) checkOpts(ctx context.Context, a Authority, claims func(oci.Signature, v1Hash, map[string]any) error) (*cosign.CheckOpts, error) {
+func (v *Verifier) checkOpts(ro []remote.Option, a Authority, claims func(oci.Signature, v1Hash, map[string]any) error) (*cosign.CheckOpts, error) {
 	if k := a.Keyless; k != nil {
 		if k.Roots == nil {
 			return nil, errors.New("keyless authority without CA roots")
 		}
 		return &cosign.CheckOpts{
-			RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(v.remoteOptions(ctx)...)},
+			RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(ro...)},
 			ClaimVerifier:      claims,
 			RootCerts:          k.Roots,
 			IntermediateCerts:  k.Intermediates,
@@ -306,7 +315,7 @@ func (v *Verifier) checkOpts(ctx context.Context, a Authority, claims func(oci.S
 		return nil, err
 	}
 	return &cosign.CheckOpts{
-		RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(v.remoteOptions(ctx)...)},
+		RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(ro...)},
 		SigVerifier:        sv,
 		// Without a claim verifier a signature copied from another image would verify.
 		ClaimVerifier: claims,
@@ -324,10 +333,11 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 	deny := func(check Check, authority, detail string) error {
 		return &Denial{Image: image, Policy: p.Name, Authority: authority, Check: check, Detail: detail}
 	}
+	ro := v.remoteOptions(ctx, p)
 	if len(p.Authorities) > 0 {
 		var firstErr error
 		for _, a := range p.Authorities {
-			co, err := v.checkOpts(ctx, a, cosign.SimpleClaimVerifier)
+			co, err := v.checkOpts(ro, a, cosign.SimpleClaimVerifier)
 			if err != nil {
 				return nil, deny(CheckPolicyInvalid, a.Name, "load key: "+err.Error())
 			}
@@ -359,7 +369,7 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 				continue
 			}
 			if _, done := fetched[a.Name]; !done {
-				found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ref, a)
+				found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
 			}
 			if err := fetched[a.Name]; err != nil {
 				errs = append(errs, err)
@@ -378,7 +388,7 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 			return nil, deny(CheckRegistryUnreachable, req.Name, firstError(errs))
 		default:
 			// Only on this failure path: count what is there, to tell "none" from "none trusted".
-			n, err := v.countAttestations(ctx, ref)
+			n, err := v.countAttestations(ro, ref)
 			switch {
 			case err != nil:
 				return nil, deny(CheckRegistryUnreachable, req.Name, err.Error())
@@ -394,8 +404,8 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 
 // attestationTypes returns the predicate types of the attestations that verify with the authority and
 // whose subject is this digest.
-func (v *Verifier) attestationTypes(ctx context.Context, ref name.Digest, a Authority) ([]string, error) {
-	co, err := v.checkOpts(ctx, a, cosign.IntotoSubjectClaimVerifier)
+func (v *Verifier) attestationTypes(ctx context.Context, ro []remote.Option, ref name.Digest, a Authority) ([]string, error) {
+	co, err := v.checkOpts(ro, a, cosign.IntotoSubjectClaimVerifier)
 	if err != nil {
 		return nil, err
 	}
@@ -444,8 +454,8 @@ func certIdentity(sigs []oci.Signature) string {
 }
 
 // countAttestations returns how many attestations are attached to the image, verified or not.
-func (v *Verifier) countAttestations(ctx context.Context, ref name.Digest) (int, error) {
-	se, err := ociremote.SignedEntity(ref, ociremote.WithRemoteOptions(v.remoteOptions(ctx)...))
+func (v *Verifier) countAttestations(ro []remote.Option, ref name.Digest) (int, error) {
+	se, err := ociremote.SignedEntity(ref, ociremote.WithRemoteOptions(ro...))
 	if err != nil {
 		return 0, err
 	}

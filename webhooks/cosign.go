@@ -9,13 +9,12 @@ import (
 	"strconv"
 	"sync"
 
+	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/tuf"
-
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/imageverify"
@@ -63,6 +62,9 @@ func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*Im
 }
 
 func usesSecrets(p mcpv1alpha1.MCPServerPolicy) bool {
+	if len(p.Spec.RegistryCredentials) > 0 {
+		return true
+	}
 	for _, a := range p.Spec.Authorities {
 		if a.Key != nil && a.Key.SecretRef != nil {
 			return true
@@ -103,6 +105,27 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 	}
 	for _, att := range p.Spec.Attestations {
 		out.Attestations = append(out.Attestations, imageverify.AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
+	}
+	if len(p.Spec.RegistryCredentials) > 0 {
+		secrets := make([]corev1.Secret, 0, len(p.Spec.RegistryCredentials))
+		for _, ref := range p.Spec.RegistryCredentials {
+			s := corev1.Secret{}
+			if err := c.Reader.Get(ctx, client.ObjectKey{Namespace: c.SecretNamespace, Name: ref.Name}, &s); err != nil {
+				return out, fmt.Errorf("registryCredentials: read Secret %s/%s: %w", c.SecretNamespace, ref.Name, err)
+			}
+			if s.Type != corev1.SecretTypeDockerConfigJson && s.Type != corev1.SecretTypeDockercfg {
+				return out, fmt.Errorf("registryCredentials: Secret %s/%s has type %q; create it with `kubectl create secret docker-registry` (type %s)",
+					c.SecretNamespace, ref.Name, s.Type, corev1.SecretTypeDockerConfigJson)
+			}
+			secrets = append(secrets, s)
+			// New credentials change the identity, so decisions made without them are not reused.
+			out.Identity += "/" + s.ResourceVersion
+		}
+		kc, err := kauth.NewFromPullSecrets(ctx, secrets)
+		if err != nil {
+			return out, fmt.Errorf("registryCredentials: %w", err)
+		}
+		out.Keychain = kc
 	}
 	return out, nil
 }

@@ -211,3 +211,53 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 	spec.Authorities[0].Keyless.RequireTlog = ptr.To(true)
 	createEventually(t, server(namespace(t, nil, spec), img.String()), "keyless.rekorPublicKeys is required")
 }
+
+// TestPrivateRegistryCredentials: a registry that needs credentials is refused as unauthorized while the
+// policy names none, and admitted once the policy names a docker-registry Secret holding them.
+func TestPrivateRegistryCredentials(t *testing.T) {
+	ctx := context.Background()
+	reg := imagetest.StartRegistry()
+	t.Cleanup(reg.Close)
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := reg.PushSigned("acme/private", key, "https://slsa.dev/provenance/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.RequireBasicAuth("reader", "s3cret")
+
+	secrets := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warden-"}}
+	if err := k8s.Create(ctx, secrets); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`{"auths":{%q:{"username":"reader","password":"s3cret"}}}`, reg.Host)
+	pull := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "registry-reader", Namespace: secrets.Name}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)}}
+	if err := k8s.Create(ctx, pull); err != nil {
+		t.Fatal(err)
+	}
+	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s, SecretNamespace: secrets.Name}
+	t.Cleanup(func() { verifier.v = nil })
+	spec := mcpv1alpha1.MCPServerPolicySpec{
+		AllowedRegistries: []string{reg.Host + "/acme/"},
+		Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}},
+		Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
+	}
+	anonymous := namespace(t, nil, spec)
+	createEventually(t, server(anonymous, signed.String()), "UNAUTHORIZED")
+
+	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "registry-reader"}}
+	withCredentials := namespace(t, nil, spec)
+	createEventually(t, server(withCredentials, signed.String()), "")
+
+	// A Secret of the wrong type is named in the denial.
+	wrongType := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "opaque", Namespace: secrets.Name}, StringData: map[string]string{"password": "s3cret"}}
+	if err := k8s.Create(ctx, wrongType); err != nil {
+		t.Fatal(err)
+	}
+	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "opaque"}}
+	opaque := namespace(t, nil, spec)
+	createEventually(t, server(opaque, signed.String()), "create it with `kubectl create secret docker-registry`")
+}

@@ -38,6 +38,15 @@ type MCPServerPolicySpec struct {
 	// Egress is the ceiling on what MCPServer egress allow-lists may contain.
 	// +optional
 	Egress EgressCeiling `json:"egress,omitempty"`
+
+	// RegistryCredentials name Secrets in the operator's namespace, of type
+	// kubernetes.io/dockerconfigjson (as `kubectl create secret docker-registry` makes them), whose
+	// credentials are used to read images, signatures and attestations from private registries during
+	// verification. Without them registries are read anonymously, and a private registry's images are
+	// refused as unreachable. Give the operator read-only credentials.
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	RegistryCredentials []corev1.LocalObjectReference `json:"registryCredentials,omitempty"`
 }
 
 // Authority is a trusted signer: a public key or a keyless (certificate) identity.

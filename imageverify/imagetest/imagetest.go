@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -37,13 +39,30 @@ type Registry struct {
 	// Host is host:port, e.g. 127.0.0.1:41234.
 	Host string
 	srv  *httptest.Server
+	auth atomic.Pointer[[2]string]
 }
 
 // StartRegistry starts a registry on loopback.
 func StartRegistry() *Registry {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	return &Registry{Host: strings.TrimPrefix(srv.URL, "http://"), srv: srv}
+	r := &Registry{}
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if want := r.auth.Load(); want != nil {
+			if u, p, ok := req.BasicAuth(); !ok || u != want[0] || p != want[1] {
+				w.Header().Set("WWW-Authenticate", `Basic realm="imagetest"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+		}
+		h.ServeHTTP(w, req)
+	}))
+	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
+	return r
 }
+
+// RequireBasicAuth makes the registry private from now on: every request needs these credentials
+// (push first, then lock).
+func (r *Registry) RequireBasicAuth(user, password string) { r.auth.Store(&[2]string{user, password}) }
 
 // Close stops the registry: later requests fail as an unreachable registry does.
 func (r *Registry) Close() { r.srv.Close() }
