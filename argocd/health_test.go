@@ -24,6 +24,7 @@ func TestHealthFixtures(t *testing.T) {
 		{"stalled.json", Degraded, "InvalidSpec: spec.egress[1].cidr"},
 		{"child-conflict.json", Degraded, "ChildConflict: Service mcp-tools/files exists"},
 		{"unverified.json", Degraded, "Image not verified"},
+		{"tool-changed.json", Degraded, "Tool definition changed: tool definitions changed after they were pinned: read_file"},
 		{"suspended.json", Suspended, "zero replicas"},
 	}
 	for _, tc := range cases {

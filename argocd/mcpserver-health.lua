@@ -1,5 +1,6 @@
 -- Argo CD health check for mcp.warden.dev/MCPServer (resource.customizations.health.mcp.warden.dev_MCPServer).
--- Maps the operator's kstatus conditions: Stalled -> Degraded, Ready -> Healthy, Reconciling or a spec
+-- Maps the operator's kstatus conditions: Stalled, Verified=False or ToolsPinned=False (a tool changed after
+-- it was pinned and awaits a person's approval) -> Degraded, Ready -> Healthy, Reconciling or a spec
 -- generation the operator has not observed yet -> Progressing, zero replicas -> Suspended.
 hs = {}
 hs.status = "Progressing"
@@ -27,6 +28,12 @@ local verified = conditions["Verified"]
 if verified ~= nil and verified.status == "False" then
   hs.status = "Degraded"
   hs.message = "Image not verified: " .. (verified.message or "")
+  return hs
+end
+local pinned = conditions["ToolsPinned"]
+if pinned ~= nil and pinned.status == "False" then
+  hs.status = "Degraded"
+  hs.message = "Tool definition changed: " .. (pinned.message or "")
   return hs
 end
 if obj.spec ~= nil and obj.spec.replicas == 0 then
