@@ -4,14 +4,12 @@
 package imagetest
 
 import (
-	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -26,12 +24,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/dsse"
-	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
+
+	"github.com/mcp-warden/mcp-warden/imagesign"
 )
 
 // Registry is an OCI registry served on 127.0.0.1.
@@ -136,63 +132,17 @@ func (k *Key) SignClaiming(ref, claimed name.Digest) error {
 // attachSignature signs the simple-signing payload claiming the image claimed and attaches it to ref,
 // with the certificate chain when given (keyless).
 func attachSignature(signer signature.Signer, ref, claimed name.Digest, opts ...static.Option) error {
-	payload, err := json.Marshal(sigpayload.Cosign{Image: claimed, ClaimedIdentity: claimed.String()})
-	if err != nil {
-		return err
-	}
-	sig, err := signer.SignMessage(bytes.NewReader(payload))
-	if err != nil {
-		return err
-	}
-	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig), opts...)
-	if err != nil {
-		return err
-	}
-	se, err := ociremote.SignedEntity(ref)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", ref, err)
-	}
-	se, err = mutate.AttachSignatureToEntity(se, ociSig)
-	if err != nil {
-		return err
-	}
-	return ociremote.WriteSignatures(ref.Context(), se)
+	return imagesign.SignClaiming(context.Background(), signer, ref, claimed, opts)
 }
 
 // Attest attaches an in-toto attestation with the predicate type to ref, signed with the key in a DSSE
 // envelope, as `cosign attest` does.
 func (k *Key) Attest(ref name.Digest, predicateType string, predicate any) error {
-	h, err := v1.NewHash(ref.DigestStr())
-	if err != nil {
-		return err
-	}
-	stmt, err := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []map[string]any{{"name": ref.Context().String(), "digest": map[string]string{"sha256": h.Hex}}},
-		"predicateType": predicateType,
-		"predicate":     predicate,
-	})
-	if err != nil {
-		return err
-	}
-	envelope, err := dsse.WrapSigner(k.signer, "application/vnd.in-toto+json").SignMessage(bytes.NewReader(stmt))
-	if err != nil {
-		return err
-	}
-	att, err := static.NewAttestation(envelope)
-	if err != nil {
-		return err
-	}
-	se, err := ociremote.SignedEntity(ref)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", ref, err)
-	}
-	se, err = mutate.AttachAttestationToEntity(se, att)
-	if err != nil {
-		return err
-	}
-	return ociremote.WriteAttestations(ref.Context(), se)
+	return imagesign.Attest(context.Background(), k.signer, ref, predicateType, predicate)
 }
+
+// Signer returns the key as a signer.
+func (k *Key) Signer() signature.SignerVerifier { return k.signer }
 
 // PushSigned pushes a random image to repo, signs it with key and attests it once per predicate type.
 func (r *Registry) PushSigned(repo string, key *Key, predicateTypes ...string) (name.Digest, error) {
