@@ -72,8 +72,8 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane helm-lint kyverno-test ## Run every test against a real local control plane.
-	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane helm-lint kyverno-test cosign ## Run every test against a real local control plane.
+	HELM="$(HELM)" COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane cosign ## Benchmarks as tables: admission vs the cosign CLI, gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
@@ -88,6 +88,13 @@ build: ## Build the manager binary into bin/.
 .PHONY: demo
 demo: control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
+
+##@ Release
+
+.PHONY: release
+release: ## Build, push, sign and attest the images; write digest-pinned manifests to dist/release. REGISTRY=... [COSIGN_KEY=cosign.key] [PLATFORMS=linux/amd64,linux/arm64]
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=ghcr.io/acme [COSIGN_KEY=cosign.key] (password in COSIGN_PASSWORD)"; exit 2; }
+	go run ./hack/release --registry "$(REGISTRY)" $(if $(COSIGN_KEY),--key "$(COSIGN_KEY)",) $(if $(PLATFORMS),--platforms "$(PLATFORMS)",) $(if $(VERSION),--version "$(VERSION)",)
 
 ##@ Tools
 
