@@ -17,9 +17,9 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
+	"github.com/mcp-warden/mcp-warden/imagesign"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
-	"github.com/mcp-warden/mcp-warden/imagesign"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/release"
 )
