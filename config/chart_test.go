@@ -241,6 +241,33 @@ func TestChartToggles(t *testing.T) {
 		t.Errorf("webhook and metrics off: manager args %s", args)
 	}
 
+	// Dogfooding: the workload webhook may cover the operator's own namespace; the MCPServer webhook and
+	// the default never do.
+	excluded := func(objs []map[string]any) map[string]bool {
+		out := map[string]bool{}
+		vwc := byKind(objs, "ValidatingWebhookConfiguration", "")
+		for _, w := range vwc["webhooks"].([]any) {
+			wh := w.(map[string]any)
+			for _, e := range wh["namespaceSelector"].(map[string]any)["matchExpressions"].([]any) {
+				ex := e.(map[string]any)
+				if ex["operator"] == "NotIn" {
+					for _, v := range ex["values"].([]any) {
+						if v == "mcp-warden-system" {
+							out[wh["name"].(string)] = true
+						}
+					}
+				}
+			}
+		}
+		return out
+	}
+	if got := excluded(def); !got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
+		t.Errorf("by default the operator's namespace is excluded from both webhooks: %v", got)
+	}
+	if got := excluded(helmTemplate(t, "--set", "webhook.enforceOwnNamespace=true")); got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
+		t.Errorf("webhook.enforceOwnNamespace=true: excluded from %v, want only the MCPServer webhook", got)
+	}
+
 	pinned := helmTemplate(t, "--set", "image.digest=sha256:"+strings.Repeat("ab", 32))
 	d := byKind(pinned, "Deployment", "controller-manager")
 	body, _ := yaml.Marshal(d)

@@ -118,6 +118,13 @@ func write(path string, obj map[string]any, template bool) error {
 			"labels: __LABELS__", "labels:\n    {{- include \"mcp-warden.labels\" . | nindent 4 }}",
 			"annotations: __WEBHOOK_ANNOTATIONS__", "annotations:\n    {{- include \"mcp-warden.webhookAnnotations\" . | nindent 4 }}",
 		).Replace(s)
+		// The workload webhook may cover the operator's own namespace (opt-in): the namespace then still
+		// needs the image-policy label, and removing it is the way out if the webhook is down.
+		if head, tail, ok := strings.Cut(s, "name: vworkloads.mcp.warden.dev"); ok {
+			tail = strings.Replace(tail, "      - {{ .Release.Namespace }}\n",
+				"      {{- if not .Values.webhook.enforceOwnNamespace }}\n      - {{ .Release.Namespace }}\n      {{- end }}\n", 1)
+			s = head + "name: vworkloads.mcp.warden.dev" + tail
+		}
 		s = "{{- if .Values.webhook.enabled }}\n" + s + "{{- end }}\n"
 		if strings.Contains(path, "manager-role") {
 			s = strings.TrimPrefix(s, "{{- if .Values.webhook.enabled }}\n")
