@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -88,8 +89,11 @@ func Provenance(b *Build, o Options) ([]byte, error) {
 		return nil, err
 	}
 	var deps []*intoto.ResourceDescriptor
-	if o.Source != "" {
+	switch {
+	case o.Source != "" && gitCommit.MatchString(o.Revision):
 		deps = append(deps, &intoto.ResourceDescriptor{Uri: "git+" + o.Source, Digest: map[string]string{"gitCommit": o.Revision}})
+	case o.Source != "":
+		deps = append(deps, &intoto.ResourceDescriptor{Uri: "git+" + o.Source})
 	}
 	for _, bin := range b.Binaries {
 		bi, err := Modules(bin)
@@ -134,6 +138,8 @@ func Provenance(b *Build, o Options) ([]byte, error) {
 	}
 	return json.Marshal(v)
 }
+
+var gitCommit = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 func toAny(s []string) []any {
 	out := make([]any, len(s))

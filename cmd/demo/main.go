@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -39,6 +40,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/release"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
@@ -128,13 +130,14 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 
-	step("building demo images in a loopback OCI registry (signed + attested, unsigned)")
-	images, err := buildImages()
+	step("building the demo MCP server image (cmd/mcp-files, no container daemon) into a loopback OCI registry: signed + attested, and an unsigned rebuild")
+	images, err := buildImages(ctx, root)
 	if err != nil {
 		return err
 	}
 	defer images.reg.Close()
-	fmt.Printf("    registry %s: signed %s\n    unsigned %s\n", images.reg.Host, images.signed, images.unsigned)
+	fmt.Printf("    registry %s:\n      signed, with SLSA provenance and CycloneDX SBOM: %s\n      unsigned rebuild: %s\n      tag only: %s\n",
+		images.reg.Host, images.signed, images.unsigned, images.tag)
 
 	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling)")
 	if err := d.applyPolicy(ctx, images); err != nil {
@@ -211,29 +214,49 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 	return servers, nil
 }
 
-// demoImages are the images the demo builds: one signed and attested with a generated key, one not.
+// demoImages are the images the demo builds: the demo MCP server (cmd/mcp-files) signed and attested with
+// a generated key, the same server rebuilt with another label and left unsigned, and a tag reference.
 type demoImages struct {
 	reg              *imagetest.Registry
 	key              *imagetest.Key
 	signed, unsigned name.Digest
+	tag              string
 }
 
-func buildImages() (*demoImages, error) {
+func buildImages(ctx context.Context, root string) (*demoImages, error) {
 	im := &demoImages{reg: imagetest.StartRegistry()}
 	var err error
 	if im.key, err = imagetest.NewKey(); err != nil {
 		return nil, err
 	}
-	if im.signed, err = im.reg.PushSigned("acme/mcp-files", im.key, provenanceType); err != nil {
+	server := release.Component{Name: "mcp-files", Package: "./cmd/mcp-files", Binary: "/mcp-files"}
+	opts := release.Options{Root: root, Platforms: []string{"linux/" + runtime.GOARCH}, Version: "0.1.0", Source: "https://github.com/mcp-warden/mcp-warden",
+		Log: func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) }}
+	b, err := release.BuildComponent(ctx, server, opts)
+	if err != nil {
 		return nil, err
 	}
-	if im.unsigned, err = im.reg.PushRandom("acme/mcp-unsigned"); err != nil {
+	if im.signed, err = release.Push(ctx, im.reg.Host+"/acme", b, opts.Version); err != nil {
+		return nil, err
+	}
+	sbom, err := release.SBOM(server, b.Binaries[opts.Platforms[0]], opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := release.SignAndAttest(ctx, im.key.Signer(), im.signed, b, sbom, opts); err != nil {
+		return nil, err
+	}
+	im.tag = im.signed.Context().Tag(opts.Version).String()
+	opts.Version = "0.1.0-rebuilt"
+	rebuilt, err := release.BuildComponent(ctx, server, opts)
+	if err != nil {
+		return nil, err
+	}
+	if im.unsigned, err = release.Push(ctx, im.reg.Host+"/acme", rebuilt, opts.Version); err != nil {
 		return nil, err
 	}
 	return im, nil
 }
-
-const provenanceType = "https://slsa.dev/provenance/v1"
 
 // applyPolicy installs the demo's guardrail for namespace mcp-tools: images only from the demo registry,
 // signed by the demo key, with SLSA provenance; at most 8 egress entries.
@@ -244,15 +267,18 @@ func (d *demo) applyPolicy(ctx context.Context, im *demoImages) error {
 			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "mcp-tools"}},
 			AllowedRegistries: []string{im.reg.Host + "/acme/"},
 			Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(im.key.PublicPEM())}}},
-			Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: provenanceType}},
-			Egress:            mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
+			Attestations: []mcpv1alpha1.AttestationRequirement{
+				{Name: "provenance", PredicateType: release.PredicateSLSAProvenance},
+				{Name: "sbom", PredicateType: release.PredicateCycloneDX},
+			},
+			Egress: mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
 		},
 	}
 	if err := d.c.Create(ctx, p); err != nil {
 		return fmt.Errorf("create MCPServerPolicy: %w", err)
 	}
-	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestation %s, at most %d egress entries\n",
-		p.Name, p.Spec.AllowedRegistries, provenanceType, *p.Spec.Egress.MaxEntries)
+	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestations %s, at most %d egress entries\n",
+		p.Name, p.Spec.AllowedRegistries, release.PredicateSLSAProvenance+" and "+release.PredicateCycloneDX, *p.Spec.Egress.MaxEntries)
 	return nil
 }
 
@@ -266,7 +292,7 @@ func (d *demo) refusals(ctx context.Context, im *demoImages) {
 		}
 	}
 	tag := base("tagged")
-	tag.Spec.Image = "ghcr.io/acme/mcp-files:1.2"
+	tag.Spec.Image = im.tag
 	err := d.c.Create(ctx, tag)
 	d.expect(err != nil && strings.Contains(err.Error(), "pinned by digest"), "tag-only image refused at admission: %s", firstLine(err))
 
