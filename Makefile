@@ -82,8 +82,10 @@ bench: control-plane cosign ## Benchmarks as tables: admission vs the cosign CLI
 ##@ Build and run
 
 .PHONY: build
-build: ## Build the manager binary into bin/.
+build: ## Build the manager, gateway and mcp-warden CLI binaries into bin/.
 	go build -o $(LOCALBIN)/manager ./cmd/manager
+	go build -o $(LOCALBIN)/gateway ./cmd/gateway
+	go build -o $(LOCALBIN)/mcp-warden ./cmd/mcp-warden
 
 .PHONY: demo
 demo: control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
