@@ -115,3 +115,33 @@ func TestInventoryAgainstAnAPIServer(t *testing.T) {
 		t.Errorf("unknown command: exit %d", code)
 	}
 }
+
+func TestScanExitCodes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"scan", "../../scan/testdata/good"}, 0, "1 object(s) scanned: 0 critical, 0 high, 0 medium, 0 low"},
+		{[]string{"scan", "../../scan/testdata/bad"}, 1, "MCPW001"},
+		{[]string{"scan", "--fail-on", "critical", "../../scan/testdata/bad/scopes.yaml"}, 0, "MCPW007"},
+		{[]string{"scan", "--format", "sarif", "../../scan/testdata/bad/tag.yaml"}, 1, `"version": "2.1.0"`},
+		{[]string{"scan", "--format", "json", "../../scan/testdata/bad/tag.yaml"}, 1, `"ruleId": "MCPW001"`},
+		{[]string{"scan", "--fail-on", "severe", "x"}, 2, ""},
+		{[]string{"scan"}, 2, ""},
+		{[]string{"scan", "no/such/dir"}, 2, ""},
+	}
+	for _, tc := range cases {
+		out.Reset()
+		errOut.Reset()
+		if code := run(tc.args, &out, &errOut); code != tc.code || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, out.String(), errOut.String())
+		}
+	}
+	stdin := strings.NewReader("apiVersion: mcp.warden.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: s, namespace: n}\nspec:\n  image: a/b:1\n  gateway: {auth: {issuer: https://x}}\n")
+	out.Reset()
+	if code := runScan([]string{"-"}, stdin, &out, &errOut); code != 1 || !strings.Contains(out.String(), "<stdin>:5") {
+		t.Errorf("stdin: exit %d: %s", code, out.String())
+	}
+}
