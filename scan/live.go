@@ -38,7 +38,9 @@ func Endpoint(ctx context.Context, url, token string, timeout time.Duration) ([]
 
 func checkTool(url string, t *mcp.Tool) []Finding {
 	var out []Finding
-	add := func(r Rule, format string, args ...any) { out = append(out, newFinding(r, url, 0, t.Name, format, args...)) }
+	add := func(r Rule, format string, args ...any) {
+		out = append(out, newFinding(r, url, 0, t.Name, format, args...))
+	}
 	if _, f := sanitize.Hidden(t.Description); f.Hidden > 0 || f.Comments > 0 {
 		add(ruleToolHidden, "tool %q: description has %d hidden characters and %d HTML comments", t.Name, f.Hidden, f.Comments)
 	}
