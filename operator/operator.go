@@ -8,29 +8,29 @@ import (
 	"net/http"
 	"time"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
-
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/discovery"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
@@ -50,6 +50,12 @@ type Options struct {
 	LeaderElection bool
 	// LeaderElectionNamespace is where the lease lives (default: the pod's namespace).
 	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election (defaults 15s, 10s, 2s). The
+	// leader releases the lease when it stops, so a replacement takes over at once.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// SeveralInProcess allows more than one manager in one process (tests of restarts and handovers),
+	// which controller-runtime otherwise refuses by controller name.
+	SeveralInProcess bool
 	// ClusterDomain is the cluster's DNS domain (default cluster.local).
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run (default kube-system, k8s-app=kube-dns).
@@ -89,6 +95,13 @@ type Options struct {
 	Verifier webhooks.ImageVerifier
 	// VerifyTimeout bounds one admission's image verification (default 8s, below the 10s webhook timeout).
 	VerifyTimeout time.Duration
+}
+
+func durationOrNil(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 // Scheme returns a scheme with the Kubernetes built-in types and the mcp-warden API.
@@ -133,6 +146,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// The manager stops only after its controllers have, so releasing the lease is safe and lets a
+		// replacement lead without waiting out the lease.
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 durationOrNil(o.LeaseDuration),
+		RenewDeadline:                 durationOrNil(o.RenewDeadline),
+		RetryPeriod:                   durationOrNil(o.RetryPeriod),
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SeveralInProcess)},
 		// The operator's children are the only Deployments, Services, ServiceAccounts and
 		// NetworkPolicies it needs to see; caching only them keeps memory flat on large clusters.
 		Cache: cache.Options{ByObject: byObject},
