@@ -5,12 +5,16 @@ package certs_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,6 +138,107 @@ func TestSelfManagedCertificates(t *testing.T) {
 		}
 		return nil
 	})
+
+	rotateUnderLoad(t, ctx, k8s, s, port)
+}
+
+// rotateUnderLoad forces a new CA and serving certificate (the Secret's content is removed, as if it
+// had been lost or had expired) while admissions flow every 50 ms, and checks that the webhook serves
+// the new certificate, that the API server trusts it, and how long admissions failed in between.
+func rotateUnderLoad(t *testing.T, ctx context.Context, k8s client.Client, s *mcpv1alpha1.MCPServer, port int) {
+	before := servedSerial(t, port)
+	type outcome struct {
+		at      time.Time
+		reached bool
+		err     string
+	}
+	var mu sync.Mutex
+	var outcomes []outcome
+	load, stopLoad := context.WithCancel(ctx)
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for load.Err() == nil {
+			err := k8s.Create(ctx, s.DeepCopy())
+			reached := err != nil && strings.Contains(err.Error(), `MCPServerPolicy "registries" allows`)
+			mu.Lock()
+			outcomes = append(outcomes, outcome{time.Now(), reached, fmt.Sprint(err)})
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+	rotated := time.Now()
+	secret := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "mcp-warden-system", Name: "mcp-warden-webhook-server-cert"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	oldCA := string(secret.Data["ca.crt"])
+	secret.Data = nil
+	if err := k8s.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	// The operator makes a new CA and certificate, injects the CA, and the server reloads its files.
+	waitFor(t, 60*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: "mcp-warden-system", Name: "mcp-warden-webhook-server-cert"}, secret); err != nil {
+			return err
+		}
+		if len(secret.Data["ca.crt"]) == 0 || string(secret.Data["ca.crt"]) == oldCA {
+			return fmt.Errorf("no new CA yet")
+		}
+		if served := servedSerial(t, port); served == before {
+			return fmt.Errorf("the webhook still serves the old certificate %s", served)
+		}
+		return nil
+	})
+	settled := time.Now()
+	time.Sleep(3 * time.Second)
+	stopLoad()
+	<-loadDone
+
+	var failed, reachedAfter, failedAfter int
+	var firstFail, lastFail time.Time
+	for _, o := range outcomes {
+		switch {
+		case !o.reached && o.at.After(settled.Add(time.Second)):
+			failedAfter++
+			t.Logf("admission failed after the rotation settled: %s", o.err)
+		case o.at.After(settled.Add(time.Second)):
+			reachedAfter++
+		}
+		if !o.reached {
+			if failed == 0 {
+				firstFail = o.at
+			}
+			failed++
+			lastFail = o.at
+		}
+	}
+	window := time.Duration(0)
+	if failed > 0 {
+		window = lastFail.Sub(firstFail)
+	}
+	t.Logf("rotation: new certificate served %s after the Secret was emptied; %d admissions, %d failed (over %s), %d reached the webhook after it settled",
+		settled.Sub(rotated).Round(100*time.Millisecond), len(outcomes), failed, window.Round(100*time.Millisecond), reachedAfter)
+	if failedAfter > 0 || reachedAfter == 0 {
+		t.Errorf("after the rotation settled, %d admissions failed and %d reached the webhook", failedAfter, reachedAfter)
+	}
+	if window > 15*time.Second {
+		t.Errorf("admissions failed for %s during the rotation", window)
+	}
+}
+
+// servedSerial identifies the certificate the webhook server presents (a hash of it: the rotator gives
+// every certificate serial number 1).
+func servedSerial(t *testing.T, port int) string {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}) //nolint:gosec // only reads the presented certificate
+	if err != nil {
+		return "unreachable: " + err.Error()
+	}
+	defer conn.Close()
+	sum := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+	return hex.EncodeToString(sum[:8])
 }
 
 func projectSecret(ctx context.Context, k8s client.Client, dir string) {
