@@ -84,6 +84,7 @@ var (
 	ruleScopeMixed    = rule("MCPW008", Medium, "scope mixes destructive and other tools", "Grant destructive tools under a scope of their own so read-only clients never hold them.")
 	ruleUnmarked      = rule("MCPW009", Medium, "tool looks destructive but needs no approval", "Add it to spec.gateway.destructiveTools so a person approves each call.")
 	ruleNoPins        = rule("MCPW010", Low, "tools are pinned on first sight only", "Record reviewed hashes in spec.gateway.pinnedTools (from status.tools) so a definition changed before first sight is caught too.")
+	ruleNoScopes      = rule("MCPW011", High, "no scope grants any tool", "Map scopes to tools in spec.gateway.scopes; with authentication on and no scopes the operator refuses the spec (Stalled, InvalidSpec), as every tool would be hidden.")
 	ruleToolSchema    = rule("MCPW101", High, "tool accepts any input", "Give the tool an input schema with typed properties and additionalProperties: false.")
 	ruleToolHidden    = rule("MCPW102", High, "hidden content in a tool description", "Remove zero-width, bidi and Unicode tag characters and HTML comments: they carry instructions a person cannot see.")
 	ruleToolSecret    = rule("MCPW103", Critical, "secret in a tool description", "Remove the credential from the description and rotate it.")
@@ -222,8 +223,13 @@ func server(file string, doc *yaml.Node) []Finding {
 	g := s.Spec.Gateway
 	if g.Auth.Disabled {
 		add(ruleAuthOff, at("spec", "gateway", "auth", "disabled"), "spec.gateway.auth.disabled is true: anyone who reaches the server can call its tools")
-	} else if g.Auth.Issuer == "" {
-		add(ruleNoIssuer, at("spec", "gateway"), "spec.gateway.auth.issuer is not set")
+	} else {
+		if g.Auth.Issuer == "" {
+			add(ruleNoIssuer, at("spec", "gateway"), "spec.gateway.auth.issuer is not set")
+		}
+		if len(g.Scopes) == 0 {
+			add(ruleNoScopes, at("spec", "gateway"), "spec.gateway.scopes is empty")
+		}
 	}
 	for i, e := range s.Spec.Env {
 		if e.Value == nil {
