@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
@@ -60,18 +61,9 @@ func SignClaiming(ctx context.Context, signer signature.Signer, ref, claimed nam
 	if err != nil {
 		return err
 	}
-	opts := remoteOpts(ctx, ro)
-	se, err := ociremote.SignedEntity(ref, opts)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", ref, err)
-	}
-	if se, err = mutate.AttachSignatureToEntity(se, ociSig); err != nil {
-		return err
-	}
-	if err := ociremote.WriteSignatures(ref.Context(), se, opts); err != nil {
-		return fmt.Errorf("write signature of %s: %w", ref, err)
-	}
-	return nil
+	return attach(ctx, ref, ro, "signature",
+		func(se oci.SignedEntity) (oci.SignedEntity, error) { return mutate.AttachSignatureToEntity(se, ociSig) },
+		ociremote.WriteSignatures)
 }
 
 // Attest attaches an in-toto statement about ref with the predicate, signed in a DSSE envelope.
@@ -93,16 +85,25 @@ func Attest(ctx context.Context, signer signature.Signer, ref name.Digest, predi
 	if err != nil {
 		return err
 	}
-	opts := remoteOpts(ctx, ro)
+	return attach(ctx, ref, ro, "attestation",
+		func(se oci.SignedEntity) (oci.SignedEntity, error) { return mutate.AttachAttestationToEntity(se, att) },
+		ociremote.WriteAttestations)
+}
+
+// attach reads ref's signed entity, adds to it and writes what was added back to the registry.
+func attach(ctx context.Context, ref name.Digest, ro []remote.Option, what string,
+	add func(oci.SignedEntity) (oci.SignedEntity, error),
+	write func(name.Repository, oci.SignedEntity, ...ociremote.Option) error) error {
+	opts := ociremote.WithRemoteOptions(append([]remote.Option{remote.WithContext(ctx)}, ro...)...)
 	se, err := ociremote.SignedEntity(ref, opts)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", ref, err)
 	}
-	if se, err = mutate.AttachAttestationToEntity(se, att); err != nil {
+	if se, err = add(se); err != nil {
 		return err
 	}
-	if err := ociremote.WriteAttestations(ref.Context(), se, opts); err != nil {
-		return fmt.Errorf("write attestation of %s: %w", ref, err)
+	if err := write(ref.Context(), se, opts); err != nil {
+		return fmt.Errorf("write %s of %s: %w", what, ref, err)
 	}
 	return nil
 }
@@ -113,8 +114,4 @@ func digestHex(ref name.Digest) string {
 		return d[len("sha256:"):]
 	}
 	return d
-}
-
-func remoteOpts(ctx context.Context, ro []remote.Option) ociremote.Option {
-	return ociremote.WithRemoteOptions(append([]remote.Option{remote.WithContext(ctx)}, ro...)...)
 }
