@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -95,7 +94,7 @@ func BuildBinary(ctx context.Context, root, pkg, platform string) ([]byte, error
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "bin")
-	cmd := exec.CommandContext(ctx, goBinary(), "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=readonly")
 	var stderr bytes.Buffer
@@ -105,15 +104,6 @@ func BuildBinary(ctx context.Context, root, pkg, platform string) ([]byte, error
 	}
 	return os.ReadFile(out)
 }
-
-func goBinary() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // BuildComponent builds c for every platform into an image index.
 func BuildComponent(ctx context.Context, c Component, o Options) (*Build, error) {
