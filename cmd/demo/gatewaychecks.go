@@ -19,8 +19,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gateway/stdio"
 	"github.com/mcp-warden/mcp-warden/internal/demoserver"
 	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
@@ -80,8 +82,18 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // gatewayChecks runs the gateway with the configuration the operator rendered for the server (its
 // ConfigMap) in front of the demo MCP server, both on loopback: the simulated node does not run
 // containers, so the gateway runs here, exactly as configured. Then it drives it with a real MCP client.
-func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issuer) {
-	step("live gateway checks: %s's gateway configuration (ConfigMap %s-gateway) in front of the demo MCP server", key, key.Name)
+func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issuer, serverBinary string) {
+	server := &mcpv1alpha1.MCPServer{}
+	if err := d.c.Get(ctx, key, server); err != nil {
+		d.expect(false, "get %s: %v", key, err)
+		return
+	}
+	stdioServer := server.Spec.Transport == mcpv1alpha1.TransportStdio
+	how := "the demo MCP server on loopback"
+	if stdioServer {
+		how = "the demo MCP server binary from the image, started over stdio by the gateway's bridge (" + strings.Join(server.Spec.Command, " ") + ")"
+	}
+	step("live gateway checks: %s's gateway configuration (ConfigMap %s-gateway) in front of %s", key, key.Name, how)
 	cm := &corev1.ConfigMap{}
 	if err := d.c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-gateway"}, cm); err != nil {
 		d.expect(false, "gateway ConfigMap: %v", err)
@@ -92,9 +104,23 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 		d.expect(false, "gateway configuration: %v", err)
 		return
 	}
-	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
-	defer func() { upstream.CloseClientConnections(); upstream.Close() }()
-	cfg.Upstream, cfg.Listen, cfg.StatusListen, cfg.PinStatePath = upstream.URL+"/mcp", "127.0.0.1:0", "", ""
+	if stdioServer {
+		// The pod's container runs `gateway --stdio -- /mcp-files --stdio`; here the same binary runs
+		// as the bridge's child.
+		bridge, err := stdio.Start(append([]string{serverBinary}, server.Spec.Command[1:]...), slog.New(slog.DiscardHandler))
+		if err != nil {
+			d.expect(false, "start the stdio server: %v", err)
+			return
+		}
+		defer bridge.Close(5 * time.Second)
+		d.expect(cfg.Stdio && cfg.Upstream == "", "the rendered configuration is for a stdio server (no upstream; the gateway serves its child process)")
+		cfg.Upstream = bridge.URL()
+	} else {
+		upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
+		defer func() { upstream.CloseClientConnections(); upstream.Close() }()
+		cfg.Upstream = upstream.URL + "/mcp"
+	}
+	cfg.Listen, cfg.StatusListen, cfg.PinStatePath = "127.0.0.1:0", "", ""
 	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

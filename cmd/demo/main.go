@@ -136,6 +136,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 	defer images.reg.Close()
+	defer os.RemoveAll(filepath.Dir(images.serverBinary))
 	fmt.Printf("    registry %s:\n      signed, with SLSA provenance and CycloneDX SBOM: %s\n      unsigned rebuild: %s\n      tag only: %s\n",
 		images.reg.Host, images.signed, images.unsigned, images.tag)
 
@@ -162,7 +163,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	}
 	for _, s := range applied {
 		d.report(ctx, s)
-		d.gatewayChecks(ctx, s, is)
+		d.gatewayChecks(ctx, s, is, images.serverBinary)
 	}
 
 	select {
@@ -221,6 +222,8 @@ type demoImages struct {
 	key              *imagetest.Key
 	signed, unsigned name.Digest
 	tag              string
+	// serverBinary is the demo server's executable from the signed image, for the stdio checks.
+	serverBinary string
 }
 
 func buildImages(ctx context.Context, root string) (*demoImages, error) {
@@ -247,6 +250,14 @@ func buildImages(ctx context.Context, root string) (*demoImages, error) {
 		return nil, err
 	}
 	im.tag = im.signed.Context().Tag(opts.Version).String()
+	dir, err := os.MkdirTemp("", "mcp-warden-demo-")
+	if err != nil {
+		return nil, err
+	}
+	im.serverBinary = filepath.Join(dir, "mcp-files")
+	if err := os.WriteFile(im.serverBinary, b.Binaries[opts.Platforms[0]], 0o755); err != nil {
+		return nil, err
+	}
 	opts.Version = "0.1.0-rebuilt"
 	rebuilt, err := release.BuildComponent(ctx, server, opts)
 	if err != nil {
@@ -443,6 +454,10 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 		p := pods.Items[0]
 		server := p.Spec.Containers[len(p.Spec.Containers)-1]
 		psc, csc := p.Spec.SecurityContext, server.SecurityContext
+		if len(p.Spec.InitContainers) > 0 {
+			fmt.Printf("    init containers: %s\n", containerNames(p.Spec.InitContainers))
+			fmt.Printf("    server command: %s\n", strings.Join(server.Command, " "))
+		}
 		fmt.Printf("    containers: %s\n", containerNames(p.Spec.Containers))
 		fmt.Printf("    sandbox of pod %s:\n", p.Name)
 		fmt.Printf("      runAsNonRoot=%v uid=%d allowPrivilegeEscalation=%v readOnlyRootFilesystem=%v\n",
