@@ -3,6 +3,9 @@ package gateway_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -13,8 +16,9 @@ import (
 	"github.com/mcp-warden/mcp-warden/gateway"
 )
 
-// BenchmarkProxyOverhead calls a tool directly on the server and through the gateway (token verified,
-// scope, pin and schema checked, result sanitized, call audited), alternating in the same run, and reports
+// BenchmarkProxyOverhead calls a tool directly on the server, through the gateway (token verified,
+// scope, pin and schema checked, result sanitized, call audited) and through a bare reverse proxy (the
+// cost of the extra hop alone), alternating in the same run, and reports
 // p50/p99 latency of each, the p99 the gateway adds, and calls per second of each, sequentially and with
 // eight sessions calling at once. Client, gateway and server share the machine's cores.
 func BenchmarkProxyOverhead(b *testing.B) {
@@ -31,7 +35,14 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		b.Cleanup(func() { _ = cs.Close() })
 		return cs
 	}
-	direct, viaGateway := connect(f.up.srv.URL+"/mcp"), connect(f.srv.URL+"/mcp")
+	// A bare reverse proxy (no checks at all) in front of the same server is the floor any proxy pays
+	// for the extra hop; the gateway is compared with it too.
+	upURL, _ := url.Parse(f.up.srv.URL)
+	rp := httputil.NewSingleHostReverseProxy(upURL)
+	rp.FlushInterval = -1
+	bare := httptest.NewServer(rp)
+	b.Cleanup(bare.Close)
+	direct, viaGateway, viaProxy := connect(f.up.srv.URL+"/mcp"), connect(f.srv.URL+"/mcp"), connect(bare.URL+"/mcp")
 	params := &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "docs/readme.md"}}
 	once := func(cs *mcp.ClientSession) time.Duration {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -45,12 +56,14 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	for range 50 { // warm connections, caches and pins
 		once(direct)
 		once(viaGateway)
+		once(viaProxy)
 	}
-	var d, g []time.Duration
+	var d, g, p []time.Duration
 	b.ResetTimer()
 	for b.Loop() {
 		d = append(d, once(direct))
 		g = append(g, once(viaGateway))
+		p = append(p, once(viaProxy))
 	}
 	b.StopTimer()
 	pct := func(s []time.Duration, p float64) float64 {
@@ -73,6 +86,9 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	b.ReportMetric(rate(d), "direct-calls/s")
 	b.ReportMetric(rate(g), "gateway-calls/s")
 	b.ReportMetric(100*rate(g)/rate(d), "gateway/direct-%")
+	b.ReportMetric(pct(p, 0.50), "bareproxy-p50-µs")
+	b.ReportMetric(100*rate(p)/rate(d), "bareproxy/direct-%")
+	b.ReportMetric(100*rate(g)/rate(p), "gateway/bareproxy-%")
 	// throughput under load: 8 sessions calling at once, a bounded number of calls each
 	parallel := func(endpoint string) float64 {
 		const workers, perWorker = 8, 150
@@ -92,9 +108,10 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		wg.Wait()
 		return workers * perWorker / time.Since(start).Seconds()
 	}
-	pd, pg := parallel(f.up.srv.URL+"/mcp"), parallel(f.srv.URL+"/mcp")
+	pd, pg, pp := parallel(f.up.srv.URL+"/mcp"), parallel(f.srv.URL+"/mcp"), parallel(bare.URL+"/mcp")
 	b.ReportMetric(pd, "direct-parallel-calls/s")
 	b.ReportMetric(pg, "gateway-parallel-calls/s")
 	b.ReportMetric(100*pg/pd, "gateway/direct-parallel-%")
+	b.ReportMetric(100*pp/pd, "bareproxy/direct-parallel-%")
 	b.ReportMetric(0, "ns/op") // per-op time mixes both paths; the metrics above are the result
 }

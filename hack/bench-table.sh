@@ -11,6 +11,7 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
     ng=1
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
     DC=metric("direct-calls/s"); GC=metric("gateway-calls/s"); DPC=metric("direct-parallel-calls/s"); GPC=metric("gateway-parallel-calls/s")
+    BP50=metric("bareproxy-p50-µs"); BR=metric("bareproxy/direct-%"); BPR=metric("bareproxy/direct-parallel-%")
     next
   }
   p50=metric("p50-µs")
@@ -34,6 +35,7 @@ END {
     printf "  %-24s %9s µs %9s µs %12s %20s\n", "direct", DP50, DP99, DC, DPC
     printf "  %-24s %9s µs %9s µs %12s %20s\n", "gateway", GP50, GP99, GC, GPC
     printf "  %-24s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway - direct / ratio", GP50-DP50, GP99-DP99, 100*GC/DC, 100*GPC/DPC
+    if (BR != "") printf "  %-24s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
   }
   if (nr > 0) {
     printf "\nreconcile (MCPServers created at once on the local control plane)\n"
