@@ -94,8 +94,8 @@ demo: control-plane ## Start a local control plane, run the operator, apply conf
 ##@ Release
 
 .PHONY: release
-release: ## Build, push, sign and attest the images; write digest-pinned manifests to dist/release. REGISTRY=... [COSIGN_KEY=cosign.key] [PLATFORMS=linux/amd64,linux/arm64]
-	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=ghcr.io/acme [COSIGN_KEY=cosign.key] (password in COSIGN_PASSWORD)"; exit 2; }
+release: ## Build, push, sign and attest the images; write digest-pinned manifests to dist/release. REGISTRY=... [COSIGN_KEY=cosign.key | SIGSTORE_ID_TOKEN=...] [PLATFORMS=linux/amd64,linux/arm64]
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=ghcr.io/acme [COSIGN_KEY=cosign.key (password in COSIGN_PASSWORD) | SIGSTORE_ID_TOKEN=<OIDC token> for keyless]"; exit 2; }
 	go run ./hack/release --registry "$(REGISTRY)" $(if $(COSIGN_KEY),--key "$(COSIGN_KEY)",) $(if $(PLATFORMS),--platforms "$(PLATFORMS)",) $(if $(VERSION),--version "$(VERSION)",)
 
 ##@ Tools

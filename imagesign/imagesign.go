@@ -40,7 +40,7 @@ func LoadKey(path string, password []byte) (signature.SignerVerifier, error) {
 	return sv, nil
 }
 
-// Sign attaches a signature of ref to ref.
+// Sign attaches a signature of ref to ref (with its certificate chain when signer is a CertifiedSigner).
 func Sign(ctx context.Context, signer signature.Signer, ref name.Digest, ro ...remote.Option) error {
 	return SignClaiming(ctx, signer, ref, ref, nil, ro...)
 }
@@ -57,7 +57,7 @@ func SignClaiming(ctx context.Context, signer signature.Signer, ref, claimed nam
 	if err != nil {
 		return err
 	}
-	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig), certOpts...)
+	ociSig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(sig), append(certOpts, certOptions(signer)...)...)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func Attest(ctx context.Context, signer signature.Signer, ref name.Digest, predi
 	if err != nil {
 		return err
 	}
-	att, err := static.NewAttestation(envelope)
+	att, err := static.NewAttestation(envelope, certOptions(signer)...)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package imagetest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -65,6 +66,16 @@ func (ca *CA) Issue(email, issuer string) (*KeylessSigner, error) {
 	if err != nil {
 		return nil, err
 	}
+	certPEM, err := ca.certify(&key.PublicKey, email, issuer)
+	if err != nil {
+		return nil, err
+	}
+	return &KeylessSigner{key: key, certPEM: certPEM, chain: ca.RootPEM}, nil
+}
+
+// certify issues a short-lived code-signing certificate for pub naming the email subject and the OIDC
+// issuer (Fulcio's issuer extension), as PEM.
+func (ca *CA) certify(pub crypto.PublicKey, email, issuer string) ([]byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:    big.NewInt(time.Now().UnixNano()),
 		NotBefore:       time.Now().Add(-time.Minute),
@@ -74,11 +85,11 @@ func (ca *CA) Issue(email, issuer string) (*KeylessSigner, error) {
 		EmailAddresses:  []string{email},
 		ExtraExtensions: []pkix.Extension{{Id: oidIssuer, Value: []byte(issuer)}},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
 		return nil, err
 	}
-	return &KeylessSigner{key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), chain: ca.RootPEM}, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 // Sign attaches a keyless signature of ref (signature plus certificate chain) to ref.
