@@ -811,35 +811,31 @@ func (g *Gateway) filterCall(m *message, pc *pendingCall) bool {
 
 // serveGET relays the server-to-client event stream, filtered like POST responses.
 func (g *Gateway) serveGET(w http.ResponseWriter, r *http.Request, c *caller) {
-	sess, ok := g.sessionFor(w, r, c)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Limits.StreamTimeout.Duration)
-	defer cancel()
-	req, err := g.newUpstreamRequest(ctx, http.MethodGet, r, nil)
-	if err != nil {
-		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
-		return
-	}
-	resp, err := g.upstream.Do(req)
-	if err != nil {
-		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
-		return
-	}
-	defer resp.Body.Close()
-	g.relay(ctx, w, resp, &exchange{caller: c, sess: sess, stream: true}, nil)
+	g.forwardBodyless(w, r, c, g.cfg.Limits.StreamTimeout.Duration, func(sess *session, resp *http.Response) *exchange {
+		return &exchange{caller: c, sess: sess, stream: true}
+	})
 }
 
 // serveDELETE ends a session at the server.
 func (g *Gateway) serveDELETE(w http.ResponseWriter, r *http.Request, c *caller) {
+	g.forwardBodyless(w, r, c, g.cfg.Limits.CallTimeout.Duration, func(sess *session, resp *http.Response) *exchange {
+		if resp.StatusCode < 300 {
+			g.sessions.remove(sess.id)
+		}
+		return &exchange{caller: c, sess: sess}
+	})
+}
+
+// forwardBodyless sends a GET or DELETE of the caller's session to the server under timeout and relays
+// the response, filtered; then decides what the response means for the session.
+func (g *Gateway) forwardBodyless(w http.ResponseWriter, r *http.Request, c *caller, timeout time.Duration, then func(*session, *http.Response) *exchange) {
 	sess, ok := g.sessionFor(w, r, c)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Limits.CallTimeout.Duration)
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	req, err := g.newUpstreamRequest(ctx, http.MethodDelete, r, nil)
+	req, err := g.newUpstreamRequest(ctx, r.Method, r, nil)
 	if err != nil {
 		writeHTTPError(w, http.StatusBadGateway, codeUpstream, "the MCP server is unavailable")
 		return
@@ -850,8 +846,5 @@ func (g *Gateway) serveDELETE(w http.ResponseWriter, r *http.Request, c *caller)
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 300 {
-		g.sessions.remove(sess.id)
-	}
-	g.relay(ctx, w, resp, &exchange{caller: c, sess: sess}, nil)
+	g.relay(ctx, w, resp, then(sess, resp), nil)
 }
