@@ -138,7 +138,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return c, err
 	}
-	if err := c.spawn(assets, "kube-controller-manager",
+	if _, err := c.spawn(assets, "kube-controller-manager",
 		"--kubeconfig="+c.Kubeconfig, "--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(kcmPort),
 		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(c.Env.ControlPlane.APIServer.CertDir, "apiserver.crt"),
@@ -147,14 +147,14 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	); err != nil {
 		return c, err
 	}
-	if err := c.spawn(assets, "kube-scheduler",
+	if _, err := c.spawn(assets, "kube-scheduler",
 		"--kubeconfig="+c.Kubeconfig, "--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(schedPort),
 		"--kube-api-qps=200", "--kube-api-burst=400",
 	); err != nil {
 		return c, err
 	}
-	if err := c.spawn(assets, "kwok",
+	if _, err := c.spawn(assets, "kwok",
 		"--kubeconfig="+c.Kubeconfig, "--config="+filepath.Join(assets, "kwok-stages.yaml"), "--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
 		"--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
@@ -217,17 +217,18 @@ func fakeNode() *corev1.Node {
 	}
 }
 
-func (c *Cluster) spawn(assets, name string, args ...string) error {
+// spawn starts a helper process, appends it to c.procs and returns it.
+func (c *Cluster) spawn(assets, name string, args ...string) (*process, error) {
 	logf, err := os.Create(filepath.Join(c.LogDir, name+".log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(filepath.Join(assets, name), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -236,7 +237,7 @@ func (c *Cluster) spawn(assets, name string, args ...string) error {
 		close(p.done)
 	}()
 	c.procs = append(c.procs, p)
-	return nil
+	return p, nil
 }
 
 // exited reports a helper process that died, with the end of its log.

@@ -1,6 +1,6 @@
 // Package fault runs the operator through faults on a real control plane (etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler and a KWOK node): the API server becoming unreachable
-// mid-reconcile, the manager killed and restarted, and leader election handing over between two
+// kube-controller-manager, kube-scheduler and a KWOK node): kube-apiserver killed and restarted
+// mid-reconcile, the API server becoming unreachable mid-reconcile, the manager killed and restarted, and leader election handing over between two
 // managers. Each test ends when every MCPServer converged with exactly its own children.
 package fault
 
@@ -309,6 +309,29 @@ func TestAPIServerOutageMidReconcile(t *testing.T) {
 	proxy.up(t)
 	took := waitConverged(t, ns, names, 3*time.Minute)
 	t.Logf("20 servers converged %s after the API server came back", took.Round(100*time.Millisecond))
+}
+
+// TestAPIServerRestartMidReconcile: kube-apiserver itself is killed (SIGKILL) while the operator
+// reconciles a batch of servers, stays down for 5 s, and is started again on the same address and etcd.
+// Every watch and connection of the operator, kube-controller-manager, the scheduler and the node is
+// reset. Servers created after the restart and those caught mid-reconcile all converge, without a
+// restart of the operator.
+func TestAPIServerRestartMidReconcile(t *testing.T) {
+	ns := namespace(t)
+	startManager(t, cluster.Config, operator.Options{})
+
+	names := createServers(t, ns, "before", 15)
+	time.Sleep(700 * time.Millisecond) // mid-reconcile
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	restarted := time.Now()
+	if err := cluster.RestartAPIServer(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kube-apiserver killed and serving again after %s", time.Since(restarted).Round(100*time.Millisecond))
+	names = append(names, createServers(t, ns, "after", 5)...)
+	took := waitConverged(t, ns, names, 3*time.Minute)
+	t.Logf("20 servers converged %s after the restarted API server was ready", took.Round(100*time.Millisecond))
 }
 
 // TestManagerKilledAndRestarted: the operator stops mid-reconcile (its context cancelled: nothing is
