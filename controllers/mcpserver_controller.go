@@ -234,7 +234,8 @@ func checkOf(err error) imageverify.Check {
 }
 
 // reconcileSpec checks what the CRD's schema cannot: the egress allow-list against the protected
-// ranges. A refused entry stalls the MCPServer before anything is applied.
+// ranges, and the image, egress and gateway settings against the governing policies. A refused entry
+// stalls the MCPServer before anything is applied.
 func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	policies, err := guardrails.Matching(ctx, r.Client, s.Namespace)
 	if err != nil {
@@ -247,6 +248,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	}
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
+	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
 	}

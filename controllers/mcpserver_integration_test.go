@@ -552,6 +552,14 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `MCPServerPolicy "private-`+ns+`" allows (ghcr.io/acme/)`))
+
+	// Then it names the only authorization server tokens may come from, which is not the server's.
+	policy.Spec.AllowedRegistries = nil
+	policy.Spec.Gateway.AllowedIssuers = []string{"https://login.platform.example"}
+	if err := k8s.Update(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `spec.gateway.auth.issuer: Forbidden`))
 }
 
 func TestVerifiedStatus(t *testing.T) {

@@ -1,6 +1,6 @@
 // Package guardrails applies the platform's MCPServerPolicies to an MCPServer: which policies govern its
-// namespace, whether its image comes from an allowed registry, and whether its egress allow-list stays
-// under every policy's ceiling. The admission webhook denies with these errors; the controller uses the
+// namespace, whether its image comes from an allowed registry, whether its egress allow-list stays
+// under every policy's ceiling, and whether its gateway settings (authentication, issuer) are allowed. The admission webhook denies with these errors; the controller uses the
 // same checks (and the combined ceiling) so the two never disagree.
 package guardrails
 
@@ -116,6 +116,23 @@ func CheckEgress(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServ
 			case e.FQDN != nil && len(c.AllowedFQDNs) > 0 && !fqdnAllowed(*e.FQDN, c.AllowedFQDNs):
 				errs = append(errs, field.Forbidden(base.Index(i).Child("fqdn"), fmt.Sprintf("%s is not a name MCPServerPolicy %q allows (%s)", *e.FQDN, p.Name, strings.Join(c.AllowedFQDNs, ", "))))
 			}
+		}
+	}
+	return errs
+}
+
+// CheckGateway checks the gateway settings against every policy: authentication may be off only if the
+// policy allows it, and the issuer must be one the policy allows.
+func CheckGateway(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
+	var errs field.ErrorList
+	auth := field.NewPath("spec", "gateway", "auth")
+	for _, p := range policies {
+		c := p.Spec.Gateway
+		switch {
+		case spec.Gateway.Auth.Disabled && !c.AllowAuthDisabled:
+			errs = append(errs, field.Forbidden(auth.Child("disabled"), fmt.Sprintf("MCPServerPolicy %q does not allow gateway authentication to be turned off; remove disabled: true and set auth.issuer", p.Name)))
+		case !spec.Gateway.Auth.Disabled && len(c.AllowedIssuers) > 0 && !slices.Contains(c.AllowedIssuers, spec.Gateway.Auth.Issuer):
+			errs = append(errs, field.Forbidden(auth.Child("issuer"), fmt.Sprintf("issuer %q is not an authorization server MCPServerPolicy %q allows (%s)", spec.Gateway.Auth.Issuer, p.Name, strings.Join(c.AllowedIssuers, ", "))))
 		}
 	}
 	return errs

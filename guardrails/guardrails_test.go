@@ -94,3 +94,45 @@ func TestCheckEgress(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckGateway(t *testing.T) {
+	open := policy("open", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Gateway.AllowAuthDisabled = true })
+	idp := policy("idp", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Gateway.AllowedIssuers = []string{"https://login.acme.example"}
+	})
+	none := policy("plain", func(*mcpv1alpha1.MCPServerPolicySpec) {})
+	spec := func(disabled bool, issuer string) *mcpv1alpha1.MCPServerSpec {
+		return &mcpv1alpha1.MCPServerSpec{Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Disabled: disabled, Issuer: issuer}}}
+	}
+	cases := []struct {
+		name     string
+		spec     *mcpv1alpha1.MCPServerSpec
+		policies []mcpv1alpha1.MCPServerPolicy
+		want     []string
+	}{
+		{"no policy governs the namespace", spec(true, ""), nil, nil},
+		{"auth off, allowed", spec(true, ""), []mcpv1alpha1.MCPServerPolicy{open}, nil},
+		{"auth off, a policy that says nothing", spec(true, ""), []mcpv1alpha1.MCPServerPolicy{none}, []string{"spec.gateway.auth.disabled", `"plain" does not allow`}},
+		{"auth off, one of two policies allows", spec(true, ""), []mcpv1alpha1.MCPServerPolicy{open, idp}, []string{`"idp" does not allow`}},
+		{"allowed issuer", spec(false, "https://login.acme.example"), []mcpv1alpha1.MCPServerPolicy{idp, none}, nil},
+		{"other issuer", spec(false, "https://evil.example"), []mcpv1alpha1.MCPServerPolicy{idp}, []string{"spec.gateway.auth.issuer", `"https://evil.example"`, "(https://login.acme.example)"}},
+		{"issuer prefix is not enough", spec(false, "https://login.acme.example.evil.example"), []mcpv1alpha1.MCPServerPolicy{idp}, []string{"spec.gateway.auth.issuer"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := CheckGateway(tc.spec, tc.policies)
+			if len(tc.want) == 0 {
+				if len(errs) != 0 {
+					t.Fatal(errs)
+				}
+				return
+			}
+			msg := errs.ToAggregate()
+			for _, w := range tc.want {
+				if msg == nil || !strings.Contains(msg.Error(), w) {
+					t.Fatalf("errors %v lack %q", msg, w)
+				}
+			}
+		})
+	}
+}

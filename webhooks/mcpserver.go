@@ -65,6 +65,7 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 	}
 	errs = append(errs, guardrails.CheckRegistry(imagePath, s.Spec.Image, policies)...)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
+	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
 	if len(errs) == 0 && NeedsVerification(policies) {
 		if err := v.verify(ctx, ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
 			errs = append(errs, field.Forbidden(imagePath, err.Error()))

@@ -86,6 +86,23 @@ func TestEgressBeyondTheCeiling(t *testing.T) {
 	createEventually(t, s, `spec.egress[1].cidr: Invalid value: "10.0.0.0/8": 10.0.0.0/8 lies inside the private (RFC 1918) range`)
 }
 
+// TestGatewayCeiling: authentication cannot be turned off where a policy governs the namespace unless
+// the policy allows it, and tokens must come from an issuer the policy allows.
+func TestGatewayCeiling(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{"https://auth.example.com"}}})
+	off := server(ns, goodImage)
+	off.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Disabled: true}
+	createEventually(t, off, fmt.Sprintf(`spec.gateway.auth.disabled: Forbidden: MCPServerPolicy "policy-%s" does not allow gateway authentication to be turned off`, ns))
+	other := server(ns, goodImage)
+	other.Spec.Gateway.Auth.Issuer = "https://auth.attacker.example"
+	createEventually(t, other, `spec.gateway.auth.issuer: Forbidden: issuer "https://auth.attacker.example" is not an authorization server`)
+	createEventually(t, server(ns, goodImage), "")
+
+	open := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowAuthDisabled: true}})
+	off.Namespace = open
+	createEventually(t, off, "")
+}
+
 func TestSignedImagesRequiredFailClosed(t *testing.T) {
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}}})
 	verifier.v = refusingVerifier{}

@@ -177,8 +177,9 @@ type GatewaySpec struct {
 // GatewayAuth configures the OAuth 2.1 resource server.
 // +kubebuilder:validation:XValidation:rule="self.disabled || has(self.issuer)",message="gateway.auth.issuer is required unless gateway.auth.disabled is true (which a platform policy may forbid)"
 type GatewayAuth struct {
-	// Disabled turns authentication off. Every request then reaches the server unauthenticated; Kyverno
-	// policy mcp-gateway-auth-on forbids it.
+	// Disabled turns authentication off. Every request then reaches the server unauthenticated. In a
+	// namespace an MCPServerPolicy governs it is refused unless every governing policy sets
+	// gateway.allowAuthDisabled; Kyverno policy mcp-gateway-auth-on forbids it everywhere.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
 	// Issuer is the authorization server (tokens' iss), e.g. https://auth.example.com.

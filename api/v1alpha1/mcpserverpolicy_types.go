@@ -39,6 +39,11 @@ type MCPServerPolicySpec struct {
 	// +optional
 	Egress EgressCeiling `json:"egress,omitempty"`
 
+	// Gateway bounds the MCP gateway settings of MCPServers: whether authentication may be turned off,
+	// and which authorization servers tokens may come from.
+	// +optional
+	Gateway GatewayCeiling `json:"gateway,omitempty"`
+
 	// RegistryCredentials name Secrets in the operator's namespace, of type
 	// kubernetes.io/dockerconfigjson (as `kubectl create secret docker-registry` makes them), whose
 	// credentials are used to read images, signatures and attestations from private registries during
@@ -172,6 +177,23 @@ type EgressCeiling struct {
 	MaxEntries *int32 `json:"maxEntries,omitempty"`
 }
 
+// GatewayCeiling bounds the gateway settings (spec.gateway) of the MCPServers a policy governs.
+type GatewayCeiling struct {
+	// AllowAuthDisabled lets MCPServers turn gateway authentication off (spec.gateway.auth.disabled:
+	// true), so that every request reaches the server unauthenticated. Default false: in a namespace
+	// that any policy governs, authentication can be turned off only if every governing policy allows it.
+	// +optional
+	AllowAuthDisabled bool `json:"allowAuthDisabled,omitempty"`
+
+	// AllowedIssuers, when set, are the only OAuth authorization servers (exact issuer URLs, as in
+	// spec.gateway.auth.issuer) MCPServers may accept tokens from, e.g. the organisation's identity
+	// provider. Empty allows any issuer.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:Pattern=`^https?://`
+	// +optional
+	AllowedIssuers []string `json:"allowedIssuers,omitempty"`
+}
+
 // MCPServerPolicyStatus is the observed state of an MCPServerPolicy.
 type MCPServerPolicyStatus struct {
 	// ObservedGeneration is the generation the conditions describe.
@@ -186,7 +208,8 @@ type MCPServerPolicyStatus struct {
 }
 
 // MCPServerPolicy is a cluster-wide guardrail owned by the platform team: trusted signers and required
-// attestations for images, allowed registries, and egress ceilings, for the namespaces it selects.
+// attestations for images, allowed registries, egress ceilings and gateway ceilings, for the namespaces it
+// selects.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=mcpp,categories=mcp
