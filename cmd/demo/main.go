@@ -140,22 +140,22 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	fmt.Printf("    registry %s:\n      signed, with SLSA provenance and CycloneDX SBOM: %s\n      unsigned rebuild: %s\n      tag only: %s\n",
 		images.reg.Host, images.signed, images.unsigned, images.tag)
 
-	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling)")
-	if err := d.applyPolicy(ctx, images); err != nil {
-		return err
-	}
-
 	is, err := startIssuer()
 	if err != nil {
 		return err
 	}
 	defer is.srv.Close()
+	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling, token issuer)")
+	if err := d.applyPolicy(ctx, images, is.srv.URL); err != nil {
+		return err
+	}
+
 	step("applying config/samples (image: the demo's signed image; token issuer: the demo's issuer %s)", is.srv.URL)
 	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"), images.signed.String(), is.srv.URL)
 	if err != nil {
 		return err
 	}
-	d.refusals(ctx, images)
+	d.refusals(ctx, images, is.srv.URL)
 
 	step("waiting for the samples to become Ready")
 	for _, s := range applied {
@@ -270,8 +270,9 @@ func buildImages(ctx context.Context, root string) (*demoImages, error) {
 }
 
 // applyPolicy installs the demo's guardrail for namespace mcp-tools: images only from the demo registry,
-// signed by the demo key, with SLSA provenance; at most 8 egress entries.
-func (d *demo) applyPolicy(ctx context.Context, im *demoImages) error {
+// signed by the demo key, with SLSA provenance and an SBOM; at most 8 egress entries; gateway
+// authentication on, with tokens from the demo's issuer only.
+func (d *demo) applyPolicy(ctx context.Context, im *demoImages, issuer string) error {
 	p := &mcpv1alpha1.MCPServerPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo-platform"},
 		Spec: mcpv1alpha1.MCPServerPolicySpec{
@@ -282,24 +283,25 @@ func (d *demo) applyPolicy(ctx context.Context, im *demoImages) error {
 				{Name: "provenance", PredicateType: release.PredicateSLSAProvenance},
 				{Name: "sbom", PredicateType: release.PredicateCycloneDX},
 			},
-			Egress: mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
+			Egress:  mcpv1alpha1.EgressCeiling{MaxEntries: ptr.To[int32](8)},
+			Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{issuer}},
 		},
 	}
 	if err := d.c.Create(ctx, p); err != nil {
 		return fmt.Errorf("create MCPServerPolicy: %w", err)
 	}
-	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestations %s, at most %d egress entries\n",
-		p.Name, p.Spec.AllowedRegistries, release.PredicateSLSAProvenance+" and "+release.PredicateCycloneDX, *p.Spec.Egress.MaxEntries)
+	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestations %s, at most %d egress entries, tokens only from %s\n",
+		p.Name, p.Spec.AllowedRegistries, release.PredicateSLSAProvenance+" and "+release.PredicateCycloneDX, *p.Spec.Egress.MaxEntries, issuer)
 	return nil
 }
 
 // refusals shows the API and the operator refusing unsafe specs, each with its reason.
-func (d *demo) refusals(ctx context.Context, im *demoImages) {
+func (d *demo) refusals(ctx context.Context, im *demoImages, issuer string) {
 	step("unsafe MCPServers are refused")
 	base := func(name string) *mcpv1alpha1.MCPServer {
 		return &mcpv1alpha1.MCPServer{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mcp-tools"},
-			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String(), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
+			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String(), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: issuer}}},
 		}
 	}
 	tag := base("tagged")
@@ -326,6 +328,16 @@ func (d *demo) refusals(ctx context.Context, im *demoImages) {
 	private.Spec.Egress = []mcpv1alpha1.EgressRule{{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}}}
 	err = d.c.Create(ctx, private)
 	d.expect(err != nil && strings.Contains(err.Error(), "private (RFC 1918)"), "egress to a private range refused by the webhook: %s", firstLine(err))
+
+	open := base("open-door")
+	open.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Disabled: true}
+	err = d.c.Create(ctx, open)
+	d.expect(err != nil && strings.Contains(err.Error(), "does not allow gateway authentication to be turned off"), "gateway authentication turned off refused by the webhook: %s", firstLine(err))
+
+	rogue := base("own-idp")
+	rogue.Spec.Gateway.Auth.Issuer = "https://idp.attacker.example"
+	err = d.c.Create(ctx, rogue)
+	d.expect(err != nil && strings.Contains(err.Error(), "is not an authorization server"), "tokens from an issuer the policy does not allow refused by the webhook: %s", firstLine(err))
 }
 
 // createRetrying creates obj, retrying briefly while the webhook's cache has not yet seen a policy just
