@@ -350,6 +350,9 @@ func rolledOut(d *appsv1.Deployment) (bool, string) {
 		return false, fmt.Sprintf("%d old replicas pending termination", d.Status.Replicas-d.Status.UpdatedReplicas)
 	case ptr.Deref(d.Status.TerminatingReplicas, 0) > 0:
 		return false, fmt.Sprintf("%d replicas terminating", *d.Status.TerminatingReplicas)
+	case d.Status.ReadyReplicas > want:
+		// The replica sets' counts are summed from their own status, which can trail a scale-down.
+		return false, fmt.Sprintf("%d ready replicas, %d wanted: old replicas still counted", d.Status.ReadyReplicas, want)
 	case d.Status.AvailableReplicas < want:
 		return false, fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, want)
 	}

@@ -381,17 +381,21 @@ func TestDriftIsReverted(t *testing.T) {
 		}
 		return nil
 	})
-	events, err := clients.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reasons := map[string]bool{}
-	for _, e := range events.Items {
-		reasons[e.Reason] = true
-	}
-	if !reasons[controllers.ReasonDriftReverted] || !reasons[controllers.ReasonRecreated] {
-		t.Errorf("events %v lack %s and %s", reasons, controllers.ReasonDriftReverted, controllers.ReasonRecreated)
-	}
+	// Events are written asynchronously by the recorder.
+	eventually(t, 15*time.Second, func() error {
+		events, err := clients.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		reasons := map[string]bool{}
+		for _, e := range events.Items {
+			reasons[e.Reason] = true
+		}
+		if !reasons[controllers.ReasonDriftReverted] || !reasons[controllers.ReasonRecreated] {
+			return fmt.Errorf("events %v lack %s and %s", reasons, controllers.ReasonDriftReverted, controllers.ReasonRecreated)
+		}
+		return nil
+	})
 }
 
 func TestSteadyStateWritesNothing(t *testing.T) {
