@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
@@ -132,6 +133,43 @@ func TestCheckGateway(t *testing.T) {
 				if msg == nil || !strings.Contains(msg.Error(), w) {
 					t.Fatalf("errors %v lack %q", msg, w)
 				}
+			}
+		})
+	}
+}
+
+func TestValidatePolicy(t *testing.T) {
+	good := policy("good", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Authorities = []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{IssuerRegExp: `^https://token\.actions\.example$`, Subject: "a@b"}}}
+		s.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
+		s.Egress.AllowedCIDRs = []string{"140.82.112.0/20"}
+		s.Gateway.AllowedIssuers = []string{"https://login.acme.example"}
+	})
+	if errs := ValidatePolicy(&good); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	cases := []struct {
+		name   string
+		mutate func(*mcpv1alpha1.MCPServerPolicySpec)
+		want   string
+	}{
+		{"bad regexp", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Authorities[0].Keyless.IssuerRegExp = "(" }, "spec.authorities[0].keyless.issuerRegExp"},
+		{"unknown authority", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Attestations[0].Authorities = []string{"release"} }, `spec.attestations[0].authorities[0]: Not found: "release"`},
+		{"attestation without authorities", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Authorities = nil; s.Attestations[0].Authorities = nil }, "the policy has none"},
+		{"host bits", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Egress.AllowedCIDRs = []string{"140.82.112.7/20"} }, "spec.egress.allowedCIDRs[0]"},
+		{"not a CIDR", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Egress.AllowedCIDRs = []string{"github"} }, "spec.egress.allowedCIDRs[0]"},
+		{"bad selector", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+			s.NamespaceSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "env", Operator: "Near"}}
+		}, "spec.namespaceSelector"},
+		{"issuer without host", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Gateway.AllowedIssuers = []string{"https://"} }, "spec.gateway.allowedIssuers[0]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := good.DeepCopy()
+			tc.mutate(&p.Spec)
+			errs := ValidatePolicy(p)
+			if agg := errs.ToAggregate(); agg == nil || !strings.Contains(agg.Error(), tc.want) {
+				t.Fatalf("errors %v lack %q", agg, tc.want)
 			}
 		})
 	}

@@ -188,6 +188,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
+	pr := &controllers.MCPServerPolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mcp-warden")}
+	if checker, ok := o.Verifier.(controllers.PolicyChecker); ok {
+		pr.Checker = checker
+	}
+	if err := pr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up MCPServerPolicy controller: %w", err)
+	}
 	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium)
 	if o.Webhooks {
 		if err := setupWebhooks(mgr, o); err != nil {

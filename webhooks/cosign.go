@@ -61,6 +61,18 @@ func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*Im
 	return &ImageVerdict{Digest: r.Digest, Signers: r.Signers, Attestations: r.Attestations}, nil
 }
 
+// CheckPolicy loads what verification would need of the policy (keys, including those in Secrets,
+// keyless roots and transparency-log keys, registry credentials) and reports the first problem, as the
+// denial of every image the policy governs would.
+func (c *CosignVerifier) CheckPolicy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) error {
+	_, err := c.policy(ctx, p)
+	return err
+}
+
+// UsesSecrets reports whether the policy reads Secrets (keys or registry credentials), which can change
+// without the policy changing.
+func UsesSecrets(p mcpv1alpha1.MCPServerPolicy) bool { return usesSecrets(p) }
+
 func usesSecrets(p mcpv1alpha1.MCPServerPolicy) bool {
 	if len(p.Spec.RegistryCredentials) > 0 {
 		return true

@@ -199,8 +199,11 @@ type MCPServerPolicyStatus struct {
 	// ObservedGeneration is the generation the conditions describe.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready is False when the policy cannot be used (e.g. an unreadable key); the webhook
-	// then denies the images the policy governs, failing closed.
+	// Conditions: Ready is True when the policy can be enforced, and False, with the field and the
+	// reason, when it cannot (a key that does not parse, a missing Secret, a regular expression that
+	// does not compile, an attestation naming an authority the policy lacks); the webhook then denies the
+	// images the policy governs, failing closed. Policies that read Secrets are checked again every
+	// five minutes.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -213,7 +216,9 @@ type MCPServerPolicyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=mcpp,categories=mcp
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 type MCPServerPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -1,0 +1,76 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
+)
+
+// TestPolicyReadyReportsWhetherItCanBeEnforced: a policy whose key does not parse, or whose attestation
+// names an authority it does not have, is Ready=False with the field and the reason; fixed, it becomes
+// Ready=True, and then nothing is written while nothing changes.
+func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
+	ctx := context.Background()
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "ready-"},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"policy-test": "none"}},
+			Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}},
+		},
+	}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	readyIs := func(status metav1.ConditionStatus, want string) func() error {
+		return func() error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(p.Status.Conditions, mcpv1alpha1.ConditionReady)
+			if c == nil || c.Status != status || c.ObservedGeneration != p.Generation || p.Status.ObservedGeneration != p.Generation || !strings.Contains(c.Message, want) {
+				return fmt.Errorf("Ready = %+v, want %s with %q", c, status, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, 20*time.Second, readyIs(metav1.ConditionFalse, `authority "release-key": not a PEM public key`))
+	if c := meta.FindStatusCondition(p.Status.Conditions, mcpv1alpha1.ConditionReady); c.Reason != controllers.ReasonPolicyInvalid {
+		t.Fatalf("reason %s", c.Reason)
+	}
+
+	p.Spec.Authorities[0].Key.Data = string(key.PublicPEM())
+	p.Spec.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, readyIs(metav1.ConditionFalse, `spec.attestations[0].authorities[0]: Not found: "ci"`))
+
+	p.Spec.Attestations[0].Authorities = []string{"release-key"}
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, readyIs(metav1.ConditionTrue, "can be enforced"))
+	rv := p.ResourceVersion
+	time.Sleep(2 * time.Second)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+		t.Fatal(err)
+	}
+	if p.ResourceVersion != rv {
+		t.Errorf("the policy was written while nothing changed (resourceVersion %s -> %s)", rv, p.ResourceVersion)
+	}
+}
