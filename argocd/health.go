@@ -1,6 +1,6 @@
-// Package argocd holds the Argo CD health check for MCPServer, a Lua script in the form Argo CD's
-// resource.customizations use, and runs it with gopher-lua, the interpreter Argo CD embeds, so tests can
-// check it against real objects.
+// Package argocd holds the Argo CD health checks for MCPServer and MCPServerPolicy, Lua scripts in the
+// form Argo CD's resource.customizations use, and runs them with gopher-lua, the interpreter Argo CD
+// embeds, so tests can check them against real objects.
 package argocd
 
 import (
@@ -17,6 +17,19 @@ import (
 //go:embed mcpserver-health.lua
 var HealthScript string
 
+// PolicyHealthScript is the Lua health check for MCPServerPolicy (copied like HealthScript).
+//
+//go:embed mcpserverpolicy-health.lua
+var PolicyHealthScript string
+
+// Scripts are the health checks by the kind they are for, with the file each is kept in.
+var Scripts = []struct {
+	Kind, File, Script string
+}{
+	{"MCPServer", "mcpserver-health.lua", HealthScript},
+	{"MCPServerPolicy", "mcpserverpolicy-health.lua", PolicyHealthScript},
+}
+
 // Health statuses Argo CD understands.
 const (
 	Healthy     = "Healthy"
@@ -27,6 +40,15 @@ const (
 
 // Health runs the health check on an MCPServer (as decoded JSON) and returns Argo CD's status and message.
 func Health(obj map[string]any) (status, message string, err error) {
+	return run(HealthScript, obj)
+}
+
+// PolicyHealth runs the health check on an MCPServerPolicy (as decoded JSON).
+func PolicyHealth(obj map[string]any) (status, message string, err error) {
+	return run(PolicyHealthScript, obj)
+}
+
+func run(script string, obj map[string]any) (status, message string, err error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer L.Close()
 	for _, lib := range []struct {
@@ -38,7 +60,7 @@ func Health(obj map[string]any) (status, message string, err error) {
 		L.Call(1, 0)
 	}
 	L.SetGlobal("obj", toLua(L, obj))
-	if err := L.DoString(HealthScript); err != nil {
+	if err := L.DoString(script); err != nil {
 		return "", "", fmt.Errorf("run health script: %w", err)
 	}
 	hs, ok := L.Get(-1).(*lua.LTable)

@@ -80,20 +80,8 @@ func TestIntegerNumbers(t *testing.T) {
 }
 
 // TestCopiesMatchSource checks that the copies `make manifests` (hack/chartgen) writes into the chart and
-// config/argocd are the embedded script, byte for byte.
+// config/argocd are the embedded scripts, byte for byte.
 func TestCopiesMatchSource(t *testing.T) {
-	for _, path := range []string{
-		filepath.Join("..", "config", "argocd", "mcpserver-health.lua"),
-		filepath.Join("..", "charts", "mcp-warden", "files", "mcpserver-health.lua"),
-	} {
-		body, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(body) != HealthScript {
-			t.Errorf("%s differs from argocd/mcpserver-health.lua; run `make manifests`", path)
-		}
-	}
 	patch, err := os.ReadFile(filepath.Join("..", "config", "argocd", "argocd-cm-patch.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +92,55 @@ func TestCopiesMatchSource(t *testing.T) {
 	if err := yaml.Unmarshal(patch, &cm); err != nil {
 		t.Fatal(err)
 	}
-	if got := cm.Data["resource.customizations.health.mcp.warden.dev_MCPServer"]; got != HealthScript {
-		t.Error("config/argocd/argocd-cm-patch.yaml does not carry argocd/mcpserver-health.lua; run `make manifests`")
+	for _, s := range Scripts {
+		for _, path := range []string{
+			filepath.Join("..", "config", "argocd", s.File),
+			filepath.Join("..", "charts", "mcp-warden", "files", s.File),
+		} {
+			body, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(body) != s.Script {
+				t.Errorf("%s differs from argocd/%s; run `make manifests`", path, s.File)
+			}
+		}
+		if got := cm.Data["resource.customizations.health.mcp.warden.dev_"+s.Kind]; got != s.Script {
+			t.Errorf("config/argocd/argocd-cm-patch.yaml does not carry argocd/%s; run `make manifests`", s.File)
+		}
+	}
+}
+
+// TestPolicyHealth: a policy the operator can enforce is Healthy, one it cannot is Degraded with the
+// reason, one not checked yet (or not for its generation) is Progressing.
+func TestPolicyHealth(t *testing.T) {
+	policy := func(generation, observed float64, conditions ...any) map[string]any {
+		obj := map[string]any{"metadata": map[string]any{"name": "p", "generation": generation}}
+		if conditions != nil {
+			obj["status"] = map[string]any{"observedGeneration": observed, "conditions": conditions}
+		}
+		return obj
+	}
+	ready := func(status, reason, msg string) any {
+		return map[string]any{"type": "Ready", "status": status, "reason": reason, "message": msg}
+	}
+	cases := []struct {
+		name          string
+		obj           map[string]any
+		status, words string
+	}{
+		{"valid", policy(2, 2, ready("True", "Valid", "the policy can be enforced")), Healthy, "can be enforced"},
+		{"invalid", policy(2, 2, ready("False", "Invalid", `authority "release-key": not a PEM public key`)), Degraded, "Invalid: authority"},
+		{"not checked", policy(1, 0), Progressing, "Waiting for the operator"},
+		{"old generation", policy(3, 2, ready("True", "Valid", "ok")), Progressing, "generation 3"},
+		{"other conditions only", policy(1, 1, map[string]any{"type": "Other", "status": "True"}), Progressing, "Waiting"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, msg, err := PolicyHealth(tc.obj)
+			if err != nil || status != tc.status || !strings.Contains(msg, tc.words) {
+				t.Fatalf("health = %s %q (%v), want %s containing %q", status, msg, err, tc.status, tc.words)
+			}
+		})
 	}
 }

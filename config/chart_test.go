@@ -222,13 +222,15 @@ func TestChartToggles(t *testing.T) {
 	if ann, _ := vwc["metadata"].(map[string]any)["annotations"].(map[string]any); ann["cert-manager.io/inject-ca-from"] != "mcp-warden-system/mcp-warden-webhook-cert" {
 		t.Errorf("webhook configuration annotations %v, want cert-manager CA injection", ann)
 	}
-	lua, err := os.ReadFile("../argocd/mcpserver-health.lua")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cm := byKind(all, "ConfigMap", "argocd-health")
-	if got, _ := cm["data"].(map[string]any)["resource.customizations.health.mcp.warden.dev_MCPServer"].(string); strings.TrimSpace(got) != strings.TrimSpace(string(lua)) {
-		t.Error("the Argo CD health ConfigMap does not carry argocd/mcpserver-health.lua")
+	for kind, file := range map[string]string{"MCPServer": "mcpserver-health.lua", "MCPServerPolicy": "mcpserverpolicy-health.lua"} {
+		lua, err := os.ReadFile("../argocd/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := cm["data"].(map[string]any)["resource.customizations.health.mcp.warden.dev_"+kind].(string); strings.TrimSpace(got) != strings.TrimSpace(string(lua)) {
+			t.Errorf("the Argo CD health ConfigMap does not carry argocd/%s", file)
+		}
 	}
 
 	off := helmTemplate(t, "--set", "webhook.enabled=false", "--set", "metrics.enabled=false")

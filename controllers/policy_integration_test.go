@@ -9,9 +9,11 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/argocd"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 )
@@ -52,6 +54,7 @@ func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
 	if c := meta.FindStatusCondition(p.Status.Conditions, mcpv1alpha1.ConditionReady); c.Reason != controllers.ReasonPolicyInvalid {
 		t.Fatalf("reason %s", c.Reason)
 	}
+	assertPolicyArgoHealth(t, p, argocd.Degraded)
 
 	p.Spec.Authorities[0].Key.Data = string(key.PublicPEM())
 	p.Spec.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
@@ -65,6 +68,7 @@ func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, readyIs(metav1.ConditionTrue, "can be enforced"))
+	assertPolicyArgoHealth(t, p, argocd.Healthy)
 	rv := p.ResourceVersion
 	time.Sleep(2 * time.Second)
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
@@ -72,5 +76,18 @@ func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
 	}
 	if p.ResourceVersion != rv {
 		t.Errorf("the policy was written while nothing changed (resourceVersion %s -> %s)", rv, p.ResourceVersion)
+	}
+}
+
+// assertPolicyArgoHealth runs the Argo CD health check on the live policy.
+func assertPolicyArgoHealth(t *testing.T, p *mcpv1alpha1.MCPServerPolicy, want string) {
+	t.Helper()
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, msg, err := argocd.PolicyHealth(obj)
+	if err != nil || status != want {
+		t.Fatalf("Argo CD health = %s %q (%v), want %s", status, msg, err, want)
 	}
 }
