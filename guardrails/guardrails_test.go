@@ -80,18 +80,7 @@ func TestCheckEgress(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := &mcpv1alpha1.MCPServerSpec{Egress: tc.egress}
 			errs := CheckEgress(spec, []mcpv1alpha1.MCPServerPolicy{p})
-			if len(tc.want) == 0 {
-				if len(errs) != 0 {
-					t.Fatal(errs)
-				}
-				return
-			}
-			msg := errs.ToAggregate()
-			for _, w := range tc.want {
-				if msg == nil || !strings.Contains(msg.Error(), w) {
-					t.Fatalf("errors %v lack %q", msg, w)
-				}
-			}
+			wantErrors(t, errs, tc.want)
 		})
 	}
 }
@@ -122,18 +111,7 @@ func TestCheckGateway(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			errs := CheckGateway(tc.spec, tc.policies)
-			if len(tc.want) == 0 {
-				if len(errs) != 0 {
-					t.Fatal(errs)
-				}
-				return
-			}
-			msg := errs.ToAggregate()
-			for _, w := range tc.want {
-				if msg == nil || !strings.Contains(msg.Error(), w) {
-					t.Fatalf("errors %v lack %q", msg, w)
-				}
-			}
+			wantErrors(t, errs, tc.want)
 		})
 	}
 }
@@ -172,5 +150,22 @@ func TestValidatePolicy(t *testing.T) {
 				t.Fatalf("errors %v lack %q", agg, tc.want)
 			}
 		})
+	}
+}
+
+// wantErrors fails unless errs is empty when want is, and otherwise mentions every string in want.
+func wantErrors(t *testing.T, errs field.ErrorList, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if len(errs) != 0 {
+			t.Fatal(errs)
+		}
+		return
+	}
+	msg := errs.ToAggregate()
+	for _, w := range want {
+		if msg == nil || !strings.Contains(msg.Error(), w) {
+			t.Fatalf("errors %v lack %q", msg, w)
+		}
 	}
 }
