@@ -551,18 +551,14 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 	}
 
 	// Now it also restricts registries: the running server stalls with the policy's name in the reason.
-	policy.Spec.AllowedRegistries = []string{"ghcr.io/acme/"}
-	if err := k8s.Update(ctx, policy); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, policy, func(s *mcpv1alpha1.MCPServerPolicySpec) { s.AllowedRegistries = []string{"ghcr.io/acme/"} })
 	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `MCPServerPolicy "private-`+ns+`" allows (ghcr.io/acme/)`))
 
 	// Then it names the only authorization server tokens may come from, which is not the server's.
-	policy.Spec.AllowedRegistries = nil
-	policy.Spec.Gateway.AllowedIssuers = []string{"https://login.platform.example"}
-	if err := k8s.Update(ctx, policy); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, policy, func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.AllowedRegistries = nil
+		s.Gateway.AllowedIssuers = []string{"https://login.platform.example"}
+	})
 	eventually(t, 30*time.Second, stalledWith(controllers.ReasonPolicyViolation, `spec.gateway.auth.issuer: Forbidden`))
 }
 

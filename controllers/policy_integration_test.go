@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -56,17 +57,13 @@ func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
 	}
 	assertPolicyArgoHealth(t, p, argocd.Degraded)
 
-	p.Spec.Authorities[0].Key.Data = string(key.PublicPEM())
-	p.Spec.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p, func(s *mcpv1alpha1.MCPServerPolicySpec) {
+		s.Authorities[0].Key.Data = string(key.PublicPEM())
+		s.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
+	})
 	eventually(t, 20*time.Second, readyIs(metav1.ConditionFalse, `spec.attestations[0].authorities[0]: Not found: "ci"`))
 
-	p.Spec.Attestations[0].Authorities = []string{"release-key"}
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p, func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Attestations[0].Authorities = []string{"release-key"} })
 	eventually(t, 20*time.Second, readyIs(metav1.ConditionTrue, "can be enforced"))
 	assertPolicyArgoHealth(t, p, argocd.Healthy)
 	rv := p.ResourceVersion
@@ -89,5 +86,20 @@ func assertPolicyArgoHealth(t *testing.T, p *mcpv1alpha1.MCPServerPolicy, want s
 	status, msg, err := argocd.PolicyHealth(obj)
 	if err != nil || status != want {
 		t.Fatalf("Argo CD health = %s %q (%v), want %s", status, msg, err, want)
+	}
+}
+
+// updatePolicy changes the policy's spec, reading it afresh on a conflict (the operator writes its status).
+func updatePolicy(t *testing.T, p *mcpv1alpha1.MCPServerPolicy, mutate func(*mcpv1alpha1.MCPServerPolicySpec)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		mutate(&p.Spec)
+		return k8s.Update(context.Background(), p)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
