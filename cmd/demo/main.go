@@ -149,6 +149,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	if err := d.applyPolicy(ctx, images, is.srv.URL); err != nil {
 		return err
 	}
+	d.policyChecks(ctx)
 
 	step("applying config/samples (image: the demo's signed image; token issuer: the demo's issuer %s)", is.srv.URL)
 	applied, err := d.applySamples(ctx, filepath.Join(root, "config", "samples"), images.signed.String(), is.srv.URL)
@@ -293,6 +294,55 @@ func (d *demo) applyPolicy(ctx context.Context, im *demoImages, issuer string) e
 	fmt.Printf("    applied MCPServerPolicy %s: registries %v, authority release-key, attestations %s, at most %d egress entries, tokens only from %s\n",
 		p.Name, p.Spec.AllowedRegistries, release.PredicateSLSAProvenance+" and "+release.PredicateCycloneDX, *p.Spec.Egress.MaxEntries, issuer)
 	return nil
+}
+
+// policyChecks shows the operator reporting whether policies can be enforced: the demo's policy is
+// Ready, and a policy whose key is not a public key is Ready=False with the reason.
+func (d *demo) policyChecks(ctx context.Context) {
+	broken := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-broken-key"},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "nowhere"}},
+			Authorities:       []mcpv1alpha1.Authority{{Name: "pasted-private-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----"}}},
+		},
+	}
+	if err := d.c.Create(ctx, broken); err != nil {
+		d.expect(false, "create a policy with a broken key: %v", err)
+		return
+	}
+	defer func() { _ = d.c.Delete(context.Background(), broken) }()
+	for _, want := range []struct {
+		name   string
+		status metav1.ConditionStatus
+	}{{"demo-platform", metav1.ConditionTrue}, {broken.Name, metav1.ConditionFalse}} {
+		var c *metav1.Condition
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			p := &mcpv1alpha1.MCPServerPolicy{}
+			if err := d.c.Get(ctx, client.ObjectKey{Name: want.name}, p); err == nil {
+				if c = meta.FindStatusCondition(p.Status.Conditions, mcpv1alpha1.ConditionReady); c != nil && c.ObservedGeneration == p.Generation {
+					break
+				}
+			}
+		}
+		d.expect(c != nil && c.Status == want.status, "MCPServerPolicy %s Ready=%s: %s", want.name, condStatus(c), condMessage(c))
+	}
+}
+
+func condStatus(c *metav1.Condition) string {
+	if c == nil {
+		return "unknown"
+	}
+	return string(c.Status)
+}
+
+func condMessage(c *metav1.Condition) string {
+	if c == nil {
+		return "not reported"
+	}
+	if len(c.Message) > 160 {
+		return c.Message[:160] + "..."
+	}
+	return c.Message
 }
 
 // refusals shows the API and the operator refusing unsafe specs, each with its reason.
