@@ -466,7 +466,8 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy)).
+		// Policy status writes (the policy controller's) do not change what a policy requires.
+		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("mcpserver").
 		Complete(r)
 }

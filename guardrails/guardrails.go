@@ -1,7 +1,8 @@
 // Package guardrails applies the platform's MCPServerPolicies to an MCPServer: which policies govern its
-// namespace, whether its image comes from an allowed registry, whether its egress allow-list stays
-// under every policy's ceiling, and whether its gateway settings (authentication, issuer) are allowed. The admission webhook denies with these errors; the controller uses the
-// same checks (and the combined ceiling) so the two never disagree.
+// namespace, whether its image comes from an allowed registry, whether its egress allow-list stays under
+// every policy's ceiling, and whether its gateway settings (authentication, issuer) are allowed. The
+// admission webhook denies with these errors; the controller uses the same checks (and the combined
+// ceiling) so the two never disagree. ValidatePolicy checks a policy itself.
 package guardrails
 
 import (
