@@ -40,7 +40,7 @@ func LoadKey(path string, password []byte) (signature.SignerVerifier, error) {
 	return sv, nil
 }
 
-// Sign attaches a signature of ref to ref (with its certificate chain when signer is a CertifiedSigner).
+// Sign attaches a signature of ref to ref (with its certificate when signer is a CertifiedSigner).
 func Sign(ctx context.Context, signer signature.Signer, ref name.Digest, ro ...remote.Option) error {
 	return SignClaiming(ctx, signer, ref, ref, nil, ro...)
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +36,8 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) erro
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("kill kube-apiserver (pid %d): %w", pid, err)
 	}
+	// An earlier restart's process is no longer a helper to watch.
+	c.procs = slices.DeleteFunc(c.procs, func(p *process) bool { return p.cmd.Process.Pid == pid })
 	// The listener is gone once the process is; envtest's own wait reaps it.
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		conn, err := net.DialTimeout("tcp", u.Host, 200*time.Millisecond)
