@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -23,6 +24,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/gateway/sanitize"
+	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/netpol"
 )
@@ -85,6 +87,10 @@ var (
 	ruleUnmarked      = rule("MCPW009", Medium, "tool looks destructive but needs no approval", "Add it to spec.gateway.destructiveTools so a person approves each call.")
 	ruleNoPins        = rule("MCPW010", Low, "tools are pinned on first sight only", "Record reviewed hashes in spec.gateway.pinnedTools (from status.tools) so a definition changed before first sight is caught too.")
 	ruleNoScopes      = rule("MCPW011", High, "no scope grants any tool", "Map scopes to tools in spec.gateway.scopes; with authentication on and no scopes the operator refuses the spec (Stalled, InvalidSpec), as every tool would be hidden.")
+	rulePolicyInvalid = rule("MCPW200", High, "MCPServerPolicy cannot be enforced", "Fix the field named in the message: the operator reports such a policy Ready=False and the webhook denies every image it governs.")
+	rulePolicyAuthOff = rule("MCPW201", High, "MCPServerPolicy lets servers turn authentication off", "Remove spec.gateway.allowAuthDisabled so every MCP request in the namespaces it governs carries an OAuth token.")
+	rulePolicyMeta    = rule("MCPW202", Critical, "MCPServerPolicy opens link-local egress (cloud metadata)", "Remove link-local from spec.egress.allowedAddressClasses: 169.254.169.254 hands out the node's cloud credentials.")
+	rulePolicyNoSig   = rule("MCPW203", Medium, "MCPServerPolicy requires no signatures", "Add spec.authorities (a release key or a keyless CI identity) so only signed MCP server images run.")
 	ruleToolSchema    = rule("MCPW101", High, "tool accepts any input", "Give the tool an input schema with typed properties and additionalProperties: false.")
 	ruleToolHidden    = rule("MCPW102", High, "hidden content in a tool description", "Remove zero-width, bidi and Unicode tag characters and HTML comments: they carry instructions a person cannot see.")
 	ruleToolSecret    = rule("MCPW103", Critical, "secret in a tool description", "Remove the credential from the description and rotate it.")
@@ -158,8 +164,8 @@ func Paths(paths []string, stdin io.Reader) ([]Finding, int, error) {
 	return out, objects, nil
 }
 
-// Manifests scans the MCPServers among the YAML or JSON documents in data; other kinds are skipped. It
-// returns the findings and how many MCPServers it read.
+// Manifests scans the MCPServers and MCPServerPolicies among the YAML or JSON documents in data; other
+// kinds are skipped. It returns the findings and how many objects it read.
 func Manifests(file string, data []byte) ([]Finding, int, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []Finding
@@ -180,38 +186,76 @@ func Manifests(file string, data []byte) ([]Finding, int, error) {
 			APIVersion string `yaml:"apiVersion"`
 			Kind       string `yaml:"kind"`
 		}
-		if err := doc.Decode(&head); err != nil || head.Kind != "MCPServer" || !strings.HasPrefix(head.APIVersion, mcpv1alpha1.GroupVersion.Group+"/") {
+		if err := doc.Decode(&head); err != nil || !strings.HasPrefix(head.APIVersion, mcpv1alpha1.GroupVersion.Group+"/") {
 			continue
 		}
-		n++
-		out = append(out, server(file, &doc)...)
+		switch head.Kind {
+		case "MCPServer":
+			n++
+			out = append(out, server(file, &doc)...)
+		case "MCPServerPolicy":
+			n++
+			out = append(out, serverPolicy(file, &doc)...)
+		}
 	}
 	return out, n, nil
+}
+
+// decodeStrict decodes a document into obj, refusing unknown fields; on such an error obj still holds
+// what could be read.
+func decodeStrict(doc *yaml.Node, obj any) error {
+	var generic any
+	if err := doc.Decode(&generic); err != nil {
+		return err
+	}
+	body, err := json.Marshal(generic)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		_ = json.Unmarshal(body, obj)
+		return err
+	}
+	return nil
+}
+
+// serverPolicy checks one MCPServerPolicy document: whether the operator can enforce it, and settings
+// that weaken the servers it governs.
+func serverPolicy(file string, doc *yaml.Node) []Finding {
+	root := doc.Content[0]
+	p := &mcpv1alpha1.MCPServerPolicy{}
+	var out []Finding
+	if err := decodeStrict(doc, p); err != nil {
+		out = append(out, newFinding(rulePolicyInvalid, file, root.Line, p.Name, "%v", err))
+	}
+	at := func(path ...string) int { return lineOf(root, path...) }
+	for _, e := range guardrails.ValidatePolicy(p) {
+		out = append(out, newFinding(rulePolicyInvalid, file, at("spec"), p.Name, "%s", e.Error()))
+	}
+	if p.Spec.Gateway.AllowAuthDisabled {
+		out = append(out, newFinding(rulePolicyAuthOff, file, at("spec", "gateway", "allowAuthDisabled"), p.Name, "spec.gateway.allowAuthDisabled is true: servers it governs may accept unauthenticated requests"))
+	}
+	if slices.Contains(p.Spec.Egress.AllowedAddressClasses, mcpv1alpha1.AddressClass(netpol.ClassLinkLocal)) {
+		out = append(out, newFinding(rulePolicyMeta, file, at("spec", "egress", "allowedAddressClasses"), p.Name, "spec.egress.allowedAddressClasses includes link-local, which contains the cloud metadata service"))
+	}
+	if len(p.Spec.Authorities) == 0 {
+		out = append(out, newFinding(rulePolicyNoSig, file, at("spec"), p.Name, "spec.authorities is empty: images are admitted without a signature"))
+	}
+	return out
 }
 
 // server checks one MCPServer document.
 func server(file string, doc *yaml.Node) []Finding {
 	root := doc.Content[0]
-	var generic any
-	if err := doc.Decode(&generic); err != nil {
-		return []Finding{newFinding(ruleInvalid, file, root.Line, "", "%v", err)}
-	}
-	body, err := json.Marshal(generic)
-	if err != nil {
-		return []Finding{newFinding(ruleInvalid, file, root.Line, "", "%v", err)}
-	}
 	s := &mcpv1alpha1.MCPServer{}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	obj := ""
 	var out []Finding
-	if err := dec.Decode(s); err != nil {
-		// Read what can be read, and report the unknown or mistyped field.
-		_ = json.Unmarshal(body, s)
-		obj = s.Namespace + "/" + s.Name
-		out = append(out, newFinding(ruleInvalid, file, root.Line, obj, "%v", err))
+	if err := decodeStrict(doc, s); err != nil {
+		// What could be read is still checked; the unknown or mistyped field is reported.
+		out = append(out, newFinding(ruleInvalid, file, root.Line, s.Namespace+"/"+s.Name, "%v", err))
 	}
-	obj = s.Namespace + "/" + s.Name
+	obj := s.Namespace + "/" + s.Name
 	at := func(path ...string) int { return lineOf(root, path...) }
 	add := func(r Rule, line int, format string, args ...any) {
 		out = append(out, newFinding(r, file, line, obj, format, args...))

@@ -33,8 +33,8 @@ func TestGoodManifestsAreClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || len(f) != 0 {
-		t.Fatalf("scanned %d MCPServers, findings %+v", n, f)
+	if n != 2 || len(f) != 0 {
+		t.Fatalf("scanned %d objects (want an MCPServer and an MCPServerPolicy), findings %+v", n, f)
 	}
 }
 
@@ -62,6 +62,7 @@ func TestBadManifests(t *testing.T) {
 		"egress.yaml":        {[]string{"MCPW005", "MCPW006"}, 7},
 		"scopes.yaml":        {[]string{"MCPW007", "MCPW008", "MCPW009", "MCPW010"}, 8},
 		"unknown-field.yaml": {[]string{"MCPW000"}, 1},
+		"policy.yaml":        {[]string{"MCPW200", "MCPW201", "MCPW202", "MCPW203"}, 10},
 	}
 	for file, tc := range cases {
 		t.Run(file, func(t *testing.T) {
