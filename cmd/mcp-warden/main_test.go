@@ -123,7 +123,7 @@ func TestScanExitCodes(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"scan", "../../scan/testdata/good"}, 0, "1 object(s) scanned: 0 critical, 0 high, 0 medium, 0 low"},
+		{[]string{"scan", "../../scan/testdata/good"}, 0, "2 object(s) scanned: 0 critical, 0 high, 0 medium, 0 low"},
 		{[]string{"scan", "../../scan/testdata/bad"}, 1, "MCPW001"},
 		{[]string{"scan", "--fail-on", "critical", "../../scan/testdata/bad/scopes.yaml"}, 0, "MCPW007"},
 		{[]string{"scan", "--format", "sarif", "../../scan/testdata/bad/tag.yaml"}, 1, `"version": "2.1.0"`},
