@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)
-# and KWOK from the Go module proxy, at the Kubernetes version the project's go.mod pins, and caches the
+# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd),
+# the node binaries (kubelet, kube-proxy), kubectl and KWOK from the Go module proxy, at the Kubernetes version the project's go.mod pins, and caches the
 # binaries outside the clone, keyed by version. Prints the directory holding the binaries on stdout (for
 # KUBEBUILDER_ASSETS); progress goes to stderr.
 #
@@ -20,7 +20,8 @@ k8s_version="v1${api_version#v0}"          # k8s.io/api v0.37.2 -> Kubernetes v1
 kwok_version=${KWOK_VERSION:-v0.8.0}
 cache=${MCP_WARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-warden}
 dir="$cache/k8s-$k8s_version-kwok-$kwok_version"
-bins=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+bins=("${k8s_bins[@]}" etcd kwok)
 files=(kwok-stages.yaml)
 
 complete() {
@@ -45,8 +46,10 @@ work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'status=$?; if [[ $status -ne 0 ]]; then log "build failed; last output:"; tail -n 40 "$work/build.log" >&2 || true; fi; rm -rf "$work"' EXIT
 start=$SECONDS
 
-if [[ ! -x "$dir/kube-apiserver" || ! -x "$dir/kube-controller-manager" || ! -x "$dir/kube-scheduler" || ! -x "$dir/etcd" ]]; then
-  log "building Kubernetes $k8s_version (kube-apiserver, kube-controller-manager, kube-scheduler, etcd) from the Go module proxy; about 10 minutes on 2 cores, cached in $dir"
+need_k8s=false
+for b in "${k8s_bins[@]}" etcd; do [[ -x "$dir/$b" ]] || need_k8s=true; done
+if $need_k8s; then
+  log "building Kubernetes $k8s_version (${k8s_bins[*]}, etcd) from the Go module proxy; about 12 minutes on 2 cores, cached in $dir"
   mkdir -p "$work/k8s" && cd "$work/k8s"
   go mod init mcp-warden.local/controlplane >/dev/null 2>&1
   go mod download -json "k8s.io/kubernetes@$k8s_version" >"$work/k8s.json"
@@ -67,6 +70,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   log "resolving modules (k8s.io/kubernetes $k8s_version, etcd $etcd_version)"
@@ -79,10 +85,9 @@ GO
   done
   log "compiling etcd"
   go build -v -trimpath -ldflags "-s -w" -o "$work/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd
-  log "compiling kube-apiserver, kube-controller-manager, kube-scheduler"
-  go build -v -trimpath -ldflags "$ldflags" -o "$work/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler 2>&1 | progress kubernetes
-  for b in kube-apiserver kube-controller-manager kube-scheduler etcd; do
+  log "compiling ${k8s_bins[*]}"
+  go build -v -trimpath -ldflags "$ldflags" -o "$work/" $(printf 'k8s.io/kubernetes/cmd/%s ' "${k8s_bins[@]}") 2>&1 | progress kubernetes
+  for b in "${k8s_bins[@]}" etcd; do
     mv "$work/$b" "$dir/$b"
   done
 fi
