@@ -94,7 +94,7 @@ func approvalAnswer(m *message) (bool, string) {
 		Action  string         `json:"action"`
 		Content map[string]any `json:"content"`
 	}
-	if err := json.Unmarshal(m.Result, &res); err != nil {
+	if err := decode(m.Result, &res); err != nil {
 		return false, "malformed answer"
 	}
 	if res.Action != "accept" {
@@ -158,7 +158,7 @@ func (g *Gateway) open(s string) (*approvalState, bool) {
 		return nil, false
 	}
 	var st approvalState
-	if json.Unmarshal(payload, &st) != nil || time.Now().Unix() > st.Expires {
+	if decode(payload, &st) != nil || time.Now().Unix() > st.Expires {
 		return nil, false
 	}
 	return &st, true
@@ -176,34 +176,34 @@ func callMeta(r *http.Request, params json.RawMessage) (newProtocol, canElicit b
 	var p struct {
 		Meta map[string]json.RawMessage `json:"_meta"`
 	}
-	_ = json.Unmarshal(params, &p)
+	_ = decode(params, &p)
 	version := r.Header.Get("Mcp-Protocol-Version")
 	var v string
-	if json.Unmarshal(p.Meta[metaProtocolVersion], &v) == nil && v != "" {
+	if decode(p.Meta[metaProtocolVersion], &v) == nil && v != "" {
 		version = v
 	}
 	var caps struct {
 		Elicitation json.RawMessage `json:"elicitation"`
 	}
-	_ = json.Unmarshal(p.Meta[metaClientCapabilities], &caps)
+	_ = decode(p.Meta[metaClientCapabilities], &caps)
 	return version >= "2026-07-28", len(caps.Elicitation) > 0 && string(caps.Elicitation) != "null"
 }
 
 // serveRoundTripApproval handles a call that needs approval under the multi round-trip protocol.
 func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request, ex *exchange, m *message, pc *pendingCall, canElicit bool) {
 	var params map[string]json.RawMessage
-	if err := json.Unmarshal(m.Params, &params); err != nil {
+	if err := decode(m.Params, &params); err != nil {
 		g.writeDenials(w, false, nil, []*denial{g.deny(pc, http.StatusOK, codeInvalidParams, "malformed tools/call params", "")}, ex)
 		return
 	}
 	digest := argsDigest(pc.args)
 	var rs string
-	_ = json.Unmarshal(params["requestState"], &rs)
+	_ = decode(params["requestState"], &rs)
 	st, valid := g.open(rs)
 	valid = valid && st.Subject == pc.caller.name && st.Tool == pc.name && st.Args == digest
 	approved := valid && st.Approved
 	var responses map[string]json.RawMessage
-	_ = json.Unmarshal(params["inputResponses"], &responses)
+	_ = decode(params["inputResponses"], &responses)
 	if valid && !approved {
 		if raw, ok := responses[approvalKey]; ok {
 			ok, why := approvalAnswer(&message{Result: raw})
@@ -222,7 +222,7 @@ func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request,
 			return
 		}
 		var ask map[string]any
-		_ = json.Unmarshal(approvalParams(pc), &ask)
+		_ = decode(approvalParams(pc), &ask)
 		ask["mode"] = "form"
 		upstream := ""
 		if valid {

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -104,7 +105,21 @@ type upstreamServer struct {
 	calls    atomic.Int32
 	// stateless servers let clients use protocol 2026-07-28
 	stateless bool
+	// intercept, if set, sees every POST body first and answers it itself by returning true (a server
+	// that misbehaves); received then collects the bodies.
+	intercept atomic.Pointer[func(w http.ResponseWriter, body []byte) bool]
+	received  bodies
 }
+
+// bodies collects request bodies concurrently.
+type bodies struct {
+	mu  sync.Mutex
+	all []string
+}
+
+func (b *bodies) Add(s string) { b.mu.Lock(); b.all = append(b.all, s); b.mu.Unlock() }
+
+func (b *bodies) List() []string { b.mu.Lock(); defer b.mu.Unlock(); return append([]string(nil), b.all...) }
 
 type readArgs struct {
 	Path string `json:"path" jsonschema:"file path under the root"`
@@ -199,6 +214,14 @@ func newUpstream(t testing.TB, opts *mcp.StreamableHTTPOptions, pageSize int) *u
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "" {
 			u.sawAuth.Store(true)
+		}
+		if f := u.intercept.Load(); f != nil && r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			u.received.Add(string(body))
+			if (*f)(w, body) {
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		h.ServeHTTP(w, r)
 	}))

@@ -5,6 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
+
+	gojson "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcp-warden/mcp-warden/gateway/strictjson"
 )
 
 // JSON-RPC error codes used by the gateway.
@@ -19,21 +26,21 @@ const (
 	codeUpstream = -32002
 )
 
-// message is one JSON-RPC 2.0 message; members are kept raw so that untouched messages are forwarded
-// byte for byte.
+// message is one JSON-RPC 2.0 message as the gateway checked it; its raw members are canonical, and
+// what the gateway forwards is always the encoding of this value, never the bytes it received.
 type message struct {
 	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id,omitempty"`
-	Method  string          `json:"method,omitempty"`
-	Params  json.RawMessage `json:"params,omitempty"`
-	Result  json.RawMessage `json:"result,omitempty"`
-	Error   *rpcError       `json:"error,omitempty"`
+	ID      json.RawMessage `json:"id,omitzero"`
+	Method  string          `json:"method,omitzero"`
+	Params  json.RawMessage `json:"params,omitzero"`
+	Result  json.RawMessage `json:"result,omitzero"`
+	Error   *rpcError       `json:"error,omitzero"`
 }
 
 type rpcError struct {
 	Code    int             `json:"code"`
 	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data,omitempty"`
+	Data    json.RawMessage `json:"data,omitzero"`
 }
 
 func hasID(id json.RawMessage) bool { return len(id) > 0 && string(id) != "null" }
@@ -42,18 +49,27 @@ func (m *message) isRequest() bool      { return m.Method != "" && hasID(m.ID) }
 func (m *message) isNotification() bool { return m.Method != "" && !hasID(m.ID) }
 func (m *message) isResponse() bool     { return m.Method == "" && hasID(m.ID) }
 
-// idKey normalizes a JSON-RPC id for use as a map key.
-func idKey(id json.RawMessage) string { return string(bytes.TrimSpace(id)) }
+// idKey is the map key of a JSON-RPC id. Ids are canonical once parsed (parseMessage), so two
+// spellings of one id ("\u0061" and "a") have one key, and ids that peers could read as different
+// values (21.0, 2.1e1, -0) never get this far.
+func idKey(id json.RawMessage) string { return string(id) }
 
-// parseMessages decodes a POST body: one message, or a batch (array).
+// maxSafeID bounds integer ids: every peer reads them exactly, including those that decode numbers as
+// IEEE 754 doubles (the MCP Go SDK and JavaScript do).
+const maxSafeID = 1<<53 - 1
+
+// parseMessages decodes a POST body or a server payload strictly: one message, or a batch (array).
 func parseMessages(body []byte) ([]*message, bool, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, false, errors.New("empty body")
 	}
+	if err := strictjson.Check(body); err != nil {
+		return nil, body[0] == '[', err
+	}
 	if body[0] == '[' {
-		var raws []json.RawMessage
-		if err := json.Unmarshal(body, &raws); err != nil {
+		var raws []jsontext.Value
+		if err := strictjson.DecodeChecked(body, &raws); err != nil {
 			return nil, true, fmt.Errorf("decode batch: %w", err)
 		}
 		if len(raws) == 0 {
@@ -61,7 +77,7 @@ func parseMessages(body []byte) ([]*message, bool, error) {
 		}
 		msgs := make([]*message, 0, len(raws))
 		for i, raw := range raws {
-			m, err := parseMessage(raw)
+			m, err := parseChecked(raw)
 			if err != nil {
 				return nil, true, fmt.Errorf("batch element %d: %w", i, err)
 			}
@@ -69,41 +85,165 @@ func parseMessages(body []byte) ([]*message, bool, error) {
 		}
 		return msgs, true, nil
 	}
-	m, err := parseMessage(body)
+	m, err := parseChecked(body)
 	if err != nil {
 		return nil, false, err
 	}
 	return []*message{m}, false, nil
 }
 
+// parseMessage decodes one message strictly (see parseChecked).
 func parseMessage(raw []byte) (*message, error) {
-	m := &message{}
-	if err := json.Unmarshal(raw, m); err != nil {
-		return nil, fmt.Errorf("decode JSON-RPC message: %w", err)
+	if err := strictjson.Check(raw); err != nil {
+		return nil, err
 	}
-	if m.JSONRPC != "2.0" {
+	return parseChecked(raw)
+}
+
+// wireMessage is a message as sent: every member that JSON-RPC 2.0 defines, and no other.
+type wireMessage struct {
+	JSONRPC jsontext.Value `json:"jsonrpc"`
+	ID      jsontext.Value `json:"id"`
+	Method  jsontext.Value `json:"method"`
+	Params  jsontext.Value `json:"params"`
+	Result  jsontext.Value `json:"result"`
+	Error   jsontext.Value `json:"error"`
+}
+
+// parseChecked decodes one message that strictjson.Check accepted. Member names must be exactly those
+// of JSON-RPC 2.0; a request has a non-empty method, a canonical id and object params; a notification
+// has no id; a response has an id and exactly one of result and error. Ids, params, results and error
+// data come back in canonical form, which is what the gateway forwards.
+func parseChecked(raw []byte) (*message, error) {
+	var w wireMessage
+	if err := strictjson.DecodeChecked(raw, &w, gojson.RejectUnknownMembers(true)); err != nil {
+		return nil, fmt.Errorf("not a JSON-RPC 2.0 message: %w", err)
+	}
+	if string(w.JSONRPC) != `"2.0"` {
 		return nil, errors.New(`not a JSON-RPC 2.0 message (jsonrpc must be "2.0")`)
 	}
-	if m.Method == "" && !hasID(m.ID) {
+	m := &message{JSONRPC: "2.0"}
+	if w.ID != nil {
+		id, err := canonicalID(w.ID)
+		if err != nil {
+			return nil, err
+		}
+		m.ID = id
+	}
+	if w.Method != nil {
+		if w.Method.Kind() != '"' {
+			return nil, errors.New("method must be a string")
+		}
+		if err := strictjson.DecodeChecked(w.Method, &m.Method); err != nil || m.Method == "" {
+			return nil, errors.New("method must be a non-empty string")
+		}
+		if w.Result != nil || w.Error != nil {
+			return nil, errors.New("a message with a method cannot carry result or error")
+		}
+		if w.ID != nil && !hasID(m.ID) {
+			return nil, errors.New("a request id cannot be null")
+		}
+		if w.Params != nil {
+			if w.Params.Kind() != '{' {
+				return nil, errors.New("params must be an object")
+			}
+			p, err := strictjson.Canonical(w.Params)
+			if err != nil {
+				return nil, err
+			}
+			m.Params = p
+		}
+		return m, nil
+	}
+	if w.ID == nil {
 		return nil, errors.New("message has neither method nor id")
+	}
+	if w.Params != nil {
+		return nil, errors.New("a response cannot carry params")
+	}
+	if (w.Result == nil) == (w.Error == nil) {
+		return nil, errors.New("a response carries exactly one of result and error")
+	}
+	if w.Result != nil {
+		if !hasID(m.ID) {
+			return nil, errors.New("a result needs a request id")
+		}
+		r, err := strictjson.Canonical(w.Result)
+		if err != nil {
+			return nil, err
+		}
+		m.Result = r
+		return m, nil
+	}
+	var e struct {
+		Code    *int64         `json:"code"`
+		Message *string        `json:"message"`
+		Data    jsontext.Value `json:"data"`
+	}
+	if err := strictjson.DecodeChecked(w.Error, &e, gojson.RejectUnknownMembers(true)); err != nil {
+		return nil, fmt.Errorf("error must be an object with code, message and data: %w", err)
+	}
+	if e.Code == nil || e.Message == nil {
+		return nil, errors.New("error needs an integer code and a string message")
+	}
+	m.Error = &rpcError{Code: int(*e.Code), Message: *e.Message}
+	if e.Data != nil {
+		d, err := strictjson.Canonical(e.Data)
+		if err != nil {
+			return nil, err
+		}
+		m.Error.Data = d
 	}
 	return m, nil
 }
 
+// canonicalID accepts a string id (returned with minimal escapes) or an integer id in canonical form
+// (no sign on zero, no leading zeros, no fraction or exponent, within +-(2^53-1)); null is kept for
+// error responses.
+func canonicalID(v jsontext.Value) (json.RawMessage, error) {
+	switch v.Kind() {
+	case 'n':
+		return json.RawMessage("null"), nil
+	case '"':
+		c, err := strictjson.Canonical(v)
+		if err != nil {
+			return nil, err
+		}
+		return json.RawMessage(c), nil
+	case '0':
+		s := string(v)
+		if !canonicalInt.MatchString(s) || s == "-0" {
+			return nil, errors.New("id must be a string or an integer written without fraction, exponent, leading zeros or -0")
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n > maxSafeID || n < -maxSafeID {
+			return nil, errors.New("integer id is out of range (at most 2^53-1 in magnitude)")
+		}
+		return json.RawMessage(s), nil
+	}
+	return nil, errors.New("id must be a string or an integer")
+}
+
+var canonicalInt = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)$`)
+
+// encodeMessage encodes a message in canonical form.
 func encodeMessage(m *message) []byte {
-	b, err := json.Marshal(m)
+	b, err := strictjson.Marshal(m)
 	if err != nil { // only raw members, which were valid JSON when decoded
 		return errorResponse(m.ID, codeInternalError, "gateway could not encode a message")
 	}
 	return b
 }
 
+// decode decodes a member the gateway reads (params, results) strictly, with exact member names.
+func decode(data []byte, v any) error { return strictjson.Unmarshal(data, v) }
+
 // errorResponse encodes a JSON-RPC error response.
 func errorResponse(id json.RawMessage, code int, msg string) []byte {
 	if !hasID(id) {
 		id = json.RawMessage("null")
 	}
-	b, _ := json.Marshal(&message{JSONRPC: "2.0", ID: id, Error: &rpcError{Code: code, Message: msg}}) // id is valid raw JSON
+	b, _ := strictjson.Marshal(&message{JSONRPC: "2.0", ID: id, Error: &rpcError{Code: code, Message: msg}}) // id is valid raw JSON
 	return b
 }
 

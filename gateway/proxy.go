@@ -18,6 +18,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/auth"
 	"github.com/mcp-warden/mcp-warden/gateway/sanitize"
+	"github.com/mcp-warden/mcp-warden/gateway/strictjson"
 )
 
 // forwardedHeaders are the only request headers passed to the server (with Mcp-Param-* headers):
@@ -166,12 +167,10 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 	var keep []*message
 	var denials []*denial
 	var needsApproval *pendingCall
-	changed := false
 	for _, m := range msgs {
 		switch {
 		case m.isResponse():
 			if g.approval.deliver(sess, m) {
-				changed = true
 				continue
 			}
 		case m.Method == "initialize" && m.isRequest():
@@ -180,8 +179,6 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
 		case m.Method == "subscriptions/listen" && m.isRequest():
 			ex.listen = true
-		case (m.Method == "tools/list" || sanitizedMethods[m.Method]) && m.isRequest():
-			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
 		case m.Method == "tools/call" && m.isRequest():
 			pc, d := g.admit(r.Context(), c, sess, m)
 			if d == nil && pc.approval != "" && batch {
@@ -189,7 +186,6 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 			}
 			if d != nil {
 				denials = append(denials, d)
-				changed = true
 				continue
 			}
 			if pc.approval != "" {
@@ -199,6 +195,9 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 		}
 		if m.isRequest() {
 			ex.requests = append(ex.requests, m.ID)
+			if m.Method != "tools/call" && m.Method != "initialize" {
+				ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
+			}
 		}
 		keep = append(keep, m)
 	}
@@ -210,11 +209,13 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
+	// What the server gets is the encoding of the messages checked above, never the bytes received.
+	out := encodeBatch(keep, batch)
 	if needsApproval != nil {
 		if newProto, canElicit := callMeta(r, keep[0].Params); newProto {
 			g.serveRoundTripApproval(w, r, ex, keep[0], needsApproval, canElicit)
 		} else {
-			g.serveApproval(w, r, ex, body, needsApproval)
+			g.serveApproval(w, r, ex, out, needsApproval)
 		}
 		return
 	}
@@ -223,10 +224,7 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 			sess.chain.Ran(g.policy, pc.name)
 		}
 	}
-	if changed {
-		body = encodeBatch(keep, batch)
-	}
-	g.forwardPOST(w, r, ex, body, nil)
+	g.forwardPOST(w, r, ex, out, nil)
 }
 
 // headerMismatch refuses Mcp-Method and Mcp-Name headers that disagree with the body, so that nothing
@@ -250,7 +248,7 @@ func headerMismatch(r *http.Request, msgs []*message, batch bool) string {
 	}
 	if name != "" && m.Method == "tools/call" {
 		var p toolCallParams
-		if json.Unmarshal(m.Params, &p) != nil || p.Name != name {
+		if decode(m.Params, &p) != nil || p.Name != name {
 			return "the Mcp-Name header does not match the tool called"
 		}
 	}
@@ -313,7 +311,7 @@ func declaresElicitation(params json.RawMessage) bool {
 			Elicitation json.RawMessage `json:"elicitation"`
 		} `json:"capabilities"`
 	}
-	if json.Unmarshal(params, &p) != nil {
+	if decode(params, &p) != nil {
 		return false
 	}
 	e := p.Capabilities.Elicitation
@@ -324,14 +322,14 @@ func declaresElicitation(params json.RawMessage) bool {
 func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *message) (*pendingCall, *denial) {
 	pc := &pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()}
 	var p toolCallParams
-	if err := json.Unmarshal(m.Params, &p); err != nil || p.Name == "" {
+	if err := decode(m.Params, &p); err != nil || p.Name == "" {
 		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "tools/call needs params with a tool name", "")
 	}
 	pc.name = p.Name
 	var args any = map[string]any{}
 	if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 		var v any
-		if err := json.Unmarshal(p.Arguments, &v); err != nil {
+		if err := decode(p.Arguments, &v); err != nil {
 			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments are not valid JSON", "")
 		}
 		args = v
@@ -536,6 +534,11 @@ func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.R
 			return
 		}
 		out := g.filterPayload(data, ex)
+		if out == nil {
+			w.Header().Del("Content-Type")
+			g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, "the gateway refused the MCP server's response: it is not strict JSON-RPC or answers no request of this exchange", "upstream_error")
+			return
+		}
 		if sw != nil {
 			_ = sw.writeFlush(sseEvent{data: out})
 		} else {
@@ -543,9 +546,17 @@ func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.R
 			_, _ = w.Write(out)
 		}
 	default:
+		// Only an empty body (202 Accepted for notifications and responses) passes without a JSON-RPC
+		// content type; anything else is not passed on.
+		if n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 1)); n > 0 {
+			g.auditDropped(ex, "-", "the MCP server answered with content type "+strictjson.Quote(ct)+", which is neither application/json nor text/event-stream")
+			w.Header().Del("Content-Type")
+			g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server answered with a content type that is not JSON-RPC", "upstream_error")
+			return
+		}
 		if sw == nil {
+			w.Header().Del("Content-Type")
 			w.WriteHeader(resp.StatusCode)
-			_, _ = io.Copy(w, io.LimitReader(resp.Body, g.cfg.Limits.MaxResponseBytes))
 		}
 	}
 	for _, pc := range ex.calls {
@@ -579,6 +590,9 @@ func (g *Gateway) relaySSE(ctx context.Context, body io.Reader, ex *exchange, sw
 			} else if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				g.log.Warn("event stream from the MCP server ended with an error", "err", err)
 				g.failPending(nil, ex, sw, 0, codeUpstream, "the MCP server's event stream failed", "upstream_error")
+			} else if !ex.stream && len(ex.unanswered()) > 0 {
+				// a response the gateway refused, or one the server never sent: the client is not left waiting
+				g.failPending(nil, ex, sw, 0, codeUpstream, "the MCP server ended its event stream without an answer the gateway could pass on", "no_response")
 			}
 			return
 		}
@@ -596,67 +610,93 @@ func (g *Gateway) relaySSE(ctx context.Context, body io.Reader, ex *exchange, sw
 	}
 }
 
-// filterPayload filters one message or a batch of messages from the server. It returns the input
-// unchanged when nothing needed filtering, and nil when the payload is not JSON-RPC (it is dropped).
+// filterPayload filters one message or a batch of messages from the server and returns the encoding
+// of what passed (never the bytes received), or nil when nothing passed: a payload that is not strict
+// JSON-RPC, and responses that answer no pending request, are dropped and audited.
 func (g *Gateway) filterPayload(data []byte, ex *exchange) []byte {
 	msgs, batch, err := parseMessages(data)
 	if err != nil {
-		g.log.Warn("dropped a message from the MCP server that is not JSON-RPC", "err", err)
+		g.auditDropped(ex, "-", "the MCP server sent a message that is not strict JSON-RPC: "+err.Error())
 		return nil
 	}
-	changed := false
+	keep := msgs[:0]
 	for _, m := range msgs {
 		if g.filterOut(m, ex) {
-			changed = true
+			keep = append(keep, m)
 		}
 	}
-	if !changed {
-		return data
+	if len(keep) == 0 {
+		return nil
 	}
-	return encodeBatch(msgs, batch)
+	return encodeBatch(keep, batch && len(keep) > 1)
 }
 
-// filterOut applies the response controls to one message from the server and reports whether it changed.
+// filterOut applies the controls to one message from the server and reports whether it may pass.
+// Requests the server sends (sampling, elicitation, roots) and notifications (logging, progress,
+// resource updates) lose hidden content and secrets like tool results do.
 func (g *Gateway) filterOut(m *message, ex *exchange) bool {
-	if m.Method == "notifications/tools/list_changed" {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Limits.CallTimeout.Duration)
-			defer cancel()
-			if err := g.tools.refresh(ctx, 0); err != nil {
-				g.log.Warn("refreshing tools after tools/list_changed failed", "err", err)
-			}
-		}()
-		return false
-	}
 	if !m.isResponse() {
-		return false
+		if m.Method == "notifications/tools/list_changed" {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Limits.CallTimeout.Duration)
+				defer cancel()
+				if err := g.tools.refresh(ctx, 0); err != nil {
+					g.log.Warn("refreshing tools after tools/list_changed failed", "err", err)
+				}
+			}()
+		}
+		g.filterParams(m)
+		return true
 	}
 	pc := ex.take(idKey(m.ID))
 	if pc == nil {
+		g.auditDropped(ex, "-", "the MCP server sent a response with id "+strictjson.Quote(string(m.ID))+" that answers no pending request")
 		return false
 	}
 	switch pc.method {
 	case "tools/list":
-		return g.filterList(m, ex.caller)
+		g.filterList(m, ex.caller)
 	case "tools/call":
-		return g.filterCall(m, pc)
+		g.filterCall(m, pc)
+	default:
+		g.filterContent(m, pc.method)
 	}
-	if sanitizedMethods[pc.method] {
-		return g.filterContent(m, pc.method)
-	}
-	return false
+	return true
 }
 
-// sanitizedMethods are the requests whose results reach the model besides tools: the server's
-// instructions, prompts and resources. Their results lose hidden content and secrets like tool results.
-var sanitizedMethods = map[string]bool{
-	"initialize":               true,
-	"prompts/list":             true,
-	"prompts/get":              true,
-	"resources/list":           true,
-	"resources/templates/list": true,
-	"resources/read":           true,
-	"completion/complete":      true,
+// filterParams strips hidden content and secrets from the params of a message the server sends.
+func (g *Gateway) filterParams(m *message) {
+	if len(m.Params) == 0 {
+		return
+	}
+	var v any
+	if err := decode(m.Params, &v); err != nil {
+		m.Params = json.RawMessage(`{}`)
+		return
+	}
+	v, f := sanitize.Value(v)
+	if !f.Any() {
+		return
+	}
+	g.log.Warn("hidden content or secrets removed from a message the MCP server sent", "method", m.Method, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
+	out, err := strictjson.Marshal(v)
+	if err != nil {
+		m.Params = json.RawMessage(`{}`)
+		return
+	}
+	m.Params = out
+}
+
+// auditDropped records a message from the server that the gateway did not pass on.
+func (g *Gateway) auditDropped(ex *exchange, method, reason string) {
+	g.log.Warn("dropped a message from the MCP server", "reason", reason)
+	rec := audit.Record{Time: time.Now().UTC(), Principal: ex.caller.name, TokenID: ex.caller.tokenID, Tool: method, Decision: audit.Drop, Reason: reason, Result: "-"}
+	if ex.sess != nil && !strings.HasPrefix(ex.sess.id, "principal:") {
+		rec.Session = ex.sess.id
+	}
+	if err := g.audit.Write(rec); err != nil {
+		g.log.Error("audit record lost", "err", err)
+	}
 }
 
 // filterContent strips hidden content and secrets from a result (base64 "blob" and "data" payloads
@@ -667,7 +707,7 @@ func (g *Gateway) filterContent(m *message, method string) bool {
 		return true
 	}
 	var res any
-	if err := json.Unmarshal(m.Result, &res); err != nil {
+	if err := decode(m.Result, &res); err != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed " + method + " result"}
 		return true
 	}
@@ -699,11 +739,11 @@ func (g *Gateway) filterList(m *message, c *caller) bool {
 	}
 	var res map[string]json.RawMessage
 	var tools []json.RawMessage
-	if err := json.Unmarshal(m.Result, &res); err != nil {
+	if err := decode(m.Result, &res); err != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
 		return true
 	}
-	if err := json.Unmarshal(res["tools"], &tools); err != nil {
+	if err := decode(res["tools"], &tools); err != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
 		return true
 	}
@@ -749,7 +789,7 @@ func (g *Gateway) filterCall(m *message, pc *pendingCall) bool {
 		return true
 	}
 	var res map[string]any
-	if err := json.Unmarshal(m.Result, &res); err != nil || res == nil {
+	if err := decode(m.Result, &res); err != nil || res == nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/call result"}
 		g.auditCall(pc, audit.Allow, "malformed result", "upstream_error")
 		return true

@@ -89,7 +89,7 @@ func (c *catalog) observe(raw json.RawMessage) (*toolDef, error) {
 		return def, nil
 	}
 	var rt rawTool
-	if err := json.Unmarshal(raw, &rt); err != nil {
+	if err := decode(raw, &rt); err != nil {
 		return nil, fmt.Errorf("decode tool definition: %w", err)
 	}
 	if !validToolName.MatchString(rt.Name) {
@@ -171,7 +171,7 @@ func (c *catalog) compile(hash string, rt rawTool) *compiledSchemas {
 
 func resolveSchema(raw json.RawMessage, closeObjects bool) (*jsonschema.Resolved, error) {
 	var s jsonschema.Schema
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := decode(raw, &s); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	if closeObjects {

@@ -29,9 +29,12 @@ const (
 	Deny = "deny"
 	// Ask means the gateway asked the user to approve the call; the client's retry has its own record.
 	Ask = "ask"
+	// Drop means the gateway did not pass on a message from the server (not strict JSON-RPC, or a
+	// response to no pending request); Tool is "-".
+	Drop = "drop"
 )
 
-// Record is one audit record: one per tool call.
+// Record is one audit record: one per tool call, and one per message from the server that was dropped.
 type Record struct {
 	// Time is when the call arrived at the gateway.
 	Time time.Time `json:"time"`
