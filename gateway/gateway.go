@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -101,6 +102,10 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	}
 	if _, err := rand.Read(g.stateKey); err != nil {
 		return nil, fmt.Errorf("gateway: random state key: %w", err)
+	}
+	// The gateway's own origin (its resource URL's) is always allowed: a page it serves is same-origin.
+	if u, err := url.Parse(c.Resource); err == nil && u.Scheme != "" && u.Host != "" {
+		g.origins[u.Scheme+"://"+u.Host] = true
 	}
 	for _, o := range c.AllowedOrigins {
 		g.origins[strings.TrimSuffix(o, "/")] = true
