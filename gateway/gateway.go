@@ -120,6 +120,13 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if g.pins, err = pin.NewStore(c.Pins, c.PinStatePath, onChange); err != nil {
 		return nil, fmt.Errorf("gateway pinStatePath: %w", err)
 	}
+	if c.KnownPinsPath != "" {
+		known, err := pin.ReadKnown(c.KnownPinsPath)
+		if err != nil {
+			return nil, err
+		}
+		g.pins.Seed(known)
+	}
 	g.tools = newCatalog(g.pins, g.log, c.Upstream, g.upstream, c.Limits.CallTimeout.Duration)
 
 	if g.metadataPath, err = auth.MetadataPath(c.Resource); err != nil {
