@@ -64,6 +64,10 @@ type Config struct {
 	PinStatePath string `json:"pinStatePath,omitempty"`
 	// Limits bound requests.
 	Limits Limits `json:"limits"`
+	// BlockSecretsInArguments refuses (and audits) a tools/call whose arguments carry a secret that the
+	// redaction rules find (sanitize.ContainsSecret), so that a hijacked model cannot post a key out.
+	// Default false: arguments are redacted in the audit record and forwarded.
+	BlockSecretsInArguments bool `json:"blockSecretsInArguments,omitempty"`
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed to call the gateway; requests
 	// with any other Origin header are refused. Requests without an Origin header are not affected.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`

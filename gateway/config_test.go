@@ -26,7 +26,8 @@ const exampleConfig = `{
   "pinStatePath": "/var/run/mcp-warden/pins.json",
   "limits": {"maxBodyBytes": 1048576, "maxResponseBytes": 8388608, "requestsPerSecond": 10, "burst": 20,
              "callTimeout": "30s", "approvalTimeout": "2m", "streamTimeout": "1h"},
-  "allowedOrigins": ["https://app.example.com"]
+  "allowedOrigins": ["https://app.example.com"],
+  "blockSecretsInArguments": true
 }`
 
 func TestLoadExampleConfig(t *testing.T) {
@@ -38,7 +39,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Auth.ClockSkew.Seconds() != 30 || c.Limits.Burst != 20 || c.Auth.Disabled {
+	if c.Auth.ClockSkew.Seconds() != 30 || c.Limits.Burst != 20 || c.Auth.Disabled || !c.BlockSecretsInArguments {
 		t.Fatalf("%+v", c)
 	}
 }

@@ -69,7 +69,7 @@ func TestValueWalksNestedJSON(t *testing.T) {
 		t.Fatalf("findings %+v", f)
 	}
 	text := v["content"].([]any)[0].(map[string]any)["text"]
-	if text != "xy aws [REDACTED:aws-access-key]" && !strings.Contains(text.(string), "[REDACTED:aws-access-key]") {
+	if text != "xy aws [REDACTED:aws-access-token]" && !strings.Contains(text.(string), "[REDACTED:aws-access-token]") {
 		t.Fatalf("text %q", text)
 	}
 }
