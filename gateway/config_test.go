@@ -27,7 +27,8 @@ const exampleConfig = `{
   "limits": {"maxBodyBytes": 1048576, "maxResponseBytes": 8388608, "requestsPerSecond": 10, "burst": 20,
              "callTimeout": "30s", "approvalTimeout": "2m", "streamTimeout": "1h"},
   "allowedOrigins": ["https://app.example.com"],
-  "blockSecretsInArguments": true
+  "blockSecretsInArguments": true,
+  "audit": {"keyPath": "/etc/mcp-warden/audit/key", "statePath": "/var/run/mcp-warden/audit-head.json"}
 }`
 
 func TestLoadExampleConfig(t *testing.T) {
@@ -59,6 +60,8 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		"scopes:":              func(c *gateway.Config) { c.Scopes = nil },
 		"scopes.mcp:":          func(c *gateway.Config) { c.Scopes["mcp"] = nil },
 		"toolLabels.x:":        func(c *gateway.Config) { c.ToolLabels = map[string][]string{"x": {"dangerous"}} },
+		"audit.keyPath:":       func(c *gateway.Config) { c.Audit.KeyPath = "secrets/audit-key" },
+		"audit.statePath:":     func(c *gateway.Config) { c.Audit.StatePath, c.PinStatePath = "/run/state.json", "/run/state.json" },
 		"pins.x:":              func(c *gateway.Config) { c.Pins = map[string]string{"x": "abc"} },
 		"limits.burst:":        func(c *gateway.Config) { c.Limits.Burst = -1 },
 		"limits.maxBodyBytes:": func(c *gateway.Config) { c.Limits.MaxBodyBytes = 10 },

@@ -142,6 +142,19 @@ func Open(w io.Writer, opts Options) (*Logger, error) {
 	return l, nil
 }
 
+// ReadKey reads an audit key file (a trailing newline is not part of the key) and checks its length.
+func ReadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) < MinKeyBytes {
+		return nil, fmt.Errorf("audit key %s: %d bytes; use at least %d random bytes (e.g. head -c 32 /dev/urandom)", path, len(b), MinKeyBytes)
+	}
+	return b, nil
+}
+
 // ReadHead reads a head file.
 func ReadHead(path string) (Head, error) {
 	var h Head
