@@ -100,6 +100,9 @@ const (
 	// expression that Go's regexp runs at about 2 µs per byte; past the budget (a text with thousands of
 	// candidates, such as a listing of hashes next to the word "key"), only the fallback rules run.
 	detectBudget = 16 << 10
+	// maxWindow bounds the windows that overlapping candidates merge into, so that the budget runs out
+	// window by window and not at once on one long run of candidates.
+	maxWindow = 2 << 10
 )
 
 // span is a part of a text to redact.
@@ -318,12 +321,13 @@ func merge(spans []span) []span {
 	return out
 }
 
-// candidateWindows is the prefilter: the byte ranges of s, in order and disjoint, that may hold a secret.
+// candidateWindows is the prefilter: the byte ranges of s, in order, that may hold a secret. They are
+// disjoint except where a run of overlapping candidates was split at maxWindow.
 func candidateWindows(s string) [][2]int {
 	var ws [][2]int
 	add := func(a, b int) {
 		a, b = widen(s, a-windowBefore, -1), widen(s, b+windowAfter, 1)
-		if n := len(ws); n > 0 && a <= ws[n-1][1] {
+		if n := len(ws); n > 0 && a <= ws[n-1][1] && b-ws[n-1][0] <= maxWindow {
 			ws[n-1][1] = max(ws[n-1][1], b)
 			return
 		}

@@ -149,9 +149,48 @@ func TestContainsSecret(t *testing.T) {
 	}
 }
 
+// denseText is 64 KiB of key=value lines, each with a high-entropy value: the detector sees the first
+// detectBudget bytes of candidates, the fallback rules all of it.
+func denseText() string {
+	var b strings.Builder
+	for i := uint64(0); b.Len() < 64<<10; i++ {
+		b.WriteString("api_key = " + randomKey(100+i, alnum, 32) + "\n")
+	}
+	return b.String()[:64<<10]
+}
+
+func TestSecretsConcurrently(t *testing.T) {
+	want, _ := Secrets(secretText())
+	done := make(chan string)
+	for range 8 {
+		go func() {
+			got := ""
+			for range 5 {
+				got, _ = Secrets(secretText())
+			}
+			done <- got
+		}()
+	}
+	for range 8 {
+		if got := <-done; got != want {
+			t.Fatalf("concurrent result differs:\n%q\n%q", got, want)
+		}
+	}
+}
+
+func TestDenseTextIsBounded(t *testing.T) {
+	got, f := Secrets(denseText())
+	if n := strings.Count(denseText(), "\n"); f.Secrets < n {
+		t.Fatalf("%d of %d values redacted", f.Secrets, n)
+	}
+	if !strings.Contains(got, "[REDACTED:generic-api-key]") || !strings.Contains(got, "[REDACTED:credential]") {
+		t.Fatalf("want the rule set's markers first and the fallback's past the budget")
+	}
+}
+
 func BenchmarkSecrets(b *testing.B) {
 	Rules()
-	for name, s := range map[string]string{"plain-4KiB": plainText(), "secrets-4KiB": secretText()} {
+	for name, s := range map[string]string{"plain-4KiB": plainText(), "secrets-4KiB": secretText(), "dense-64KiB": denseText()} {
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(s)))
 			cpu := cpuTime()
