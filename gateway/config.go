@@ -14,13 +14,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/auth"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 )
@@ -69,6 +72,12 @@ type Config struct {
 	KnownPinsPath string `json:"knownPinsPath,omitempty"`
 	// Limits bound requests.
 	Limits Limits `json:"limits"`
+	// Audit configures the audit chain's key and head file. Records always go to stdout as JSON lines.
+	Audit AuditConfig `json:"audit,omitzero"`
+	// BlockSecretsInArguments refuses (and audits) a tools/call whose arguments carry a secret that the
+	// redaction rules find (sanitize.ContainsSecret), so that a hijacked model cannot post a key out.
+	// Default false: arguments are redacted in the audit record and forwarded.
+	BlockSecretsInArguments bool `json:"blockSecretsInArguments,omitempty"`
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed to call the gateway; requests
 	// with any other Origin header are refused. Requests without an Origin header are not affected.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
@@ -92,6 +101,19 @@ type AuthConfig struct {
 	ClockSkew Duration `json:"clockSkew,omitzero"`
 	// RequiredScopes must all be in every token, whatever it calls.
 	RequiredScopes []string `json:"requiredScopes,omitempty"`
+}
+
+// AuditConfig configures the audit chain (see package audit).
+type AuditConfig struct {
+	// KeyPath is a file with the key (at least 32 bytes) that MACs every record with HMAC-SHA256, so
+	// that a rewritten log is detected even when its hashes were recomputed. The operator mounts it from
+	// a Secret that only the gateway container reads, never the MCP server's. Empty: records carry no MAC.
+	KeyPath string `json:"keyPath,omitempty"`
+	// StatePath is the head file: the seq and hash of the last record, replaced atomically after each
+	// record; a restarted gateway continues the chain from it, and `gateway audit verify --head` detects
+	// a log that ends before it. It must be on a volume that outlives the container (e.g. an emptyDir).
+	// Empty: every start begins a new chain at seq 0.
+	StatePath string `json:"statePath,omitempty"`
 }
 
 // Limits bound requests.
@@ -251,6 +273,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("pins.%s: %q is not a tool hash; copy observedHash (\"sha256:\" and 64 hex digits) from the pin state file", tool, h)
 		}
 	}
+	if err := c.Audit.validate(c.PinStatePath); err != nil {
+		return err
+	}
 	l := c.Limits
 	switch {
 	case l.MaxBodyBytes < 1024:
@@ -275,6 +300,35 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func (a AuditConfig) validate(pinStatePath string) error {
+	for field, p := range map[string]string{"audit.keyPath": a.KeyPath, "audit.statePath": a.StatePath} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q must be an absolute path, e.g. \"/var/run/mcp-warden/audit-head.json\"", field, p)
+		}
+	}
+	if a.StatePath != "" && (a.StatePath == a.KeyPath || a.StatePath == pinStatePath) {
+		return fmt.Errorf("audit.statePath: %q is also the key or the pin state file; give the head file a path of its own", a.StatePath)
+	}
+	return nil
+}
+
+// openAudit starts the audit logger on w: with the key of keyPath, continuing the head file.
+func (a AuditConfig) openAudit(w io.Writer) (*audit.Logger, error) {
+	opts := audit.Options{StatePath: a.StatePath}
+	if a.KeyPath != "" {
+		key, err := audit.ReadKey(a.KeyPath)
+		if err != nil {
+			return nil, fmt.Errorf("gateway audit.keyPath: %w", err)
+		}
+		opts.Key = key
+	}
+	l, err := audit.Open(w, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway audit.statePath: %w", err)
+	}
+	return l, nil
 }
 
 func (c *Config) validateAuth() error {

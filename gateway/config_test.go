@@ -26,7 +26,9 @@ const exampleConfig = `{
   "pinStatePath": "/var/run/mcp-warden/pins.json",
   "limits": {"maxBodyBytes": 1048576, "maxResponseBytes": 8388608, "requestsPerSecond": 10, "burst": 20,
              "callTimeout": "30s", "approvalTimeout": "2m", "streamTimeout": "1h"},
-  "allowedOrigins": ["https://app.example.com"]
+  "allowedOrigins": ["https://app.example.com"],
+  "blockSecretsInArguments": true,
+  "audit": {"keyPath": "/etc/mcp-warden/audit/key", "statePath": "/var/run/mcp-warden/audit-head.json"}
 }`
 
 func TestLoadExampleConfig(t *testing.T) {
@@ -38,7 +40,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Auth.ClockSkew.Seconds() != 30 || c.Limits.Burst != 20 || c.Auth.Disabled {
+	if c.Auth.ClockSkew.Seconds() != 30 || c.Limits.Burst != 20 || c.Auth.Disabled || !c.BlockSecretsInArguments {
 		t.Fatalf("%+v", c)
 	}
 }
@@ -58,6 +60,8 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		"scopes:":              func(c *gateway.Config) { c.Scopes = nil },
 		"scopes.mcp:":          func(c *gateway.Config) { c.Scopes["mcp"] = nil },
 		"toolLabels.x:":        func(c *gateway.Config) { c.ToolLabels = map[string][]string{"x": {"dangerous"}} },
+		"audit.keyPath:":       func(c *gateway.Config) { c.Audit.KeyPath = "secrets/audit-key" },
+		"audit.statePath:":     func(c *gateway.Config) { c.Audit.StatePath, c.PinStatePath = "/run/state.json", "/run/state.json" },
 		"pins.x:":              func(c *gateway.Config) { c.Pins = map[string]string{"x": "abc"} },
 		"limits.burst:":        func(c *gateway.Config) { c.Limits.Burst = -1 },
 		"limits.maxBodyBytes:": func(c *gateway.Config) { c.Limits.MaxBodyBytes = 10 },

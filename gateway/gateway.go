@@ -81,11 +81,15 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	auditLog, aerr := c.Audit.openAudit(opts.AuditWriter)
+	if aerr != nil {
+		return nil, aerr
+	}
 	g := &Gateway{
 		cfg:      c,
 		log:      opts.Logger,
 		policy:   policy.New(c.Scopes, c.Destructive, c.ToolLabels),
-		audit:    audit.NewLogger(opts.AuditWriter),
+		audit:    auditLog,
 		limiter:  newLimiter(rate.Limit(c.Limits.RequestsPerSecond), c.Limits.Burst),
 		sessions: newSessionTable(10000),
 		approval: newApprovals(),

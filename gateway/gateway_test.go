@@ -296,7 +296,7 @@ func TestResultSanitizing(t *testing.T) {
 						t.Errorf("result leaks %q: %q", secret, got)
 					}
 				}
-				if !strings.Contains(got, "[REDACTED:aws-access-key]") {
+				if !strings.Contains(got, "[REDACTED:aws-access-token]") {
 					t.Errorf("no redaction marker: %q", got)
 				}
 			})
@@ -351,7 +351,7 @@ func TestPromptsAndResourcesAreSanitized(t *testing.T) {
 	}
 	text := p.Messages[0].Content.(*mcp.TextContent).Text
 	clean("prompt message", text)
-	if !strings.Contains(text, "[REDACTED:aws-access-key]") {
+	if !strings.Contains(text, "[REDACTED:aws-access-token]") {
 		t.Errorf("no redaction marker in %q", text)
 	}
 	r, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///notes.txt"})

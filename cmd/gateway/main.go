@@ -3,11 +3,13 @@
 //
 //	gateway [--config FILE] [--listen ADDR] [--log-level LEVEL]          proxy the server at config.upstream
 //	gateway [--config FILE] ... --stdio -- COMMAND [ARGS...]            run a stdio server as a child process
-//	gateway audit verify FILE                                           verify a hash-chained audit log
+//	gateway audit verify [--key FILE] [--head FILE] LOG                 verify an audit log: hashes, MACs, head
 //	gateway config check FILE                                           validate a configuration file
 //	gateway install PATH                                                copy this binary to PATH (init container of a stdio server's pod)
 //
-// Audit records (one JSON line per tool call) go to stdout; logs go to stderr as JSON.
+// Audit records (one JSON line per tool call) go to stdout; logs go to stderr as JSON. With
+// config.audit.keyPath (or --audit-key) records are MACed; with config.audit.statePath (or
+// --audit-state) a restarted gateway continues the chain from the head file.
 package main
 
 import (
@@ -26,6 +28,7 @@ import (
 
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gateway/sanitize"
 	"github.com/mcp-warden/mcp-warden/gateway/stdio"
 )
 
@@ -39,7 +42,7 @@ func main() {
 const usage = `usage:
   gateway [--config FILE] [--listen ADDR] [--log-level debug|info|warn|error]
   gateway [--config FILE] [flags] --stdio -- COMMAND [ARGS...]
-  gateway audit verify FILE
+  gateway audit verify [--key FILE] [--head FILE] LOG
   gateway config check FILE
   gateway install PATH
 `
@@ -49,11 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 {
 		switch args[0] {
 		case "audit":
-			if len(args) != 3 || args[1] != "verify" {
+			if len(args) < 3 || args[1] != "verify" {
 				fmt.Fprint(stderr, usage)
 				return 2
 			}
-			return verifyAudit(args[2], stdout, stderr)
+			return verifyAudit(args[2:], stdout, stderr)
 		case "install":
 			if len(args) != 2 {
 				fmt.Fprint(stderr, usage)
@@ -85,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "address to serve on; overrides config.listen")
 	useStdio := fs.Bool("stdio", false, "run the MCP server given after -- as a child process speaking stdio")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	auditKey := fs.String("audit-key", "", "file with the key that MACs audit records; overrides config.audit.keyPath")
+	auditState := fs.String("audit-state", "", "audit head file the chain continues from; overrides config.audit.statePath")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	if err := serve(ctx, *configPath, *listen, command, stdout, log); err != nil {
+	if err := serve(ctx, *configPath, flagValues{listen: *listen, auditKey: *auditKey, auditState: *auditState}, command, stdout, log); err != nil {
 		log.Error("gateway stopped", "err", err)
 		return 1
 	}
@@ -134,29 +139,71 @@ func install(path string) error {
 	return os.Rename(tmp, path)
 }
 
-func verifyAudit(path string, stdout, stderr io.Writer) int {
+func verifyAudit(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyPath := fs.String("key", "", "audit key file: check every record's MAC (detects a rewrite with recomputed hashes)")
+	headPath := fs.String("head", "", "audit head file: check that the log reaches it (detects a truncation)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	path := fs.Arg(0)
+	var opts audit.VerifyOptions
+	if *keyPath != "" {
+		key, err := audit.ReadKey(*keyPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "audit verify: %v\n", err)
+			return 1
+		}
+		opts.Key = key
+	}
+	if *headPath != "" {
+		h, err := audit.ReadHead(*headPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "audit verify: %v\n", err)
+			return 1
+		}
+		opts.Head = &h
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "audit verify: %v\n", err)
 		return 1
 	}
 	defer f.Close()
-	s, err := audit.Verify(f)
+	s, err := audit.VerifyWith(f, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "audit verify %s: %v (%d records before it verified)\n", path, err, s.Records)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: %d records in %d chain(s) verified\n", path, s.Records, s.Chains)
+	checked := "hashes"
+	if opts.Key != nil {
+		checked += fmt.Sprintf(", %d MACs", s.MACs)
+	}
+	if opts.Head != nil {
+		checked += fmt.Sprintf(", head at seq %d", opts.Head.Seq)
+	}
+	fmt.Fprintf(stdout, "%s: %d records in %d chain(s) verified (%s)\n", path, s.Records, s.Chains, checked)
 	return 0
 }
 
-func serve(ctx context.Context, configPath, listen string, command []string, auditOut io.Writer, log *slog.Logger) error {
+// flagValues are the command-line settings that override the configuration file.
+type flagValues struct{ listen, auditKey, auditState string }
+
+func serve(ctx context.Context, configPath string, flags flagValues, command []string, auditOut io.Writer, log *slog.Logger) error {
 	cfg, err := gateway.Read(configPath)
 	if err != nil {
 		return err
 	}
-	if listen != "" {
-		cfg.Listen = listen
+	if flags.listen != "" {
+		cfg.Listen = flags.listen
+	}
+	if flags.auditKey != "" {
+		cfg.Audit.KeyPath = flags.auditKey
+	}
+	if flags.auditState != "" {
+		cfg.Audit.StatePath = flags.auditState
 	}
 	if cfg.Stdio && len(command) == 0 {
 		return fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --", configPath)
@@ -211,7 +258,8 @@ func serve(ctx context.Context, configPath, listen string, command []string, aud
 		go func() { _ = status.Serve(sln) }()
 	}
 	g.Start(ctx)
-	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled)
+	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled,
+		"secretRules", sanitize.Rules(), "auditMAC", cfg.Audit.KeyPath != "", "auditHead", cfg.Audit.StatePath)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

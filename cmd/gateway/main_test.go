@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gateway/canonical"
 	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
 
@@ -202,4 +205,159 @@ func TestStdioConfigNeedsCommand(t *testing.T) {
 	if code := run(ctx, []string{"--config", cfgPath}, &out, &logs); code != 1 || !strings.Contains(logs.String(), "must follow --stdio --") {
 		t.Fatalf("exit %d, logs %s", code, logs.String())
 	}
+}
+
+func TestAuditVerifyKeyAndHead(t *testing.T) {
+	dir := t.TempDir()
+	keyPath, headPath, logPath := filepath.Join(dir, "key"), filepath.Join(dir, "head.json"), filepath.Join(dir, "audit.jsonl")
+	if err := os.WriteFile(keyPath, append(bytes.Repeat([]byte{0xA5}, 32), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := audit.ReadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	l, err := audit.Open(&buf, audit.Options{Key: key, StatePath: headPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := l.Write(audit.Record{Time: time.Now(), Principal: "u", Tool: "read_file", Decision: audit.Allow, Result: "ok", Arguments: map[string]any{"i": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	verify := func(lines []string) (int, string, string) {
+		if err := os.WriteFile(logPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"audit", "verify", "--key", keyPath, "--head", headPath, logPath}, &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, out, errOut := verify(lines); code != 0 || !strings.Contains(out, "4 records") || !strings.Contains(out, "4 MACs") || !strings.Contains(out, "head at seq 3") {
+		t.Fatalf("intact log: exit %d, %s %s", code, out, errOut)
+	}
+	if code, _, errOut := verify(lines[:2]); code != 1 || !strings.Contains(errOut, "line 3") || !strings.Contains(errOut, "truncated") {
+		t.Fatalf("truncated log: exit %d, %s", code, errOut)
+	}
+	// line 2 rewritten and every hash after it recomputed, as someone without the key would
+	rewritten := append([]string(nil), lines...)
+	prev := ""
+	for i := range rewritten {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(rewritten[i]), &m); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			m["decision"] = "deny"
+		}
+		if i >= 1 {
+			m["prev"] = prev
+			delete(m, "hash")
+			delete(m, "mac")
+			m["hash"] = canonicalHash(t, m)
+			m["mac"] = strings.Repeat("0", 64)
+		}
+		prev = m["hash"].(string)
+		b, _ := json.Marshal(m)
+		rewritten[i] = string(b)
+	}
+	if code, _, errOut := verify(rewritten); code != 1 || !strings.Contains(errOut, "line 2") || !strings.Contains(errOut, "rewritten") {
+		t.Fatalf("rewritten log: exit %d, %s", code, errOut)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "verify", "--key"}, &out, &errOut); code != 2 {
+		t.Fatalf("usage error: exit %d", code)
+	}
+}
+
+// canonicalHash is the record hash of m (which has no hash or mac member).
+func canonicalHash(t *testing.T, m map[string]any) string {
+	t.Helper()
+	body, err := canonical.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// TestAuditChainSurvivesARestart runs the gateway twice with the same key and head file: the second
+// process continues the first one's chain, and the two outputs verify as one log.
+func TestAuditChainSurvivesARestart(t *testing.T) {
+	t.Setenv("GATEWAY_TEST_STDIO_SERVER", "1")
+	dir := t.TempDir()
+	keyPath, headPath := filepath.Join(dir, "key"), filepath.Join(dir, "head.json")
+	if err := os.WriteFile(keyPath, bytes.Repeat([]byte("0123456789abcdef"), 2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	for range 2 {
+		log.WriteString(stdioSession(t, "--audit-key", keyPath, "--audit-state", headPath))
+	}
+	logPath := filepath.Join(dir, "audit.jsonl")
+	if err := os.WriteFile(logPath, []byte(log.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "verify", "--key", keyPath, "--head", headPath, logPath}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "2 records in 1 chain(s)") {
+		t.Fatalf("exit %d: %s %s\n%s", code, out.String(), errOut.String(), log.String())
+	}
+}
+
+// stdioSession starts the gateway in front of this test binary as a stdio server, makes one tool call,
+// stops it and returns its audit output.
+func stdioSession(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := freePort(t)
+	cfgPath := filepath.Join(t.TempDir(), "gateway.json")
+	cfg, _ := json.Marshal(map[string]any{
+		"listen": addr, "resource": "https://files.mcp.example/mcp", "auth": map[string]any{"disabled": true},
+		"limits": map[string]any{"callTimeout": "10s"}, "stdio": true,
+	})
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	defer cancel()
+	auditOut, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(append([]string{"--config", cfgPath}, args...), "--stdio", "--", exe), auditOut, logs)
+	}()
+	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	var cs *mcp.ClientSession
+	for ctx.Err() == nil {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		cs, err = client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: &http.Client{}, MaxRetries: -1}, nil)
+		ccancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if cs == nil {
+		t.Fatalf("connect: %v\nlogs: %s", err, logs.String())
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "a.txt"}}); err != nil {
+		t.Fatalf("call: %v\nlogs: %s", err, logs.String())
+	}
+	_ = cs.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d\nlogs: %s", code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+	return auditOut.String()
 }

@@ -1,20 +1,32 @@
 // Package audit writes one structured, hash-chained JSON record per tool call and verifies such a chain.
 //
 // Each record carries the hash of the record before it (prev) and its own hash: SHA-256 over the
-// canonical JSON of the record without its hash field. Editing a record changes its hash; deleting,
-// inserting or reordering records breaks the prev links; Verify names the first line that does not fit.
-// A chain starts with seq 0 and an empty prev each time a gateway starts.
+// canonical JSON of the record without its hash and mac fields. Editing a record changes its hash;
+// deleting, inserting or reordering records breaks the prev links; Verify names the first line that
+// does not fit.
+//
+// With a key (Options.Key), each record also carries a MAC: HMAC-SHA256 over its hash, so that a log
+// rewritten with recomputed hashes is detected by whoever holds the key (the MCP server process cannot
+// read it). With a head file (Options.StatePath), the seq and hash of the last record are written there
+// atomically after each record, a new process continues the chain from it, and Verify, given the head,
+// detects a log that ends before it (truncation). Without a head file a chain starts with seq 0 and an
+// empty prev each time a gateway starts.
 package audit
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,28 +77,145 @@ type Record struct {
 	LatencyMS float64 `json:"latencyMs"`
 	// Prev is the hash of the previous record of the chain; empty for the first.
 	Prev string `json:"prev"`
-	// Hash is the SHA-256 (hex) of this record's canonical JSON without the hash field.
+	// Hash is the SHA-256 (hex) of this record's canonical JSON without the hash and mac fields.
 	Hash string `json:"hash,omitempty"`
+	// MAC is the HMAC-SHA256 (hex) of the hash under the audit key; empty when the gateway has no key.
+	MAC string `json:"mac,omitempty"`
+}
+
+// MinKeyBytes is the shortest audit key accepted.
+const MinKeyBytes = 32
+
+// Options configure a Logger.
+type Options struct {
+	// Key MACs every record (HMAC-SHA256), at least MinKeyBytes long; nil: records carry no MAC.
+	Key []byte
+	// StatePath is the head file: the seq and hash of the last record, replaced atomically (write and
+	// rename in the same directory) after each record. At start the chain continues from it. Empty: no
+	// head file, and each start begins a new chain.
+	StatePath string
+}
+
+// Head is the last record of a chain as the head file keeps it.
+type Head struct {
+	// Seq is the last record's seq.
+	Seq uint64 `json:"seq"`
+	// Hash is the last record's hash.
+	Hash string `json:"hash"`
+	// MAC is the HMAC-SHA256 of seq and hash under the audit key; empty without a key.
+	MAC string `json:"mac,omitempty"`
 }
 
 // Logger appends records to a writer (stdout, for off-host shipping) as JSON lines.
 type Logger struct {
-	mu   sync.Mutex
-	w    io.Writer
-	prev string
-	seq  uint64
+	mu    sync.Mutex
+	w     io.Writer
+	key   []byte
+	state string
+	prev  string
+	seq   uint64
 }
 
-// NewLogger starts a new chain on w.
+// NewLogger starts a new chain on w, without key or head file.
 func NewLogger(w io.Writer) *Logger { return &Logger{w: w} }
 
-// Write chains and writes one record. The caller must have redacted the arguments.
+// Open returns a Logger writing to w that continues the chain of the head file, if there is one.
+func Open(w io.Writer, opts Options) (*Logger, error) {
+	if opts.Key != nil && len(opts.Key) < MinKeyBytes {
+		return nil, fmt.Errorf("audit key: %d bytes; use at least %d random bytes", len(opts.Key), MinKeyBytes)
+	}
+	l := &Logger{w: w, key: opts.Key, state: opts.StatePath}
+	if l.state == "" {
+		return l, nil
+	}
+	h, err := ReadHead(l.state)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return l, nil // the first start: a new chain
+	case err != nil:
+		return nil, err
+	}
+	if l.key != nil && h.MAC != headMAC(l.key, h) {
+		return nil, fmt.Errorf("audit head %s: its MAC does not match the audit key (the file was edited, or the key changed); verify the log, then move the head file away to start a new chain", l.state)
+	}
+	l.seq, l.prev = h.Seq+1, h.Hash
+	return l, nil
+}
+
+// ReadKey reads an audit key file (a trailing newline is not part of the key) and checks its length.
+func ReadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) < MinKeyBytes {
+		return nil, fmt.Errorf("audit key %s: %d bytes; use at least %d random bytes (e.g. head -c 32 /dev/urandom)", path, len(b), MinKeyBytes)
+	}
+	return b, nil
+}
+
+// ReadHead reads a head file.
+func ReadHead(path string) (Head, error) {
+	var h Head
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return h, fmt.Errorf("audit head: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil || h.Hash == "" {
+		return h, fmt.Errorf("audit head %s: not a head file (want {\"seq\":N,\"hash\":\"...\"})", path)
+	}
+	return h, nil
+}
+
+// writeHead replaces the head file with the record just written.
+func (l *Logger) writeHead(seq uint64, hash string) error {
+	h := Head{Seq: seq, Hash: hash}
+	if l.key != nil {
+		h.MAC = headMAC(l.key, h)
+	}
+	b, _ := json.Marshal(h)
+	tmp, err := os.CreateTemp(filepath.Dir(l.state), "."+filepath.Base(l.state)+".*")
+	if err != nil {
+		return fmt.Errorf("audit head: %w", err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), l.state)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("audit head: %w", err)
+	}
+	return nil
+}
+
+// recordMAC is the MAC of a record with the given hash.
+func recordMAC(key []byte, hash string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("mcp-warden audit record\x00" + hash))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// headMAC is the MAC of a head.
+func headMAC(key []byte, h Head) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("mcp-warden audit head\x00" + strconv.FormatUint(h.Seq, 10) + "\x00" + h.Hash))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Write chains and writes one record, then the head file. The caller must have redacted the arguments.
 func (l *Logger) Write(r Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r.Seq = l.seq
 	r.Prev = l.prev
-	r.Hash = ""
+	r.Hash, r.MAC = "", ""
 	var sum string
 	if body, err := canonical.Marshal(r.members()); err == nil {
 		digest := sha256.Sum256(body)
@@ -101,6 +230,9 @@ func (l *Logger) Write(r Record) error {
 		}
 	}
 	r.Hash = sum
+	if l.key != nil {
+		r.MAC = recordMAC(l.key, sum)
+	}
 	line, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("audit: encode record: %w", err)
@@ -111,6 +243,9 @@ func (l *Logger) Write(r Record) error {
 	}
 	l.prev = sum
 	l.seq++
+	if l.state != "" {
+		return l.writeHead(r.Seq, sum)
+	}
 	return nil
 }
 
@@ -133,7 +268,7 @@ func (r *Record) members() map[string]any {
 	return m
 }
 
-// hashLine hashes the canonical JSON of a record with its "hash" member removed.
+// hashLine hashes the canonical JSON of a record with its "hash" and "mac" members removed.
 func hashLine(line []byte) (string, error) {
 	v, err := canonical.Decode(line)
 	if err != nil {
@@ -144,6 +279,7 @@ func hashLine(line []byte) (string, error) {
 		return "", errors.New("audit: record is not a JSON object")
 	}
 	delete(m, "hash")
+	delete(m, "mac")
 	body, err := canonical.Marshal(m)
 	if err != nil {
 		return "", fmt.Errorf("audit: %w", err)
@@ -156,8 +292,12 @@ func hashLine(line []byte) (string, error) {
 type Summary struct {
 	// Records is the number of records verified.
 	Records int
-	// Chains is the number of chains (gateway starts) in the log.
+	// Chains is the number of chains (gateway starts without a head file) in the log.
 	Chains int
+	// MACs is the number of records whose MAC was checked.
+	MACs int
+	// Head says the log reaches the head it was checked against.
+	Head bool
 }
 
 // LineError names the first line of a log that breaks the chain.
@@ -171,10 +311,27 @@ type LineError struct {
 // Error names the line and the problem.
 func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
 
+// VerifyOptions add the checks that need the audit key or the head file.
+type VerifyOptions struct {
+	// Key checks every record's MAC: a record without one, or with one that does not match, was
+	// rewritten (even when the hashes were recomputed).
+	Key []byte
+	// Head checks that the log's last chain reaches the head file's record: a log that ends before it
+	// was truncated.
+	Head *Head
+}
+
 // Verify reads a JSON-lines audit log and checks every record's hash and link to the one before it. It
 // returns a *LineError naming the first bad line.
-func Verify(r io.Reader) (Summary, error) {
+func Verify(r io.Reader) (Summary, error) { return VerifyWith(r, VerifyOptions{}) }
+
+// VerifyWith is Verify with the MAC and head checks of opts. A truncation is reported as a *LineError
+// naming the line after the last one.
+func VerifyWith(r io.Reader, opts VerifyOptions) (Summary, error) {
 	var s Summary
+	if opts.Key != nil && opts.Head != nil && opts.Head.MAC != headMAC(opts.Key, *opts.Head) {
+		return s, errors.New("head file: its MAC does not match the key (the head was edited, or this is not its key)")
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	prev, n := "", 0
@@ -189,6 +346,7 @@ func Verify(r io.Reader) (Summary, error) {
 			Seq  *uint64 `json:"seq"`
 			Prev *string `json:"prev"`
 			Hash string  `json:"hash"`
+			MAC  string  `json:"mac"`
 		}
 		if err := json.Unmarshal(line, &head); err != nil || head.Seq == nil || head.Prev == nil || head.Hash == "" {
 			return s, &LineError{Line: n, Reason: "not an audit record (needs seq, prev and hash)"}
@@ -200,21 +358,43 @@ func Verify(r io.Reader) (Summary, error) {
 		if sum != head.Hash {
 			return s, &LineError{Line: n, Reason: "record was modified: its hash does not match its content"}
 		}
+		if opts.Key != nil {
+			if head.MAC == "" {
+				return s, &LineError{Line: n, Reason: "record has no MAC: it was written without the audit key, or rewritten"}
+			}
+			if !hmac.Equal([]byte(head.MAC), []byte(recordMAC(opts.Key, sum))) {
+				return s, &LineError{Line: n, Reason: "record was rewritten: its MAC does not match (the hashes were recomputed without the audit key)"}
+			}
+			s.MACs++
+		}
 		switch {
 		case *head.Seq == 0 && *head.Prev == "":
-			s.Chains++ // a gateway (re)start
+			s.Chains++ // a gateway start without a head file
+			s.Head = false
 		case n == 1:
 			return s, &LineError{Line: n, Reason: fmt.Sprintf("log starts in the middle of a chain (seq %d): earlier records were removed", *head.Seq)}
 		case *head.Prev != prev:
 			return s, &LineError{Line: n, Reason: "chain broken: prev does not match the hash of line " + fmt.Sprint(n-1) + " (a record before it was deleted, inserted or reordered)"}
 		case *head.Seq != prevSeq+1:
-			return s, &LineError{Line: n, Reason: fmt.Sprintf("sequence jumps from %d to %d", prevSeq, *head.Seq)}
+			return s, &LineError{Line: n, Reason: fmt.Sprintf("sequence jumps from %d to %d (records between them were removed)", prevSeq, *head.Seq)}
+		}
+		if h := opts.Head; h != nil && *head.Seq == h.Seq {
+			if head.Hash != h.Hash {
+				return s, &LineError{Line: n, Reason: fmt.Sprintf("record seq %d is not the one the head file records (hash %.12s..., head %.12s...): the log was rewritten from here", h.Seq, head.Hash, h.Hash)}
+			}
+			s.Head = true
 		}
 		prev, prevSeq = head.Hash, *head.Seq
 		s.Records++
 	}
 	if err := sc.Err(); err != nil {
 		return s, fmt.Errorf("read audit log after line %d: %w", n, err)
+	}
+	if h := opts.Head; h != nil && !s.Head {
+		if n == 0 {
+			return s, &LineError{Line: 1, Reason: fmt.Sprintf("log is empty but the head file records seq %d: the log was truncated", h.Seq)}
+		}
+		return s, &LineError{Line: n + 1, Reason: fmt.Sprintf("log ends at seq %d (line %d) but the head file records seq %d: the log was truncated (%d records or more are missing)", prevSeq, n, h.Seq, int64(h.Seq)-int64(prevSeq))}
 	}
 	return s, nil
 }

@@ -29,69 +29,6 @@ func (f Findings) Add(o Findings) Findings {
 	return Findings{Hidden: f.Hidden + o.Hidden, Comments: f.Comments + o.Comments, Secrets: f.Secrets + o.Secrets}
 }
 
-type secretPattern struct {
-	kind string
-	re   *regexp.Regexp
-	// hints are substrings (lower case) one of which every match contains; a string without any of them
-	// is skipped without running the expression.
-	hints []string
-	// keep keeps the first submatch (for key=value patterns, the key) in front of the redaction marker.
-	keep bool
-}
-
-var secretPatterns = []secretPattern{
-	{kind: "private-key", re: regexp.MustCompile(`(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)`), hints: []string{"private key"}},
-	{kind: "aws-access-key", re: regexp.MustCompile(`\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b`), hints: []string{"akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"}},
-	{kind: "github-token", re: regexp.MustCompile(`\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})\b`), hints: []string{"gh", "github_pat_"}},
-	{kind: "slack-token", re: regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{10,}\b`), hints: []string{"xox"}},
-	{kind: "stripe-key", re: regexp.MustCompile(`\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b`), hints: []string{"k_live_", "k_test_"}},
-	{kind: "api-key", re: regexp.MustCompile(`\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}\b`), hints: []string{"sk-"}},
-	{kind: "google-api-key", re: regexp.MustCompile(`\bAIza[0-9A-Za-z_-]{35}\b`), hints: []string{"aiza"}},
-	{kind: "jwt", re: regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`), hints: []string{"eyj"}},
-	{kind: "azure-key", re: regexp.MustCompile(`(?i)\b(?:AccountKey|SharedAccessKey|sig)=[A-Za-z0-9+/%]{20,}={0,2}`), hints: []string{"accountkey=", "sharedaccesskey=", "sig="}},
-	{kind: "bearer", re: regexp.MustCompile(`(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]{16,}=*`), hints: []string{"bearer"}, keep: true},
-	{kind: "credential", re: regexp.MustCompile(`(?i)\b((?:aws_secret_access_key|client_secret|password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token)["']?\s*[:=]\s*["']?)[^\s"',;]{8,}`), hints: []string{"secret", "pass", "pwd", "key", "token"}, keep: true},
-}
-
-// Secrets replaces secrets with "[REDACTED:kind]".
-func Secrets(s string) (string, Findings) {
-	var f Findings
-	var lower string
-	for _, p := range secretPatterns {
-		if lower == "" {
-			lower = strings.ToLower(s)
-		}
-		hit := false
-		for _, h := range p.hints {
-			if strings.Contains(lower, h) {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			continue
-		}
-		repl := "[REDACTED:" + p.kind + "]"
-		if p.keep {
-			repl = "${1}" + repl
-		}
-		n := 0
-		out := p.re.ReplaceAllStringFunc(s, func(m string) string {
-			n++
-			if p.keep {
-				return p.re.ReplaceAllString(m, repl)
-			}
-			return repl
-		})
-		if n > 0 {
-			f.Secrets += n
-			s = out
-			lower = ""
-		}
-	}
-	return s, f
-}
-
 // Text removes hidden content and redacts secrets.
 func Text(s string) (string, Findings) {
 	s, f := Hidden(s)

@@ -76,7 +76,7 @@ func TestValueWalksNestedJSON(t *testing.T) {
 		t.Fatal("a base64 image payload was changed")
 	}
 	text := v["content"].([]any)[0].(map[string]any)["text"]
-	if text != "xy aws [REDACTED:aws-access-key]" && !strings.Contains(text.(string), "[REDACTED:aws-access-key]") {
+	if text != "xy aws [REDACTED:aws-access-token]" && !strings.Contains(text.(string), "[REDACTED:aws-access-token]") {
 		t.Fatalf("text %q", text)
 	}
 }
