@@ -182,6 +182,8 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 		Pins:           g.PinnedTools,
 		AllowedOrigins: g.AllowedOrigins,
 		KnownPinsPath:  gatewayConfigDir + "/" + knownPinsFile,
+
+		BlockSecretsInArguments: g.BlockSecretsInArguments,
 	}
 	if cfg.Resource == "" {
 		cfg.Resource = endpoint(s, clusterDomain)

@@ -363,6 +363,11 @@ func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *messag
 	if _, ok := args.(map[string]any); !ok {
 		return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments must be a JSON object", "")
 	}
+	if g.cfg.BlockSecretsInArguments {
+		if kind, found := sanitize.ContainsSecret(args); found {
+			return pc, g.deny(pc, http.StatusOK, codePolicy, "the arguments of tool "+quoteName(p.Name)+" carry a secret ("+kind+"); the gateway does not let a call post a credential out (blockSecretsInArguments)", "")
+		}
+	}
 	if err := def.schemas.input.Validate(args); err != nil {
 		msg, _ := sanitize.Text(err.Error())
 		if len(msg) > 300 {

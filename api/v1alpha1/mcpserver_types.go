@@ -156,6 +156,12 @@ type GatewaySpec struct {
 	// +optional
 	PinnedTools map[string]string `json:"pinnedTools,omitempty"`
 
+	// BlockSecretsInArguments refuses a tools/call whose arguments carry a secret the gateway's
+	// redaction rules find (cloud keys, tokens, private keys), so that a model steered by injected text
+	// cannot post a credential out through a tool. The refusal is audited with the rule that matched.
+	// +optional
+	BlockSecretsInArguments bool `json:"blockSecretsInArguments,omitempty"`
+
 	// RatePerSecond limits requests per principal (default 10, burst twice that).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000
