@@ -229,9 +229,12 @@ func TestRestartContinuesTheChain(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesAShortKey(t *testing.T) {
+func TestOpenRefusesAShortKeyAndAnUnwritableHead(t *testing.T) {
 	if _, err := Open(io.Discard, Options{Key: []byte("short")}); err == nil {
 		t.Fatal("short key accepted")
+	}
+	if _, err := Open(io.Discard, Options{StatePath: filepath.Join(t.TempDir(), "missing", "head.json")}); err == nil {
+		t.Fatal("head file in a missing directory accepted")
 	}
 }
 
