@@ -20,6 +20,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
 	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
@@ -180,6 +181,7 @@ func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Conf
 		Destructive:    g.DestructiveTools,
 		Pins:           g.PinnedTools,
 		AllowedOrigins: g.AllowedOrigins,
+		KnownPinsPath:  gatewayConfigDir + "/" + knownPinsFile,
 	}
 	if cfg.Resource == "" {
 		cfg.Resource = endpoint(s, clusterDomain)
@@ -230,11 +232,33 @@ func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*c
 	sum := sha256.Sum256(body)
 	meta := objectMeta(s)
 	meta.Name = s.Name + "-gateway"
+	pins, err := knownPins(s)
+	if err != nil {
+		return nil, "", err
+	}
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: meta,
-		Data:       map[string]string{"gateway.json": string(body)},
+		// pins.json is outside the hash: a newly seen tool does not roll the pods, and a pod that starts
+		// later (restart, rollout, new replica) loads every pin seen so far.
+		Data: map[string]string{"gateway.json": string(body), knownPinsFile: string(pins)},
 	}, hex.EncodeToString(sum[:8]), nil
+}
+
+// knownPinsFile is the ConfigMap key of the pins the operator has seen from the server's gateways.
+const knownPinsFile = "pins.json"
+
+// knownPins renders status.tools as a pin state file: for each tool the hash it is pinned to (first
+// seen, or approved), which the gateway holds from its start.
+func knownPins(s *mcpv1alpha1.MCPServer) ([]byte, error) {
+	st := pin.State{Tools: []pin.Tool{}}
+	for _, t := range s.Status.Tools {
+		if t.Name == "" || t.PinnedHash == "" {
+			continue
+		}
+		st.Tools = append(st.Tools, pin.Tool{Name: t.Name, Status: pin.Status(t.Status), PinnedHash: t.PinnedHash, ObservedHash: t.ObservedHash})
+	}
+	return json.MarshalIndent(st, "", "  ")
 }
 
 // desiredDeployment runs the server sandboxed behind the gateway: nothing in the spec can change the

@@ -314,3 +314,38 @@ func TestEndpoint(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestKnownPinsRenderedOutsideTheHash: the pins the operator has seen reach every gateway at start
+// (pins.json, read via knownPinsPath), and a newly seen tool does not roll the pods.
+func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
+	s := testServer()
+	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}
+	_, hash, err := desiredGatewayConfigMap(s, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Status.Tools = []mcpv1alpha1.ToolPin{
+		{Name: "read_file", Status: "pinned", PinnedHash: "sha256:aa", ObservedHash: "sha256:aa"},
+		{Name: "send_email", Status: "changed", PinnedHash: "sha256:bb", ObservedHash: "sha256:cc"},
+	}
+	cm, hash2, err := desiredGatewayConfigMap(s, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hash2 != hash {
+		t.Fatal("a newly recorded pin changes the config hash, so every new tool would roll the pods")
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KnownPinsPath != "/etc/mcp-warden/pins.json" {
+		t.Fatalf("knownPinsPath = %q", cfg.KnownPinsPath)
+	}
+	var st struct {
+		Tools []struct{ Name, PinnedHash string }
+	}
+	if err := json.Unmarshal([]byte(cm.Data["pins.json"]), &st); err != nil || len(st.Tools) != 2 || st.Tools[1].PinnedHash != "sha256:bb" {
+		t.Fatalf("pins.json = %s (%v)", cm.Data["pins.json"], err)
+	}
+}

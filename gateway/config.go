@@ -65,6 +65,11 @@ type Config struct {
 	// PinStatePath is where the gateway writes the pin state (JSON) for the operator; empty disables the
 	// file. Pins learned on first sight are read back from it on restart.
 	PinStatePath string `json:"pinStatePath,omitempty"`
+	// KnownPinsPath is a pin state file (the PinStatePath format) read once at start: its pins are held
+	// as first-seen pins for tools not pinned otherwise. The operator writes there the pins it has seen
+	// from every replica, so a restart, a rollout or a new replica does not pin a changed tool anew. A
+	// missing file is no pins.
+	KnownPinsPath string `json:"knownPinsPath,omitempty"`
 	// Limits bound requests.
 	Limits Limits `json:"limits"`
 	// Audit configures the audit chain's key and head file. Records always go to stdout as JSON lines.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -106,6 +107,10 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if _, err := rand.Read(g.stateKey); err != nil {
 		return nil, fmt.Errorf("gateway: random state key: %w", err)
 	}
+	// The gateway's own origin (its resource URL's) is always allowed: a page it serves is same-origin.
+	if u, err := url.Parse(c.Resource); err == nil && u.Scheme != "" && u.Host != "" {
+		g.origins[u.Scheme+"://"+u.Host] = true
+	}
 	for _, o := range c.AllowedOrigins {
 		g.origins[strings.TrimSuffix(o, "/")] = true
 	}
@@ -118,6 +123,13 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	var err error
 	if g.pins, err = pin.NewStore(c.Pins, c.PinStatePath, onChange); err != nil {
 		return nil, fmt.Errorf("gateway pinStatePath: %w", err)
+	}
+	if c.KnownPinsPath != "" {
+		known, err := pin.ReadKnown(c.KnownPinsPath)
+		if err != nil {
+			return nil, err
+		}
+		g.pins.Seed(known)
 	}
 	g.tools = newCatalog(g.pins, g.log, c.Upstream, g.upstream, c.Limits.CallTimeout.Duration)
 

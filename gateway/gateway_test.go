@@ -567,10 +567,20 @@ func TestToolChainNeedsApprovalAfterPrivateRead(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "read private data") {
 		t.Fatalf("send_email after read_file: %v", err)
 	}
-	// another session is not tainted
+	// a new session id does not reset the principal's chain: the same principal is still tainted
 	cs2 := f.mustConnect(t, "files:read mail:send", nil)
-	if _, err := call(t, cs2, "send_email", map[string]any{"to": "a@example.com", "body": "hi"}); err != nil {
-		t.Fatalf("fresh session: %v", err)
+	if _, err := call(t, cs2, "send_email", map[string]any{"to": "a@example.com", "body": "contents"}); err == nil || !strings.Contains(err.Error(), "read private data") {
+		t.Fatalf("send_email from a fresh session of the same principal: %v", err)
+	}
+	// another principal is not tainted
+	other := f.is.claims("files:read mail:send")
+	other.Subject = "user-1234"
+	cs3, err := f.connect(t, f.is.mint(t, other), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call(t, cs3, "send_email", map[string]any{"to": "a@example.com", "body": "hi"}); err != nil {
+		t.Fatalf("another principal: %v", err)
 	}
 }
 
@@ -598,6 +608,18 @@ func TestOriginValidation(t *testing.T) {
 	}
 	if resp, _ := f.post(t, tok, listBody, map[string]string{"Origin": "https://app.example.com"}); resp.StatusCode == http.StatusForbidden {
 		t.Fatal("allowed origin refused")
+	}
+	// the gateway's own origin (its resource's) is same-origin, allowed without being listed
+	if resp, _ := f.post(t, tok, listBody, map[string]string{"Origin": "https://files.mcp.example"}); resp.StatusCode == http.StatusForbidden {
+		t.Fatal("the gateway's own origin is refused")
+	}
+	g := newFixture(t, fixtureOpts{})
+	gtok := g.is.token(t, "files:read")
+	if resp, body := g.post(t, gtok, listBody, map[string]string{"Origin": "https://files.mcp.example"}); resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized {
+		t.Fatalf("the gateway's own origin is refused when allowedOrigins is empty: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := g.post(t, gtok, listBody, map[string]string{"Origin": "http://files.mcp.example.evil.example"}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a look-alike origin: status %d", resp.StatusCode)
 	}
 }
 

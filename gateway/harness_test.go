@@ -119,7 +119,11 @@ type bodies struct {
 
 func (b *bodies) Add(s string) { b.mu.Lock(); b.all = append(b.all, s); b.mu.Unlock() }
 
-func (b *bodies) List() []string { b.mu.Lock(); defer b.mu.Unlock(); return append([]string(nil), b.all...) }
+func (b *bodies) List() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.all...)
+}
 
 type readArgs struct {
 	Path string `json:"path" jsonschema:"file path under the root"`

@@ -747,13 +747,32 @@ func (g *Gateway) filterList(m *message, c *caller) bool {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
 		return true
 	}
-	out := make([]json.RawMessage, 0, len(tools))
+	defs := make([]*toolDef, 0, len(tools))
+	hashes := map[string]string{}
+	conflict := map[string]bool{}
 	for _, raw := range tools {
 		def, err := g.tools.observe(raw)
 		if err != nil {
 			g.log.Warn("tool hidden: malformed definition", "err", err)
 			continue
 		}
+		if h, seen := hashes[def.name]; seen && h != def.hash {
+			conflict[def.name] = true
+		}
+		hashes[def.name] = def.hash
+		defs = append(defs, def)
+	}
+	out := make([]json.RawMessage, 0, len(defs))
+	listed := map[string]bool{}
+	for _, def := range defs {
+		if conflict[def.name] {
+			g.log.Warn("tool hidden: the server lists two different definitions under one name", "tool", def.name)
+			continue
+		}
+		if listed[def.name] {
+			continue
+		}
+		listed[def.name] = true
 		if ok, _ := g.tools.allowed(def); !ok {
 			continue
 		}

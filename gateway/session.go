@@ -16,7 +16,9 @@ type session struct {
 	owner string
 	// elicit is whether the client declared the elicitation capability when it initialized.
 	elicit bool
-	chain  policy.Chain
+	// chain is the tool-chain state of the session's principal, shared by all its sessions: a new
+	// session id does not start a clean chain.
+	chain *policy.Chain
 
 	mu       sync.Mutex
 	pending  map[string]*pendingCall // by JSON-RPC id, for responses relayed on a later GET stream
@@ -44,12 +46,43 @@ func (s *session) take(key string) *pendingCall {
 
 // sessionTable maps session ids to sessions, bounded in size.
 type sessionTable struct {
-	mu  sync.Mutex
-	m   map[string]*session
-	max int
+	mu     sync.Mutex
+	m      map[string]*session
+	max    int
+	chains map[string]*principalChain
 }
 
-func newSessionTable(max int) *sessionTable { return &sessionTable{m: map[string]*session{}, max: max} }
+// principalChain is one principal's tool-chain state.
+type principalChain struct {
+	chain    policy.Chain
+	lastUsed time.Time
+}
+
+func newSessionTable(max int) *sessionTable {
+	return &sessionTable{m: map[string]*session{}, max: max, chains: map[string]*principalChain{}}
+}
+
+// chainLocked returns the tool-chain state of a principal, evicting the least recently used principal
+// when the table is full.
+func (t *sessionTable) chainLocked(owner string) *policy.Chain {
+	pc := t.chains[owner]
+	if pc == nil {
+		if len(t.chains) >= t.max {
+			var oldest string
+			var at time.Time
+			for k, c := range t.chains {
+				if oldest == "" || c.lastUsed.Before(at) {
+					oldest, at = k, c.lastUsed
+				}
+			}
+			delete(t.chains, oldest)
+		}
+		pc = &principalChain{}
+		t.chains[owner] = pc
+	}
+	pc.lastUsed = time.Now()
+	return &pc.chain
+}
 
 // get returns the session for an id, creating it for owner if unknown (for example after a gateway
 // restart). ok is false if the session belongs to another principal.
@@ -75,6 +108,7 @@ func (t *sessionTable) put(s *session) {
 }
 
 func (t *sessionTable) putLocked(s *session) {
+	s.chain = t.chainLocked(s.owner)
 	if len(t.m) >= t.max {
 		var oldest *session
 		for _, o := range t.m {

@@ -71,9 +71,11 @@ func newCatalog(pins *pin.Store, log *slog.Logger, endpoint string, hc *http.Cli
 // rawTool is the part of a tool definition that is pinned.
 type rawTool struct {
 	Name         string          `json:"name"`
+	Title        string          `json:"title"`
 	Description  string          `json:"description"`
 	InputSchema  json.RawMessage `json:"inputSchema"`
 	OutputSchema json.RawMessage `json:"outputSchema"`
+	Annotations  json.RawMessage `json:"annotations"`
 }
 
 // observe records a tool definition as the server sent it and returns the gateway's decision about it.
@@ -95,7 +97,8 @@ func (c *catalog) observe(raw json.RawMessage) (*toolDef, error) {
 	if !validToolName.MatchString(rt.Name) {
 		return nil, fmt.Errorf("tool name %q is not a valid MCP tool name", rt.Name)
 	}
-	hash, err := pin.Hash(rt.Name, rt.Description, rt.InputSchema, rt.OutputSchema)
+	hash, err := pin.Hash(pin.Definition{Name: rt.Name, Title: rt.Title, Description: rt.Description,
+		InputSchema: rt.InputSchema, OutputSchema: rt.OutputSchema, Annotations: rt.Annotations})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,5 @@
-// Package pin pins each tool's definition (name, description, input and output schema) by hash. A tool is
+// Package pin pins each tool's definition (name, title, description, input and output schema,
+// annotations) by hash. A tool is
 // pinned on first sight, or by a hash a person approved in the configuration; a later change blocks the
 // tool until the new hash is approved. The pin state is written as JSON to a file the operator reads, and
 // every change is reported to a callback.
@@ -68,22 +69,37 @@ type State struct {
 	Tools []Tool `json:"tools"`
 }
 
-// Hash returns "sha256:<hex>" over the canonical JSON of the tool's name, description and schemas.
-func Hash(name, description string, inputSchema, outputSchema json.RawMessage) (string, error) {
-	doc := map[string]any{"name": name, "description": description}
-	for k, raw := range map[string]json.RawMessage{"inputSchema": inputSchema, "outputSchema": outputSchema} {
+// Definition is what a model sees of a tool, and what its pin covers.
+type Definition struct {
+	Name         string
+	Title        string
+	Description  string
+	InputSchema  json.RawMessage
+	OutputSchema json.RawMessage
+	Annotations  json.RawMessage
+}
+
+// Hash returns "sha256:<hex>" over the canonical JSON of the whole definition a model sees: name, title,
+// description, input and output schema and annotations (such as destructiveHint), so that a change to
+// any of them is a changed tool.
+func Hash(d Definition) (string, error) {
+	doc := map[string]any{"name": d.Name, "description": d.Description}
+	if d.Title != "" {
+		doc["title"] = d.Title
+	}
+	for k, raw := range map[string]json.RawMessage{"inputSchema": d.InputSchema, "outputSchema": d.OutputSchema, "annotations": d.Annotations} {
 		if len(raw) == 0 || string(raw) == "null" {
 			continue
 		}
 		v, err := canonical.Decode(raw)
 		if err != nil {
-			return "", fmt.Errorf("tool %q %s: %w", name, k, err)
+			return "", fmt.Errorf("tool %q %s: %w", d.Name, k, err)
 		}
 		doc[k] = v
 	}
 	body, err := canonical.Marshal(doc)
 	if err != nil {
-		return "", fmt.Errorf("tool %q: %w", name, err)
+		return "", fmt.Errorf("tool %q: %w", d.Name, err)
 	}
 	sum := sha256.Sum256(body)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
@@ -126,6 +142,43 @@ func NewStore(approved map[string]string, statePath string, onChange func(Event)
 		s.tools[t.Name] = &t
 	}
 	return s, nil
+}
+
+// ReadKnown reads the pinned hashes of a pin state file; a missing file has none.
+func ReadKnown(path string) (map[string]string, error) {
+	body, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read known pins %s: %w", path, err)
+	}
+	var st State
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("read known pins %s: %w", path, err)
+	}
+	out := make(map[string]string, len(st.Tools))
+	for _, t := range st.Tools {
+		if t.Name != "" && t.PinnedHash != "" {
+			out[t.Name] = t.PinnedHash
+		}
+	}
+	return out, nil
+}
+
+// Seed adds pins learned elsewhere (the operator's record of every replica's first-seen pins), for
+// tools this store has no pin for: a restarted gateway, a new replica or a rolled-out pod then holds a
+// changed tool as changed instead of pinning it anew.
+func (s *Store) Seed(known map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().UTC()
+	for name, hash := range known {
+		if _, ok := s.tools[name]; ok || name == "" || hash == "" {
+			continue
+		}
+		s.tools[name] = &Tool{Name: name, Status: Pinned, PinnedHash: hash, ObservedHash: hash, FirstSeen: now}
+	}
 }
 
 // Observe checks a tool's current hash against its pin, pinning it on first sight, and reports whether

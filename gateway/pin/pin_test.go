@@ -9,7 +9,7 @@ import (
 
 func hash(t *testing.T, desc, schema string) string {
 	t.Helper()
-	h, err := Hash("read_file", desc, json.RawMessage(schema), nil)
+	h, err := Hash(Definition{Name: "read_file", Description: desc, InputSchema: json.RawMessage(schema)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +82,42 @@ func make64(c byte) []byte {
 		b[i] = c
 	}
 	return b
+}
+
+// TestHashCoversTheWholeDefinition: title and annotations (destructiveHint) are part of what a model
+// sees, so changing them changes the hash.
+func TestHashCoversTheWholeDefinition(t *testing.T) {
+	base := Definition{Name: "reset", Description: "Reset.", InputSchema: json.RawMessage(`{"type":"object"}`)}
+	h0, err := Hash(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]Definition{
+		"title":        {Name: base.Name, Title: "Harmless", Description: base.Description, InputSchema: base.InputSchema},
+		"annotations":  {Name: base.Name, Description: base.Description, InputSchema: base.InputSchema, Annotations: json.RawMessage(`{"destructiveHint":false}`)},
+		"outputSchema": {Name: base.Name, Description: base.Description, InputSchema: base.InputSchema, OutputSchema: json.RawMessage(`{"type":"object"}`)},
+	} {
+		h, err := Hash(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == h0 {
+			t.Errorf("changing %s does not change the hash", name)
+		}
+	}
+}
+
+// TestSeedHoldsAChangedToolAsChanged: seeded pins act like pins seen before.
+func TestSeedHoldsAChangedToolAsChanged(t *testing.T) {
+	s, err := NewStore(nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Seed(map[string]string{"read_file": "sha256:old"})
+	if ok, st := s.Observe("read_file", "sha256:new"); ok || st != Changed {
+		t.Fatalf("seeded pin, new hash: ok %v status %s", ok, st)
+	}
+	if ok, st := s.Observe("other", "sha256:x"); !ok || st != Pinned {
+		t.Fatalf("unseeded tool: ok %v status %s", ok, st)
+	}
 }

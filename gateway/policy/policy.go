@@ -82,7 +82,7 @@ func (p *Policy) Destructive(tool string) bool { return p.destructive[tool] }
 // Has reports whether a tool carries a label.
 func (p *Policy) Has(tool, label string) bool { return p.labels[tool][label] }
 
-// Chain tracks the tool-chain rule for one session. It is safe for concurrent use.
+// Chain tracks the tool-chain rule for one principal (all its sessions). It is safe for concurrent use.
 type Chain struct {
 	mu          sync.Mutex
 	readPrivate string
@@ -98,7 +98,7 @@ func (c *Chain) NeedsApproval(p *Policy, tool string) (string, bool) {
 	if c.readPrivate == "" {
 		return "", false
 	}
-	return "tool " + tool + " writes externally after " + c.readPrivate + " read private data in this session", true
+	return "tool " + tool + " writes externally after " + c.readPrivate + " read private data (this principal, any session)", true
 }
 
 // Ran records that a tool completed in this session.

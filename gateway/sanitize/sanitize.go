@@ -1,12 +1,14 @@
-// Package sanitize removes what a person does not see but a model reads (zero-width and invisible
-// formatting characters, Unicode tag characters, bidirectional overrides, HTML comments), redacts
+// Package sanitize removes what a person does not see but a model reads (format and other
+// default-ignorable characters, tag characters, variation selectors, bidirectional controls, control
+// characters and terminal escape sequences, HTML comments), keeps what real text needs (emoji sequences,
+// joiners where a script uses them), redacts
 // secrets (cloud keys, tokens, private keys, JWTs) and strips internal detail from upstream errors.
 package sanitize
 
 import (
+	"encoding/base64"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 )
 
 // Findings counts what a sanitizing pass removed.
@@ -27,60 +29,6 @@ func (f Findings) Add(o Findings) Findings {
 	return Findings{Hidden: f.Hidden + o.Hidden, Comments: f.Comments + o.Comments, Secrets: f.Secrets + o.Secrets}
 }
 
-// IsHidden reports characters that render as nothing but reach a model: zero-width characters, invisible
-// formatting characters, bidirectional embeddings, overrides and isolates, and Unicode tag characters.
-func IsHidden(r rune) bool {
-	switch {
-	case r >= 0xE0000 && r <= 0xE007F: // tag characters
-		return true
-	case r >= 0x200B && r <= 0x200F: // zero-width space/joiners, LRM, RLM
-		return true
-	case r >= 0x202A && r <= 0x202E: // bidi embeddings and overrides
-		return true
-	case r >= 0x2060 && r <= 0x2064, r >= 0x2066 && r <= 0x2069: // word joiner, invisible operators, bidi isolates
-		return true
-	case r == 0xFEFF, r == 0x00AD, r == 0x180E, r == 0x034F, r == 0x061C, r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0:
-		return true
-	}
-	return false
-}
-
-var htmlComment = regexp.MustCompile(`(?s)<!--.*?(-->|$)`)
-
-// Hidden removes invisible characters and HTML comments.
-func Hidden(s string) (string, Findings) {
-	var f Findings
-	if needsStrip(s) {
-		s = strings.Map(func(r rune) rune {
-			if IsHidden(r) {
-				f.Hidden++
-				return -1
-			}
-			return r
-		}, s)
-	}
-	if strings.Contains(s, "<!--") {
-		s = htmlComment.ReplaceAllStringFunc(s, func(string) string { f.Comments++; return "" })
-	}
-	return s, f
-}
-
-// needsStrip is a fast scan: plain ASCII never contains hidden characters.
-func needsStrip(s string) bool {
-	for i := 0; i < len(s); {
-		if s[i] < utf8.RuneSelf {
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if IsHidden(r) {
-			return true
-		}
-		i += n
-	}
-	return false
-}
-
 // Text removes hidden content and redacts secrets.
 func Text(s string) (string, Findings) {
 	s, f := Hidden(s)
@@ -88,9 +36,10 @@ func Text(s string) (string, Findings) {
 	return s, f.Add(g)
 }
 
-// Value sanitizes every string in a decoded JSON value in place (map and slice elements are replaced)
-// and returns the possibly new value. Strings under the keys "data" and "blob" (base64 payloads) are
-// left alone.
+// Value sanitizes every string in a decoded JSON value in place, at every depth and under every key
+// (map and slice elements are replaced), and returns the possibly new value. The only strings left alone
+// are base64 payloads where MCP puts binary content: "data" of image and audio content and "blob" of
+// resource contents, and only when they really are base64 (which cannot carry hidden text).
 func Value(v any) (any, Findings) {
 	switch t := v.(type) {
 	case string:
@@ -106,7 +55,7 @@ func Value(v any) (any, Findings) {
 	case map[string]any:
 		var total Findings
 		for k, e := range t {
-			if k == "data" || k == "blob" {
+			if isBinaryPayload(t, k, e) {
 				continue
 			}
 			var f Findings
@@ -116,6 +65,27 @@ func Value(v any) (any, Findings) {
 		return t, total
 	}
 	return v, Findings{}
+}
+
+func isBinaryPayload(obj map[string]any, key string, v any) bool {
+	s, ok := v.(string)
+	if !ok {
+		return false
+	}
+	switch key {
+	case "data":
+		if ty, _ := obj["type"].(string); ty != "image" && ty != "audio" {
+			return false
+		}
+	case "blob":
+		if _, ok := obj["uri"].(string); !ok {
+			return false
+		}
+	default:
+		return false
+	}
+	_, err := base64.StdEncoding.DecodeString(s)
+	return err == nil
 }
 
 var internalDetail = []*regexp.Regexp{

@@ -62,11 +62,18 @@ func TestSecretsRedacted(t *testing.T) {
 func TestValueWalksNestedJSON(t *testing.T) {
 	v := map[string]any{
 		"content": []any{map[string]any{"type": "text", "text": "x\u200by AKIAIOSFODNN7EXAMPLE"}},
-		"image":   map[string]any{"data": "AKIAIOSFODNN7EXAMPLE"}, // base64 payloads are left alone
+		"image":   map[string]any{"type": "image", "data": "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=", "mimeType": "image/png"}, // base64 payloads are left alone
+		// "data" anywhere else is text like any other
+		"structuredContent": map[string]any{"data": "z​z"},
+		"schema":            map[string]any{"properties": map[string]any{"data": map[string]any{"description": "d<!-- x -->"}}},
+		"fakeImage":         map[string]any{"type": "image", "data": "not base64 ‮ AKIAIOSFODNN7EXAMPLE"},
 	}
 	_, f := Value(v)
-	if f.Hidden != 1 || f.Secrets != 1 {
+	if f.Hidden != 3 || f.Secrets != 2 || f.Comments != 1 {
 		t.Fatalf("findings %+v", f)
+	}
+	if v["image"].(map[string]any)["data"] != "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=" {
+		t.Fatal("a base64 image payload was changed")
 	}
 	text := v["content"].([]any)[0].(map[string]any)["text"]
 	if text != "xy aws [REDACTED:aws-access-token]" && !strings.Contains(text.(string), "[REDACTED:aws-access-token]") {

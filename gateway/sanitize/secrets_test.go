@@ -20,13 +20,13 @@ func randomKey(seed uint64, alphabet string, n int) string {
 
 const (
 	alnum  = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	base64 = alnum + "+/"
+	b64chars = alnum + "+/"
 	upper  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 )
 
 func TestAWSSecretNextToItsKeyID(t *testing.T) {
 	id, secret := "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-	realID, realSecret := "AKIA"+randomKey(1, upper, 16), randomKey(2, base64, 40)
+	realID, realSecret := "AKIA"+randomKey(1, upper, 16), randomKey(2, b64chars, 40)
 	for name, in := range map[string]string{
 		"key=value":        "aws_access_key_id=" + id + " aws_secret_access_key=" + secret,
 		"cli json":         `{"AccessKey": {"UserName": "ci", "AccessKeyId": "` + id + `", "Status": "Active", "SecretAccessKey": "` + secret + `"}}`,
@@ -62,7 +62,7 @@ func TestSecretsUseGitleaksRuleIDs(t *testing.T) {
 		"gitlab-pat":          "glpat-" + randomKey(6, alnum, 20),
 		"generic-api-key":     `api_key = "` + randomKey(7, alnum, 32) + `"`,
 		"slack-bot-token":     "xoxb-1234567890123-1234567890123-" + randomKey(8, alnum, 24),
-		"private-key":         "-----BEGIN RSA PRIVATE KEY-----\n" + randomKey(9, base64, 64) + "\n" + randomKey(10, base64, 64) + "\n-----END RSA PRIVATE KEY-----",
+		"private-key":         "-----BEGIN RSA PRIVATE KEY-----\n" + randomKey(9, b64chars, 64) + "\n" + randomKey(10, b64chars, 64) + "\n-----END RSA PRIVATE KEY-----",
 		"stripe-access-token": "sk_live_" + randomKey(11, alnum, 24),
 		"gcp-api-key":         "AIza" + randomKey(12, alnum, 35),
 		"sendgrid-api-token":  "SG." + randomKey(13, alnum, 22) + "." + randomKey(14, alnum, 43),
@@ -88,7 +88,7 @@ func plainText() string {
 // secretText is 4 KiB of the same prose with five secrets in it.
 func secretText() string {
 	s := plainText()[:3500]
-	return (s + " aws_access_key_id=AKIA" + randomKey(20, upper, 16) + " aws_secret_access_key=" + randomKey(21, base64, 40) +
+	return (s + " aws_access_key_id=AKIA" + randomKey(20, upper, 16) + " aws_secret_access_key=" + randomKey(21, b64chars, 40) +
 		"\ntoken: ghp_" + randomKey(22, alnum, 36) + "\nAuthorization: Bearer " + randomKey(23, alnum, 40) +
 		"\napi_key = \"" + randomKey(24, alnum, 32) + "\"\n" + plainText())[:4096]
 }
@@ -136,7 +136,7 @@ func TestPrefilterKeepsFindings(t *testing.T) {
 	d := ruleSet()
 	for i, s := range []string{secretText(), plainText() + "\n" + secretText(), `{"password":"` + randomKey(40, alnum, 24) + `","user":"x"}`,
 		"the_very_long_name_of_the_production_service_account_password_v2 = '" + randomKey(43, alnum, 20) + "'",
-		"-----BEGIN OPENSSH PRIVATE KEY-----\n" + randomKey(41, base64, 70) + "\n" + randomKey(42, base64, 70) + "\n-----END OPENSSH PRIVATE KEY-----\n"} {
+		"-----BEGIN OPENSSH PRIVATE KEY-----\n" + randomKey(41, b64chars, 70) + "\n" + randomKey(42, b64chars, 70) + "\n-----END OPENSSH PRIVATE KEY-----\n"} {
 		var whole, windowed []string
 		for _, f := range d.DetectString(s) {
 			whole = append(whole, f.RuleID+":"+f.Secret)

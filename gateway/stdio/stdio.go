@@ -28,6 +28,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcp-warden/mcp-warden/gateway/strictjson"
 )
 
 // MaxMessageBytes bounds one JSON-RPC message in either direction.
@@ -43,6 +45,7 @@ type Bridge struct {
 	nextID  atomic.Uint64
 
 	mu          sync.Mutex
+	sessions    map[string]bool // the session ids handed out by initialize
 	pending     map[string]chan json.RawMessage
 	streams     map[chan []byte]struct{}
 	initResult  json.RawMessage
@@ -85,7 +88,7 @@ func Start(argv []string, log *slog.Logger) (*Bridge, error) {
 		ln.Close()
 		return nil, fmt.Errorf("stdio: start %s: %w", argv[0], err)
 	}
-	b := &Bridge{cmd: cmd, stdin: stdin, log: log, pending: map[string]chan json.RawMessage{}, streams: map[chan []byte]struct{}{},
+	b := &Bridge{cmd: cmd, stdin: stdin, log: log, pending: map[string]chan json.RawMessage{}, sessions: map[string]bool{}, streams: map[chan []byte]struct{}{},
 		exited: make(chan struct{}), ln: ln}
 	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
 	go b.readStdout(stdout)
@@ -140,9 +143,16 @@ func (b *Bridge) readStdout(r io.Reader) {
 			continue
 		}
 		var m message
-		if err := json.Unmarshal(line, &m); err != nil {
-			b.log.Warn("MCP server wrote a line that is not JSON-RPC", "err", err)
+		if err := strictjson.Unmarshal(line, &m); err != nil {
+			b.log.Warn("MCP server wrote a line that is not strict JSON-RPC; dropped", "err", err)
 			continue
+		}
+		if hasID(m.ID) {
+			id, err := strictjson.Canonical(m.ID)
+			if err != nil {
+				continue
+			}
+			m.ID = id
 		}
 		b.log.Debug("from the MCP server", "id", string(m.ID), "method", m.Method)
 		if m.Method == "" && hasID(m.ID) {
@@ -221,7 +231,7 @@ func (b *Bridge) roundTrip(ctx context.Context, m *message) (json.RawMessage, er
 	select {
 	case raw := <-ch:
 		var resp message
-		if err := json.Unmarshal(raw, &resp); err != nil {
+		if err := strictjson.Unmarshal(raw, &resp); err != nil {
 			return nil, fmt.Errorf("decode response: %w", err)
 		}
 		resp.ID = orig
@@ -249,9 +259,16 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		b.servePOST(w, r)
 	case http.MethodGet:
-		b.serveGET(w, r)
+		if b.checkSession(w, r) {
+			b.serveGET(w, r)
+		}
 	case http.MethodDelete:
-		w.WriteHeader(http.StatusNoContent)
+		if b.checkSession(w, r) {
+			b.mu.Lock()
+			delete(b.sessions, r.Header.Get("Mcp-Session-Id"))
+			b.mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		}
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -265,8 +282,11 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
+	if err := strictjson.Unmarshal(body, &m); err != nil {
 		http.Error(w, "the stdio bridge takes one JSON-RPC message per request", http.StatusBadRequest)
+		return
+	}
+	if m.Method != "initialize" && m.Method != "server/discover" && !b.checkSession(w, r) {
 		return
 	}
 	switch {
@@ -326,16 +346,47 @@ func (b *Bridge) initialize(w http.ResponseWriter, r *http.Request, m *message) 
 			return
 		}
 		var rm message
-		if json.Unmarshal(resp, &rm) == nil && len(rm.Result) > 0 {
+		if strictjson.Unmarshal(resp, &rm) == nil && len(rm.Result) > 0 {
 			b.mu.Lock()
 			b.initResult = rm.Result
 			b.mu.Unlock()
 		}
 		out = resp
 	}
+	sid := newSessionID()
+	b.mu.Lock()
+	if len(b.sessions) >= maxSessions {
+		for k := range b.sessions { // forget an arbitrary one
+			delete(b.sessions, k)
+			break
+		}
+	}
+	b.sessions[sid] = true
+	b.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Mcp-Session-Id", newSessionID())
+	w.Header().Set("Mcp-Session-Id", sid)
 	_, _ = w.Write(out)
+}
+
+// maxSessions bounds the session ids the bridge remembers.
+const maxSessions = 10000
+
+// checkSession requires a session id that initialize handed out, as the streamable HTTP transport
+// does: 400 without one, 404 for an unknown one. It has answered when it returns false.
+func (b *Bridge) checkSession(w http.ResponseWriter, r *http.Request) bool {
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		http.Error(w, "missing Mcp-Session-Id: initialize first", http.StatusBadRequest)
+		return false
+	}
+	b.mu.Lock()
+	ok := b.sessions[sid]
+	b.mu.Unlock()
+	if !ok {
+		http.Error(w, "session not found", http.StatusNotFound)
+		return false
+	}
+	return true
 }
 
 func (b *Bridge) serveGET(w http.ResponseWriter, r *http.Request) {
