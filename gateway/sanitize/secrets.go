@@ -30,7 +30,7 @@ import (
 // Rules returns the number of rules secrets are looked for with, loading the rule set if needed (a
 // fraction of a second, once per process); a server calls it at start so that the first result does not
 // pay for the loading.
-func Rules() int { return len(ruleSet().Config.Rules) + len(fallbackRules) + 1 }
+func Rules() int { return len(ruleSet().Config.Rules) + len(fallbackRules) + 2 } // + credential, aws-secret-access-key
 
 // ruleSet parses gitleaks' embedded default configuration once. The configuration is compiled into the
 // module at a pinned version, so an error here is a programming error.
