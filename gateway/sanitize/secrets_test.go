@@ -19,9 +19,9 @@ func randomKey(seed uint64, alphabet string, n int) string {
 }
 
 const (
-	alnum  = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	alnum    = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 	b64chars = alnum + "+/"
-	upper  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+	upper    = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 )
 
 func TestAWSSecretNextToItsKeyID(t *testing.T) {
