@@ -131,7 +131,15 @@ func Open(w io.Writer, opts Options) (*Logger, error) {
 	h, err := ReadHead(l.state)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return l, nil // the first start: a new chain
+		// the first start: a new chain, once the head file can be written (checked now rather than at
+		// the first record)
+		probe, err := os.CreateTemp(filepath.Dir(l.state), "."+filepath.Base(l.state)+".*")
+		if err != nil {
+			return nil, fmt.Errorf("audit head %s: cannot be written: %w", l.state, err)
+		}
+		probe.Close()
+		os.Remove(probe.Name())
+		return l, nil
 	case err != nil:
 		return nil, err
 	}

@@ -229,8 +229,32 @@ func TestRestartContinuesTheChain(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesAShortKey(t *testing.T) {
+func TestOpenRefusesAShortKeyAndAnUnwritableHead(t *testing.T) {
 	if _, err := Open(io.Discard, Options{Key: []byte("short")}); err == nil {
 		t.Fatal("short key accepted")
 	}
+	if _, err := Open(io.Discard, Options{StatePath: filepath.Join(t.TempDir(), "missing", "head.json")}); err == nil {
+		t.Fatal("head file in a missing directory accepted")
+	}
+}
+
+// TestLostHeadUpdateShowsAsAFork: a process killed after writing a record but before its head restarts
+// at the same seq; verify reports the fork at the line after the record whose head was lost.
+func TestLostHeadUpdateShowsAsAFork(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "head.json")
+	first := keyedChain(t, 2, state)
+	stale, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first = append(first, keyedChain(t, 1, state)...) // seq 2, whose head update is then lost
+	if err := os.WriteFile(state, stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := keyedChain(t, 1, state)
+	if !strings.Contains(second[0], `"seq":2`) {
+		t.Fatalf("restart: %s", second[0])
+	}
+	_, err = verifyWith(append(first, second...), VerifyOptions{Key: testKey})
+	wantLine(t, err, 4, "chain broken")
 }

@@ -30,7 +30,7 @@ import (
 // Rules returns the number of rules secrets are looked for with, loading the rule set if needed (a
 // fraction of a second, once per process); a server calls it at start so that the first result does not
 // pay for the loading.
-func Rules() int { return len(ruleSet().Config.Rules) + len(fallbackRules) + 1 }
+func Rules() int { return len(ruleSet().Config.Rules) + len(fallbackRules) + 2 } // + credential, aws-secret-access-key
 
 // ruleSet parses gitleaks' embedded default configuration once. The configuration is compiled into the
 // module at a pinned version, so an error here is a programming error.
@@ -239,8 +239,8 @@ var credential = fallbackRule{kind: "credential", re: regexp.MustCompile(`(?i)\b
 // bytes, the expression runs on the line.
 func credentials(s, lower string) []span {
 	var spans []span
-	next := 0 // the end of the last window
 	for _, h := range credential.hints {
+		next := 0 // the end of the last window for this hint
 		for off := 0; ; {
 			i := strings.Index(lower[off:], h)
 			if i < 0 {
@@ -256,7 +256,7 @@ func credentials(s, lower string) []span {
 				continue
 			}
 			a, b := widen(s, i-32, -1), j+1
-			for b < len(s) && (b-j < 4 || tokenByte(s[b])) && s[b] != '\n' {
+			for b < len(s) && (b-j < 4 || !strings.ContainsRune(" \t\r\n\"',;", rune(s[b]))) && s[b] != '\n' {
 				b++
 			}
 			spans = append(spans, matches(credential, s[a:b], a)...)

@@ -93,6 +93,24 @@ func secretText() string {
 		"\napi_key = \"" + randomKey(24, alnum, 32) + "\"\n" + plainText())[:4096]
 }
 
+func TestCredentialFallback(t *testing.T) {
+	for _, in := range []string{
+		"token: lowercasevalue\npassword = correcthorse", // key names found in another order than they appear
+		`{"secret": "hunter2(x)!"}`,
+		"DB password: opensesame",
+	} {
+		got, f := Secrets(in)
+		for _, leak := range []string{"lowercasevalue", "correcthorse", "hunter2", "opensesame"} {
+			if strings.Contains(got, leak) {
+				t.Errorf("Secrets(%q) = %q keeps %q", in, got, leak)
+			}
+		}
+		if f.Secrets == 0 {
+			t.Errorf("no findings for %q", in)
+		}
+	}
+}
+
 func TestPlainTextUnchanged(t *testing.T) {
 	for _, s := range []string{plainText(), "héllo wörld ✓ 👩‍💻", "version 1.24.3 of 2026-12-01, commit " + randomKey(30, "0123456789abcdef", 40),
 		"https://docs.example.com/guides/authentication#tokens", "the quick brown fox", "password policy: at least 12 characters"} {
