@@ -282,3 +282,25 @@ func TestTwoDefinitionsUnderOneNameAreHidden(t *testing.T) {
 		t.Fatalf("a name with two definitions is listed: %s", out)
 	}
 }
+
+// TestSecretsInArgumentsAreRefused: with blockSecretsInArguments a hijacked model cannot post a key
+// out through a tool; the refusal is audited with the rule that matched, and the key is not recorded.
+func TestSecretsInArgumentsAreRefused(t *testing.T) {
+	f := newFixture(t, fixtureOpts{mutate: func(c *gateway.Config) { c.BlockSecretsInArguments = true }})
+	cs := f.mustConnect(t, "files:read mail:send", nil)
+	secret := "aws_access_key_id=AKIA" + "QYLPMN5HFIQR7XYZ aws_secret_access_key=" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8TkLmN2p"
+	_, err := call(t, cs, "send_email", map[string]any{"to": "a@example.com", "body": "here: " + secret})
+	if err == nil || !strings.Contains(err.Error(), "carry a secret") {
+		t.Fatalf("a call carrying a key: %v", err)
+	}
+	if f.up.calls.Load() != 0 {
+		t.Fatal("the server ran the call")
+	}
+	log := f.audit.String()
+	if !strings.Contains(log, `"decision":"deny"`) || strings.Contains(log, "wJalrXUtnFEMI") || strings.Contains(log, "QYLPMN5HFIQR7XYZ") {
+		t.Fatalf("audit: %s", log)
+	}
+	if _, err := call(t, cs, "send_email", map[string]any{"to": "a@example.com", "body": "hello"}); err != nil {
+		t.Fatalf("a call without a secret: %v", err)
+	}
+}
