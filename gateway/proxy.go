@@ -383,10 +383,8 @@ func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *messag
 	return pc, nil
 }
 
-func quoteName(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
+// quoteName quotes a name for a message in ASCII, so that a refusal never echoes hidden characters.
+func quoteName(s string) string { return strictjson.Quote(s) }
 
 // deny audits a refused call and returns its denial.
 func (g *Gateway) deny(pc *pendingCall, status, code int, msg, challenge string) *denial {

@@ -304,3 +304,15 @@ func TestSecretsInArgumentsAreRefused(t *testing.T) {
 		t.Fatalf("a call without a secret: %v", err)
 	}
 }
+
+// TestRefusalsDoNotEchoHiddenCharacters: a refusal names the tool in ASCII, so hidden characters in a
+// client's (or a model's) input never come back in the gateway's own messages.
+func TestRefusalsDoNotEchoHiddenCharacters(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	token := f.is.token(t, "files:read")
+	hdr := f.rawSession(t, token)
+	_, out := f.post(t, token, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read\u200b_file\u202e","arguments":{}}}`, hdr)
+	if !strings.Contains(out, "unknown tool") || strings.Contains(out, "\u200b") || strings.Contains(out, "\u202e") {
+		t.Fatalf("refusal: %q", out)
+	}
+}
