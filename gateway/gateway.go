@@ -181,8 +181,9 @@ func (g *Gateway) reportPin(ev pin.Event) {
 	}
 }
 
-// Start lists the server's tools in the background (retrying until the server answers) and then every
-// five minutes, so that pins are checked before any client asks.
+// Start lists the server's tools in the background (retrying until the server answers), then every
+// five minutes and whenever the server says its list changed, so that pins are checked before any
+// client asks. It is the gateway's one refresh loop; Close waits for it.
 func (g *Gateway) Start(ctx context.Context) {
 	ctx, g.stop = context.WithCancel(ctx)
 	g.wg.Add(1)
@@ -202,6 +203,7 @@ func (g *Gateway) Start(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-time.After(wait):
+			case <-g.tools.kick: // notifications/tools/list_changed
 			}
 		}
 	}()

@@ -640,13 +640,7 @@ func (g *Gateway) filterPayload(data []byte, ex *exchange) []byte {
 func (g *Gateway) filterOut(m *message, ex *exchange) bool {
 	if !m.isResponse() {
 		if m.Method == "notifications/tools/list_changed" {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Limits.CallTimeout.Duration)
-				defer cancel()
-				if err := g.tools.refresh(ctx, 0); err != nil {
-					g.log.Warn("refreshing tools after tools/list_changed failed", "err", err)
-				}
-			}()
+			g.tools.requestRefresh()
 		}
 		g.filterParams(m)
 		return true

@@ -61,11 +61,22 @@ type catalog struct {
 	session     *mcp.ClientSession
 	lastRefresh time.Time
 	refreshing  chan struct{}
+	// kick asks the gateway's one refresh loop (Gateway.Start) for a listing now.
+	kick chan struct{}
+}
+
+// requestRefresh asks for a listing soon (after notifications/tools/list_changed), without blocking and
+// without a goroutine of its own: the refresh loop runs it under the gateway's lifetime.
+func (c *catalog) requestRefresh() {
+	select {
+	case c.kick <- struct{}{}:
+	default: // one is pending already
+	}
 }
 
 func newCatalog(pins *pin.Store, log *slog.Logger, endpoint string, hc *http.Client, timeout time.Duration) *catalog {
 	return &catalog{pins: pins, log: log, byName: map[string]*toolDef{}, byRaw: map[string]*toolDef{}, schemas: map[string]*compiledSchemas{},
-		endpoint: endpoint, httpClient: hc, timeout: timeout}
+		endpoint: endpoint, httpClient: hc, timeout: timeout, kick: make(chan struct{}, 1)}
 }
 
 // rawTool is the part of a tool definition that is pinned.
@@ -306,15 +317,7 @@ func (c *catalog) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		return cs, nil
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-warden-gateway", Version: "v1"}, &mcp.ClientOptions{
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-				defer cancel()
-				if err := c.refresh(ctx, 0); err != nil {
-					c.log.Warn("refreshing tools after tools/list_changed failed", "err", err)
-				}
-			}()
-		},
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { c.requestRefresh() },
 	})
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.endpoint, HTTPClient: c.httpClient, MaxRetries: 2}, nil)
 	if err != nil {
