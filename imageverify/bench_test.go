@@ -28,7 +28,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	policy := []imageverify.Policy{{
-		Name: "prod", Identity: "uid/1",
+		Name: "prod", Identity: "uid/1", Registries: []string{reg.Host},
 		Authorities:  []imageverify.Authority{{Name: "release-key", PublicKey: key.Public()}},
 		Attestations: []imageverify.AttestationRequirement{{Name: "provenance", PredicateType: slsa}},
 	}}

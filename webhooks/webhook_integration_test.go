@@ -215,7 +215,7 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
 	t.Cleanup(func() { verifier.v = nil })
 	keyless := func(subject string) mcpv1alpha1.MCPServerPolicySpec {
-		return mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
+		return mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{reg.Host}, Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
 			Issuer: "https://token.actions.example", Subject: subject, Roots: string(ca.RootPEM),
 			RequireSCT: ptr.To(false), RequireTlog: ptr.To(false),
 		}}}}
@@ -263,7 +263,7 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 		Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
 	}
 	anonymous := namespace(t, nil, spec)
-	createEventually(t, server(anonymous, signed.String()), "UNAUTHORIZED")
+	createEventually(t, server(anonymous, signed.String()), "HTTP 401, unauthorized")
 
 	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "registry-reader"}}
 	withCredentials := namespace(t, nil, spec)
