@@ -24,6 +24,7 @@ const goodImage = "ghcr.io/acme/files@sha256:0123456789abcdef0123456789abcdef012
 // namespace creates a namespace with the labels and a policy selecting it.
 func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServerPolicySpec) string {
 	t.Helper()
+	needCluster(t)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-", Labels: labels}}
 	if err := k8s.Create(ctx, ns); err != nil {
@@ -66,16 +67,19 @@ func createEventually(t *testing.T, obj client.Object, wantErr string) {
 }
 
 func TestValidServerIsAdmitted(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
 	createEventually(t, server(ns, goodImage), "")
 }
 
 func TestRegistryNotAllowed(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"registry.internal.example/mcp/"}})
 	createEventually(t, server(ns, goodImage), fmt.Sprintf(`spec.image: Forbidden: image %s is not from a registry MCPServerPolicy "policy-%s" allows (registry.internal.example/mcp/)`, goodImage, ns))
 }
 
 func TestEgressBeyondTheCeiling(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Egress: mcpv1alpha1.EgressCeiling{AllowedCIDRs: []string{"140.82.112.0/20"}}})
 	s := server(ns, goodImage)
 	s.Spec.Egress = []mcpv1alpha1.EgressRule{
@@ -89,6 +93,7 @@ func TestEgressBeyondTheCeiling(t *testing.T) {
 // TestGatewayCeiling: authentication cannot be turned off where a policy governs the namespace unless
 // the policy allows it, and tokens must come from an issuer the policy allows.
 func TestGatewayCeiling(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{"https://auth.example.com"}}})
 	off := server(ns, goodImage)
 	off.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Disabled: true}
@@ -104,6 +109,7 @@ func TestGatewayCeiling(t *testing.T) {
 }
 
 func TestSignedImagesRequiredFailClosed(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}}})
 	verifier.v = refusingVerifier{}
 	t.Cleanup(func() { verifier.v = nil })
@@ -117,6 +123,7 @@ func (refusingVerifier) VerifyImage(_ context.Context, req webhooks.ImageRequest
 }
 
 func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	optedIn := namespace(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
 	deploy := func(ns, image string) *appsv1.Deployment {
@@ -152,6 +159,7 @@ func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
 // TestCosignThroughTheAPIServer registers the real cosign verifier and admits or denies MCPServers and
 // raw Deployments whose images live in a loopback registry, signed and attested by the test.
 func TestCosignThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
 	key, err := imagetest.NewKey()
@@ -195,6 +203,7 @@ func TestCosignThroughTheAPIServer(t *testing.T) {
 // TestKeylessThroughTheAPIServer verifies a certificate-signed image offline against a policy's CA, with
 // the transparency checks turned off as an air-gapped cluster would.
 func TestKeylessThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
 	ca, err := imagetest.NewCA()
@@ -232,6 +241,7 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 // TestPrivateRegistryCredentials: a registry that needs credentials is refused as unauthorized while the
 // policy names none, and admitted once the policy names a docker-registry Secret holding them.
 func TestPrivateRegistryCredentials(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
