@@ -34,6 +34,11 @@ const LabelImagePolicy = "mcp.warden.dev/image-policy"
 const WorkloadPath = "/validate-workloads"
 
 // +kubebuilder:webhook:path=/validate-workloads,mutating=false,failurePolicy=fail,sideEffects=None,groups="";apps;batch,resources=pods;pods/ephemeralcontainers;deployments;statefulsets;daemonsets;replicasets;jobs;cronjobs,verbs=create;update,versions=v1,name=vworkloads.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
+// +kubebuilder:webhook:path=/validate-workloads,mutating=false,failurePolicy=fail,sideEffects=None,groups="";apps;batch,resources=pods;pods/ephemeralcontainers;deployments;statefulsets;daemonsets;replicasets;jobs;cronjobs,verbs=create;update,versions=v1,name=vmcpserverpods.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
+
+// The two registrations share the handler: config/webhook gives vworkloads the namespaces that opted in
+// and vmcpserverpods the objects labelled mcp.warden.dev/server in the other namespaces, so a dead
+// webhook never blocks a pod that is neither.
 
 // WorkloadValidator checks pods and pod controllers. In a namespace that opted in (LabelImagePolicy),
 // every image of every workload. Anywhere, a workload whose pods carry the MCP server label
