@@ -110,7 +110,11 @@ func TestGatewayCeiling(t *testing.T) {
 
 func TestSignedImagesRequiredFailClosed(t *testing.T) {
 	needCluster(t)
-	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}}})
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}}})
 	verifier.v = refusingVerifier{}
 	t.Cleanup(func() { verifier.v = nil })
 	createEventually(t, server(ns, goodImage), "spec.image: Forbidden: image "+goodImage+" has no signature from policy")

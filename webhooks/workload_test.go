@@ -176,3 +176,14 @@ func TestOneDeadlinePerAdmission(t *testing.T) {
 		t.Fatalf("four hanging images took %s against a %s admission deadline", took, timeout)
 	}
 }
+
+// TestPolicyWithoutRegistriesWarns: authorities without allowedRegistries are admitted with a warning.
+func TestPolicyWithoutRegistriesWarns(t *testing.T) {
+	key := "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE7+4l2P1kQ8Zq6V0q8Vj0f3f8xV9QkM0m0p9E0i3b1vY0Zb3mXq3l8C3sWm8bq0C8W7d9m9b4y1C6o1s0g2x8Jw==\n-----END PUBLIC KEY-----"
+	p := &mcpv1alpha1.MCPServerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "open"}, Spec: mcpv1alpha1.MCPServerPolicySpec{
+		Authorities: []mcpv1alpha1.Authority{{Name: "k", Key: &mcpv1alpha1.KeyAuthority{Data: key}}}}}
+	w, err := webhooks.PolicyValidator{}.ValidateCreate(context.Background(), p)
+	if len(w) != 1 || !strings.Contains(w[0], "spec.allowedRegistries is empty") {
+		t.Fatalf("warnings = %v (err %v)", w, err)
+	}
+}
