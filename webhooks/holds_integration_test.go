@@ -2,14 +2,19 @@ package webhooks_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -72,4 +77,46 @@ func TestPolicyValidatedAtTheDoor(t *testing.T) {
 			t.Fatalf("creating an unusable policy: %v (want %s named)", err, f)
 		}
 	}
+}
+
+// TestHangingRegistryThroughTheAPIServer: a registry that never answers yields the verifier's
+// actionable denial within the admission deadline (8s), not the API server's timeout (10s).
+func TestHangingRegistryThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := hang.Listener.Addr().String()
+	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	t.Cleanup(func() { verifier.v = nil })
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{host},
+		Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}}})
+	s := server(ns, host+"/acme/files@sha256:"+strings.Repeat("0", 64))
+	var createErr error
+	var took time.Duration
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		start := time.Now()
+		createErr = k8s.Create(context.Background(), s.DeepCopy())
+		took = time.Since(start)
+		if createErr != nil && strings.Contains(createErr.Error(), "registry unreachable") {
+			break
+		}
+	}
+	if createErr == nil || !strings.Contains(createErr.Error(), "timeout: no answer") || strings.Contains(createErr.Error(), "context deadline exceeded") {
+		t.Fatalf("create against a hanging registry: %v", createErr)
+	}
+	if took > 9500*time.Millisecond {
+		t.Fatalf("the denial took %s, too close to the API server's 10s", took)
+	}
+	t.Logf("denied after %s: %v", took, createErr)
 }
