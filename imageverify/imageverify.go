@@ -492,18 +492,20 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 		return &Denial{Image: image, Policy: p.Name, Authority: authority, Check: check, Detail: detail}
 	}
 	ro := v.remoteOptions(ctx, p)
+	bs := &bundleSet{}
 	if len(p.Authorities) > 0 {
-		if err := v.verifySignature(ctx, ro, ref, p, res, deny); err != nil {
+		if err := v.verifySignature(ctx, ro, ref, p, res, deny, bs); err != nil {
 			return nil, err
 		}
 	}
-	return res, v.verifyAttestations(ctx, ro, ref, p, res, deny)
+	return res, v.verifyAttestations(ctx, ro, ref, p, res, deny, bs)
 }
 
 type denyFunc func(check Check, authority, detail string) error
 
-// verifySignature needs a signature from one of the policy's authorities.
-func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc) error {
+// verifySignature needs a signature from one of the policy's authorities, in the legacy format (.sig
+// tag) or as a Sigstore bundle.
+func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
 	var firstErr error
 	for _, a := range p.Authorities {
 		co, err := v.checkOpts(ro, a, cosign.SimpleClaimVerifier)
@@ -515,22 +517,36 @@ func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref 
 			res.Signers = append(res.Signers, p.Name+"/"+a.Name+certIdentity(sigs))
 			return nil
 		}
-		var none *cosign.ErrNoSignaturesFound
-		if errors.As(err, &none) {
-			// Only on this failure path: tell "no signatures" from "no such image".
-			if herr := v.digestExists(ro, ref); herr != nil {
-				return v.registryDenial(deny, a.Name, herr, ref)
-			}
-		}
 		if refused := refusal(ctx); refused != nil {
 			return v.registryDenial(deny, a.Name, refused, ref)
 		}
-		if firstErr == nil {
-			firstErr = v.classifySignature(deny, a.Name, err, ref)
+		d := v.classifySignature(deny, a.Name, err, ref)
+		if check := d.(*Denial).Check; check != CheckNoSignature && check != CheckSignatureMismatch {
+			return d
 		}
-		var d *Denial
-		if errors.As(firstErr, &d) && d.Check != CheckNoSignature && d.Check != CheckSignatureMismatch {
-			return firstErr
+		br, err := v.verifyBundles(ctx, ro, ref, a, bs)
+		if err != nil {
+			if refused := refusal(ctx); refused != nil {
+				err = refused
+			}
+			return v.registryDenial(deny, a.Name, err, ref)
+		}
+		if br.signed {
+			res.Signers = append(res.Signers, p.Name+"/"+a.Name)
+			return nil
+		}
+		if d.(*Denial).Check == CheckNoSignature && br.signatures > 0 {
+			d = deny(CheckSignatureMismatch, a.Name, fmt.Sprintf("%d Sigstore bundle signatures found, none verifies with this authority for this digest", br.signatures))
+		}
+		if firstErr == nil {
+			firstErr = d
+		}
+	}
+	var d *Denial
+	if errors.As(firstErr, &d) && d.Check == CheckNoSignature {
+		// Only on this failure path: tell "no signatures" from "no such image".
+		if herr := v.digestExists(ro, ref); herr != nil {
+			return v.registryDenial(deny, d.Authority, herr, ref)
 		}
 	}
 	return firstErr
@@ -555,16 +571,17 @@ func (v *Verifier) registryDenial(deny denyFunc, authority string, err error, re
 	case httpStatus(err) == http.StatusNotFound:
 		return deny(CheckDigestNotFound, authority, fmt.Sprintf("HTTP 404 for %s in %s; push the image, or use the digest the registry has (`crane digest %s:TAG`)", ref.DigestStr(), ref.Context(), ref.Context()))
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		return deny(CheckRegistryUnreachable, authority, fmt.Sprintf("timeout: no answer within %s; retry once the registry answers", v.o.Timeout))
+		return deny(CheckRegistryUnreachable, authority, fmt.Sprintf("timeout: no answer in time (verification deadline %s); retry once the registry answers", v.o.Timeout))
 	}
 	return deny(CheckRegistryUnreachable, authority, detail(err))
 }
 
 // verifyAttestations needs each required attestation, signed by an allowed authority, for this digest.
-func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc) error {
-	// Verified attestations per authority, fetched once.
+func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
+	// Verified attestations per authority, fetched once; bundles only when the legacy ones fall short.
 	found := map[string]attestations{}
 	fetched := map[string]error{}
+	bundles := map[string]bundleResult{}
 	for _, req := range p.Attestations {
 		var types, copied []string
 		var errs []error
@@ -582,12 +599,35 @@ func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, r
 			}
 			types = append(types, found[a.Name].types...)
 		}
+		bundled := 0
+		if !slices.Contains(types, req.PredicateType) && firstUnreachable(errs) == nil && refusal(ctx) == nil {
+			for _, a := range p.Authorities {
+				if len(req.Authorities) > 0 && !slices.Contains(req.Authorities, a.Name) {
+					continue
+				}
+				br, ok := bundles[a.Name]
+				if !ok {
+					var err error
+					if br, err = v.verifyBundles(ctx, ro, ref, a, bs); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					bundles[a.Name] = br
+				}
+				types = append(types, br.types...)
+				copied = append(copied, br.copied...)
+				bundled = max(bundled, br.attestations)
+			}
+		}
 		if slices.Contains(types, req.PredicateType) {
 			res.Attestations = append(res.Attestations, req.PredicateType)
 			continue
 		}
 		if refused := refusal(ctx); refused != nil {
 			return v.registryDenial(deny, req.Name, refused, ref)
+		}
+		if bundled > 0 && len(types) == 0 && len(copied) == 0 && firstUnreachable(errs) == nil {
+			return deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d Sigstore bundle attestations found, none verifies with a trusted authority", bundled))
 		}
 		if err := v.attestationDenial(ro, ref, req, types, copied, errs, deny); err != nil {
 			return err
