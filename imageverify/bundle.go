@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -54,8 +55,9 @@ func (bs *bundleSet) get(ctx context.Context, ro []remote.Option, ref name.Diges
 
 // bundleResult is what one authority's bundles say about this digest.
 type bundleResult struct {
-	// signed: a signature statement for this digest verified.
-	signed bool
+	// signed: a signature statement for this digest verified; identity names its certificate (keyless).
+	signed   bool
+	identity string
 	// types are the predicate types of the attestations that verified for this digest.
 	types []string
 	// copied are the subjects of bundles that verified but name another digest.
@@ -64,8 +66,9 @@ type bundleResult struct {
 	signatures, attestations int
 }
 
-// verifyBundles verifies the image's bundles with the authority. Keyless authorities are not verified
-// in the bundle format yet (their CA is given as a pool, which sigstore-go cannot take).
+// verifyBundles verifies the image's bundles with the authority. Keyless bundles are verified against
+// the authority's CA certificates and identity, offline; a keyless authority that requires SCTs or
+// transparency-log proofs is not satisfied by bundles yet.
 func (v *Verifier) verifyBundles(ctx context.Context, ro []remote.Option, ref name.Digest, a Authority, bs *bundleSet) (bundleResult, error) {
 	var out bundleResult
 	bundles, err := bs.get(ctx, ro, ref)
@@ -79,11 +82,8 @@ func (v *Verifier) verifyBundles(ctx context.Context, ro []remote.Option, ref na
 			out.attestations++
 		}
 	}
-	if a.PublicKey == nil {
-		return out, nil
-	}
-	co, err := bundleCheckOpts(a.PublicKey)
-	if err != nil {
+	co, err := bundleCheckOpts(a)
+	if err != nil || co == nil {
 		return out, err
 	}
 	digest, err := hex.DecodeString(strings.TrimPrefix(ref.DigestStr(), "sha256:"))
@@ -95,12 +95,16 @@ func (v *Verifier) verifyBundles(ctx context.Context, ro []remote.Option, ref na
 		if !ok {
 			continue
 		}
-		if _, err := cosign.VerifyNewBundle(ctx, co, verify.WithArtifactDigest("sha256", digest), b); err != nil {
+		vr, err := cosign.VerifyNewBundle(ctx, co, verify.WithArtifactDigest("sha256", digest), b)
+		if err != nil {
 			out.copied = append(out.copied, copiedSubjects(ctx, co, b, st, ref)...)
 			continue
 		}
 		if st.PredicateType == PredicateCosignSign {
 			out.signed = true
+			if vr.Signature != nil && vr.Signature.Certificate != nil {
+				out.identity = fmt.Sprintf(" (%s via %s)", vr.Signature.Certificate.SubjectAlternativeName, vr.Signature.Certificate.Issuer)
+			}
 		} else if st.PredicateType != "" {
 			out.types = append(out.types, st.PredicateType)
 		}
@@ -128,9 +132,26 @@ func copiedSubjects(ctx context.Context, co *cosign.CheckOpts, b *sgbundle.Bundl
 	return out
 }
 
-// bundleCheckOpts verifies a bundle with a public key, offline: no transparency log, no timestamps.
-func bundleCheckOpts(pub crypto.PublicKey) (*cosign.CheckOpts, error) {
-	sv, err := signature.LoadVerifier(pub, crypto.SHA256)
+// bundleCheckOpts verifies a bundle with the authority, offline; nil when the authority cannot be
+// checked in this format.
+func bundleCheckOpts(a Authority) (*cosign.CheckOpts, error) {
+	if k := a.Keyless; k != nil {
+		if len(k.RootCerts) == 0 || k.RequireSCT || k.RequireTlog {
+			return nil, nil
+		}
+		var cas []root.CertificateAuthority
+		for _, r := range k.RootCerts {
+			cas = append(cas, &root.FulcioCertificateAuthority{Root: r, Intermediates: k.IntermediateCerts, ValidityPeriodStart: r.NotBefore, ValidityPeriodEnd: r.NotAfter})
+		}
+		tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, nil, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		// With neither log nor timestamp, the certificate is checked at the current time.
+		return &cosign.CheckOpts{NewBundleFormat: true, TrustedMaterial: tr, Identities: []cosign.Identity{k.Identity},
+			IgnoreTlog: true, IgnoreSCT: true, Offline: true}, nil
+	}
+	sv, err := signature.LoadVerifier(a.PublicKey, crypto.SHA256)
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,11 @@ package imageverify_test
 
 import (
 	"context"
+	"crypto/x509"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
 
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
@@ -85,4 +87,50 @@ func TestSigstoreBundles(t *testing.T) {
 			denial(t, err, imageverify.CheckSignatureMismatch, "none verifies with this authority for this digest")
 		})
 	}
+}
+
+// TestKeylessBundles: a bundle carrying a certificate from the policy's CA for the policy's identity
+// verifies; another identity, or a certificate from another CA, does not.
+func TestKeylessBundles(t *testing.T) {
+	reg := imagetest.StartRegistryWithReferrers()
+	t.Cleanup(reg.Close)
+	ca, err := imagetest.NewCA()
+	must(t, err)
+	rogueCA, err := imagetest.NewCA()
+	must(t, err)
+	signer, err := ca.BundleSigner("release@acme.example", "https://token.actions.example")
+	must(t, err)
+	rogue, err := rogueCA.BundleSigner("release@acme.example", "https://token.actions.example")
+	must(t, err)
+	img, err := reg.PushRandom("acme/files")
+	must(t, err)
+	must(t, signer.Sign(img))
+	img2, err := reg.PushRandom("acme/rogue")
+	must(t, err)
+	must(t, rogue.Sign(img2))
+	policy := func(subject string) []imageverify.Policy {
+		return []imageverify.Policy{{Name: "keyless", Identity: subject, Registries: []string{reg.Host}, Authorities: []imageverify.Authority{{
+			Name: "ci", Keyless: &imageverify.Keyless{Roots: pool(ca), RootCerts: []*x509.Certificate{ca.Root()},
+				Identity: cosign.Identity{Issuer: "https://token.actions.example", Subject: subject}},
+		}}}}
+	}
+	v := imageverify.New(imageverify.Options{})
+	ctx := context.Background()
+	r, err := v.Verify(ctx, img.String(), policy("release@acme.example"))
+	if err != nil {
+		t.Fatalf("a keyless bundle from the policy's CA and identity: %v", err)
+	}
+	if len(r.Signers) != 1 || r.Signers[0] != "keyless/ci (release@acme.example via https://token.actions.example)" {
+		t.Fatalf("signers = %v", r.Signers)
+	}
+	_, err = v.Verify(ctx, img.String(), policy("intruder@acme.example"))
+	denial(t, err, imageverify.CheckSignatureMismatch, "none verifies")
+	_, err = v.Verify(ctx, img2.String(), policy("release@acme.example"))
+	denial(t, err, imageverify.CheckSignatureMismatch, "none verifies")
+}
+
+func pool(ca *imagetest.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Root())
+	return p
 }

@@ -127,6 +127,9 @@ type Authority struct {
 type Keyless struct {
 	// Roots and Intermediates are the CA certificates to verify the signing certificate against.
 	Roots, Intermediates *x509.CertPool
+	// RootCerts and IntermediateCerts are the same certificates, as Sigstore bundles are verified
+	// against them (without them, keyless bundles are not verified).
+	RootCerts, IntermediateCerts []*x509.Certificate
 	// Identity is the OIDC issuer and subject (exact or regular expressions) the certificate must name.
 	Identity cosign.Identity
 	// RequireSCT checks the certificate's transparency SCT against CTLogPubKeys.
@@ -532,7 +535,7 @@ func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref 
 			return v.registryDenial(deny, a.Name, err, ref)
 		}
 		if br.signed {
-			res.Signers = append(res.Signers, p.Name+"/"+a.Name)
+			res.Signers = append(res.Signers, p.Name+"/"+a.Name+br.identity)
 			return nil
 		}
 		if d.(*Denial).Check == CheckNoSignature && br.signatures > 0 {

@@ -158,8 +158,10 @@ func keyless(k *mcpv1alpha1.KeylessAuthority) (*imageverify.Keyless, error) {
 	for _, c := range certs {
 		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
 			out.Roots.AddCert(c)
+			out.RootCerts = append(out.RootCerts, c)
 		} else {
 			out.Intermediates.AddCert(c)
+			out.IntermediateCerts = append(out.IntermediateCerts, c)
 		}
 	}
 	logKeys := func(field, pemKeys string) (*cosign.TrustedTransparencyLogPubKeys, error) {

@@ -1,8 +1,11 @@
 package imagetest
 
 import (
+	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
@@ -32,7 +35,11 @@ func StartRegistryWithReferrers() *Registry {
 
 // BundleKey signs Sigstore bundles (v0.3, DSSE) with a key, as `cosign sign --key` and `cosign attest
 // --key` of cosign v3 do.
-type BundleKey struct{ kp *sign.EphemeralKeypair }
+type BundleKey struct {
+	kp *sign.EphemeralKeypair
+	// provider, when set, certifies the key (keyless): the bundle carries the certificate.
+	provider sign.CertificateProvider
+}
 
 // NewBundleKey generates a key.
 func NewBundleKey() (*BundleKey, error) {
@@ -75,7 +82,7 @@ func (k *BundleKey) AttestClaiming(ref, claimed name.Digest, predicateType strin
 	if err != nil {
 		return err
 	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: stmt, PayloadType: "application/vnd.in-toto+json"}, k.kp, sign.BundleOptions{})
+	b, err := sign.Bundle(&sign.DSSEData{Data: stmt, PayloadType: "application/vnd.in-toto+json"}, k.kp, sign.BundleOptions{CertificateProvider: k.provider})
 	if err != nil {
 		return fmt.Errorf("sign bundle: %w", err)
 	}
@@ -85,3 +92,31 @@ func (k *BundleKey) AttestClaiming(ref, claimed name.Digest, predicateType strin
 	}
 	return ociremote.WriteAttestationNewBundleFormat(ref, raw, predicateType)
 }
+
+// BundleSigner returns a key whose bundles carry a certificate the CA issues for the identity, as
+// keyless `cosign sign` of cosign v3 writes them.
+func (ca *CA) BundleSigner(email, issuer string) (*BundleKey, error) {
+	k, err := NewBundleKey()
+	if err != nil {
+		return nil, err
+	}
+	k.provider = caProvider{ca: ca, email: email, issuer: issuer}
+	return k, nil
+}
+
+type caProvider struct {
+	ca            *CA
+	email, issuer string
+}
+
+func (p caProvider) GetCertificate(_ context.Context, kp sign.Keypair, _ *sign.CertificateProviderOptions) ([]byte, error) {
+	certPEM, err := p.ca.certify(kp.GetPublicKey(), p.email, p.issuer)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(certPEM)
+	return block.Bytes, nil
+}
+
+// Root returns the CA certificate.
+func (ca *CA) Root() *x509.Certificate { return ca.cert }
