@@ -20,12 +20,13 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
 }
 END {
   if (n > 0) {
-    cli=P50["CosignCLI"]
+    cli=P50["CosignCLI"]; cli3=P50["CosignV3CLI"]
     printf "admission (image verification)\n"
     printf "  %-30s %12s %12s %16s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
     for (i=1; i<=n; i++) {
       k=names[i]; ratio="-"
-      if (cli!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", cli/P50[k])
+      base=cli; if (k ~ /bundle/) base=cli3  # each format against the CLI that writes it (v2: tags, v3: bundles)
+      if (base!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", base/P50[k])
       printf "  %-30s %9s µs %9s µs %16s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
     }
   }
