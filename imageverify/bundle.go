@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -37,8 +38,22 @@ const PredicateCosignSign = "https://sigstore.dev/cosign/sign/v1"
 // bundleSet fetches an image's bundles once per verification.
 type bundleSet struct {
 	once    sync.Once
+	done    atomic.Bool
 	bundles []*sgbundle.Bundle
 	err     error
+}
+
+// hasAttestations reports whether the bundles were already read and hold attestations.
+func (bs *bundleSet) hasAttestations() bool {
+	if !bs.done.Load() || bs.err != nil {
+		return false
+	}
+	for _, b := range bs.bundles {
+		if st, _ := bundleStatement(b); st.PredicateType != PredicateCosignSign {
+			return true
+		}
+	}
+	return false
 }
 
 func (bs *bundleSet) get(ctx context.Context, ro []remote.Option, ref name.Digest) ([]*sgbundle.Bundle, error) {
@@ -49,6 +64,7 @@ func (bs *bundleSet) get(ctx context.Context, ro []remote.Option, ref name.Diges
 		if errors.As(bs.err, &none) {
 			bs.bundles, bs.err = nil, nil
 		}
+		bs.done.Store(true)
 	})
 	return bs.bundles, bs.err
 }

@@ -581,31 +581,22 @@ func (v *Verifier) registryDenial(deny denyFunc, authority string, err error, re
 
 // verifyAttestations needs each required attestation, signed by an allowed authority, for this digest.
 func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
-	// Verified attestations per authority, fetched once; bundles only when the legacy ones fall short.
+	// Verified attestations per authority, fetched once. Bundles already read for the signature are
+	// looked at first; otherwise the legacy tag first, and bundles only when it falls short.
 	found := map[string]attestations{}
 	fetched := map[string]error{}
 	bundles := map[string]bundleResult{}
+	allowed := func(req AttestationRequirement, a Authority) bool {
+		return len(req.Authorities) == 0 || slices.Contains(req.Authorities, a.Name)
+	}
 	for _, req := range p.Attestations {
 		var types, copied []string
 		var errs []error
-		for _, a := range p.Authorities {
-			if len(req.Authorities) > 0 && !slices.Contains(req.Authorities, a.Name) {
-				continue
-			}
-			if _, done := fetched[a.Name]; !done {
-				found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
-			}
-			copied = append(copied, found[a.Name].copied...)
-			if err := fetched[a.Name]; err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			types = append(types, found[a.Name].types...)
-		}
-		bundled := 0
-		if !slices.Contains(types, req.PredicateType) && firstUnreachable(errs) == nil && refusal(ctx) == nil {
+		bundled, triedBundles := 0, false
+		fromBundles := func() {
+			triedBundles = true
 			for _, a := range p.Authorities {
-				if len(req.Authorities) > 0 && !slices.Contains(req.Authorities, a.Name) {
+				if !allowed(req, a) {
 					continue
 				}
 				br, ok := bundles[a.Name]
@@ -621,6 +612,28 @@ func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, r
 				copied = append(copied, br.copied...)
 				bundled = max(bundled, br.attestations)
 			}
+		}
+		if bs.hasAttestations() {
+			fromBundles()
+		}
+		if !slices.Contains(types, req.PredicateType) {
+			for _, a := range p.Authorities {
+				if !allowed(req, a) {
+					continue
+				}
+				if _, done := fetched[a.Name]; !done {
+					found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
+				}
+				copied = append(copied, found[a.Name].copied...)
+				if err := fetched[a.Name]; err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				types = append(types, found[a.Name].types...)
+			}
+		}
+		if !triedBundles && !slices.Contains(types, req.PredicateType) && firstUnreachable(errs) == nil && refusal(ctx) == nil {
+			fromBundles()
 		}
 		if slices.Contains(types, req.PredicateType) {
 			res.Attestations = append(res.Attestations, req.PredicateType)
