@@ -31,8 +31,12 @@ func (PolicyValidator) ValidateCreate(_ context.Context, p *mcpv1alpha1.MCPServe
 	return validatePolicy(p)
 }
 
-// ValidateUpdate checks a changed policy.
-func (PolicyValidator) ValidateUpdate(_ context.Context, _, p *mcpv1alpha1.MCPServerPolicy) (admission.Warnings, error) {
+// ValidateUpdate checks a changed policy; a metadata-only update of a policy admitted before these
+// checks existed passes (its status says what is wrong).
+func (PolicyValidator) ValidateUpdate(_ context.Context, old, p *mcpv1alpha1.MCPServerPolicy) (admission.Warnings, error) {
+	if old.Generation == p.Generation && old.Generation != 0 {
+		return nil, nil
+	}
 	return validatePolicy(p)
 }
 
