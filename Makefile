@@ -9,12 +9,14 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
 KYVERNO ?= $(LOCALBIN)/kyverno
 COSIGN ?= $(LOCALBIN)/cosign
+COSIGN3 ?= $(LOCALBIN)/cosign3
 
 ## Tool versions (pinned).
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v4.3.1
 KYVERNO_VERSION ?= v1.19.1
 COSIGN_VERSION ?= v2.6.5
+COSIGN3_VERSION ?= v3.1.3
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
 
@@ -72,12 +74,12 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane helm-lint kyverno-test cosign ## Run every test against a real local control plane.
-	HELM="$(HELM)" COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane.
+	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: control-plane cosign ## Benchmarks as tables: admission vs the cosign CLI, gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
-	@COSIGN="$(COSIGN)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | hack/bench-table.sh
+bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
+	@COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | hack/bench-table.sh
 
 ##@ Build and run
 
@@ -117,6 +119,18 @@ $(HELM): $(LOCALBIN)
 cosign: $(COSIGN)
 $(COSIGN): $(LOCALBIN)
 	$(call go-install-tool,$(COSIGN),github.com/sigstore/cosign/v2/cmd/cosign,$(COSIGN_VERSION))
+
+# cosign v3 is installed under another name, beside v2 (go install would name both "cosign").
+.PHONY: cosign3
+cosign3: $(LOCALBIN)
+	@[ -f "$(COSIGN3)-$(COSIGN3_VERSION)" ] && [ "$$(readlink -- "$(COSIGN3)" 2>/dev/null)" = "$$(basename "$(COSIGN3)-$(COSIGN3_VERSION)")" ] || { \
+	set -e; \
+	echo "Installing github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN3_VERSION) into $(LOCALBIN)"; \
+	tmp=$$(mktemp -d); \
+	GOBIN="$$tmp" go install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN3_VERSION); \
+	mv "$$tmp/cosign" "$(COSIGN3)-$(COSIGN3_VERSION)"; rmdir "$$tmp"; \
+	ln -sf "$$(basename "$(COSIGN3)-$(COSIGN3_VERSION)")" "$(COSIGN3)"; \
+	}
 
 .PHONY: kyverno
 kyverno: $(LOCALBIN)

@@ -210,7 +210,7 @@ func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MC
 	verdict, err := r.Verifier.VerifyImage(ctx, webhooks.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies})
 	var denial *imageverify.Denial
 	switch {
-	case errors.As(err, &denial) && denial.Check == imageverify.CheckRegistryUnreachable:
+	case errors.As(err, &denial) && denial.Transient():
 		return err
 	case err != nil:
 		s.Status.Image = nil

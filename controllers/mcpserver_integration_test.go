@@ -583,6 +583,7 @@ func TestVerifiedStatus(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "signed-" + ns},
 		Spec: mcpv1alpha1.MCPServerPolicySpec{
 			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}},
+			AllowedRegistries: []string{reg.Host}, // a loopback registry must be named
 			Authorities:       []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}},
 			Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
 		},

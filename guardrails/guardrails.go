@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -78,18 +80,55 @@ func CheckRegistry(path *field.Path, image string, policies []mcpv1alpha1.MCPSer
 		if len(p.Spec.AllowedRegistries) == 0 {
 			continue
 		}
-		ok := false
-		for _, prefix := range p.Spec.AllowedRegistries {
-			if strings.HasPrefix(image, prefix) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if !RegistryAllowed(image, p.Spec.AllowedRegistries) {
 			errs = append(errs, field.Forbidden(path, fmt.Sprintf("image %s is not from a registry MCPServerPolicy %q allows (%s)", image, p.Name, strings.Join(p.Spec.AllowedRegistries, ", "))))
 		}
 	}
 	return errs
+}
+
+// RegistryAllowed reports whether the image is under one of the entries, compared on parsed reference
+// components: the same registry host (docker.io and index.docker.io are one), and a repository equal to
+// the entry's path or below it at a "/" boundary, so ghcr.io/acme admits ghcr.io/acme/files but not
+// ghcr.io/acme-evil/files.
+func RegistryAllowed(image string, entries []string) bool {
+	base, _, _ := strings.Cut(image, "@") // the digest is checked elsewhere; only the repository matters
+	ref, err := name.ParseReference(base)
+	if err != nil {
+		return false
+	}
+	repo := ref.Context()
+	for _, e := range entries {
+		host, path, ok := registryEntry(e)
+		if !ok || repo.RegistryStr() != host {
+			continue
+		}
+		if path == "" || repo.RepositoryStr() == path || strings.HasPrefix(repo.RepositoryStr(), path+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// registryEntry parses an allowedRegistries entry: a registry host (with a dot, a port or "localhost"),
+// optionally followed by a repository path; a trailing "/" is allowed.
+func registryEntry(e string) (host, path string, ok bool) {
+	e = strings.TrimSuffix(strings.TrimSpace(e), "/")
+	host, path, _ = strings.Cut(e, "/")
+	if host == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") || strings.ContainsAny(e, "*@ ") {
+		return "", "", false
+	}
+	reg, err := name.NewRegistry(host, name.StrictValidation)
+	if err != nil {
+		return "", "", false
+	}
+	if path != "" {
+		// Validated as a repository, kept as written: name would turn docker.io/acme into library/acme.
+		if _, err := name.NewRepository(e); err != nil || strings.Contains(path, ":") {
+			return "", "", false
+		}
+	}
+	return reg.RegistryStr(), path, true
 }
 
 // CheckEgress checks the allow-list against every policy: the protected ranges (through the combined
@@ -153,16 +192,24 @@ func cidrWithin(cidr string, allowed []string) bool {
 	return false
 }
 
-// fqdnAllowed reports whether name is one of the allowed names or under an allowed "*." wildcard. A
-// wildcard entry in the spec is allowed only by the same or a broader wildcard.
+// fqdnAllowed reports whether name is one of the allowed names or under an allowed "*." wildcard (a
+// pattern of any other shape matches only itself). A wildcard entry in the spec is allowed only by the
+// same or a broader wildcard.
 func fqdnAllowed(name string, allowed []string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	for _, a := range allowed {
+		a = strings.ToLower(strings.TrimSuffix(a, "."))
 		if a == name {
 			return true
 		}
-		if suffix, ok := strings.CutPrefix(a, "*"); ok && strings.HasSuffix(strings.TrimPrefix(name, "*"), suffix) {
+		if suffix, ok := strings.CutPrefix(a, "*."); ok && validFQDN(suffix) && strings.HasSuffix(strings.TrimPrefix(name, "*"), "."+suffix) {
 			return true
 		}
 	}
 	return false
+}
+
+// validFQDN reports whether s is a DNS name of at least two labels, without wildcards.
+func validFQDN(s string) bool {
+	return strings.Contains(s, ".") && len(validation.IsDNS1123Subdomain(s)) == 0
 }

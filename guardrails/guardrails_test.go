@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/netpol"
 )
 
@@ -44,6 +45,34 @@ func TestCheckRegistry(t *testing.T) {
 	errs := CheckRegistry(path, "ghcr.io/acmeevil/files@sha256:00", []mcpv1alpha1.MCPServerPolicy{p})
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `MCPServerPolicy "prod" allows (ghcr.io/acme/)`) {
 		t.Fatalf("errors = %v", errs)
+	}
+}
+
+// TestRegistryAllowedOnComponents: entries match parsed registry and repository components at path
+// boundaries, never as string prefixes.
+func TestRegistryAllowedOnComponents(t *testing.T) {
+	for _, tc := range []struct {
+		entry, image string
+		want         bool
+	}{
+		{"ghcr.io/acme", "ghcr.io/acme/files@sha256:00", true},
+		{"ghcr.io/acme", "ghcr.io/acme-evil/files@sha256:00", false},
+		{"ghcr.io/acme/", "ghcr.io/acme-evil/files", false},
+		{"ghcr.io/acme", "ghcr.io/acme", true},
+		{"ghcr.io/acme/files", "ghcr.io/acme/files-evil:1", false},
+		{"ghcr.io", "ghcr.io/anyone/x", true},
+		{"ghcr.io", "ghcr.io.evil.example/x", false},
+		{"ghcr.io/acme", "GHCR.io/acme/x", false}, // not a valid reference: refused
+		{"docker.io/library", "nginx@sha256:00", true},
+		{"docker.io/acme", "index.docker.io/acme/x", true},
+		{"127.0.0.1:5000/acme", "127.0.0.1:5000/acme/x", true},
+		{"127.0.0.1:5000/acme", "127.0.0.1:5001/acme/x", false},
+		{"acme", "acme/x", false},         // not a registry
+		{"ghcr.io/*", "ghcr.io/x", false}, // no wildcards
+	} {
+		if got := RegistryAllowed(tc.image, []string{tc.entry}); got != tc.want {
+			t.Errorf("RegistryAllowed(%q, [%q]) = %v, want %v", tc.image, tc.entry, got, tc.want)
+		}
 	}
 }
 
@@ -117,8 +146,14 @@ func TestCheckGateway(t *testing.T) {
 }
 
 func TestValidatePolicy(t *testing.T) {
+	ca, err := imagetest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := policy("good", func(s *mcpv1alpha1.MCPServerPolicySpec) {
-		s.Authorities = []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{IssuerRegExp: `^https://token\.actions\.example$`, Subject: "a@b"}}}
+		s.AllowedRegistries = []string{"ghcr.io/acme", "registry.internal.example:5000/mcp/"}
+		s.Egress.AllowedFQDNs = []string{"*.github.com", "pypi.org"}
+		s.Authorities = []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{IssuerRegExp: `^https://token\.actions\.example$`, Subject: "a@b", Roots: string(ca.RootPEM)}}}
 		s.Attestations = []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1", Authorities: []string{"ci"}}}
 		s.Egress.AllowedCIDRs = []string{"140.82.112.0/20"}
 		s.Gateway.AllowedIssuers = []string{"https://login.acme.example"}
@@ -140,6 +175,16 @@ func TestValidatePolicy(t *testing.T) {
 			s.NamespaceSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "env", Operator: "Near"}}
 		}, "spec.namespaceSelector"},
 		{"issuer without host", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Gateway.AllowedIssuers = []string{"https://"} }, "spec.gateway.allowedIssuers[0]"},
+		{"registry glob", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.AllowedRegistries = []string{"ghcr.io/*"} }, "spec.allowedRegistries[0]"},
+		{"registry without a host", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.AllowedRegistries = []string{"acme/files"} }, "spec.allowedRegistries[0]"},
+		{"registry with a tag", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.AllowedRegistries = []string{"ok.io", "ghcr.io/acme:1"} }, "spec.allowedRegistries[1]"},
+		{"FQDN wildcard matching everything", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Egress.AllowedFQDNs = []string{"*"} }, "spec.egress.allowedFQDNs[0]"},
+		{"FQDN suffix without a dot", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Egress.AllowedFQDNs = []string{"*github.com"} }, "spec.egress.allowedFQDNs[0]"},
+		{"FQDN wildcard over a TLD", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Egress.AllowedFQDNs = []string{"*.com"} }, "spec.egress.allowedFQDNs[0]"},
+		{"bad key", func(s *mcpv1alpha1.MCPServerPolicySpec) {
+			s.Authorities = append(s.Authorities, mcpv1alpha1.Authority{Name: "k", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}})
+		}, "spec.authorities[1].key.data"},
+		{"keyless without roots", func(s *mcpv1alpha1.MCPServerPolicySpec) { s.Authorities[0].Keyless.Roots = "nope" }, "spec.authorities[0].keyless.roots"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,6 +211,29 @@ func wantErrors(t *testing.T, errs field.ErrorList, want []string) {
 	for _, w := range want {
 		if msg == nil || !strings.Contains(msg.Error(), w) {
 			t.Fatalf("errors %v lack %q", msg, w)
+		}
+	}
+}
+
+// TestFQDNPatterns: only "*."-prefixed patterns are wildcards; "*" and "*github.com" admit nothing but
+// themselves.
+func TestFQDNPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"*.github.com", "api.github.com", true},
+		{"*.github.com", "a.b.github.com", true},
+		{"*.github.com", "github.com", false},
+		{"*.github.com", "evilgithub.com", false},
+		{"*github.com", "evilgithub.com", false},
+		{"*", "evil.example", false},
+		{"*.com", "evil.com", false},
+		{"pypi.org", "PyPI.org.", true},
+		{"*.github.com", "*.api.github.com", true},
+	} {
+		if got := fqdnAllowed(tc.name, []string{tc.pattern}); got != tc.want {
+			t.Errorf("fqdnAllowed(%q, [%q]) = %v, want %v", tc.name, tc.pattern, got, tc.want)
 		}
 	}
 }

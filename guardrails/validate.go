@@ -6,16 +6,21 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 )
 
 // ValidatePolicy checks what an MCPServerPolicy's schema cannot: the namespace selector, regular
-// expressions, that attestation requirements name authorities the policy has, and that CIDRs and
-// issuers parse. Each error names the field. (Keys and Secrets are checked by the image verifier.)
+// expressions, that attestation requirements name authorities the policy has, that registries, FQDN
+// patterns, CIDRs, issuers, inline keys and keyless roots parse. Each error names the field. (Keys in
+// Secrets are checked by the image verifier.)
 func ValidatePolicy(p *mcpv1alpha1.MCPServerPolicy) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
@@ -45,6 +50,29 @@ func ValidatePolicy(p *mcpv1alpha1.MCPServerPolicy) field.ErrorList {
 			}
 		}
 	}
+	for i, r := range p.Spec.AllowedRegistries {
+		if _, _, ok := registryEntry(r); !ok {
+			errs = append(errs, field.Invalid(spec.Child("allowedRegistries").Index(i), r, "want a registry host, optionally with a repository path, e.g. ghcr.io/acme (no wildcards, tags or digests)"))
+		}
+	}
+	for i, n := range p.Spec.Egress.AllowedFQDNs {
+		if !validFQDNPattern(n) {
+			errs = append(errs, field.Invalid(spec.Child("egress", "allowedFQDNs").Index(i), n, `want a DNS name (api.github.com) or a "*." wildcard under a name of at least two labels (*.github.com)`))
+		}
+	}
+	for i, a := range p.Spec.Authorities {
+		path := spec.Child("authorities").Index(i)
+		if a.Key != nil && a.Key.Data != "" {
+			if _, err := cryptoutils.UnmarshalPEMToPublicKey([]byte(a.Key.Data)); err != nil {
+				errs = append(errs, field.Invalid(path.Child("key", "data"), "(key)", "not a PEM public key: "+err.Error()))
+			}
+		}
+		if k := a.Keyless; k != nil {
+			if certs, err := cryptoutils.UnmarshalCertificatesFromPEM([]byte(k.Roots)); err != nil || len(certs) == 0 {
+				errs = append(errs, field.Invalid(path.Child("keyless", "roots"), "(certificates)", "no PEM certificates"))
+			}
+		}
+	}
 	for i, c := range p.Spec.Egress.AllowedCIDRs {
 		if pr, err := netip.ParsePrefix(c); err != nil || pr.Masked() != pr {
 			errs = append(errs, field.Invalid(spec.Child("egress", "allowedCIDRs").Index(i), c, "want a CIDR without host bits, e.g. 140.82.112.0/20"))
@@ -56,4 +84,24 @@ func ValidatePolicy(p *mcpv1alpha1.MCPServerPolicy) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// validFQDNPattern reports whether n is a DNS name or a "*." wildcard under a name of two labels or more.
+func validFQDNPattern(n string) bool {
+	n = strings.TrimSuffix(n, ".")
+	if rest, ok := strings.CutPrefix(n, "*."); ok {
+		return validFQDN(rest)
+	}
+	return !strings.Contains(n, "*") && len(validation.IsDNS1123Subdomain(n)) == 0
+}
+
+// PolicyWarnings are what a policy allows that is probably not meant: authorities without
+// allowedRegistries (images from any registry are verified, and the verifier fetches from wherever an
+// image says).
+func PolicyWarnings(p *mcpv1alpha1.MCPServerPolicy) []string {
+	var w []string
+	if len(p.Spec.Authorities) > 0 && len(p.Spec.AllowedRegistries) == 0 {
+		w = append(w, fmt.Sprintf("MCPServerPolicy %s: spec.authorities is set but spec.allowedRegistries is empty: images from any public registry are admitted once signed, and each new one costs registry requests; list the registries you sign for", p.Name))
+	}
+	return w
 }

@@ -20,27 +20,28 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
 }
 END {
   if (n > 0) {
-    cli=P50["CosignCLI"]
+    cli=P50["CosignCLI"]; cli3=P50["CosignV3CLI"]
     printf "admission (image verification)\n"
-    printf "  %-24s %12s %12s %16s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
+    printf "  %-30s %12s %12s %16s %16s\n", "path", "p50", "p99", "registry req/op", "CLI p50 / p50"
     for (i=1; i<=n; i++) {
       k=names[i]; ratio="-"
-      if (cli!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", cli/P50[k])
-      printf "  %-24s %9s µs %9s µs %16s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
+      base=cli; if (k ~ /bundle/) base=cli3  # each format against the CLI that writes it (v2: tags, v3: bundles)
+      if (base!="" && P50[k]>0 && k ~ /^Verify/) ratio=sprintf("%.0fx", base/P50[k])
+      printf "  %-30s %9s µs %9s µs %16s %16s\n", k, P50[k], P99[k], (REQ[k]==""?"-":REQ[k]), ratio
     }
   }
   if (ng > 0) {
     printf "\ngateway (tool calls through the gateway vs straight to the server, alternating in one run)\n"
-    printf "  %-24s %12s %12s %12s %20s\n", "path", "p50", "p99", "calls/s", "calls/s, 8 sessions"
-    printf "  %-24s %9s µs %9s µs %12s %20s\n", "direct", DP50, DP99, DC, DPC
-    printf "  %-24s %9s µs %9s µs %12s %20s\n", "gateway", GP50, GP99, GC, GPC
-    printf "  %-24s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway - direct / ratio", GP50-DP50, GP99-DP99, 100*GC/DC, 100*GPC/DPC
-    if (BR != "") printf "  %-24s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
+    printf "  %-30s %12s %12s %12s %20s\n", "path", "p50", "p99", "calls/s", "calls/s, 8 sessions"
+    printf "  %-30s %9s µs %9s µs %12s %20s\n", "direct", DP50, DP99, DC, DPC
+    printf "  %-30s %9s µs %9s µs %12s %20s\n", "gateway", GP50, GP99, GC, GPC
+    printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway - direct / ratio", GP50-DP50, GP99-DP99, 100*GC/DC, 100*GPC/DPC
+    if (BR != "") printf "  %-30s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
   }
   if (nr > 0) {
     printf "\nreconcile (MCPServers created at once on the local control plane)\n"
-    printf "  %-24s %16s %22s\n", "servers", "all Ready (s)", "steady writes/reconcile"
-    for (i=1; i<=nr; i++) printf "  %-24s %16s %22s\n", rec[i], RT[rec[i]], RW[rec[i]]
+    printf "  %-30s %16s %22s\n", "servers", "all Ready (s)", "steady writes/reconcile"
+    for (i=1; i<=nr; i++) printf "  %-30s %16s %22s\n", rec[i], RT[rec[i]], RW[rec[i]]
   }
   for (i=1; i<=r; i++) print raw[i]
 }'

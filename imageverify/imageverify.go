@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // Check names the check an image failed.
@@ -43,11 +45,16 @@ type Check string
 // The checks, in the order they run.
 const (
 	CheckNotDigest            Check = "NotDigest"
+	CheckRateLimited          Check = "RateLimited"
+	CheckRegistryRefused      Check = "RegistryRefused"
 	CheckRegistryUnreachable  Check = "RegistryUnreachable"
+	CheckTooLarge             Check = "TooLarge"
+	CheckDigestNotFound       Check = "DigestNotFound"
 	CheckNoSignature          Check = "NoSignature"
 	CheckSignatureMismatch    Check = "SignatureMismatch"
 	CheckAttestationMissing   Check = "AttestationMissing"
 	CheckAttestationUntrusted Check = "AttestationUntrusted"
+	CheckAttestationCopied    Check = "AttestationCopied"
 	CheckAttestationWrongType Check = "AttestationWrongType"
 	CheckPolicyInvalid        Check = "PolicyInvalid"
 )
@@ -55,8 +62,18 @@ const (
 // Denial says which image failed which check of which policy, in a sentence a person can act on.
 type Denial struct {
 	Image, Policy, Authority string
-	Check                    Check
-	Detail                   string
+	// Namespace is the namespace the verification was for, when it matters (rate limits).
+	Namespace string
+	Check     Check
+	// Detail says more; for registry errors it holds the HTTP status and a category, never a response
+	// body.
+	Detail string
+}
+
+// Transient reports whether the same image may pass later without any change (the registry was
+// unreachable, or the namespace's rate limit was exceeded).
+func (d *Denial) Transient() bool {
+	return d.Check == CheckRegistryUnreachable || d.Check == CheckRateLimited
 }
 
 func (d *Denial) Error() string {
@@ -65,8 +82,16 @@ func (d *Denial) Error() string {
 	switch d.Check {
 	case CheckNotDigest:
 		b.WriteString("is not pinned by digest")
+	case CheckRateLimited:
+		fmt.Fprintf(&b, "could not be verified for policy %q: namespace %s started too many new image verifications; retry in a minute", d.Policy, d.Namespace)
+	case CheckRegistryRefused:
+		fmt.Fprintf(&b, "could not be verified for policy %q: the operator does not contact this registry", d.Policy)
 	case CheckRegistryUnreachable:
 		fmt.Fprintf(&b, "could not be verified for policy %q: registry unreachable, denied (fail closed)", d.Policy)
+	case CheckTooLarge:
+		fmt.Fprintf(&b, "could not be verified for policy %q: its signatures or attestations exceed the verifier's limits", d.Policy)
+	case CheckDigestNotFound:
+		fmt.Fprintf(&b, "is not in the registry (policy %q): no manifest with this digest", d.Policy)
 	case CheckNoSignature:
 		fmt.Fprintf(&b, "has no signature from policy %q authority %q", d.Policy, d.Authority)
 	case CheckSignatureMismatch:
@@ -75,6 +100,8 @@ func (d *Denial) Error() string {
 		fmt.Fprintf(&b, "has no %s attestation required by policy %q", d.Authority, d.Policy)
 	case CheckAttestationUntrusted:
 		fmt.Fprintf(&b, "has no %s attestation signed by an authority of policy %q", d.Authority, d.Policy)
+	case CheckAttestationCopied:
+		fmt.Fprintf(&b, "has no %s attestation for this digest (policy %q)", d.Authority, d.Policy)
 	case CheckAttestationWrongType:
 		fmt.Fprintf(&b, "has no %s attestation of the predicate type policy %q requires", d.Authority, d.Policy)
 	case CheckPolicyInvalid:
@@ -100,6 +127,9 @@ type Authority struct {
 type Keyless struct {
 	// Roots and Intermediates are the CA certificates to verify the signing certificate against.
 	Roots, Intermediates *x509.CertPool
+	// RootCerts and IntermediateCerts are the same certificates, as Sigstore bundles are verified
+	// against them (without them, keyless bundles are not verified).
+	RootCerts, IntermediateCerts []*x509.Certificate
 	// Identity is the OIDC issuer and subject (exact or regular expressions) the certificate must name.
 	Identity cosign.Identity
 	// RequireSCT checks the certificate's transparency SCT against CTLogPubKeys.
@@ -134,6 +164,22 @@ type Policy struct {
 	// Keychain holds the registry credentials the policy names (nil: registries are read
 	// anonymously). Identity must change when they do.
 	Keychain authn.Keychain
+	// Registries are the policy's allowedRegistries entries (registry host, optionally a path). A
+	// registry named here is contacted even at a loopback, private or link-local address and over
+	// plain HTTP; any other registry must be public and speak HTTPS.
+	Registries []string
+}
+
+// explicitHosts are the registry hosts the policy names.
+func (p Policy) explicitHosts() map[string]bool {
+	out := map[string]bool{}
+	for _, r := range p.Registries {
+		host, _, _ := strings.Cut(strings.TrimSpace(r), "/")
+		if host != "" && !strings.Contains(host, "*") {
+			out[registryHost(host)] = true
+		}
+	}
+	return out
 }
 
 // Result is what verification established for one image.
@@ -146,13 +192,26 @@ type Result struct {
 	Attestations []string
 }
 
+// The defaults of Options, documented once here and in the README's table.
+const (
+	DefaultTimeout         = 8 * time.Second
+	DefaultMaxResponse     = 1 << 20
+	DefaultMaxEntries      = 32
+	DefaultMaxBytes        = 4 << 20
+	DefaultMaxConcurrent   = 4
+	DefaultNamespaceBurst  = 20
+	DefaultNamespacePerMin = 30
+)
+
 // Options configure a Verifier.
 type Options struct {
-	// Transport carries registry requests (default: a shared http.Transport); every request is counted.
+	// Transport carries requests to registries a policy names explicitly in allowedRegistries
+	// (default: an HTTP transport with 5s dial, TLS and header timeouts). Other registries are reached
+	// through a guarded transport whose dialer refuses protected addresses. Every request is counted.
 	Transport http.RoundTripper
 	// RemoteOptions are extra go-containerregistry options (e.g. remote.WithAuthFromKeychain).
 	RemoteOptions []remote.Option
-	// Timeout bounds one verification (default 5s).
+	// Timeout bounds one verification (default 8s). A caller's earlier deadline ends its wait sooner.
 	Timeout time.Duration
 	// CacheSize bounds the number of cached decisions (default 1024).
 	CacheSize int
@@ -160,6 +219,22 @@ type Options struct {
 	TTL time.Duration
 	// NegativeTTL is how long a denial is remembered (default 10s), so a fixed image is admitted soon.
 	NegativeTTL time.Duration
+	// MaxResponseBytes bounds one registry response: a manifest, a signature or an attestation layer
+	// (default 1 MiB).
+	MaxResponseBytes int64
+	// MaxEntries bounds the layers (signatures, attestations) of one signature or attestation manifest
+	// (default 32).
+	MaxEntries int
+	// MaxBytesPerVerification bounds what one verification reads from registries (default 4 MiB).
+	MaxBytesPerVerification int64
+	// MaxConcurrent bounds the verifications that talk to registries at once (default 4); others wait,
+	// within their deadline.
+	MaxConcurrent int
+	// NamespacePerMinute and NamespaceBurst bound the verifications a namespace may start that are not
+	// answered from the cache (default 30 a minute, bursts of 20): admissions and dry runs of new
+	// digests cost registry requests.
+	NamespacePerMinute float64
+	NamespaceBurst     int
 	// Registerer receives the Prometheus metrics (nil: not registered).
 	Registerer prometheus.Registerer
 }
@@ -170,6 +245,9 @@ type Verifier struct {
 	remote   []remote.Option
 	ok       *lru.LRU[string, *Result]
 	denied   *lru.LRU[string, error]
+	limits   *lru.LRU[string, *rate.Limiter]
+	limitsMu sync.Mutex
+	slots    chan struct{}
 	group    singleflight.Group
 	requests atomic.Int64
 	m        metrics
@@ -177,8 +255,13 @@ type Verifier struct {
 
 // New returns a Verifier.
 func New(o Options) *Verifier {
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 1024
@@ -189,18 +272,31 @@ func New(o Options) *Verifier {
 	if o.NegativeTTL <= 0 {
 		o.NegativeTTL = 10 * time.Second
 	}
-	if o.Transport == nil {
-		o.Transport = remote.DefaultTransport
+	def(&o.MaxResponseBytes, DefaultMaxResponse)
+	def(&o.MaxBytesPerVerification, DefaultMaxBytes)
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
 	}
-	v := &Verifier{o: o, m: newMetrics(o.Registerer)}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if o.NamespacePerMinute <= 0 {
+		o.NamespacePerMinute = DefaultNamespacePerMin
+	}
+	if o.NamespaceBurst <= 0 {
+		o.NamespaceBurst = DefaultNamespaceBurst
+	}
+	v := &Verifier{o: o, m: newMetrics(o.Registerer), slots: make(chan struct{}, o.MaxConcurrent)}
+	guarded := newGuardedTransport(o.Transport, o.MaxResponseBytes, o.MaxEntries)
 	counting := roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		v.requests.Add(1)
 		v.m.requests.Inc()
-		return o.Transport.RoundTrip(r)
+		return guarded.RoundTrip(r)
 	})
 	v.remote = append([]remote.Option{remote.WithTransport(counting)}, o.RemoteOptions...)
 	v.ok = lru.NewLRU[string, *Result](o.CacheSize, nil, o.TTL)
 	v.denied = lru.NewLRU[string, error](o.CacheSize, nil, o.NegativeTTL)
+	v.limits = lru.NewLRU[string, *rate.Limiter](4096, nil, 10*time.Minute)
 	return v
 }
 
@@ -229,48 +325,109 @@ func ParseDigest(image string) (name.Digest, error) {
 }
 
 // Verify checks the image against every policy; all must pass. Decisions are cached per policy identity
-// and digest.
+// and digest. It is VerifyIn without a namespace (no rate limit).
 func (v *Verifier) Verify(ctx context.Context, image string, policies []Policy) (*Result, error) {
+	return v.VerifyIn(ctx, "", image, policies)
+}
+
+// VerifyIn checks the image against every policy, concurrently; all must pass. A verification not
+// answered from the cache counts against the namespace's rate limit. The wait ends at ctx's deadline
+// with a denial; a shared verification then goes on (within Options.Timeout) for the next caller.
+func (v *Verifier) VerifyIn(ctx context.Context, namespace, image string, policies []Policy) (*Result, error) {
 	start := time.Now()
 	ref, err := ParseDigest(image)
 	if err != nil {
 		v.m.decision(err)
 		return nil, err
 	}
+	results := make([]*Result, len(policies))
+	errs := make([]error, len(policies))
+	var wg sync.WaitGroup
+	for i, p := range policies {
+		wg.Go(func() { results[i], errs[i] = v.verifyCached(ctx, namespace, image, ref, p) })
+	}
+	wg.Wait()
 	out := &Result{Digest: ref.DigestStr()}
-	for _, p := range policies {
-		key := p.Identity + "|" + ref.String()
-		if r, ok := v.ok.Get(key); ok {
-			v.m.cache.WithLabelValues("hit").Inc()
-			out.merge(r)
-			continue
+	for i := range policies {
+		if errs[i] != nil {
+			v.m.decision(errs[i])
+			return nil, errs[i]
 		}
-		if err, ok := v.denied.Get(key); ok {
-			v.m.cache.WithLabelValues("hit").Inc()
-			v.m.decision(err)
-			return nil, err
-		}
-		v.m.cache.WithLabelValues("miss").Inc()
-		r, err, _ := v.group.Do(key, func() (any, error) {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.o.Timeout)
-			defer cancel()
-			r, err := v.verifyPolicy(ctx, image, ref, p)
-			if err != nil {
-				v.denied.Add(key, err)
-				return nil, err
-			}
-			v.ok.Add(key, r)
-			return r, nil
-		})
-		if err != nil {
-			v.m.decision(err)
-			return nil, err
-		}
-		out.merge(r.(*Result))
+		out.merge(results[i])
 	}
 	v.m.latency.Observe(time.Since(start).Seconds())
 	v.m.decision(nil)
 	return out, nil
+}
+
+// verifyCached answers one policy from the cache, or joins or starts its verification.
+func (v *Verifier) verifyCached(ctx context.Context, namespace, image string, ref name.Digest, p Policy) (*Result, error) {
+	key := p.Identity + "|" + ref.String()
+	if r, ok := v.ok.Get(key); ok {
+		v.m.cache.WithLabelValues("hit").Inc()
+		return r, nil
+	}
+	if err, ok := v.denied.Get(key); ok {
+		v.m.cache.WithLabelValues("hit").Inc()
+		return nil, err
+	}
+	v.m.cache.WithLabelValues("miss").Inc()
+	if namespace != "" && !v.limiter(namespace).Allow() {
+		return nil, &Denial{Image: image, Policy: p.Name, Namespace: namespace, Check: CheckRateLimited,
+			Detail: fmt.Sprintf("limit %g a minute, bursts of %d; images already verified are not limited", v.o.NamespacePerMinute, v.o.NamespaceBurst)}
+	}
+	ch := v.group.DoChan(key, func() (any, error) {
+		// The verification outlives a caller that gives up, within its own deadline, so the next
+		// admission of the image finds the answer.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.o.Timeout)
+		defer cancel()
+		r, err := v.verifyBounded(ctx, image, ref, p)
+		if err != nil {
+			v.denied.Add(key, err)
+			return nil, err
+		}
+		v.ok.Add(key, r)
+		return r, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*Result), nil
+	case <-ctx.Done():
+		return nil, &Denial{Image: image, Policy: p.Name, Check: CheckRegistryUnreachable, Detail: waitDetail(ctx)}
+	}
+}
+
+func waitDetail(ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return "timeout: no answer from the registry before the admission deadline; retry once the registry answers"
+	}
+	return "canceled"
+}
+
+func (v *Verifier) limiter(namespace string) *rate.Limiter {
+	v.limitsMu.Lock()
+	defer v.limitsMu.Unlock()
+	l, ok := v.limits.Get(namespace)
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(v.o.NamespacePerMinute/60), v.o.NamespaceBurst)
+		v.limits.Add(namespace, l)
+	}
+	return l
+}
+
+// verifyBounded runs one verification once a slot is free, with the verification's byte budget.
+func (v *Verifier) verifyBounded(ctx context.Context, image string, ref name.Digest, p Policy) (*Result, error) {
+	select {
+	case v.slots <- struct{}{}:
+		defer func() { <-v.slots }()
+	case <-ctx.Done():
+		return nil, &Denial{Image: image, Policy: p.Name, Check: CheckRegistryUnreachable, Detail: "timeout: the verifier was busy with other images; retry"}
+	}
+	ctx = withBudget(withExplicitHosts(ctx, p.explicitHosts()), v.o.MaxBytesPerVerification)
+	return v.verifyPolicy(ctx, image, ref, p)
 }
 
 func (r *Result) merge(o *Result) {
@@ -283,11 +440,15 @@ func (r *Result) merge(o *Result) {
 }
 
 // remoteOptions are the registry options for one verification under policy p, bound to its deadline:
-// with the policy's registry credentials when it has them, anonymous otherwise.
+// with the policy's registry credentials when it has them, anonymous otherwise. The requests of one
+// verification share a puller, so the registry's ping and token are fetched once.
 func (v *Verifier) remoteOptions(ctx context.Context, p Policy) []remote.Option {
 	opts := append(slices.Clone(v.remote), remote.WithContext(ctx))
 	if p.Keychain != nil {
 		opts = append(opts, remote.WithAuthFromKeychain(p.Keychain))
+	}
+	if puller, err := remote.NewPuller(opts...); err == nil {
+		opts = append(opts, remote.Reuse(puller))
 	}
 	return opts
 }
@@ -334,109 +495,261 @@ func (v *Verifier) verifyPolicy(ctx context.Context, image string, ref name.Dige
 		return &Denial{Image: image, Policy: p.Name, Authority: authority, Check: check, Detail: detail}
 	}
 	ro := v.remoteOptions(ctx, p)
+	bs := &bundleSet{}
 	if len(p.Authorities) > 0 {
-		var firstErr error
-		for _, a := range p.Authorities {
-			co, err := v.checkOpts(ro, a, cosign.SimpleClaimVerifier)
-			if err != nil {
-				return nil, deny(CheckPolicyInvalid, a.Name, "load key: "+err.Error())
-			}
-			sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, co)
-			if err == nil {
-				res.Signers = append(res.Signers, p.Name+"/"+a.Name+certIdentity(sigs))
-				break
-			}
-			if firstErr == nil {
-				firstErr = classifySignature(deny, a.Name, err)
-			}
-			var d *Denial
-			if errors.As(firstErr, &d) && d.Check == CheckRegistryUnreachable {
-				return nil, firstErr
-			}
-		}
-		if len(res.Signers) == 0 {
-			return nil, firstErr
+		if err := v.verifySignature(ctx, ro, ref, p, res, deny, bs); err != nil {
+			return nil, err
 		}
 	}
-	// Verified attestations per authority, fetched once.
-	found := map[string][]string{}
+	return res, v.verifyAttestations(ctx, ro, ref, p, res, deny, bs)
+}
+
+type denyFunc func(check Check, authority, detail string) error
+
+// verifySignature needs a signature from one of the policy's authorities, in the legacy format (.sig
+// tag) or as a Sigstore bundle.
+func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
+	var firstErr error
+	for _, a := range p.Authorities {
+		co, err := v.checkOpts(ro, a, cosign.SimpleClaimVerifier)
+		if err != nil {
+			return deny(CheckPolicyInvalid, a.Name, "load key: "+err.Error())
+		}
+		sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, co)
+		if err == nil {
+			res.Signers = append(res.Signers, p.Name+"/"+a.Name+certIdentity(sigs))
+			return nil
+		}
+		if refused := refusal(ctx); refused != nil {
+			return v.registryDenial(deny, a.Name, refused, ref)
+		}
+		d := v.classifySignature(deny, a.Name, err, ref)
+		if check := d.(*Denial).Check; check != CheckNoSignature && check != CheckSignatureMismatch {
+			return d
+		}
+		br, err := v.verifyBundles(ctx, ro, ref, a, bs)
+		if err != nil {
+			if refused := refusal(ctx); refused != nil {
+				err = refused
+			}
+			return v.registryDenial(deny, a.Name, err, ref)
+		}
+		if br.signed {
+			res.Signers = append(res.Signers, p.Name+"/"+a.Name+br.identity)
+			return nil
+		}
+		if d.(*Denial).Check == CheckNoSignature && br.signatures > 0 {
+			d = deny(CheckSignatureMismatch, a.Name, fmt.Sprintf("%d Sigstore bundle signatures found, none verifies with this authority for this digest", br.signatures))
+		}
+		if firstErr == nil {
+			firstErr = d
+		}
+	}
+	var d *Denial
+	if errors.As(firstErr, &d) && d.Check == CheckNoSignature {
+		// Only on this failure path: tell "no signatures" from "no such image".
+		if herr := v.digestExists(ro, ref); herr != nil {
+			return v.registryDenial(deny, d.Authority, herr, ref)
+		}
+	}
+	return firstErr
+}
+
+// digestExists asks the registry for the manifest (HEAD: no body is read).
+func (v *Verifier) digestExists(ro []remote.Option, ref name.Digest) error {
+	_, err := remote.Head(ref, ro...)
+	return err
+}
+
+// registryDenial classifies a registry error: refused by the verifier, too large, not found (for the
+// image's own manifest), or unreachable; the detail holds the status and a category only.
+func (v *Verifier) registryDenial(deny denyFunc, authority string, err error, ref name.Digest) error {
+	var blocked *BlockedError
+	var tooLarge *TooLargeError
+	switch {
+	case errors.As(err, &blocked):
+		return deny(CheckRegistryRefused, authority, detail(err)+"; a registry at such an address, or over plain HTTP, must be named in the policy's allowedRegistries")
+	case errors.As(err, &tooLarge):
+		return deny(CheckTooLarge, authority, detail(err))
+	case httpStatus(err) == http.StatusNotFound:
+		return deny(CheckDigestNotFound, authority, fmt.Sprintf("HTTP 404 for %s in %s; push the image, or use the digest the registry has (`crane digest %s:TAG`)", ref.DigestStr(), ref.Context(), ref.Context()))
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return deny(CheckRegistryUnreachable, authority, fmt.Sprintf("timeout: no answer in time (verification deadline %s); retry once the registry answers", v.o.Timeout))
+	}
+	return deny(CheckRegistryUnreachable, authority, detail(err))
+}
+
+// verifyAttestations needs each required attestation, signed by an allowed authority, for this digest.
+func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
+	// Verified attestations per authority, fetched once. Bundles already read for the signature are
+	// looked at first; otherwise the legacy tag first, and bundles only when it falls short.
+	found := map[string]attestations{}
 	fetched := map[string]error{}
+	bundles := map[string]bundleResult{}
+	allowed := func(req AttestationRequirement, a Authority) bool {
+		return len(req.Authorities) == 0 || slices.Contains(req.Authorities, a.Name)
+	}
 	for _, req := range p.Attestations {
-		var types []string
+		var types, copied []string
 		var errs []error
-		for _, a := range p.Authorities {
-			if len(req.Authorities) > 0 && !slices.Contains(req.Authorities, a.Name) {
-				continue
+		bundled, triedBundles := 0, false
+		fromBundles := func() {
+			triedBundles = true
+			for _, a := range p.Authorities {
+				if !allowed(req, a) {
+					continue
+				}
+				br, ok := bundles[a.Name]
+				if !ok {
+					var err error
+					if br, err = v.verifyBundles(ctx, ro, ref, a, bs); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					bundles[a.Name] = br
+				}
+				types = append(types, br.types...)
+				copied = append(copied, br.copied...)
+				bundled = max(bundled, br.attestations)
 			}
-			if _, done := fetched[a.Name]; !done {
-				found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
+		}
+		if bs.hasAttestations() {
+			fromBundles()
+		}
+		if !slices.Contains(types, req.PredicateType) {
+			for _, a := range p.Authorities {
+				if !allowed(req, a) {
+					continue
+				}
+				if _, done := fetched[a.Name]; !done {
+					found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
+				}
+				copied = append(copied, found[a.Name].copied...)
+				if err := fetched[a.Name]; err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				types = append(types, found[a.Name].types...)
 			}
-			if err := fetched[a.Name]; err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			types = append(types, found[a.Name]...)
+		}
+		if !triedBundles && !slices.Contains(types, req.PredicateType) && firstUnreachable(errs) == nil && refusal(ctx) == nil {
+			fromBundles()
 		}
 		if slices.Contains(types, req.PredicateType) {
 			res.Attestations = append(res.Attestations, req.PredicateType)
 			continue
 		}
-		switch {
-		case len(types) > 0:
-			return nil, deny(CheckAttestationWrongType, req.Name, fmt.Sprintf("want predicate type %s, found %s", req.PredicateType, strings.Join(types, ", ")))
-		case anyUnreachable(errs):
-			return nil, deny(CheckRegistryUnreachable, req.Name, firstError(errs))
-		default:
-			// Only on this failure path: count what is there, to tell "none" from "none trusted".
-			n, err := v.countAttestations(ro, ref)
-			switch {
-			case err != nil:
-				return nil, deny(CheckRegistryUnreachable, req.Name, err.Error())
-			case n > 0:
-				return nil, deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d attestations found, none verifies with a trusted authority", n))
-			default:
-				return nil, deny(CheckAttestationMissing, req.Name, "registry reachable, 0 attestations found")
-			}
+		if refused := refusal(ctx); refused != nil {
+			return v.registryDenial(deny, req.Name, refused, ref)
+		}
+		if bundled > 0 && len(types) == 0 && len(copied) == 0 && firstUnreachable(errs) == nil {
+			return deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d Sigstore bundle attestations found, none verifies with a trusted authority", bundled))
+		}
+		if err := v.attestationDenial(ro, ref, req, types, copied, errs, deny); err != nil {
+			return err
 		}
 	}
-	return res, nil
+	return nil
 }
 
+func (v *Verifier) attestationDenial(ro []remote.Option, ref name.Digest, req AttestationRequirement, types, copied []string, errs []error, deny denyFunc) error {
+	switch {
+	case len(types) > 0:
+		return deny(CheckAttestationWrongType, req.Name, fmt.Sprintf("want predicate type %s, found %s", req.PredicateType, strings.Join(types, ", ")))
+	case firstUnreachable(errs) != nil:
+		return v.registryDenial(deny, req.Name, firstUnreachable(errs), ref)
+	case len(copied) > 0:
+		return deny(CheckAttestationCopied, req.Name, fmt.Sprintf("an attestation signed by a trusted authority names another image (subject %s), as when it is copied from one; attest this digest: `cosign attest --key k.key --type <type> --predicate p.json %s`", strings.Join(copied, ", "), ref))
+	}
+	// Only on this failure path: count what is there, to tell "none" from "none trusted".
+	n, err := v.countAttestations(ro, ref)
+	switch {
+	case err != nil:
+		if herr := v.digestExists(ro, ref); herr != nil {
+			return v.registryDenial(deny, req.Name, herr, ref)
+		}
+		return v.registryDenial(deny, req.Name, err, ref)
+	case n > 0:
+		return deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d attestations found, none verifies with a trusted authority", n))
+	}
+	if herr := v.digestExists(ro, ref); herr != nil {
+		return v.registryDenial(deny, req.Name, herr, ref)
+	}
+	return deny(CheckAttestationMissing, req.Name, "registry reachable, 0 attestations found")
+}
+
+// attestations are what one authority's verified attestations say: their predicate types, and the
+// subjects of those that verified but name another digest.
+type attestations struct{ types, copied []string }
+
 // attestationTypes returns the predicate types of the attestations that verify with the authority and
-// whose subject is this digest.
-func (v *Verifier) attestationTypes(ctx context.Context, ro []remote.Option, ref name.Digest, a Authority) ([]string, error) {
-	co, err := v.checkOpts(ro, a, cosign.IntotoSubjectClaimVerifier)
+// whose subject is this digest, and the subjects of those that verify but are for another digest.
+func (v *Verifier) attestationTypes(ctx context.Context, ro []remote.Option, ref name.Digest, a Authority) (attestations, error) {
+	var out attestations
+	var mu sync.Mutex
+	claims := func(sig oci.Signature, h v1Hash, ann map[string]any) error {
+		err := cosign.IntotoSubjectClaimVerifier(sig, h, ann)
+		if err != nil {
+			// cosign calls the claim verifier once the signature verified.
+			mu.Lock()
+			out.copied = append(out.copied, subjects(sig)...)
+			mu.Unlock()
+		}
+		return err
+	}
+	co, err := v.checkOpts(ro, a, claims)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	atts, _, err := cosign.VerifyImageAttestations(ctx, ref, co)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	var types []string
 	for _, att := range atts {
-		payload, err := att.Payload()
-		if err != nil {
-			continue
-		}
-		var env struct {
-			Payload string `json:"payload"`
-		}
-		if json.Unmarshal(payload, &env) != nil {
-			continue
-		}
-		body, err := base64.StdEncoding.DecodeString(env.Payload)
-		if err != nil {
-			continue
-		}
-		var stmt struct {
-			PredicateType string `json:"predicateType"`
-		}
-		if json.Unmarshal(body, &stmt) == nil && stmt.PredicateType != "" {
-			types = append(types, stmt.PredicateType)
+		if st, ok := statement(att); ok && st.PredicateType != "" {
+			out.types = append(out.types, st.PredicateType)
 		}
 	}
-	return types, nil
+	return out, nil
+}
+
+type inTotoStatement struct {
+	PredicateType string `json:"predicateType"`
+	Subject       []struct {
+		Digest map[string]string `json:"digest"`
+	} `json:"subject"`
+}
+
+// statement decodes the in-toto statement of a DSSE-enveloped attestation.
+func statement(att oci.Signature) (inTotoStatement, bool) {
+	var st inTotoStatement
+	payload, err := att.Payload()
+	if err != nil {
+		return st, false
+	}
+	var env struct {
+		Payload string `json:"payload"`
+	}
+	if json.Unmarshal(payload, &env) != nil {
+		return st, false
+	}
+	body, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return st, false
+	}
+	return st, json.Unmarshal(body, &st) == nil
+}
+
+// subjects lists the sha256 subjects an attestation names.
+func subjects(att oci.Signature) []string {
+	st, _ := statement(att)
+	var out []string
+	for _, s := range st.Subject {
+		if d, ok := s.Digest["sha256"]; ok {
+			out = append(out, "sha256:"+d)
+		}
+	}
+	return out
 }
 
 // certIdentity names the certificate identity of a keyless signature, e.g. " (dev@acme.example via
@@ -467,7 +780,7 @@ func (v *Verifier) countAttestations(ro []remote.Option, ref name.Digest) (int, 
 	return len(list), err
 }
 
-func classifySignature(deny func(Check, string, string) error, authority string, err error) error {
+func (v *Verifier) classifySignature(deny denyFunc, authority string, err error, ref name.Digest) error {
 	var none *cosign.ErrNoSignaturesFound
 	var mismatch *cosign.ErrNoMatchingSignatures
 	switch {
@@ -475,25 +788,18 @@ func classifySignature(deny func(Check, string, string) error, authority string,
 		return deny(CheckNoSignature, authority, "registry reachable, 0 signatures found")
 	case errors.As(err, &mismatch):
 		return deny(CheckSignatureMismatch, authority, "signatures found, none verifies with this authority for this digest")
-	default:
-		return deny(CheckRegistryUnreachable, authority, err.Error())
 	}
+	return v.registryDenial(deny, authority, err, ref)
 }
 
-func anyUnreachable(errs []error) bool {
+// firstUnreachable is the first error that is not "nothing verified".
+func firstUnreachable(errs []error) error {
 	for _, e := range errs {
 		var m *cosign.ErrNoMatchingAttestations
 		var n *cosign.ErrNoSignaturesFound
 		if !errors.As(e, &m) && !errors.As(e, &n) {
-			return true
+			return e
 		}
 	}
-	return false
-}
-
-func firstError(errs []error) string {
-	if len(errs) == 0 {
-		return ""
-	}
-	return errs[0].Error()
+	return nil
 }

@@ -63,6 +63,7 @@ func must(t *testing.T, err error) {
 func (f *fixture) policy() imageverify.Policy {
 	return imageverify.Policy{
 		Name: "prod-signers", Identity: "uid-1/1",
+		Registries:   []string{f.reg.Host + "/acme"},
 		Authorities:  []imageverify.Authority{{Name: "release-key", PublicKey: f.release.Public()}},
 		Attestations: []imageverify.AttestationRequirement{{Name: "provenance", PredicateType: slsa}},
 	}
@@ -144,7 +145,7 @@ func TestVerificationMatrix(t *testing.T) {
 		}
 	})
 	t.Run("every policy must pass", func(t *testing.T) {
-		other := imageverify.Policy{Name: "second", Identity: "uid-2/1", Authorities: []imageverify.Authority{{Name: "old-key", PublicKey: f.old.Public()}}}
+		other := imageverify.Policy{Name: "second", Identity: "uid-2/1", Registries: []string{f.reg.Host}, Authorities: []imageverify.Authority{{Name: "old-key", PublicKey: f.old.Public()}}}
 		_, err := v.Verify(ctx, valid.String(), []imageverify.Policy{f.policy(), other})
 		denial(t, err, imageverify.CheckSignatureMismatch, `policy "second" authority "old-key"`)
 	})
@@ -262,7 +263,7 @@ func TestKeyless(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.RootPEM)
 	policy := func(id cosign.Identity) []imageverify.Policy {
-		return []imageverify.Policy{{Name: "keyless", Identity: id.Subject + id.SubjectRegExp + id.Issuer, Authorities: []imageverify.Authority{{
+		return []imageverify.Policy{{Name: "keyless", Identity: id.Subject + id.SubjectRegExp + id.Issuer, Registries: []string{reg.Host}, Authorities: []imageverify.Authority{{
 			Name: "ci", Keyless: &imageverify.Keyless{Roots: roots, Identity: id},
 		}}}}
 	}
@@ -331,12 +332,14 @@ func TestRegistryDownThenBack(t *testing.T) {
 	ref := front.Addr().String() + "/acme/files@" + img.DigestStr()
 	v := imageverify.New(imageverify.Options{NegativeTTL: 200 * time.Millisecond, Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}})
 	ctx := context.Background()
+	p := f.policy()
+	p.Registries = []string{front.Addr().String()}
 	down.Store(true)
-	_, err = v.Verify(ctx, ref, []imageverify.Policy{f.policy()})
+	_, err = v.Verify(ctx, ref, []imageverify.Policy{p})
 	denial(t, err, imageverify.CheckRegistryUnreachable, "registry unreachable, denied (fail closed)")
 	down.Store(false)
 	time.Sleep(300 * time.Millisecond)
-	if _, err := v.Verify(ctx, ref, []imageverify.Policy{f.policy()}); err != nil {
+	if _, err := v.Verify(ctx, ref, []imageverify.Policy{p}); err != nil {
 		t.Fatalf("after the registry came back: %v", err)
 	}
 }

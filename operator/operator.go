@@ -93,7 +93,8 @@ type Options struct {
 	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
 	// registries, with a cache).
 	Verifier webhooks.ImageVerifier
-	// VerifyTimeout bounds one admission's image verification (default 8s, below the 10s webhook timeout).
+	// VerifyTimeout bounds one whole admission, every policy and image (default
+	// webhooks.DefaultVerifyTimeout, 8s, below the 10s webhook timeout), and one verification.
 	VerifyTimeout time.Duration
 }
 
@@ -257,7 +258,10 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up MCPServer webhook: %w", err)
 		}
-		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}})
+		if err := (webhooks.PolicyValidator{}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up MCPServerPolicy webhook: %w", err)
+		}
+		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, GatewayImage: o.GatewayImage}})
 		return nil
 	}
 	if o.CertRotation {

@@ -161,6 +161,7 @@ func TestProjectVerifierAcceptsReleasedImages(t *testing.T) {
 		Attestations: []imageverify.AttestationRequirement{{Name: "provenance", PredicateType: release.PredicateSLSAProvenance}, {Name: "sbom", PredicateType: release.PredicateCycloneDX}}}
 	v := imageverify.New(imageverify.Options{})
 	for n, ref := range r.res.Images {
+		policy.Registries = []string{ref.Context().RegistryStr()} // a loopback registry must be named
 		res, err := v.Verify(context.Background(), ref.String(), []imageverify.Policy{policy})
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)

@@ -54,7 +54,7 @@ func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*Im
 		}
 		policies = append(policies, ip)
 	}
-	r, err := c.Verifier.Verify(ctx, req.Image, policies)
+	r, err := c.Verifier.VerifyIn(ctx, req.Namespace, req.Image, policies)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func usesSecrets(p mcpv1alpha1.MCPServerPolicy) bool {
 }
 
 func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) (imageverify.Policy, error) {
-	out := imageverify.Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)}
+	out := imageverify.Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10), Registries: p.Spec.AllowedRegistries}
 	for _, a := range p.Spec.Authorities {
 		if a.Keyless != nil {
 			k, err := keyless(a.Keyless)
@@ -158,8 +158,10 @@ func keyless(k *mcpv1alpha1.KeylessAuthority) (*imageverify.Keyless, error) {
 	for _, c := range certs {
 		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
 			out.Roots.AddCert(c)
+			out.RootCerts = append(out.RootCerts, c)
 		} else {
 			out.Intermediates.AddCert(c)
+			out.IntermediateCerts = append(out.IntermediateCerts, c)
 		}
 	}
 	logKeys := func(field, pemKeys string) (*cosign.TrustedTransparencyLogPubKeys, error) {

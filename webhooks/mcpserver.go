@@ -24,7 +24,8 @@ type MCPServerValidator struct {
 	Reader client.Reader
 	// Verifier checks signatures and attestations; nil denies any image a policy requires to be signed.
 	Verifier ImageVerifier
-	// Timeout bounds one admission's verification; keep it below the webhook's timeoutSeconds.
+	// Timeout bounds the whole admission (default DefaultVerifyTimeout); keep it below the webhook's
+	// timeoutSeconds.
 	Timeout time.Duration
 }
 
@@ -54,6 +55,8 @@ func (v *MCPServerValidator) ValidateDelete(context.Context, *mcpv1alpha1.MCPSer
 }
 
 func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPServer) error {
+	ctx, cancel := admissionContext(ctx, v.Timeout)
+	defer cancel()
 	policies, err := guardrails.Matching(ctx, v.Reader, s.Namespace)
 	if err != nil {
 		return apierrors.NewInternalError(err)
@@ -78,19 +81,27 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 }
 
 func (v *MCPServerValidator) verify(ctx context.Context, req ImageRequest) error {
-	return verifyImage(ctx, v.Verifier, v.Timeout, req)
+	return verifyImage(ctx, v.Verifier, req)
 }
 
-// verifyImage runs the verifier under the admission deadline, failing closed without one.
-func verifyImage(ctx context.Context, verifier ImageVerifier, timeout time.Duration, req ImageRequest) error {
+// DefaultVerifyTimeout bounds one whole admission (every policy, every image) unless configured: below
+// the webhooks' timeoutSeconds (10), so the user reads the denial, not the API server's timeout.
+const DefaultVerifyTimeout = 8 * time.Second
+
+// admissionContext is the one deadline of an admission: the configured timeout, or an earlier deadline
+// the caller already has.
+func admissionContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		timeout = DefaultVerifyTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// verifyImage runs the verifier under the admission's deadline, failing closed without a verifier.
+func verifyImage(ctx context.Context, verifier ImageVerifier, req ImageRequest) error {
 	if verifier == nil {
 		return fmt.Errorf("image %s must be verified against MCPServerPolicy signatures, but the operator runs without an image verifier", req.Image)
 	}
-	if timeout <= 0 {
-		timeout = 8 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	_, err := verifier.VerifyImage(ctx, req)
 	return err
 }

@@ -24,6 +24,7 @@ const goodImage = "ghcr.io/acme/files@sha256:0123456789abcdef0123456789abcdef012
 // namespace creates a namespace with the labels and a policy selecting it.
 func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServerPolicySpec) string {
 	t.Helper()
+	needCluster(t)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-", Labels: labels}}
 	if err := k8s.Create(ctx, ns); err != nil {
@@ -66,16 +67,19 @@ func createEventually(t *testing.T, obj client.Object, wantErr string) {
 }
 
 func TestValidServerIsAdmitted(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
 	createEventually(t, server(ns, goodImage), "")
 }
 
 func TestRegistryNotAllowed(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"registry.internal.example/mcp/"}})
 	createEventually(t, server(ns, goodImage), fmt.Sprintf(`spec.image: Forbidden: image %s is not from a registry MCPServerPolicy "policy-%s" allows (registry.internal.example/mcp/)`, goodImage, ns))
 }
 
 func TestEgressBeyondTheCeiling(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Egress: mcpv1alpha1.EgressCeiling{AllowedCIDRs: []string{"140.82.112.0/20"}}})
 	s := server(ns, goodImage)
 	s.Spec.Egress = []mcpv1alpha1.EgressRule{
@@ -89,6 +93,7 @@ func TestEgressBeyondTheCeiling(t *testing.T) {
 // TestGatewayCeiling: authentication cannot be turned off where a policy governs the namespace unless
 // the policy allows it, and tokens must come from an issuer the policy allows.
 func TestGatewayCeiling(t *testing.T) {
+	needCluster(t)
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{"https://auth.example.com"}}})
 	off := server(ns, goodImage)
 	off.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Disabled: true}
@@ -104,7 +109,12 @@ func TestGatewayCeiling(t *testing.T) {
 }
 
 func TestSignedImagesRequiredFailClosed(t *testing.T) {
-	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"}}}})
+	needCluster(t)
+	key, err := imagetest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}}})
 	verifier.v = refusingVerifier{}
 	t.Cleanup(func() { verifier.v = nil })
 	createEventually(t, server(ns, goodImage), "spec.image: Forbidden: image "+goodImage+" has no signature from policy")
@@ -117,6 +127,7 @@ func (refusingVerifier) VerifyImage(_ context.Context, req webhooks.ImageRequest
 }
 
 func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	optedIn := namespace(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme/"}})
 	deploy := func(ns, image string) *appsv1.Deployment {
@@ -152,6 +163,7 @@ func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
 // TestCosignThroughTheAPIServer registers the real cosign verifier and admits or denies MCPServers and
 // raw Deployments whose images live in a loopback registry, signed and attested by the test.
 func TestCosignThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
 	key, err := imagetest.NewKey()
@@ -195,6 +207,7 @@ func TestCosignThroughTheAPIServer(t *testing.T) {
 // TestKeylessThroughTheAPIServer verifies a certificate-signed image offline against a policy's CA, with
 // the transparency checks turned off as an air-gapped cluster would.
 func TestKeylessThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
 	ca, err := imagetest.NewCA()
@@ -215,7 +228,7 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
 	t.Cleanup(func() { verifier.v = nil })
 	keyless := func(subject string) mcpv1alpha1.MCPServerPolicySpec {
-		return mcpv1alpha1.MCPServerPolicySpec{Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
+		return mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{reg.Host}, Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
 			Issuer: "https://token.actions.example", Subject: subject, Roots: string(ca.RootPEM),
 			RequireSCT: ptr.To(false), RequireTlog: ptr.To(false),
 		}}}}
@@ -232,6 +245,7 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 // TestPrivateRegistryCredentials: a registry that needs credentials is refused as unauthorized while the
 // policy names none, and admitted once the policy names a docker-registry Secret holding them.
 func TestPrivateRegistryCredentials(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	reg := imagetest.StartRegistry()
 	t.Cleanup(reg.Close)
@@ -263,7 +277,7 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 		Attestations:      []mcpv1alpha1.AttestationRequirement{{Name: "provenance", PredicateType: "https://slsa.dev/provenance/v1"}},
 	}
 	anonymous := namespace(t, nil, spec)
-	createEventually(t, server(anonymous, signed.String()), "UNAUTHORIZED")
+	createEventually(t, server(anonymous, signed.String()), "HTTP 401, unauthorized")
 
 	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "registry-reader"}}
 	withCredentials := namespace(t, nil, spec)

@@ -13,8 +13,11 @@ type MCPServerPolicySpec struct {
 	// namespace.
 	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
 
-	// AllowedRegistries are prefixes an image reference must start with, e.g. "ghcr.io/acme/" or
-	// "registry.internal.example/mcp/". Empty allows any registry.
+	// AllowedRegistries are the registries, optionally with a repository path, images must come from,
+	// e.g. "ghcr.io/acme" or "registry.internal.example:5000/mcp". They match on reference components at
+	// path boundaries: "ghcr.io/acme" admits ghcr.io/acme/files, not ghcr.io/acme-evil/files. Empty
+	// allows any registry. Image verification contacts a registry at a loopback, private or link-local
+	// address, or over plain HTTP, only if it is named here.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	AllowedRegistries []string `json:"allowedRegistries,omitempty"`

@@ -296,8 +296,9 @@ func (d *demo) applyPolicy(ctx context.Context, im *demoImages, issuer string) e
 	return nil
 }
 
-// policyChecks shows the operator reporting whether policies can be enforced: the demo's policy is
-// Ready, and a policy whose key is not a public key is Ready=False with the reason.
+// policyChecks shows the operator reporting whether policies can be enforced: a policy whose inline key
+// is not a public key is refused by the webhook, the demo's policy is Ready, and a policy whose key
+// Secret is missing is Ready=False with the reason.
 func (d *demo) policyChecks(ctx context.Context) {
 	broken := &mcpv1alpha1.MCPServerPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo-broken-key"},
@@ -306,8 +307,13 @@ func (d *demo) policyChecks(ctx context.Context) {
 			Authorities:       []mcpv1alpha1.Authority{{Name: "pasted-private-key", Key: &mcpv1alpha1.KeyAuthority{Data: "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----"}}},
 		},
 	}
+	// The policy webhook refuses an inline key that is not a public key, naming the field ...
+	err := d.c.Create(ctx, broken)
+	d.expect(err != nil && strings.Contains(err.Error(), "spec.authorities[0].key.data"), "a policy with a broken inline key is refused at the door: %v", err)
+	// ... and a key in a Secret that does not exist is reported by the policy's status.
+	broken.Spec.Authorities[0].Key = &mcpv1alpha1.KeyAuthority{SecretRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "demo-missing-key"}, Key: "cosign.pub"}}
 	if err := d.c.Create(ctx, broken); err != nil {
-		d.expect(false, "create a policy with a broken key: %v", err)
+		d.expect(false, "create a policy with a missing key Secret: %v", err)
 		return
 	}
 	defer func() { _ = d.c.Delete(context.Background(), broken) }()
