@@ -622,3 +622,29 @@ func TestVerifiedStatus(t *testing.T) {
 		t.Fatalf("an unverified image got a Deployment: %v", err)
 	}
 }
+
+// TestWholeInternetEgressIsAccepted: ::/0 and 0.0.0.0/0 get every protected range as an except entry,
+// in a spelling the API server accepts (it refuses ::ffff:0.0.0.0/96 inside an IPv6 cidr).
+func TestWholeInternetEgressIsAccepted(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	s := newServer(ns, "internet")
+	s.Spec.Egress = []mcpv1alpha1.EgressRule{
+		{CIDR: ptr.To("::/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+		{CIDR: ptr.To("0.0.0.0/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+	}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, client.ObjectKeyFromObject(s))
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), np); err != nil {
+		t.Fatal(err)
+	}
+	except := strings.Join(np.Spec.Egress[1].To[0].IPBlock.Except, " ")
+	for _, want := range []string{"::fffe:0:0/95", "64:ff9b::a9fe:0/112", "2002:a9fe::/32", "::a9fe:0/112"} {
+		if !strings.Contains(except, want) {
+			t.Errorf("::/0 excepts %s, want %s among them", except, want)
+		}
+	}
+}

@@ -56,7 +56,7 @@ func Ceiling(policies []mcpv1alpha1.MCPServerPolicy) netpol.Ceiling {
 		return netpol.Ceiling{}
 	}
 	var allowed []netpol.Class
-	for _, class := range []netpol.Class{netpol.ClassPrivate, netpol.ClassLoopback, netpol.ClassLinkLocal, netpol.ClassUnspecified} {
+	for _, class := range netpol.Classes {
 		all := true
 		for _, p := range policies {
 			if !slices.Contains(p.Spec.Egress.AllowedAddressClasses, mcpv1alpha1.AddressClass(class)) {

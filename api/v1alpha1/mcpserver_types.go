@@ -108,9 +108,11 @@ type MCPServerSpec struct {
 
 	// Egress is the allow-list of destinations the server may open connections to. Everything else is
 	// denied, except DNS to the cluster's DNS pods. Link-local (cloud metadata, 169.254.0.0/16,
-	// fe80::/10), loopback and private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10,
-	// fc00::/7) are never opened: a CIDR inside them is refused, and a wider CIDR such as 0.0.0.0/0
-	// gets them as exceptions.
+	// 168.63.129.16, fe80::/10), loopback, private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+	// 100.64.0.0/10, fc00::/7), multicast and reserved ranges, and their IPv6 spellings (NAT64
+	// 64:ff9b::/96, 6to4 2002::/16, IPv4-mapped and IPv4-compatible addresses), are never opened unless an
+	// MCPServerPolicy allows their class: a CIDR inside them is refused, and a wider CIDR such as
+	// 0.0.0.0/0 or ::/0 gets them as exceptions.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Egress []EgressRule `json:"egress,omitempty"`

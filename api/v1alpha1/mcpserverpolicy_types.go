@@ -148,15 +148,18 @@ type AttestationRequirement struct {
 
 // AddressClass is a class of protected address ranges an MCPServer egress allow-list may open only when a
 // policy permits it.
-// +kubebuilder:validation:Enum=private;loopback;link-local;unspecified
+// +kubebuilder:validation:Enum=private;loopback;link-local;unspecified;reserved
 type AddressClass string
 
 // EgressCeiling bounds MCPServer egress allow-lists.
 type EgressCeiling struct {
 	// AllowedAddressClasses are protected range classes allow-lists may open: "private" (10/8,
-	// 172.16/12, 192.168/16, 100.64/10, fc00::/7), "loopback", "link-local" (includes cloud metadata
-	// 169.254.169.254; almost never right), "unspecified" (0.0.0.0/8, IPv4-mapped IPv6).
-	// +kubebuilder:validation:MaxItems=4
+	// 172.16/12, 192.168/16, 100.64/10, fc00::/7, local-use NAT64 64:ff9b:1::/48), "loopback",
+	// "link-local" (includes cloud metadata 169.254.169.254 and Azure's 168.63.129.16; almost never
+	// right), "unspecified" (0.0.0.0/8, IPv4-mapped IPv6), "reserved" (multicast, broadcast,
+	// 240.0.0.0/4, 192.0.0.0/24, 198.18.0.0/15). Each IPv4 range is also closed as spelled through NAT64
+	// (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible IPv6 (::a.b.c.d).
+	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	AllowedAddressClasses []AddressClass `json:"allowedAddressClasses,omitempty"`
 
