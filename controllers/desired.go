@@ -19,6 +19,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
+	"github.com/mcp-warden/mcp-warden/fence"
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -27,12 +28,12 @@ import (
 
 // Labels the operator puts on every child object.
 const (
-	LabelName      = "app.kubernetes.io/name"
-	LabelInstance  = "app.kubernetes.io/instance"
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	LabelServer    = "mcp.warden.dev/server"
-	managerName    = "mcp-warden"
-	serverAppName  = "mcp-server"
+	LabelName      = fence.LabelName
+	LabelInstance  = fence.LabelInstance
+	LabelManagedBy = fence.LabelManagedBy
+	LabelServer    = fence.LabelServer
+	managerName    = fence.ManagerName
+	serverAppName  = fence.ServerAppName
 	portName       = "mcp"
 	serverPortName = "server"
 	containerName  = "server"

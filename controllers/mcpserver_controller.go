@@ -33,6 +33,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/fence"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -54,6 +55,9 @@ const (
 	ReasonFQDNNoCilium       = "FQDNRequiresCilium"
 	ReasonDriftReverted      = "DriftReverted"
 	ReasonRecreated          = "Recreated"
+	// ReasonFenceWidened is the EgressEnforced reason (and event reason) when a NetworkPolicy the
+	// operator did not write selects the server's pods and allows traffic.
+	ReasonFenceWidened = "FenceWidened"
 )
 
 // MCPServerReconciler reconciles MCPServer objects.
@@ -105,6 +109,8 @@ type reconcileState struct {
 	deployment     *appsv1.Deployment
 	fqdns          []string
 	ciliumEnforced bool
+	// widening are messages naming the NetworkPolicies, not the operator's, that widen the fence.
+	widening []string
 	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
 	pinsRead bool
 	tools    []mcpv1alpha1.ToolPin
@@ -148,6 +154,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileSpec,
 		r.reconcileServiceAccount,
 		r.reconcileNetworkPolicy,
+		r.reconcileFence,
 		r.reconcileCiliumPolicy,
 		r.reconcileService,
 		r.reconcileGatewayConfig,
@@ -394,6 +401,8 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
 		}
 		switch {
+		case len(st.widening) > 0:
+			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFenceWidened, strings.Join(st.widening, "; "))
 		case st.ciliumEnforced:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonCilium,
 				fmt.Sprintf("egress to %s is enforced by a CiliumNetworkPolicy; the rest by a NetworkPolicy", strings.Join(st.fqdns, ", ")))
@@ -413,6 +422,7 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		}
 	}
 	r.emitTransitions(base, s)
+	r.emitFenceWidened(base, s)
 	r.emitPinChanges(base, s)
 	if equality.Semantic.DeepEqual(base.Status, s.Status) {
 		return err
@@ -466,6 +476,8 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		// Every other NetworkPolicy may widen the fence of the servers in its namespace.
+		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversInNamespace), builder.WithPredicates(predicate.NewPredicateFuncs(notOwnedByServer))).
 		// Policy status writes (the policy controller's) do not change what a policy requires.
 		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("mcpserver").
@@ -478,6 +490,63 @@ const DefaultGatewayImage = "mcp-warden/gateway:dev"
 // ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
 func ManagedObjectsSelector() map[string]string {
 	return map[string]string{LabelManagedBy: managerName}
+}
+
+// reconcileFence finds the NetworkPolicies of the namespace, other than the operator's own, that select
+// the server's pods and allow traffic: NetworkPolicies add up, so each widens the fence.
+func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	list := &networkingv1.NetworkPolicyList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace)); err != nil {
+		return fmt.Errorf("list NetworkPolicies: %w", err)
+	}
+	st.widening = nil
+	for i := range list.Items {
+		np := &list.Items[i]
+		if operatorOwned(np) || !fence.Widens(np) || !fence.SelectsServer(&np.Spec.PodSelector, s.Name) {
+			continue
+		}
+		st.widening = append(st.widening, fence.Message(np))
+	}
+	return nil
+}
+
+// operatorOwned reports whether the NetworkPolicy is one the operator writes: controlled by the
+// MCPServer of the same name and selecting exactly that server's pods (the operator applies the
+// selector; an owner reference alone can be written by anyone who can read the MCPServer's UID).
+func operatorOwned(np *networkingv1.NetworkPolicy) bool {
+	ref := metav1.GetControllerOf(np)
+	if ref == nil || ref.Kind != "MCPServer" || ref.Name != np.Name || !strings.HasPrefix(ref.APIVersion, mcpv1alpha1.GroupVersion.Group+"/") {
+		return false
+	}
+	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: np.Name}}
+	return len(np.Spec.PodSelector.MatchExpressions) == 0 && equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, selectorLabels(want))
+}
+
+func notOwnedByServer(o client.Object) bool {
+	ref := metav1.GetControllerOf(o)
+	return ref == nil || ref.Kind != "MCPServer"
+}
+
+// serversInNamespace enqueues every MCPServer in the object's namespace.
+func (r *MCPServerReconciler) serversInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &mcpv1alpha1.MCPServerList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "list MCPServers for a NetworkPolicy change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, s := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
+	}
+	return reqs
+}
+
+// emitFenceWidened records a warning when EgressEnforced turns False because of a foreign policy.
+func (r *MCPServerReconciler) emitFenceWidened(before, after *mcpv1alpha1.MCPServer) {
+	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionEgressEnforced), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionEgressEnforced)
+	if now != nil && now.Reason == ReasonFenceWidened && (was == nil || was.Reason != now.Reason || was.Message != now.Message) {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, ReasonFenceWidened, "Reconcile", "EgressEnforced=False: %s", now.Message)
+	}
 }
 
 // serversForPolicy enqueues every MCPServer when a policy changes: a policy's namespace selector may have
