@@ -34,6 +34,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/fence"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -251,6 +252,9 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	st.ceiling = guardrails.Ceiling(policies)
 	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling)
 	if len(errs) > 0 {
+		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
+	}
+	if errs := gatewayconfig.Check(s); len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
 	}
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 )
 
@@ -66,6 +67,8 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 	errs = append(errs, guardrails.CheckRegistry(imagePath, s.Spec.Image, policies)...)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	// What the gateway would refuse at start is refused here, so an admitted spec never stalls.
+	errs = append(errs, gatewayconfig.Check(s)...)
 	if len(errs) == 0 && NeedsVerification(policies) {
 		if err := v.verify(ctx, ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
 			errs = append(errs, field.Forbidden(imagePath, err.Error()))

@@ -44,7 +44,10 @@ func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServe
 func server(ns, image string) *mcpv1alpha1.MCPServer {
 	return &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns},
-		Spec:       mcpv1alpha1.MCPServerSpec{Image: image, Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
+		Spec: mcpv1alpha1.MCPServerSpec{Image: image, Gateway: mcpv1alpha1.GatewaySpec{
+			Auth:   mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
+			Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
+		}},
 	}
 }
 
@@ -277,4 +280,16 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "opaque"}}
 	opaque := namespace(t, nil, spec)
 	createEventually(t, server(opaque, signed.String()), "create it with `kubectl create secret docker-registry`")
+}
+
+// TestGatewayConfigCheckedAtAdmission: a spec the CRD schema accepts but the gateway's own config check
+// refuses used to stall the server after admission; it is refused at admission, naming the field.
+func TestGatewayConfigCheckedAtAdmission(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{})
+	s := server(ns, goodImage)
+	s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
+	createEventually(t, s, `spec.gateway.pinnedTools[read_file]: Invalid value: the gateway would refuse this configuration: pins.read_file: "not-a-hash" is not a tool hash`)
+	s = server(ns, goodImage)
+	s.Spec.Gateway.Scopes = nil
+	createEventually(t, s, "no scope grants any tool")
 }

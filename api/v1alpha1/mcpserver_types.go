@@ -54,9 +54,10 @@ type MCPServerSpec struct {
 	Transport Transport `json:"transport,omitempty"`
 
 	// Port is the TCP port the MCP server listens on inside its pod (streamable-http), and the port of
-	// its Service.
+	// its Service. 8443 and 8444 are reserved for the gateway.
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:validation:XValidation:rule="self != 8443 && self != 8444",message="spec.port: 8443 and 8444 are the gateway's own ports in the server pod; use another port, e.g. 8080"
 	// +kubebuilder:default=8080
 	// +optional
 	Port int32 `json:"port,omitempty"`
