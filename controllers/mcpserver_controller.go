@@ -93,6 +93,7 @@ type MCPServerReconciler struct {
 	Operator Peer
 
 	applier *applier
+	mem     memory
 }
 
 // stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
@@ -104,12 +105,18 @@ func (e *stallError) Error() string { return e.message }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
 type reconcileState struct {
-	ceiling        netpol.Ceiling
-	networkPolicy  *networkingv1.NetworkPolicy
-	gatewayHash    string
-	deployment     *appsv1.Deployment
-	fqdns          []string
-	ciliumEnforced bool
+	ceiling netpol.Ceiling
+	// scaleToZero is set when the governing policies scale a non-compliant server to zero.
+	scaleToZero   bool
+	networkPolicy *networkingv1.NetworkPolicy
+	ciliumPolicy  *ciliumv2.CiliumNetworkPolicy
+	configMap     *corev1.ConfigMap
+	// desiredDeployment is the Deployment as built (live is in deployment).
+	desiredDeployment *appsv1.Deployment
+	gatewayHash       string
+	deployment        *appsv1.Deployment
+	fqdns             []string
+	ciliumEnforced    bool
 	// widening are messages naming the NetworkPolicies, not the operator's, that widen the fence.
 	widening []string
 	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
@@ -135,6 +142,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				r.applier.forget(kind, req.NamespacedName)
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
+			r.mem.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -164,9 +172,17 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	for _, step := range steps {
 		if err := step(ctx, s, st); err != nil {
+			var stall *stallError
+			if errors.As(err, &stall) {
+				// A stall never stops enforcement: the last good children are re-applied.
+				if herr := r.holdLastGood(ctx, s, st, stall); herr != nil {
+					return ctrl.Result{}, fmt.Errorf("%s; holding the last good configuration: %w", stall.message, herr)
+				}
+			}
 			return ctrl.Result{}, err
 		}
 	}
+	r.rememberGood(s, st)
 	if r.Pins != nil {
 		// Tool definitions can change at any time on the server's side; read them again.
 		interval := r.PinPollInterval
@@ -250,9 +266,16 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 		return err
 	}
 	st.ceiling = guardrails.Ceiling(policies)
+	st.scaleToZero = guardrails.ScaleToZero(policies)
 	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling)
 	if len(errs) > 0 {
-		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
+		reason := ReasonInvalidSpec
+		if len(policies) > 0 {
+			// The webhook refuses such entries; one that got past it, or a policy that tightened,
+			// is a violation.
+			reason = ReasonPolicyViolation
+		}
+		return &stallError{reason: reason, message: errs.ToAggregate().Error()}
 	}
 	if errs := gatewayconfig.Check(s); len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
@@ -297,7 +320,8 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 		}
 		return nil
 	}
-	if err := r.applyChild(ctx, s, desiredCiliumPolicy(s, r.DNS, st.ceiling), &ciliumv2.CiliumNetworkPolicy{}); err != nil {
+	st.ciliumPolicy = desiredCiliumPolicy(s, r.DNS, st.ceiling)
+	if err := r.applyChild(ctx, s, st.ciliumPolicy, &ciliumv2.CiliumNetworkPolicy{}); err != nil {
 		return err
 	}
 	st.ciliumEnforced = true
@@ -314,29 +338,57 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
 	}
 	st.gatewayHash = hash
+	st.configMap = cm
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
 
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	desired := desiredDeployment(s, r.GatewayImage, st.gatewayHash)
-	live := &appsv1.Deployment{}
-	if err := r.applyChild(ctx, s, desired, live); err != nil {
+	st.desiredDeployment = desired.DeepCopy()
+	live, err := r.applyDeployment(ctx, s, desired)
+	if err != nil {
 		return err
-	}
-	if v := templateDrift(&live.Spec.Template.Spec, &desired.Spec.Template.Spec); len(v) > 0 {
-		live.Spec = desired.Spec
-		if err := r.Client.Update(ctx, live, client.FieldOwner(FieldOwner)); err != nil {
-			return fmt.Errorf("revert drift of Deployment %s: %w", live.Name, err)
-		}
-		r.applier.forget("Deployment", client.ObjectKeyFromObject(live))
-		r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonDriftReverted, "Reconcile", "Deployment %s was changed outside the operator (%s); restored the sandbox", live.Name, strings.Join(v, "; "))
 	}
 	st.deployment = live
 	return nil
 }
 
+// applyDeployment applies the Deployment, then compares the live spec with the desired one as the API
+// server stores it (defaults and mutating admission applied, learnt from a server-side dry run): any
+// difference (a field another writer added, such as a capability, a host namespace, a toleration, a
+// sidecar or a swapped volume, is not owned by the operator, so server-side apply leaves it) is reverted
+// by replacing the spec wholesale.
+func (r *MCPServerReconciler) applyDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, desired *appsv1.Deployment) (*appsv1.Deployment, error) {
+	live := &appsv1.Deployment{}
+	if err := r.applyChild(ctx, s, desired, live); err != nil {
+		return nil, err
+	}
+	var drift []string
+	want, err := r.defaultedSpec(ctx, desired)
+	if err != nil {
+		// Without the defaulted spec, fall back to the sandbox's own checks.
+		log.FromContext(ctx).Error(err, "drift check falls back to the sandbox checks")
+		drift = templateDrift(&live.Spec.Template.Spec, &desired.Spec.Template.Spec)
+	} else if !equality.Semantic.DeepEqual(live.Spec, *want) {
+		drift = specDiff(want, &live.Spec)
+		if len(drift) == 0 {
+			drift = []string{"the spec differs"}
+		}
+	}
+	if len(drift) == 0 {
+		return live, nil
+	}
+	live.Spec = desired.Spec
+	if err := r.Client.Update(ctx, live, client.FieldOwner(FieldOwner)); err != nil {
+		return nil, fmt.Errorf("revert drift of Deployment %s: %w", live.Name, err)
+	}
+	r.applier.forget("Deployment", client.ObjectKeyFromObject(live))
+	r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonDriftReverted, "Reconcile", "Deployment %s was changed outside the operator (%s); restored the sandbox", live.Name, strings.Join(drift, "; "))
+	return live, nil
+}
+
 // templateDrift lists how the live pod spec departs from the sandbox or carries containers and volumes
-// the operator did not put there.
+// the operator did not put there (the fallback when the defaulted spec is unknown).
 func templateDrift(live, desired *corev1.PodSpec) []string {
 	v := sandbox.Violations(live)
 	if len(live.Containers) != len(desired.Containers) || len(live.InitContainers) != len(desired.InitContainers) {

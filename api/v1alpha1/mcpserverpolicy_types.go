@@ -44,6 +44,15 @@ type MCPServerPolicySpec struct {
 	// +optional
 	Gateway GatewayCeiling `json:"gateway,omitempty"`
 
+	// ViolationAction is what happens to a running MCPServer that no longer complies with the policy (the
+	// policy tightened after the server was admitted, or the server was admitted while the webhook was
+	// unavailable). ScaleToZero (the default) scales its Deployment to zero replicas until the spec
+	// complies; Report only reports it (Stalled=True and Ready=False with reason PolicyViolation naming
+	// the field and the policy, and an event) while the server keeps running with its last good
+	// configuration. Where several policies govern a namespace, Report applies only if all say Report.
+	// +kubebuilder:default=ScaleToZero
+	// +optional
+	ViolationAction ViolationAction `json:"violationAction,omitempty"`
 	// RegistryCredentials name Secrets in the operator's namespace, of type
 	// kubernetes.io/dockerconfigjson (as `kubectl create secret docker-registry` makes them), whose
 	// credentials are used to read images, signatures and attestations from private registries during
@@ -53,6 +62,17 @@ type MCPServerPolicySpec struct {
 	// +optional
 	RegistryCredentials []corev1.LocalObjectReference `json:"registryCredentials,omitempty"`
 }
+
+// ViolationAction is ScaleToZero or Report.
+// +kubebuilder:validation:Enum=ScaleToZero;Report
+type ViolationAction string
+
+const (
+	// ViolationScaleToZero scales a non-compliant server to zero replicas.
+	ViolationScaleToZero ViolationAction = "ScaleToZero"
+	// ViolationReport only reports a non-compliant server.
+	ViolationReport ViolationAction = "Report"
+)
 
 // Authority is a trusted signer: a public key or a keyless (certificate) identity.
 // +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="authority: set exactly one of key or keyless"
