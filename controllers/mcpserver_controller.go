@@ -80,6 +80,9 @@ type MCPServerReconciler struct {
 	Verifier webhooks.ImageVerifier
 	// GatewayImage is the gateway sidecar's image (pinned by digest in releases).
 	GatewayImage string
+	// Discovery confirms a jwksURL against the issuer's metadata where a policy lists allowed issuers
+	// (nil: such a jwksURL stalls the server).
+	Discovery guardrails.IssuerDiscovery
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
@@ -283,6 +286,17 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	if len(errs) == 0 {
+		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, r.Discovery)
+		if err != nil && r.Discovery == nil {
+			return &stallError{reason: ReasonPolicyViolation, message: err.Error()}
+		}
+		if err != nil {
+			// The issuer may be down for a moment: retried with backoff.
+			return err
+		}
+		errs = jwks
+	}
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
 	}

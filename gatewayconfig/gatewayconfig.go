@@ -12,6 +12,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
+	"github.com/mcp-warden/mcp-warden/guardrails"
 )
 
 const (
@@ -29,6 +30,7 @@ func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort) {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort)))
 	}
+	errs = append(errs, guardrails.CheckJWKSURL(s)...)
 	cfg := Render(s, "cluster.local")
 	cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {

@@ -37,6 +37,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
@@ -102,6 +103,8 @@ type Options struct {
 	// allow traffic (see webhooks.NetworkPolicyValidator); the operator's own identity, learnt from the
 	// API server at start, is always exempt. FenceExemptGroups defaults to system:masters.
 	FenceExemptUsers, FenceExemptGroups []string
+	// Discovery reads issuers' metadata to confirm jwksURLs (default: HTTPS with a 3 s deadline).
+	Discovery guardrails.IssuerDiscovery
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -177,7 +180,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			SecretNamespace: o.Namespace,
 		}
 	}
+	if o.Discovery == nil {
+		o.Discovery = &guardrails.HTTPDiscovery{}
+	}
 	r := &controllers.MCPServerReconciler{
+		Discovery:       o.Discovery,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Scheme:          mgr.GetScheme(),
@@ -282,7 +289,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 		close(ready)
 	}
 	register := func() error {
-		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}).SetupWithManager(mgr); err != nil {
+		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, Discovery: o.Discovery}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up MCPServer webhook: %w", err)
 		}
 		fenceHook := &webhooks.NetworkPolicyValidator{Reader: mgr.GetClient(), ExemptUsers: append([]string{self}, o.FenceExemptUsers...), ExemptGroups: o.FenceExemptGroups}

@@ -293,3 +293,17 @@ func TestGatewayConfigCheckedAtAdmission(t *testing.T) {
 	s.Spec.Gateway.Scopes = nil
 	createEventually(t, s, "no scope grants any tool")
 }
+
+// TestIssuerCeilingHolds: with a policy listing the allowed issuer, keeping that issuer but pointing
+// jwksURL at the pod's own loopback (the tenant's container serving its own keys) is refused, and so is
+// any jwksURL the issuer's metadata does not confirm.
+func TestIssuerCeilingHolds(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{"https://login.acme.example"}}})
+	s := server(ns, goodImage)
+	s.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Issuer: "https://login.acme.example", JWKSURL: "http://127.0.0.1:9999/keys"}
+	createEventually(t, s, "spec.gateway.auth.jwksURL: Forbidden: http://127.0.0.1:9999/keys is a loopback address")
+	s.Spec.Gateway.Auth.JWKSURL = "https://keys.attacker.example/jwks"
+	createEventually(t, s, "spec.gateway.auth.jwksURL: Forbidden: confirm spec.gateway.auth.jwksURL against issuer https://login.acme.example")
+	s.Spec.Gateway.Auth.JWKSURL = ""
+	createEventually(t, s, "")
+}
