@@ -63,7 +63,7 @@ func Desired(meta metav1.ObjectMeta, podLabels map[string]string, entries []Entr
 	var deny api.CIDRRuleSlice
 	for _, r := range netpol.Protected {
 		if !ceiling.Allows(r.Class) {
-			deny = append(deny, api.CIDRRule{Cidr: api.CIDR(r.Prefix.String())})
+			deny = append(deny, api.CIDRRule{Cidr: api.CIDR(netpol.ExceptString(r.Prefix))})
 		}
 	}
 	rule := &api.Rule{

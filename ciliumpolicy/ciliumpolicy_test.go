@@ -37,6 +37,11 @@ func TestDesiredIsAValidCiliumRule(t *testing.T) {
 		`{"port":"8443","protocol":"UDP"}`,
 		`"egressDeny":[{"toCIDRSet":[{"cidr":"169.254.0.0/16"}`,
 		`{"cidr":"10.0.0.0/8"}`,
+		`{"cidr":"64:ff9b::a9fe:0/112"}`,
+		`{"cidr":"2002:a9fe::/32"}`,
+		`{"cidr":"168.63.129.16/32"}`,
+		`{"cidr":"240.0.0.0/4"}`,
+		`{"cidr":"::fffe:0:0/95"}`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("policy lacks %s\n%s", want, got)

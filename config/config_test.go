@@ -44,7 +44,7 @@ func TestDefaultInstallsOperatorUnderRestrictedPodSecurity(t *testing.T) {
 			t.Errorf("%s/%s is in namespace %q, want mcp-warden-system", r.GetKind(), r.GetName(), ns)
 		}
 	}
-	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Namespace": 1, "Deployment": 1, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 2, "Role": 1, "RoleBinding": 1, "ValidatingWebhookConfiguration": 1, "Service": 1} {
+	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Namespace": 1, "Deployment": 1, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 2, "Role": 1, "RoleBinding": 1, "ValidatingWebhookConfiguration": 1, "Service": 1, "NetworkPolicy": 1} {
 		if kinds[kind] < want {
 			t.Errorf("config/default has %d %s, want at least %d (all: %v)", kinds[kind], kind, want, kinds)
 		}

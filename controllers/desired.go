@@ -19,28 +19,29 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
+	"github.com/mcp-warden/mcp-warden/fence"
 	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
-	"github.com/mcp-warden/mcp-warden/gateway/policy"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
 // Labels the operator puts on every child object.
 const (
-	LabelName      = "app.kubernetes.io/name"
-	LabelInstance  = "app.kubernetes.io/instance"
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	LabelServer    = "mcp.warden.dev/server"
-	managerName    = "mcp-warden"
-	serverAppName  = "mcp-server"
+	LabelName      = fence.LabelName
+	LabelInstance  = fence.LabelInstance
+	LabelManagedBy = fence.LabelManagedBy
+	LabelServer    = fence.LabelServer
+	managerName    = fence.ManagerName
+	serverAppName  = fence.ServerAppName
 	portName       = "mcp"
 	serverPortName = "server"
 	containerName  = "server"
 	gatewayName    = "gateway"
 	// GatewayPort is where the gateway sidecar listens in every server pod; the Service and the
 	// NetworkPolicy send clients there, never to the server's own port.
-	GatewayPort = 8443
+	GatewayPort = gatewayconfig.GatewayPort
 	// gatewayConfigDir is where the gateway's configuration is mounted.
 	gatewayConfigDir = "/etc/mcp-warden"
 	// gatewayBinDir is where a stdio server's pod gets the gateway binary, and gatewayInstallName the
@@ -86,13 +87,6 @@ func objectLabels(s *mcpv1alpha1.MCPServer) map[string]string {
 
 func objectMeta(s *mcpv1alpha1.MCPServer) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: objectLabels(s)}
-}
-
-func port(s *mcpv1alpha1.MCPServer) int32 {
-	if s.Spec.Port == 0 {
-		return 8080
-	}
-	return s.Spec.Port
 }
 
 // desiredServiceAccount is the server's identity: it carries no API token.
@@ -165,59 +159,6 @@ func env(s *mcpv1alpha1.MCPServer) []corev1.EnvVar {
 		}
 	}
 	return out
-}
-
-// gatewayConfig renders the gateway's configuration from the spec.
-func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
-	g := s.Spec.Gateway
-	cfg := &gateway.Config{
-		Listen:         fmt.Sprintf(":%d", GatewayPort),
-		StatusListen:   fmt.Sprintf(":%d", StatusPort),
-		Upstream:       upstream(s),
-		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
-		Resource:       g.Auth.Resource,
-		Auth:           gateway.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
-		Scopes:         map[string][]string{},
-		Destructive:    g.DestructiveTools,
-		Pins:           g.PinnedTools,
-		AllowedOrigins: g.AllowedOrigins,
-		KnownPinsPath:  gatewayConfigDir + "/" + knownPinsFile,
-
-		BlockSecretsInArguments: g.BlockSecretsInArguments,
-	}
-	if cfg.Resource == "" {
-		cfg.Resource = endpoint(s, clusterDomain)
-	}
-	for _, sg := range g.Scopes {
-		cfg.Scopes[sg.Scope] = sg.Tools
-	}
-	label := func(tools []string, l string) {
-		for _, t := range tools {
-			if cfg.ToolLabels == nil {
-				cfg.ToolLabels = map[string][]string{}
-			}
-			cfg.ToolLabels[t] = append(cfg.ToolLabels[t], l)
-		}
-	}
-	label(g.PrivateDataTools, policy.ReadsPrivate)
-	label(g.ExternalWriteTools, policy.WritesExternal)
-	if g.RatePerSecond != nil {
-		cfg.Limits.RequestsPerSecond = float64(*g.RatePerSecond)
-		cfg.Limits.Burst = 2 * int(*g.RatePerSecond)
-	}
-	if g.MaxBodyBytes != nil {
-		cfg.Limits.MaxBodyBytes = *g.MaxBodyBytes
-	}
-	return cfg
-}
-
-// upstream is where the gateway sends requests: the server's loopback port, or nothing for a stdio
-// server (the gateway serves its child process).
-func upstream(s *mcpv1alpha1.MCPServer) string {
-	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
-		return ""
-	}
-	return fmt.Sprintf("http://127.0.0.1:%d%s", port(s), path(s))
 }
 
 // desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
@@ -448,14 +389,15 @@ func desiredCiliumPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.C
 	return ciliumpolicy.Desired(objectMeta(s), selectorLabels(s), entries, ciliumpolicy.DNS(dns), ceiling)
 }
 
-func path(s *mcpv1alpha1.MCPServer) string {
-	if s.Spec.Path == "" {
-		return "/mcp"
-	}
-	return s.Spec.Path
-}
+func port(s *mcpv1alpha1.MCPServer) int32 { return gatewayconfig.Port(s) }
+
+func path(s *mcpv1alpha1.MCPServer) string { return gatewayconfig.Path(s) }
 
 // endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
 func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
-	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, port(s), path(s))
+	return gatewayconfig.Endpoint(s, clusterDomain)
+}
+
+func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
+	return gatewayconfig.Render(s, clusterDomain)
 }

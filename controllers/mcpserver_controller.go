@@ -33,6 +33,8 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/fence"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -54,6 +56,9 @@ const (
 	ReasonFQDNNoCilium       = "FQDNRequiresCilium"
 	ReasonDriftReverted      = "DriftReverted"
 	ReasonRecreated          = "Recreated"
+	// ReasonFenceWidened is the EgressEnforced reason (and event reason) when a NetworkPolicy the
+	// operator did not write selects the server's pods and allows traffic.
+	ReasonFenceWidened = "FenceWidened"
 )
 
 // MCPServerReconciler reconciles MCPServer objects.
@@ -75,6 +80,9 @@ type MCPServerReconciler struct {
 	Verifier webhooks.ImageVerifier
 	// GatewayImage is the gateway sidecar's image (pinned by digest in releases).
 	GatewayImage string
+	// Discovery confirms a jwksURL against the issuer's metadata where a policy lists allowed issuers
+	// (nil: such a jwksURL stalls the server).
+	Discovery guardrails.IssuerDiscovery
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
@@ -88,6 +96,7 @@ type MCPServerReconciler struct {
 	Operator Peer
 
 	applier *applier
+	mem     memory
 }
 
 // stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
@@ -99,12 +108,20 @@ func (e *stallError) Error() string { return e.message }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
 type reconcileState struct {
-	ceiling        netpol.Ceiling
-	networkPolicy  *networkingv1.NetworkPolicy
-	gatewayHash    string
-	deployment     *appsv1.Deployment
-	fqdns          []string
-	ciliumEnforced bool
+	ceiling netpol.Ceiling
+	// scaleToZero is set when the governing policies scale a non-compliant server to zero.
+	scaleToZero   bool
+	networkPolicy *networkingv1.NetworkPolicy
+	ciliumPolicy  *ciliumv2.CiliumNetworkPolicy
+	configMap     *corev1.ConfigMap
+	// desiredDeployment is the Deployment as built (live is in deployment).
+	desiredDeployment *appsv1.Deployment
+	gatewayHash       string
+	deployment        *appsv1.Deployment
+	fqdns             []string
+	ciliumEnforced    bool
+	// widening are messages naming the NetworkPolicies, not the operator's, that widen the fence.
+	widening []string
 	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
 	pinsRead bool
 	tools    []mcpv1alpha1.ToolPin
@@ -128,6 +145,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				r.applier.forget(kind, req.NamespacedName)
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
+			r.mem.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -148,6 +166,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileSpec,
 		r.reconcileServiceAccount,
 		r.reconcileNetworkPolicy,
+		r.reconcileFence,
 		r.reconcileCiliumPolicy,
 		r.reconcileService,
 		r.reconcileGatewayConfig,
@@ -156,9 +175,17 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	for _, step := range steps {
 		if err := step(ctx, s, st); err != nil {
+			var stall *stallError
+			if errors.As(err, &stall) {
+				// A stall never stops enforcement: the last good children are re-applied.
+				if herr := r.holdLastGood(ctx, s, st, stall); herr != nil {
+					return ctrl.Result{}, fmt.Errorf("%s; holding the last good configuration: %w", stall.message, herr)
+				}
+			}
 			return ctrl.Result{}, err
 		}
 	}
+	r.rememberGood(s, st)
 	if r.Pins != nil {
 		// Tool definitions can change at any time on the server's side; read them again.
 		interval := r.PinPollInterval
@@ -242,13 +269,34 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 		return err
 	}
 	st.ceiling = guardrails.Ceiling(policies)
+	st.scaleToZero = guardrails.ScaleToZero(policies)
 	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling)
 	if len(errs) > 0 {
+		reason := ReasonInvalidSpec
+		if len(policies) > 0 {
+			// The webhook refuses such entries; one that got past it, or a policy that tightened,
+			// is a violation.
+			reason = ReasonPolicyViolation
+		}
+		return &stallError{reason: reason, message: errs.ToAggregate().Error()}
+	}
+	if errs := gatewayconfig.Check(s); len(errs) > 0 {
 		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
 	}
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	if len(errs) == 0 {
+		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, r.Discovery)
+		if err != nil && r.Discovery == nil {
+			return &stallError{reason: ReasonPolicyViolation, message: err.Error()}
+		}
+		if err != nil {
+			// The issuer may be down for a moment: retried with backoff.
+			return err
+		}
+		errs = jwks
+	}
 	if len(errs) > 0 {
 		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
 	}
@@ -286,7 +334,8 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 		}
 		return nil
 	}
-	if err := r.applyChild(ctx, s, desiredCiliumPolicy(s, r.DNS, st.ceiling), &ciliumv2.CiliumNetworkPolicy{}); err != nil {
+	st.ciliumPolicy = desiredCiliumPolicy(s, r.DNS, st.ceiling)
+	if err := r.applyChild(ctx, s, st.ciliumPolicy, &ciliumv2.CiliumNetworkPolicy{}); err != nil {
 		return err
 	}
 	st.ciliumEnforced = true
@@ -303,29 +352,57 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
 	}
 	st.gatewayHash = hash
+	st.configMap = cm
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
 
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	desired := desiredDeployment(s, r.GatewayImage, st.gatewayHash)
-	live := &appsv1.Deployment{}
-	if err := r.applyChild(ctx, s, desired, live); err != nil {
+	st.desiredDeployment = desired.DeepCopy()
+	live, err := r.applyDeployment(ctx, s, desired)
+	if err != nil {
 		return err
-	}
-	if v := templateDrift(&live.Spec.Template.Spec, &desired.Spec.Template.Spec); len(v) > 0 {
-		live.Spec = desired.Spec
-		if err := r.Client.Update(ctx, live, client.FieldOwner(FieldOwner)); err != nil {
-			return fmt.Errorf("revert drift of Deployment %s: %w", live.Name, err)
-		}
-		r.applier.forget("Deployment", client.ObjectKeyFromObject(live))
-		r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonDriftReverted, "Reconcile", "Deployment %s was changed outside the operator (%s); restored the sandbox", live.Name, strings.Join(v, "; "))
 	}
 	st.deployment = live
 	return nil
 }
 
+// applyDeployment applies the Deployment, then compares the live spec with the desired one as the API
+// server stores it (defaults and mutating admission applied, learnt from a server-side dry run): any
+// difference (a field another writer added, such as a capability, a host namespace, a toleration, a
+// sidecar or a swapped volume, is not owned by the operator, so server-side apply leaves it) is reverted
+// by replacing the spec wholesale.
+func (r *MCPServerReconciler) applyDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, desired *appsv1.Deployment) (*appsv1.Deployment, error) {
+	live := &appsv1.Deployment{}
+	if err := r.applyChild(ctx, s, desired, live); err != nil {
+		return nil, err
+	}
+	var drift []string
+	want, err := r.defaultedSpec(ctx, desired)
+	if err != nil {
+		// Without the defaulted spec, fall back to the sandbox's own checks.
+		log.FromContext(ctx).Error(err, "drift check falls back to the sandbox checks")
+		drift = templateDrift(&live.Spec.Template.Spec, &desired.Spec.Template.Spec)
+	} else if !equality.Semantic.DeepEqual(live.Spec, *want) {
+		drift = specDiff(want, &live.Spec)
+		if len(drift) == 0 {
+			drift = []string{"the spec differs"}
+		}
+	}
+	if len(drift) == 0 {
+		return live, nil
+	}
+	live.Spec = desired.Spec
+	if err := r.Client.Update(ctx, live, client.FieldOwner(FieldOwner)); err != nil {
+		return nil, fmt.Errorf("revert drift of Deployment %s: %w", live.Name, err)
+	}
+	r.applier.forget("Deployment", client.ObjectKeyFromObject(live))
+	r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonDriftReverted, "Reconcile", "Deployment %s was changed outside the operator (%s); restored the sandbox", live.Name, strings.Join(drift, "; "))
+	return live, nil
+}
+
 // templateDrift lists how the live pod spec departs from the sandbox or carries containers and volumes
-// the operator did not put there.
+// the operator did not put there (the fallback when the defaulted spec is unknown).
 func templateDrift(live, desired *corev1.PodSpec) []string {
 	v := sandbox.Violations(live)
 	if len(live.Containers) != len(desired.Containers) || len(live.InitContainers) != len(desired.InitContainers) {
@@ -394,6 +471,8 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
 		}
 		switch {
+		case len(st.widening) > 0:
+			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFenceWidened, strings.Join(st.widening, "; "))
 		case st.ciliumEnforced:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionTrue, ReasonCilium,
 				fmt.Sprintf("egress to %s is enforced by a CiliumNetworkPolicy; the rest by a NetworkPolicy", strings.Join(st.fqdns, ", ")))
@@ -413,6 +492,7 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		}
 	}
 	r.emitTransitions(base, s)
+	r.emitFenceWidened(base, s)
 	r.emitPinChanges(base, s)
 	if equality.Semantic.DeepEqual(base.Status, s.Status) {
 		return err
@@ -466,6 +546,8 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		// Every other NetworkPolicy may widen the fence of the servers in its namespace.
+		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversInNamespace), builder.WithPredicates(predicate.NewPredicateFuncs(notOwnedByServer))).
 		// Policy status writes (the policy controller's) do not change what a policy requires.
 		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("mcpserver").
@@ -478,6 +560,63 @@ const DefaultGatewayImage = "mcp-warden/gateway:dev"
 // ManagedObjectsSelector selects the objects the operator creates; the manager's cache holds only these.
 func ManagedObjectsSelector() map[string]string {
 	return map[string]string{LabelManagedBy: managerName}
+}
+
+// reconcileFence finds the NetworkPolicies of the namespace, other than the operator's own, that select
+// the server's pods and allow traffic: NetworkPolicies add up, so each widens the fence.
+func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+	list := &networkingv1.NetworkPolicyList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace)); err != nil {
+		return fmt.Errorf("list NetworkPolicies: %w", err)
+	}
+	st.widening = nil
+	for i := range list.Items {
+		np := &list.Items[i]
+		if operatorOwned(np) || !fence.Widens(np) || !fence.SelectsServer(&np.Spec.PodSelector, s.Name) {
+			continue
+		}
+		st.widening = append(st.widening, fence.Message(np))
+	}
+	return nil
+}
+
+// operatorOwned reports whether the NetworkPolicy is one the operator writes: controlled by the
+// MCPServer of the same name and selecting exactly that server's pods (the operator applies the
+// selector; an owner reference alone can be written by anyone who can read the MCPServer's UID).
+func operatorOwned(np *networkingv1.NetworkPolicy) bool {
+	ref := metav1.GetControllerOf(np)
+	if ref == nil || ref.Kind != "MCPServer" || ref.Name != np.Name || !strings.HasPrefix(ref.APIVersion, mcpv1alpha1.GroupVersion.Group+"/") {
+		return false
+	}
+	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: np.Name}}
+	return len(np.Spec.PodSelector.MatchExpressions) == 0 && equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, selectorLabels(want))
+}
+
+func notOwnedByServer(o client.Object) bool {
+	ref := metav1.GetControllerOf(o)
+	return ref == nil || ref.Kind != "MCPServer"
+}
+
+// serversInNamespace enqueues every MCPServer in the object's namespace.
+func (r *MCPServerReconciler) serversInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &mcpv1alpha1.MCPServerList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "list MCPServers for a NetworkPolicy change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, s := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
+	}
+	return reqs
+}
+
+// emitFenceWidened records a warning when EgressEnforced turns False because of a foreign policy.
+func (r *MCPServerReconciler) emitFenceWidened(before, after *mcpv1alpha1.MCPServer) {
+	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionEgressEnforced), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionEgressEnforced)
+	if now != nil && now.Reason == ReasonFenceWidened && (was == nil || was.Reason != now.Reason || was.Message != now.Message) {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, ReasonFenceWidened, "Reconcile", "EgressEnforced=False: %s", now.Message)
+	}
 }
 
 // serversForPolicy enqueues every MCPServer when a policy changes: a policy's namespace selector may have

@@ -623,3 +623,86 @@ func TestVerifiedStatus(t *testing.T) {
 		t.Fatalf("an unverified image got a Deployment: %v", err)
 	}
 }
+
+// TestWholeInternetEgressIsAccepted: ::/0 and 0.0.0.0/0 get every protected range as an except entry,
+// in a spelling the API server accepts (it refuses ::ffff:0.0.0.0/96 inside an IPv6 cidr).
+func TestWholeInternetEgressIsAccepted(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	s := newServer(ns, "internet")
+	s.Spec.Egress = []mcpv1alpha1.EgressRule{
+		{CIDR: ptr.To("::/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+		{CIDR: ptr.To("0.0.0.0/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}},
+	}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, client.ObjectKeyFromObject(s))
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), np); err != nil {
+		t.Fatal(err)
+	}
+	except := strings.Join(np.Spec.Egress[1].To[0].IPBlock.Except, " ")
+	for _, want := range []string{"::fffe:0:0/95", "64:ff9b::a9fe:0/112", "2002:a9fe::/32", "::a9fe:0/112"} {
+		if !strings.Contains(except, want) {
+			t.Errorf("::/0 excepts %s, want %s among them", except, want)
+		}
+	}
+}
+
+// TestForeignNetworkPolicyIsReported: NetworkPolicies add up, so a policy the operator did not write that
+// selects the server's pods and allows traffic reopens the fence. (The webhook refuses it; this suite
+// runs without webhooks, as when one is created while the webhook is down.) The server then says
+// EgressEnforced=False naming the policy, until the policy goes.
+func TestForeignNetworkPolicyIsReported(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	if err := k8s.Create(ctx, newServer(ns, "files")); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKey{Namespace: ns, Name: "files"}
+	waitReady(t, key)
+	open := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "tenant-open", Namespace: ns},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{controllers.LabelServer: "files"}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{}},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{{}},
+		},
+	}
+	deny := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "tenant-deny", Namespace: ns},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}},
+	}
+	for _, np := range []*networkingv1.NetworkPolicy{open, deny} {
+		if err := k8s.Create(ctx, np); err != nil {
+			t.Fatal(err)
+		}
+	}
+	egress := func(want metav1.ConditionStatus, msg string) {
+		t.Helper()
+		eventually(t, 15*time.Second, func() error {
+			s := &mcpv1alpha1.MCPServer{}
+			if err := k8s.Get(ctx, key, s); err != nil {
+				return err
+			}
+			c := condition(s, mcpv1alpha1.ConditionEgressEnforced)
+			if c == nil || c.Status != want || !strings.Contains(c.Message, msg) {
+				return fmt.Errorf("EgressEnforced = %+v, want %s with %q", c, want, msg)
+			}
+			return nil
+		})
+	}
+	egress(metav1.ConditionFalse, "NetworkPolicy "+ns+"/tenant-open was not written by the operator")
+	s := &mcpv1alpha1.MCPServer{}
+	if err := k8s.Get(ctx, key, s); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(s, mcpv1alpha1.ConditionEgressEnforced); strings.Contains(c.Message, "tenant-deny") || c.Reason != controllers.ReasonFenceWidened {
+		t.Errorf("EgressEnforced = %+v: want reason %s naming only tenant-open", c, controllers.ReasonFenceWidened)
+	}
+	if err := k8s.Delete(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	egress(metav1.ConditionTrue, "every egress entry is enforced")
+}

@@ -19,12 +19,13 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 )
 
 const (
 	// StatusPort is where every server pod's gateway serves its status (the pin state) to the operator;
 	// the NetworkPolicy opens it to the operator's pods alone.
-	StatusPort     = 8444
+	StatusPort     = gatewayconfig.StatusPort
 	statusPortName = "status"
 	// DefaultPinPollInterval is how often the operator reads each server's pin state.
 	DefaultPinPollInterval = 30 * time.Second

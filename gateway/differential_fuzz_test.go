@@ -79,9 +79,13 @@ func viewGateway(t *testing.T, m *message) (v sdkView, ok bool) {
 			v.id = n
 		}
 	}
-	if m.Method == "tools/call" && len(m.Params) > 0 {
+	if m.Method == "tools/call" && m.isRequest() {
+		// admit refuses a call without params, without a name, or whose params do not decode
 		var p toolCallParams
-		if err := decode(m.Params, &p); err == nil {
+		if len(m.Params) == 0 || decode(m.Params, &p) != nil || p.Name == "" {
+			return v, false
+		}
+		{
 			v.name = p.Name
 			if len(p.Arguments) > 0 {
 				var a any

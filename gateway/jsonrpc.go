@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	gojson "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -142,6 +143,10 @@ func parseChecked(raw []byte) (*message, error) {
 		}
 		if w.ID != nil && !hasID(m.ID) {
 			return nil, errors.New("a request id cannot be null")
+		}
+		if w.ID == nil && !strings.HasPrefix(m.Method, "notifications/") {
+			// a peer could run a request sent without an id; the gateway checks requests, so it refuses
+			return nil, fmt.Errorf("method %s needs an id: only notifications/* are sent without one", strictjson.Quote(m.Method))
 		}
 		if w.Params != nil {
 			if w.Params.Kind() != '{' {

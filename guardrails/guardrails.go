@@ -58,7 +58,7 @@ func Ceiling(policies []mcpv1alpha1.MCPServerPolicy) netpol.Ceiling {
 		return netpol.Ceiling{}
 	}
 	var allowed []netpol.Class
-	for _, class := range []netpol.Class{netpol.ClassPrivate, netpol.ClassLoopback, netpol.ClassLinkLocal, netpol.ClassUnspecified} {
+	for _, class := range netpol.Classes {
 		all := true
 		for _, p := range policies {
 			if !slices.Contains(p.Spec.Egress.AllowedAddressClasses, mcpv1alpha1.AddressClass(class)) {
@@ -71,6 +71,17 @@ func Ceiling(policies []mcpv1alpha1.MCPServerPolicy) netpol.Ceiling {
 		}
 	}
 	return netpol.Ceiling{AllowedClasses: allowed}
+}
+
+// ScaleToZero reports whether a server that violates the policies is scaled to zero: unless every
+// policy's violationAction is Report.
+func ScaleToZero(policies []mcpv1alpha1.MCPServerPolicy) bool {
+	for _, p := range policies {
+		if p.Spec.ViolationAction != mcpv1alpha1.ViolationReport {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckRegistry returns an error for each policy whose allowed registries the image is not under.

@@ -4,6 +4,7 @@
 package operator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -11,14 +12,16 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -34,6 +37,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
@@ -96,6 +100,12 @@ type Options struct {
 	// VerifyTimeout bounds one whole admission, every policy and image (default
 	// webhooks.DefaultVerifyTimeout, 8s, below the 10s webhook timeout), and one verification.
 	VerifyTimeout time.Duration
+	// FenceExemptUsers and FenceExemptGroups may write NetworkPolicies that select MCP server pods and
+	// allow traffic (see webhooks.NetworkPolicyValidator); the operator's own identity, learnt from the
+	// API server at start, is always exempt. FenceExemptGroups defaults to system:masters.
+	FenceExemptUsers, FenceExemptGroups []string
+	// Discovery reads issuers' metadata to confirm jwksURLs (default: HTTPS with a 3 s deadline).
+	Discovery guardrails.IssuerDiscovery
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -126,11 +136,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	byObject := map[client.Object]cache.ByObject{
-		&appsv1.Deployment{}:          {Label: managed},
-		&corev1.Service{}:             {Label: managed},
-		&corev1.ServiceAccount{}:      {Label: managed},
-		&corev1.ConfigMap{}:           {Label: managed},
-		&networkingv1.NetworkPolicy{}: {Label: managed},
+		&appsv1.Deployment{}:     {Label: managed},
+		&corev1.Service{}:        {Label: managed},
+		&corev1.ServiceAccount{}: {Label: managed},
+		&corev1.ConfigMap{}:      {Label: managed},
 	}
 	if cilium {
 		byObject[&ciliumv2.CiliumNetworkPolicy{}] = cache.ByObject{Label: managed}
@@ -154,8 +163,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		RenewDeadline:                 durationOrNil(o.RenewDeadline),
 		RetryPeriod:                   durationOrNil(o.RetryPeriod),
 		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SeveralInProcess)},
-		// The operator's children are the only Deployments, Services, ServiceAccounts and
-		// NetworkPolicies it needs to see; caching only them keeps memory flat on large clusters.
+		// The operator's children are the only Deployments, Services, ServiceAccounts and ConfigMaps
+		// it needs to see; caching only them keeps memory flat on large clusters. NetworkPolicies are
+		// all cached: a tenant's own policy selecting server pods would widen their fence, and the
+		// controller reports it.
 		Cache: cache.Options{ByObject: byObject},
 	})
 	if err != nil {
@@ -170,7 +181,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			SecretNamespace: o.Namespace,
 		}
 	}
+	if o.Discovery == nil {
+		o.Discovery = &guardrails.HTTPDiscovery{}
+	}
 	r := &controllers.MCPServerReconciler{
+		Discovery:       o.Discovery,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Scheme:          mgr.GetScheme(),
@@ -211,6 +226,22 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	return mgr, nil
 }
 
+// identity asks the API server who the operator is (a SelfSubjectReview), so that the NetworkPolicy
+// webhook admits the operator's own writes.
+func identity(cfg *rest.Config) (string, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", fmt.Errorf("client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("learn the operator's own identity (SelfSubjectReview): %w", err)
+	}
+	return r.Status.UserInfo.Username, nil
+}
+
 // servesCiliumPolicies asks the API server's discovery whether cilium.io/v2 CiliumNetworkPolicy exists.
 // It is read once at start: install Cilium before the operator, or restart the operator after.
 func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
@@ -236,6 +267,10 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 // setupWebhooks registers the admission webhooks and, when asked, the certificate rotator. The webhook
 // server only starts serving once a certificate exists; the readiness probe waits for it.
 func setupWebhooks(mgr ctrl.Manager, o Options) error {
+	self, err := identity(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
 	ready := make(chan struct{})
 	if o.CertRotation {
 		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
@@ -255,12 +290,17 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 		close(ready)
 	}
 	register := func() error {
-		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout}).SetupWithManager(mgr); err != nil {
+		if err := (&webhooks.MCPServerValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, Discovery: o.Discovery}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up MCPServer webhook: %w", err)
 		}
 		if err := (webhooks.PolicyValidator{}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up MCPServerPolicy webhook: %w", err)
 		}
+		fenceHook := &webhooks.NetworkPolicyValidator{Reader: mgr.GetClient(), ExemptUsers: append([]string{self}, o.FenceExemptUsers...), ExemptGroups: o.FenceExemptGroups}
+		if fenceHook.ExemptGroups == nil {
+			fenceHook.ExemptGroups = []string{"system:masters"}
+		}
+		mgr.GetWebhookServer().Register(webhooks.NetworkPolicyPath, &webhook.Admission{Handler: fenceHook})
 		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, GatewayImage: o.GatewayImage}})
 		return nil
 	}

@@ -87,6 +87,8 @@ var (
 	ruleUnmarked      = rule("MCPW009", Medium, "tool looks destructive but needs no approval", "Add it to spec.gateway.destructiveTools so a person approves each call.")
 	ruleNoPins        = rule("MCPW010", Low, "tools are pinned on first sight only", "Record reviewed hashes in spec.gateway.pinnedTools (from status.tools) so a definition changed before first sight is caught too.")
 	ruleNoScopes      = rule("MCPW011", High, "no scope grants any tool", "Map scopes to tools in spec.gateway.scopes; with authentication on and no scopes the operator refuses the spec (Stalled, InvalidSpec), as every tool would be hidden.")
+	ruleJWKSLocal     = rule("MCPW012", Critical, "gateway keys URL the server's own pod can answer", "Leave spec.gateway.auth.jwksURL out (the gateway uses the issuer's keys) or set it to the issuer's published jwks_uri; the operator refuses loopback, link-local, localhost and the server's own Service.")
+	ruleJWKSOverride  = rule("MCPW013", Medium, "gateway keys URL overrides the issuer's", "Where a policy lists allowedIssuers the operator admits jwksURL only if it equals the issuer's discovered jwks_uri; leave it out unless the issuer publishes its keys elsewhere.")
 	rulePolicyInvalid = rule("MCPW200", High, "MCPServerPolicy cannot be enforced", "Fix the field named in the message: the operator reports such a policy Ready=False and the webhook denies every image it governs.")
 	rulePolicyAuthOff = rule("MCPW201", High, "MCPServerPolicy lets servers turn authentication off", "Remove spec.gateway.allowAuthDisabled so every MCP request in the namespaces it governs carries an OAuth token.")
 	rulePolicyMeta    = rule("MCPW202", Critical, "MCPServerPolicy opens link-local egress (cloud metadata)", "Remove link-local from spec.egress.allowedAddressClasses: 169.254.169.254 hands out the node's cloud credentials.")
@@ -273,6 +275,11 @@ func server(file string, doc *yaml.Node) []Finding {
 		}
 		if len(g.Scopes) == 0 {
 			add(ruleNoScopes, at("spec", "gateway"), "spec.gateway.scopes is empty")
+		}
+		if errs := guardrails.CheckJWKSURL(s); len(errs) > 0 {
+			add(ruleJWKSLocal, at("spec", "gateway", "auth", "jwksURL"), "%s", errs.ToAggregate().Error())
+		} else if g.Auth.JWKSURL != "" {
+			add(ruleJWKSOverride, at("spec", "gateway", "auth", "jwksURL"), "spec.gateway.auth.jwksURL %s replaces the keys of issuer %s", g.Auth.JWKSURL, g.Auth.Issuer)
 		}
 	}
 	for i, e := range s.Spec.Env {

@@ -62,6 +62,7 @@ func TestBadManifests(t *testing.T) {
 		"egress.yaml":        {[]string{"MCPW005", "MCPW006"}, 7},
 		"scopes.yaml":        {[]string{"MCPW007", "MCPW008", "MCPW009", "MCPW010"}, 8},
 		"unknown-field.yaml": {[]string{"MCPW000"}, 1},
+		"jwks.yaml":          {[]string{"MCPW012"}, 9},
 		"policy.yaml":        {[]string{"MCPW200", "MCPW201", "MCPW202", "MCPW203"}, 10},
 	}
 	for file, tc := range cases {

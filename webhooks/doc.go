@@ -4,6 +4,9 @@
 package webhooks
 
 // Certificate rotation keeps the serving certificate in a Secret in the operator's namespace and the CA
-// bundle of the webhook configuration current.
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// bundle of the webhook configuration current. The manager reads and writes Secrets only in its own
+// namespace (a Role: signing keys and registry credentials that policies name live there too), and
+// changes only its own webhook configuration (listing them is how the rotator watches it).
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update;patch,resourceNames=mcp-warden-validating-webhook-configuration

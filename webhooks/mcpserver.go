@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 )
 
@@ -27,6 +28,9 @@ type MCPServerValidator struct {
 	// Timeout bounds the whole admission (default DefaultVerifyTimeout); keep it below the webhook's
 	// timeoutSeconds.
 	Timeout time.Duration
+	// Discovery confirms a jwksURL against the issuer's metadata where a policy lists allowed issuers
+	// (nil: such a jwksURL is refused).
+	Discovery guardrails.IssuerDiscovery
 }
 
 var _ admission.Validator[*mcpv1alpha1.MCPServer] = &MCPServerValidator{}
@@ -69,6 +73,16 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 	errs = append(errs, guardrails.CheckRegistry(imagePath, s.Spec.Image, policies)...)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	// What the gateway would refuse at start is refused here, so an admitted spec never stalls.
+	errs = append(errs, gatewayconfig.Check(s)...)
+	if len(errs) == 0 {
+		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, v.Discovery)
+		if err != nil {
+			// Fail closed: a jwksURL that cannot be confirmed is not admitted.
+			jwks = append(jwks, field.Forbidden(field.NewPath("spec", "gateway", "auth", "jwksURL"), err.Error()))
+		}
+		errs = append(errs, jwks...)
+	}
 	if len(errs) == 0 && NeedsVerification(policies) {
 		if err := v.verify(ctx, ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
 			errs = append(errs, field.Forbidden(imagePath, err.Error()))

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -20,8 +21,10 @@ import (
 // The suite registers the webhooks from config/webhook in a real kube-apiserver, which calls the
 // operator's webhook server over TLS; every object is created through the API.
 var (
-	k8s      client.Client
-	verifier = &switchableVerifier{}
+	k8s client.Client
+	// adminConfig is the suite's admin (system:masters) configuration, for impersonating tenants.
+	adminConfig *rest.Config
+	verifier    = &switchableVerifier{}
 )
 
 // switchableVerifier lets a test install the verifier the webhooks call.
@@ -73,5 +76,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	k8s = env.Client
+	adminConfig = env.Cluster.Config
 	return m.Run()
 }

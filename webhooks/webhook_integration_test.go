@@ -45,7 +45,10 @@ func namespace(t *testing.T, labels map[string]string, spec mcpv1alpha1.MCPServe
 func server(ns, image string) *mcpv1alpha1.MCPServer {
 	return &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns},
-		Spec:       mcpv1alpha1.MCPServerSpec{Image: image, Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
+		Spec: mcpv1alpha1.MCPServerSpec{Image: image, Gateway: mcpv1alpha1.GatewaySpec{
+			Auth:   mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
+			Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
+		}},
 	}
 }
 
@@ -291,4 +294,30 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	spec.RegistryCredentials = []corev1.LocalObjectReference{{Name: "opaque"}}
 	opaque := namespace(t, nil, spec)
 	createEventually(t, server(opaque, signed.String()), "create it with `kubectl create secret docker-registry`")
+}
+
+// TestGatewayConfigCheckedAtAdmission: a spec the CRD schema accepts but the gateway's own config check
+// refuses used to stall the server after admission; it is refused at admission, naming the field.
+func TestGatewayConfigCheckedAtAdmission(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{})
+	s := server(ns, goodImage)
+	s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
+	createEventually(t, s, `spec.gateway.pinnedTools[read_file]: Invalid value: the gateway would refuse this configuration: pins.read_file: "not-a-hash" is not a tool hash`)
+	s = server(ns, goodImage)
+	s.Spec.Gateway.Scopes = nil
+	createEventually(t, s, "no scope grants any tool")
+}
+
+// TestIssuerCeilingHolds: with a policy listing the allowed issuer, keeping that issuer but pointing
+// jwksURL at the pod's own loopback (the tenant's container serving its own keys) is refused, and so is
+// any jwksURL the issuer's metadata does not confirm.
+func TestIssuerCeilingHolds(t *testing.T) {
+	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowedIssuers: []string{"https://login.acme.example"}}})
+	s := server(ns, goodImage)
+	s.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{Issuer: "https://login.acme.example", JWKSURL: "http://127.0.0.1:9999/keys"}
+	createEventually(t, s, "spec.gateway.auth.jwksURL: Forbidden: http://127.0.0.1:9999/keys is a loopback address")
+	s.Spec.Gateway.Auth.JWKSURL = "https://keys.attacker.example/jwks"
+	createEventually(t, s, "spec.gateway.auth.jwksURL: Forbidden: confirm spec.gateway.auth.jwksURL against issuer https://login.acme.example")
+	s.Spec.Gateway.Auth.JWKSURL = ""
+	createEventually(t, s, "")
 }

@@ -54,9 +54,10 @@ type MCPServerSpec struct {
 	Transport Transport `json:"transport,omitempty"`
 
 	// Port is the TCP port the MCP server listens on inside its pod (streamable-http), and the port of
-	// its Service.
+	// its Service. 8443 and 8444 are reserved for the gateway.
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:validation:XValidation:rule="self != 8443 && self != 8444",message="spec.port: 8443 and 8444 are the gateway's own ports in the server pod; use another port, e.g. 8080"
 	// +kubebuilder:default=8080
 	// +optional
 	Port int32 `json:"port,omitempty"`
@@ -108,9 +109,11 @@ type MCPServerSpec struct {
 
 	// Egress is the allow-list of destinations the server may open connections to. Everything else is
 	// denied, except DNS to the cluster's DNS pods. Link-local (cloud metadata, 169.254.0.0/16,
-	// fe80::/10), loopback and private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10,
-	// fc00::/7) are never opened: a CIDR inside them is refused, and a wider CIDR such as 0.0.0.0/0
-	// gets them as exceptions.
+	// 168.63.129.16, fe80::/10), loopback, private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+	// 100.64.0.0/10, fc00::/7), multicast and reserved ranges, and their IPv6 spellings (NAT64
+	// 64:ff9b::/96, 6to4 2002::/16, IPv4-mapped and IPv4-compatible addresses), are never opened unless an
+	// MCPServerPolicy allows their class: a CIDR inside them is refused, and a wider CIDR such as
+	// 0.0.0.0/0 or ::/0 gets them as exceptions.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Egress []EgressRule `json:"egress,omitempty"`

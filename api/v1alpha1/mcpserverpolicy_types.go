@@ -47,6 +47,15 @@ type MCPServerPolicySpec struct {
 	// +optional
 	Gateway GatewayCeiling `json:"gateway,omitempty"`
 
+	// ViolationAction is what happens to a running MCPServer that no longer complies with the policy (the
+	// policy tightened after the server was admitted, or the server was admitted while the webhook was
+	// unavailable). ScaleToZero (the default) scales its Deployment to zero replicas until the spec
+	// complies; Report only reports it (Stalled=True and Ready=False with reason PolicyViolation naming
+	// the field and the policy, and an event) while the server keeps running with its last good
+	// configuration. Where several policies govern a namespace, Report applies only if all say Report.
+	// +kubebuilder:default=ScaleToZero
+	// +optional
+	ViolationAction ViolationAction `json:"violationAction,omitempty"`
 	// RegistryCredentials name Secrets in the operator's namespace, of type
 	// kubernetes.io/dockerconfigjson (as `kubectl create secret docker-registry` makes them), whose
 	// credentials are used to read images, signatures and attestations from private registries during
@@ -56,6 +65,17 @@ type MCPServerPolicySpec struct {
 	// +optional
 	RegistryCredentials []corev1.LocalObjectReference `json:"registryCredentials,omitempty"`
 }
+
+// ViolationAction is ScaleToZero or Report.
+// +kubebuilder:validation:Enum=ScaleToZero;Report
+type ViolationAction string
+
+const (
+	// ViolationScaleToZero scales a non-compliant server to zero replicas.
+	ViolationScaleToZero ViolationAction = "ScaleToZero"
+	// ViolationReport only reports a non-compliant server.
+	ViolationReport ViolationAction = "Report"
+)
 
 // Authority is a trusted signer: a public key or a keyless (certificate) identity.
 // +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="authority: set exactly one of key or keyless"
@@ -151,15 +171,18 @@ type AttestationRequirement struct {
 
 // AddressClass is a class of protected address ranges an MCPServer egress allow-list may open only when a
 // policy permits it.
-// +kubebuilder:validation:Enum=private;loopback;link-local;unspecified
+// +kubebuilder:validation:Enum=private;loopback;link-local;unspecified;reserved
 type AddressClass string
 
 // EgressCeiling bounds MCPServer egress allow-lists.
 type EgressCeiling struct {
 	// AllowedAddressClasses are protected range classes allow-lists may open: "private" (10/8,
-	// 172.16/12, 192.168/16, 100.64/10, fc00::/7), "loopback", "link-local" (includes cloud metadata
-	// 169.254.169.254; almost never right), "unspecified" (0.0.0.0/8, IPv4-mapped IPv6).
-	// +kubebuilder:validation:MaxItems=4
+	// 172.16/12, 192.168/16, 100.64/10, fc00::/7, local-use NAT64 64:ff9b:1::/48), "loopback",
+	// "link-local" (includes cloud metadata 169.254.169.254 and Azure's 168.63.129.16; almost never
+	// right), "unspecified" (0.0.0.0/8, IPv4-mapped IPv6), "reserved" (multicast, broadcast,
+	// 240.0.0.0/4, 192.0.0.0/24, 198.18.0.0/15). Each IPv4 range is also closed as spelled through NAT64
+	// (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible IPv6 (::a.b.c.d).
+	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	AllowedAddressClasses []AddressClass `json:"allowedAddressClasses,omitempty"`
 

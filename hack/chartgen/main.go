@@ -44,9 +44,31 @@ func run() error {
 			if err := write(filepath.Join(chart, "crds", r.GetName()+".yaml"), obj, false); err != nil {
 				return err
 			}
+		case "Role":
+			if r.GetName() != "mcp-warden-manager-role" {
+				continue
+			}
+			out := map[string]any{
+				"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+				"metadata": map[string]any{"name": "__FULLNAME__-manager-role", "namespace": "__NAMESPACE__", "labels": "__LABELS__"},
+				"rules":    obj["rules"],
+			}
+			if err := write(filepath.Join(chart, "templates", "generated-manager-namespace-role.yaml"), out, true); err != nil {
+				return err
+			}
 		case "ClusterRole":
 			if r.GetName() != "mcp-warden-manager-role" {
 				continue
+			}
+			// The webhook configuration the manager may change is the release's own.
+			for _, rule := range obj["rules"].([]any) {
+				if names, ok := rule.(map[string]any)["resourceNames"].([]any); ok {
+					for i, n := range names {
+						if n == "mcp-warden-validating-webhook-configuration" {
+							names[i] = "__FULLNAME__-validating-webhook-configuration"
+						}
+					}
+				}
 			}
 			out := map[string]any{
 				"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -131,7 +153,7 @@ func write(path string, obj map[string]any, template bool) error {
 			s = head + "name: vworkloads.mcp.warden.dev" + tail
 		}
 		s = "{{- if .Values.webhook.enabled }}\n" + s + "{{- end }}\n"
-		if strings.Contains(path, "manager-role") {
+		if strings.Contains(path, "manager-role") || strings.Contains(path, "manager-namespace-role") {
 			s = strings.TrimPrefix(s, "{{- if .Values.webhook.enabled }}\n")
 			s = strings.TrimSuffix(s, "{{- end }}\n")
 		}

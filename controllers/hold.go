@@ -1,0 +1,224 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+)
+
+// ReasonScaledToZero is the event reason when a server is scaled to zero because it violates a policy
+// (or stalled with no known good configuration).
+const ReasonScaledToZero = "ScaledToZero"
+
+// memory is what the reconciler remembers between reconciles: each server's last good children, and
+// each Deployment's desired spec as the API server defaults it.
+type memory struct {
+	mu       sync.Mutex
+	good     map[types.NamespacedName]*goodState
+	defaults map[types.NamespacedName]defaultedDeployment
+}
+
+// goodState is the children of the last generation that reconciled without a stall.
+type goodState struct {
+	generation    int64
+	networkPolicy *networkingv1.NetworkPolicy
+	ciliumPolicy  *ciliumv2.CiliumNetworkPolicy
+	configMap     *corev1.ConfigMap
+	deployment    *appsv1.Deployment
+}
+
+type defaultedDeployment struct {
+	hash [32]byte
+	spec *appsv1.DeploymentSpec
+}
+
+func (m *memory) forget(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.good, key)
+	delete(m.defaults, key)
+}
+
+// rememberGood records the children of a generation that reconciled fully.
+func (r *MCPServerReconciler) rememberGood(s *mcpv1alpha1.MCPServer, st *reconcileState) {
+	if st.networkPolicy == nil || st.configMap == nil || st.desiredDeployment == nil {
+		return
+	}
+	g := &goodState{generation: s.Generation, networkPolicy: st.networkPolicy.DeepCopy(), configMap: st.configMap.DeepCopy(), deployment: st.desiredDeployment.DeepCopy()}
+	if st.ciliumPolicy != nil {
+		g.ciliumPolicy = st.ciliumPolicy.DeepCopy()
+	}
+	r.mem.mu.Lock()
+	defer r.mem.mu.Unlock()
+	if r.mem.good == nil {
+		r.mem.good = map[types.NamespacedName]*goodState{}
+	}
+	r.mem.good[client.ObjectKeyFromObject(s)] = g
+}
+
+func (r *MCPServerReconciler) lastGood(key types.NamespacedName) *goodState {
+	r.mem.mu.Lock()
+	defer r.mem.mu.Unlock()
+	return r.mem.good[key]
+}
+
+// holdLastGood keeps a stalled server fenced: the NetworkPolicies, gateway ConfigMap and Deployment of
+// its last good generation are applied again (so drift is still reverted), the Deployment at zero
+// replicas when the stall is a policy violation the policies scale to zero. With no good generation
+// known since the operator started, the server gets a deny-all NetworkPolicy and a sandboxed
+// Deployment at zero replicas. The stall's message says which.
+func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState, stall *stallError) error {
+	scale := (stall.reason == ReasonPolicyViolation || stall.reason == ReasonVerificationFailed) && st.scaleToZero
+	g := r.lastGood(client.ObjectKeyFromObject(s))
+	if g == nil {
+		closed := s.DeepCopy()
+		closed.Spec.Egress, closed.Spec.Clients = nil, nil
+		np, _ := desiredNetworkPolicy(closed, r.DNS, r.Operator, st.ceiling)
+		d := desiredDeployment(s, r.GatewayImage, "")
+		d.Spec.Replicas = ptr.To(int32(0))
+		g = &goodState{networkPolicy: np, deployment: d}
+		scale = true
+		stall.message += "; no good configuration of this server is known since the operator started, so it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
+	} else {
+		stall.message += fmt.Sprintf("; the children of generation %d stay enforced", g.generation)
+		if scale {
+			stall.message += ", scaled to zero replicas until the spec complies (MCPServerPolicy violationAction: ScaleToZero; Report only reports)"
+		}
+	}
+	for _, obj := range []client.Object{g.networkPolicy, g.ciliumPolicy, g.configMap} {
+		if reflect.ValueOf(obj).IsNil() {
+			continue
+		}
+		live := obj.DeepCopyObject().(client.Object)
+		if _, err := r.applier.apply(ctx, s, obj.DeepCopyObject().(client.Object), live); err != nil {
+			if _, ok := err.(errNotOwned); ok {
+				continue
+			}
+			return err
+		}
+	}
+	d := g.deployment.DeepCopy()
+	if scale {
+		d.Spec.Replicas = ptr.To(int32(0))
+	}
+	before := &appsv1.Deployment{}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(d), before)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get Deployment %s: %w", d.Name, err)
+	}
+	if _, err := r.applyDeployment(ctx, s, d); err != nil {
+		if _, ok := err.(*stallError); ok {
+			return nil
+		}
+		return err
+	}
+	if scale && ptr.Deref(before.Spec.Replicas, 0) > 0 {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, ReasonScaledToZero, "Reconcile", "scaled to zero replicas: %s", stall.message)
+	}
+	return nil
+}
+
+// defaultedSpec returns the Deployment's spec as the API server would store it, from a server-side
+// dry-run create (defaults and mutating admission applied). It is remembered per Deployment until the
+// desired spec changes.
+func (r *MCPServerReconciler) defaultedSpec(ctx context.Context, d *appsv1.Deployment) (*appsv1.DeploymentSpec, error) {
+	body, err := json.Marshal(d.Spec)
+	if err != nil {
+		return nil, err
+	}
+	hash := sha256.Sum256(body)
+	key := client.ObjectKeyFromObject(d)
+	r.mem.mu.Lock()
+	cached, ok := r.mem.defaults[key]
+	r.mem.mu.Unlock()
+	if ok && cached.hash == hash {
+		return cached.spec, nil
+	}
+	probe := &appsv1.Deployment{}
+	probe.GenerateName = d.Name + "-"
+	probe.Namespace = d.Namespace
+	probe.Labels = d.Labels
+	probe.Spec = *d.Spec.DeepCopy()
+	if err := r.Client.Create(ctx, probe, client.DryRunAll, client.FieldOwner(FieldOwner)); err != nil {
+		return nil, fmt.Errorf("dry-run Deployment %s to learn its defaults: %w", d.Name, err)
+	}
+	r.mem.mu.Lock()
+	defer r.mem.mu.Unlock()
+	if r.mem.defaults == nil {
+		r.mem.defaults = map[types.NamespacedName]defaultedDeployment{}
+	}
+	r.mem.defaults[key] = defaultedDeployment{hash: hash, spec: &probe.Spec}
+	return &probe.Spec, nil
+}
+
+// specDiff lists the paths (e.g. template.spec.hostAliases) where the live spec differs from the
+// wanted one, at most ten.
+func specDiff(want, live *appsv1.DeploymentSpec) []string {
+	w, err1 := runtime.DefaultUnstructuredConverter.ToUnstructured(want)
+	l, err2 := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	var out []string
+	diffValues("", w, l, &out)
+	if len(out) > 10 {
+		out = append(out[:10], fmt.Sprintf("%d more", len(out)-10))
+	}
+	return out
+}
+
+func diffValues(path string, want, live any, out *[]string) {
+	wm, wok := want.(map[string]any)
+	lm, lok := live.(map[string]any)
+	if wok && lok {
+		keys := map[string]bool{}
+		for k := range wm {
+			keys[k] = true
+		}
+		for k := range lm {
+			keys[k] = true
+		}
+		sorted := make([]string, 0, len(keys))
+		for k := range keys {
+			sorted = append(sorted, k)
+		}
+		sort.Strings(sorted)
+		for _, k := range sorted {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			diffValues(p, wm[k], lm[k], out)
+		}
+		return
+	}
+	wl, wok := want.([]any)
+	ll, lok := live.([]any)
+	if wok && lok && len(wl) == len(ll) {
+		for i := range wl {
+			diffValues(fmt.Sprintf("%s[%d]", path, i), wl[i], ll[i], out)
+		}
+		return
+	}
+	if !equality.Semantic.DeepEqual(want, live) {
+		*out = append(*out, path)
+	}
+}

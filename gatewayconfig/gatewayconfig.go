@@ -1,0 +1,137 @@
+// Package gatewayconfig renders the MCP gateway's configuration from an MCPServer and checks it as the
+// gateway will at start, so that the admission webhook refuses what the gateway would refuse and the
+// controller never stalls on a spec it admitted.
+package gatewayconfig
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/policy"
+	"github.com/mcp-warden/mcp-warden/guardrails"
+)
+
+const (
+	// GatewayPort is where the gateway listens in every server pod; the Service and the NetworkPolicy
+	// send clients there, never to the server's own port.
+	GatewayPort = 8443
+	// StatusPort is where the gateway serves its status (the pin state) to the operator.
+	StatusPort = 8444
+	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
+	// pins.json, mounted with the configuration).
+	KnownPinsPath = "/etc/mcp-warden/pins.json"
+)
+
+// Check renders the configuration and validates it as the gateway does, and refuses a server port the
+// gateway uses itself. Errors name the spec field.
+func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
+	var errs field.ErrorList
+	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort) {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort)))
+	}
+	errs = append(errs, guardrails.CheckJWKSURL(s)...)
+	cfg := Render(s, "cluster.local")
+	cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: specField(err.Error()), BadValue: field.OmitValueType{}, Detail: "the gateway would refuse this configuration: " + err.Error()})
+	}
+	return errs
+}
+
+// specFields maps the gateway configuration's keys to the MCPServer fields they come from.
+var specFields = map[string]string{
+	"pins": "pinnedTools", "scopes": "scopes", "destructive": "destructiveTools", "auth": "auth",
+	"resource": "auth.resource", "allowedOrigins": "allowedOrigins",
+}
+
+// specField names the spec field a gateway config error is about (spec.gateway when unknown).
+func specField(msg string) string {
+	key, _, _ := strings.Cut(msg, ":")
+	head, rest, _ := strings.Cut(key, ".")
+	f, ok := specFields[head]
+	if !ok {
+		return "spec.gateway"
+	}
+	if rest != "" && head == "pins" {
+		return "spec.gateway." + f + "[" + rest + "]"
+	}
+	return "spec.gateway." + f
+}
+
+// Render renders the gateway's configuration from the spec.
+func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
+	g := s.Spec.Gateway
+	cfg := &gateway.Config{
+		Listen:         fmt.Sprintf(":%d", GatewayPort),
+		StatusListen:   fmt.Sprintf(":%d", StatusPort),
+		Upstream:       upstream(s),
+		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
+		Resource:       g.Auth.Resource,
+		Auth:           gateway.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
+		Scopes:         map[string][]string{},
+		Destructive:    g.DestructiveTools,
+		Pins:           g.PinnedTools,
+		AllowedOrigins: g.AllowedOrigins,
+		KnownPinsPath:  KnownPinsPath,
+
+		BlockSecretsInArguments: g.BlockSecretsInArguments,
+	}
+	if cfg.Resource == "" {
+		cfg.Resource = Endpoint(s, clusterDomain)
+	}
+	for _, sg := range g.Scopes {
+		cfg.Scopes[sg.Scope] = sg.Tools
+	}
+	label := func(tools []string, l string) {
+		for _, t := range tools {
+			if cfg.ToolLabels == nil {
+				cfg.ToolLabels = map[string][]string{}
+			}
+			cfg.ToolLabels[t] = append(cfg.ToolLabels[t], l)
+		}
+	}
+	label(g.PrivateDataTools, policy.ReadsPrivate)
+	label(g.ExternalWriteTools, policy.WritesExternal)
+	if g.RatePerSecond != nil {
+		cfg.Limits.RequestsPerSecond = float64(*g.RatePerSecond)
+		cfg.Limits.Burst = 2 * int(*g.RatePerSecond)
+	}
+	if g.MaxBodyBytes != nil {
+		cfg.Limits.MaxBodyBytes = *g.MaxBodyBytes
+	}
+	return cfg
+}
+
+// upstream is where the gateway sends requests: the server's loopback port, or nothing for a stdio
+// server (the gateway serves its child process).
+func upstream(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d%s", Port(s), Path(s))
+}
+
+// Port is the server's port (default 8080).
+func Port(s *mcpv1alpha1.MCPServer) int32 {
+	if s.Spec.Port == 0 {
+		return 8080
+	}
+	return s.Spec.Port
+}
+
+// Path is the MCP endpoint's path (default /mcp).
+func Path(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.Path == "" {
+		return "/mcp"
+	}
+	return s.Spec.Path
+}
+
+// Endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
+func Endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
+	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, Port(s), Path(s))
+}

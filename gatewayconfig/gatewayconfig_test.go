@@ -1,0 +1,37 @@
+package gatewayconfig
+
+import (
+	"strings"
+	"testing"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+)
+
+func server() *mcpv1alpha1.MCPServer {
+	s := &mcpv1alpha1.MCPServer{Spec: mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/files@sha256:0123", Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}}}}
+	s.Name, s.Namespace = "files", "tools"
+	return s
+}
+
+// TestCheckRefusesWhatTheGatewayRefuses: a spec the CRD schema accepts but the gateway's own config
+// check refuses must be refused at admission, with the field named.
+func TestCheckRefusesWhatTheGatewayRefuses(t *testing.T) {
+	if errs := Check(server()); len(errs) > 0 {
+		t.Fatalf("a good spec: %v", errs)
+	}
+	cases := map[string]func(*mcpv1alpha1.MCPServer){
+		`spec.gateway.pinnedTools[read_file]: Invalid value: the gateway would refuse this configuration: pins.read_file: "not-a-hash" is not a tool hash`: func(s *mcpv1alpha1.MCPServer) {
+			s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
+		},
+		"spec.port: Invalid value: 8443: ports 8443 and 8444 are the gateway's own": func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8443 },
+		"spec.port: Invalid value: 8444":                                            func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8444 },
+	}
+	for want, mutate := range cases {
+		s := server()
+		mutate(s)
+		errs := Check(s)
+		if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), want) {
+			t.Errorf("Check = %v, want %q", errs, want)
+		}
+	}
+}
