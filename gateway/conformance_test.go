@@ -175,6 +175,8 @@ func startConformanceGateway(t *testing.T, upstream string) string {
 		Upstream: upstream,
 		Resource: url,
 		Auth:     gateway.AuthConfig{Disabled: true},
+		// The suite sends about a hundred requests in a few seconds as one (anonymous) principal; the
+		// default rate limit (10/s, burst 20) would answer most of them 429.
 		Limits: gateway.Limits{
 			RequestsPerSecond: 1000, Burst: 1000,
 			CallTimeout: gateway.Duration{Duration: 30 * time.Second},
