@@ -40,6 +40,7 @@ command -v npm >/dev/null || { log "npm not found; install Node.js and npm (the 
 start=$SECONDS
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/conformance-build.XXXXXX")
+chmod 755 "$work"
 trap 'rm -rf "$work"' EXIT
 npm_install() { npm install --prefix "$1" --no-audit --no-fund --no-update-notifier --loglevel=error "$2" >&2; }
 
