@@ -19,6 +19,10 @@ COSIGN_VERSION ?= v2.6.5
 COSIGN3_VERSION ?= v3.1.3
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
+## MCP conformance suite (npm) and the Node.js it runs on when the node on PATH is older than 22.
+CONFORMANCE_VERSION ?= 0.1.16
+CONFORMANCE_NODE_VERSION ?= 22.23.5
+export CONFORMANCE_VERSION CONFORMANCE_NODE_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
@@ -62,6 +66,10 @@ lint: ## gofmt check and go vet.
 control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
 	@hack/control-plane.sh >/dev/null
 
+.PHONY: conformance
+conformance: ## Install (or reuse from cache) the MCP conformance suite CLI from the npm registry.
+	@hack/conformance.sh >/dev/null
+
 .PHONY: helm-lint
 helm-lint: helm ## Lint the chart and render it with default values and with every option on.
 	$(HELM) lint charts/mcp-warden
@@ -74,8 +82,8 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane.
-	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane conformance helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane.
+	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
