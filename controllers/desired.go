@@ -265,9 +265,10 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string
 			Ports:           gatewayPort,
 			Resources:       gatewayResources,
 			SecurityContext: sandbox.ContainerSecurityContext(),
-			VolumeMounts:    []corev1.VolumeMount{configMount},
+			VolumeMounts:    gatewayMounts(s, configMount),
 			ReadinessProbe:  probe(portName),
 		}, server}
+		vols = append(vols, gatewayVolumes(s)...)
 	}
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
@@ -289,6 +290,31 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string
 			},
 		},
 	}
+}
+
+// gatewayStateVolume is the gateway sidecar's own emptyDir (the audit head file); the audit key Secret,
+// if any, is mounted beside it. Neither is mounted into the server's container.
+const (
+	gatewayStateVolume = "gateway-state"
+	gatewayAuditKey    = "gateway-audit-key"
+)
+
+func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
+	vols := []corev1.Volume{{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}}}
+	if name := s.Spec.Gateway.AuditKeySecretName; name != "" {
+		vols = append(vols, corev1.Volume{Name: gatewayAuditKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: name, Items: []corev1.KeyToPath{{Key: "key", Path: "key"}}, DefaultMode: ptr.To[int32](0o440),
+		}}})
+	}
+	return vols
+}
+
+func gatewayMounts(s *mcpv1alpha1.MCPServer, config corev1.VolumeMount) []corev1.VolumeMount {
+	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir}}
+	if s.Spec.Gateway.AuditKeySecretName != "" {
+		m = append(m, corev1.VolumeMount{Name: gatewayAuditKey, MountPath: gatewayconfig.AuditKeyDir, ReadOnly: true})
+	}
+	return m
 }
 
 // gatewayResources are the gateway's requests and limits (sidecar or init container).

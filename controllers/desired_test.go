@@ -18,6 +18,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
 	gwpolicy "github.com/mcp-warden/mcp-warden/gateway/policy"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
@@ -347,5 +348,45 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(cm.Data["pins.json"]), &st); err != nil || len(st.Tools) != 2 || st.Tools[1].PinnedHash != "sha256:bb" {
 		t.Fatalf("pins.json = %s (%v)", cm.Data["pins.json"], err)
+	}
+}
+
+// TestAuditKeyReachesTheGatewayOnly: the audit key Secret and the head file's emptyDir are mounted into
+// the gateway container, never into the server's, and the rendered config points at them.
+func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
+	s := testServer()
+	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, AuditKeySecretName: "files-audit"}
+	d := desiredDeployment(s, "gw@sha256:"+strings.Repeat("a", 64), "h")
+	var gw, srv *corev1.Container
+	for i := range d.Spec.Template.Spec.Containers {
+		c := &d.Spec.Template.Spec.Containers[i]
+		if c.Name == gatewayName {
+			gw = c
+		} else {
+			srv = c
+		}
+	}
+	mounted := func(c *corev1.Container, vol string) bool {
+		for _, m := range c.VolumeMounts {
+			if m.Name == vol {
+				return true
+			}
+		}
+		return false
+	}
+	if gw == nil || srv == nil || !mounted(gw, gatewayAuditKey) || !mounted(gw, gatewayStateVolume) {
+		t.Fatalf("gateway mounts: %+v", gw)
+	}
+	if mounted(srv, gatewayAuditKey) || mounted(srv, gatewayStateVolume) {
+		t.Fatalf("the server container mounts the gateway's key or state: %+v", srv.VolumeMounts)
+	}
+	cfg := gatewayconfig.Render(s, "cluster.local")
+	if cfg.Audit.KeyPath != "/etc/mcp-warden-audit/key" || cfg.Audit.StatePath != "/var/lib/mcp-warden/audit-head.json" {
+		t.Fatalf("audit config: %+v", cfg.Audit)
+	}
+	s.Spec.Transport = mcpv1alpha1.TransportStdio
+	s.Spec.Command = []string{"mcp-server"}
+	if errs := gatewayconfig.Check(s); len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), "auditKeySecretName") {
+		t.Fatalf("a stdio server with an audit key: %v", errs)
 	}
 }

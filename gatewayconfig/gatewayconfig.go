@@ -24,6 +24,11 @@ const (
 	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
 	// pins.json, mounted with the configuration).
 	KnownPinsPath = "/etc/mcp-warden/pins.json"
+	// StateDir is the gateway container's own emptyDir: the audit head file lives there, so a restarted
+	// gateway continues its chain. The server container does not mount it.
+	StateDir = "/var/lib/mcp-warden"
+	// AuditKeyDir is where the audit key Secret is mounted, in the gateway container only.
+	AuditKeyDir = "/etc/mcp-warden-audit"
 )
 
 // Check renders the configuration and validates it as the gateway does, and refuses a server port the
@@ -32,6 +37,10 @@ func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	var errs field.ErrorList
 	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort) {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort)))
+	}
+	if s.Spec.Gateway.AuditKeySecretName != "" && s.Spec.Transport == mcpv1alpha1.TransportStdio {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "gateway", "auditKeySecretName"), s.Spec.Gateway.AuditKeySecretName,
+			"a stdio server runs in the gateway's container and could read the audit key; use transport streamable-http, or leave the field empty"))
 	}
 	errs = append(errs, guardrails.CheckJWKSURL(s)...)
 	cfg := Render(s, "cluster.local")
@@ -79,6 +88,12 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 		KnownPinsPath:  KnownPinsPath,
 
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
+	}
+	if s.Spec.Transport != mcpv1alpha1.TransportStdio {
+		cfg.Audit.StatePath = StateDir + "/audit-head.json"
+		if g.AuditKeySecretName != "" {
+			cfg.Audit.KeyPath = AuditKeyDir + "/key"
+		}
 	}
 	if cfg.Resource == "" {
 		cfg.Resource = Endpoint(s, clusterDomain)

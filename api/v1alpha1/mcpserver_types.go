@@ -165,6 +165,15 @@ type GatewaySpec struct {
 	// +optional
 	BlockSecretsInArguments bool `json:"blockSecretsInArguments,omitempty"`
 
+	// AuditKeySecretName names a Secret in this namespace whose "key" entry (at least 32 random bytes)
+	// MACs every audit record (HMAC-SHA256), so that a log rewritten with recomputed hashes is detected
+	// by whoever holds the key. It is mounted into the gateway container only, never the server's, so it
+	// needs transport streamable-http (a stdio server shares the gateway's container). Create it with
+	// `kubectl create secret generic files-audit --from-literal=key=$(openssl rand -hex 32)`.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	AuditKeySecretName string `json:"auditKeySecretName,omitempty"`
+
 	// RatePerSecond limits requests per principal (default 10, burst twice that).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000
