@@ -85,8 +85,9 @@ func run() error {
 				svc["name"] = "__FULLNAME__-webhook-service"
 				svc["namespace"] = "__NAMESPACE__"
 				h.(map[string]any)["timeoutSeconds"] = "__TIMEOUT__"
-				sel := h.(map[string]any)["namespaceSelector"].(map[string]any)
-				for _, e := range sel["matchExpressions"].([]any) {
+				sel, _ := h.(map[string]any)["namespaceSelector"].(map[string]any)
+				exprs, _ := sel["matchExpressions"].([]any) // a cluster-scoped kind's webhook has none
+				for _, e := range exprs {
 					expr := e.(map[string]any)
 					if expr["key"] == "kubernetes.io/metadata.name" {
 						expr["values"] = []any{"kube-system", "kube-public", "kube-node-lease", "__NAMESPACE__"}
