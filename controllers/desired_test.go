@@ -320,7 +320,8 @@ func TestEndpoint(t *testing.T) {
 // (pins.json, read via knownPinsPath), and a newly seen tool does not roll the pods.
 func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 	s := testServer()
-	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}
+	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
+		Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}}
 	_, hash, err := desiredGatewayConfigMap(s, "cluster.local")
 	if err != nil {
 		t.Fatal(err)

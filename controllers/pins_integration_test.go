@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +172,18 @@ func TestToolDefinitionChangeIsSurfaced(t *testing.T) {
 	if c := condition(s, mcpv1alpha1.ConditionToolsPinned); c.Reason != controllers.ReasonToolDefinitionChanged {
 		t.Fatalf("reason %q", c.Reason)
 	}
+	// The operator's record reaches every gateway that starts from now on (restart, rollout, new
+	// replica): pins.json in the ConfigMap holds the pin, not the changed definition.
+	eventually(t, 30*time.Second, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-gateway"}, cm); err != nil {
+			return err
+		}
+		if !strings.Contains(cm.Data["pins.json"], pinned) {
+			return fmt.Errorf("pins.json = %s, want the pinned hash %s", cm.Data["pins.json"], pinned)
+		}
+		return nil
+	})
 	if c := condition(s, mcpv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
 		t.Fatalf("a hidden tool must not take the server down: Ready = %+v", c)
 	}
