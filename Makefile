@@ -17,6 +17,9 @@ KYVERNO_VERSION ?= v1.19.1
 COSIGN_VERSION ?= v2.6.5
 KWOK_VERSION ?= v0.8.0
 export KWOK_VERSION
+## kube-router enforces NetworkPolicies on the real node (only its firewall runs).
+KUBE_ROUTER_VERSION ?= v2.1.0
+export KUBE_ROUTER_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
@@ -60,6 +63,10 @@ lint: ## gofmt check and go vet.
 control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
 	@hack/control-plane.sh >/dev/null
 
+.PHONY: node
+node: ## Install the real node's Debian packages when missing (containerd, runc, CNI plugins, iptables, ...) and build kube-router (cached).
+	@hack/node.sh >/dev/null
+
 .PHONY: helm-lint
 helm-lint: helm ## Lint the chart and render it with default values and with every option on.
 	$(HELM) lint charts/mcp-warden
@@ -72,8 +79,8 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane helm-lint kyverno-test cosign ## Run every test against a real local control plane.
-	HELM="$(HELM)" COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane node helm-lint kyverno-test cosign ## Run every test against a real local control plane (and a real node, as root on Linux).
+	HELM="$(HELM)" COSIGN="$(COSIGN)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane cosign ## Benchmarks as tables: admission vs the cosign CLI, gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
