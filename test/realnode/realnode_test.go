@@ -1,0 +1,342 @@
+package realnode
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+)
+
+// issuerURL is the server's token issuer: a test host the fence does not open.
+var issuerURL = "https://" + localcluster.PrivateHostIP
+
+// serverFixture is one MCPServer running the probe as its server, with its pod, a listed client pod and
+// an unlisted one, shared by the tests (started once: a pod start is the slow part).
+type serverFixture struct {
+	ns               string
+	pod              *corev1.Pod
+	agent, stranger  *corev1.Pod
+	createdToRunning time.Duration
+	err              error
+}
+
+var (
+	fixtureOnce sync.Once
+	fixture     serverFixture
+)
+
+// server starts (once) an MCPServer whose server is the probe (`probe serve`), allowed to reach
+// PublicHostIP:443 only, reachable from pods labelled app=agent, with tokens from issuerURL.
+func server(t *testing.T) *serverFixture {
+	t.Helper()
+	needNode(t)
+	fixtureOnce.Do(func() { fixture.err = startServer(t) })
+	if fixture.err != nil {
+		t.Fatal(fixture.err)
+	}
+	return &fixture
+}
+
+func startServer(t *testing.T) error {
+	// Kept if a t.Fatal below ends the first test inside the sync.Once.
+	fixture.err = errors.New("the shared MCPServer fixture failed in an earlier test")
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "rn-", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		return err
+	}
+	fixture.ns = ns.Name
+	s := &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns.Name},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image:   probeImage,
+			Command: []string{"/probe", "serve", "--port", "8080"},
+			Port:    8080,
+			Clients: []mcpv1alpha1.ClientSelector{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}}},
+			Egress:  []mcpv1alpha1.EgressRule{{CIDR: ptrTo(localcluster.PublicHostIP + "/32"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}}},
+			Gateway: mcpv1alpha1.GatewaySpec{
+				Auth:   mcpv1alpha1.GatewayAuth{Issuer: issuerURL},
+				Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file", "list_directory"}}},
+			},
+		},
+	}
+	created := time.Now()
+	if err := k8s.Create(ctx, s); err != nil {
+		return err
+	}
+	var pod *corev1.Pod
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := k8s.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabels{controllers.LabelServer: s.Name}); err != nil || len(pods.Items) == 0 {
+			return false, nil
+		}
+		p := &pods.Items[0]
+		last = fmt.Sprintf("phase %s, containers %+v", p.Status.Phase, p.Status.ContainerStatuses)
+		if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
+			return false, nil
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if !c.Ready {
+				return false, nil
+			}
+		}
+		pod = p
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the MCPServer's pod is not Running and ready after 90s (%s)\nevents:\n%s", last, events(ns.Name))
+	}
+	fixture.createdToRunning = time.Since(created)
+	fixture.pod = pod
+	fmt.Printf("real node: MCPServer created -> pod %s Running and ready: %s (pod IP %s)\n", pod.Name, fixture.createdToRunning.Round(10*time.Millisecond), pod.Status.PodIP)
+	fixture.agent = clientPod(t, ns.Name, "agent", map[string]string{"app": "agent"})
+	fixture.stranger = clientPod(t, ns.Name, "stranger", map[string]string{"app": "stranger"})
+	return nil
+}
+
+// facts mirrors the probe's Facts.
+type facts struct {
+	Self, PID1                     map[string]string
+	WriteRoot, WriteTmp, WriteHome string
+	Home                           string
+	ServiceAccountToken            bool
+	UnshareUser                    string
+}
+
+// TestSandboxObservedInServerPod runs the probe inside the server container (exec, as the server's own
+// user and with its security context) and checks what the kernel reports for it and for the server
+// process (PID 1).
+func TestSandboxObservedInServerPod(t *testing.T) {
+	f := server(t)
+	var got facts
+	out := execIn(t, f.ns, f.pod.Name, "server", "/probe", "facts")
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("probe facts: %v: %s", err, out)
+	}
+	t.Logf("observed in the server container: %s", out)
+	for who, st := range map[string]map[string]string{"exec'd probe": got.Self, "server process (PID 1)": got.PID1} {
+		want := map[string]string{
+			"Uid": "65532 65532 65532 65532", "Gid": "65532 65532 65532 65532",
+			"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapPrm": "0000000000000000",
+			"CapInh": "0000000000000000", "CapAmb": "0000000000000000",
+			"NoNewPrivs": "1", "Seccomp": "2",
+		}
+		for k, v := range want {
+			if st[k] != v {
+				t.Errorf("%s: %s = %q, want %q", who, k, st[k], v)
+			}
+		}
+	}
+	if !strings.Contains(got.WriteRoot, "read-only file system") {
+		t.Errorf("writing / must fail with a read-only file system, got %q", got.WriteRoot)
+	}
+	if got.WriteTmp != "" {
+		t.Errorf("/tmp must be writable: %s", got.WriteTmp)
+	}
+	if got.Home == "" || got.WriteHome != "" {
+		t.Errorf("$HOME (%q) must be writable: %s", got.Home, got.WriteHome)
+	}
+	if got.ServiceAccountToken {
+		t.Error("a service-account token is mounted in the server container")
+	}
+	if !strings.Contains(got.UnshareUser, "operation not permitted") {
+		t.Errorf("unshare(CLONE_NEWUSER) must be refused by the RuntimeDefault seccomp profile, got %q", got.UnshareUser)
+	}
+	// The server's own startup report (its log, read through the kubelet) says the same for PID 1.
+	logs, err := cs.CoreV1().Pods(f.ns).GetLogs(f.pod.Name, &corev1.PodLogOptions{Container: "server"}).DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("server logs: %v", err)
+	}
+	var boot facts
+	if err := json.Unmarshal([]byte(strings.SplitN(string(logs), "\n", 2)[0]), &boot); err != nil || boot.Self["Uid"] != "65532 65532 65532 65532" || boot.Self["Seccomp"] != "2" {
+		t.Errorf("the server's startup report does not show UID 65532 under seccomp (%v): %s", err, logs)
+	}
+}
+
+// dialResult mirrors the probe's DialResult.
+type dialResult struct{ Addr, Result string }
+
+func dialFrom(t *testing.T, ns, pod, container string, addrs ...string) map[string]string {
+	t.Helper()
+	out := execIn(t, ns, pod, container, append([]string{"/probe", "dial"}, addrs...)...)
+	var rs []dialResult
+	if err := json.Unmarshal(out, &rs); err != nil {
+		t.Fatalf("probe dial: %v: %s", err, out)
+	}
+	m := map[string]string{}
+	for _, r := range rs {
+		m[r.Addr] = r.Result
+	}
+	return m
+}
+
+// TestEgressFenceEnforced dials the test hosts from the server container: only the allow-listed
+// address and port connect. The same dials from a pod no policy selects all connect (the control: the
+// hosts are up and routed, so a block is the policy's).
+func TestEgressFenceEnforced(t *testing.T) {
+	f := server(t)
+	metadata, private := localcluster.MetadataIP+":80", localcluster.PrivateHostIP+":80"
+	allowed, otherPort := localcluster.PublicHostIP+":443", localcluster.PublicHostIP+":80"
+	addrs := []string{metadata, private, allowed, otherPort}
+
+	control := dialFrom(t, f.ns, f.agent.Name, "probe", addrs...)
+	for _, a := range addrs {
+		if control[a] != "connected" {
+			t.Errorf("control: from a pod no policy selects, %s: %s, want connected (the test host must be reachable)", a, control[a])
+		}
+	}
+	before := hosts[metadata].conns.Load()
+	got := dialFrom(t, f.ns, f.pod.Name, "server", addrs...)
+	want := map[string]string{metadata: "timeout", private: "timeout", allowed: "connected", otherPort: "timeout"}
+	for a, w := range want {
+		if got[a] != w {
+			t.Errorf("from the server container, %s: %s, want %s", a, got[a], w)
+		}
+	}
+	if n := hosts[metadata].conns.Load() - before; n != 0 {
+		t.Errorf("the metadata host accepted %d connection(s) from the server pod", n)
+	}
+	t.Logf("from the server container: %v; from an unselected pod: %v", got, control)
+}
+
+// TestIngressFenceEnforced connects to the server pod from a listed client (app=agent) and from an
+// unlisted one: only the listed one reaches the gateway port, and nobody reaches the server's own port.
+func TestIngressFenceEnforced(t *testing.T) {
+	f := server(t)
+	gw := fmt.Sprintf("%s:%d", f.pod.Status.PodIP, controllers.GatewayPort)
+	direct := f.pod.Status.PodIP + ":8080"
+	agent := dialFrom(t, f.ns, f.agent.Name, "probe", gw, direct)
+	stranger := dialFrom(t, f.ns, f.stranger.Name, "probe", gw, direct)
+	if agent[gw] != "connected" {
+		t.Errorf("a listed client (app=agent) must reach the gateway %s: %s", gw, agent[gw])
+	}
+	if agent[direct] != "timeout" {
+		t.Errorf("a listed client must not reach the server's own port %s (only the gateway): %s", direct, agent[direct])
+	}
+	if stranger[gw] != "timeout" || stranger[direct] != "timeout" {
+		t.Errorf("a pod not in spec.clients must reach nothing: gateway %s, server port %s", stranger[gw], stranger[direct])
+	}
+	t.Logf("agent: %v; stranger: %v", agent, stranger)
+}
+
+// mcpResult mirrors the probe's MCPResult.
+type mcpResult struct {
+	ConnectError    string
+	Tools           []string
+	Status          int
+	WWWAuthenticate string
+}
+
+// TestGatewayRefusesAnonymousClient connects a go-sdk MCP client from the listed client pod to the
+// gateway sidecar without a token: 401 with the RFC 9728 resource metadata pointer.
+func TestGatewayRefusesAnonymousClient(t *testing.T) {
+	f := server(t)
+	url := fmt.Sprintf("http://%s:%d/mcp", f.pod.Status.PodIP, controllers.GatewayPort)
+	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url)
+	var r mcpResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("probe mcp: %v: %s", err, out)
+	}
+	if r.Status != 401 || r.ConnectError == "" || len(r.Tools) != 0 {
+		t.Errorf("without a token: status %d, connect error %q, tools %v; want 401, an error, no tools", r.Status, r.ConnectError, r.Tools)
+	}
+	if !strings.Contains(r.WWWAuthenticate, "resource_metadata") {
+		t.Errorf("the 401 must point to the protected resource metadata: WWW-Authenticate %q", r.WWWAuthenticate)
+	}
+	t.Logf("anonymous client: %+v", r)
+}
+
+// TestFindingGatewayCannotReachIssuer records a design finding the real node shows: the gateway runs in
+// the server's pod, so it shares the server's network namespace and its fence; the fence opens only DNS
+// and spec.egress, so the gateway cannot fetch its issuer's keys, and a client with a valid token is
+// still refused. The test fails once the gateway can reach the issuer (a changed topology) while the
+// server still cannot: then replace it with a test that a valid token works.
+func TestFindingGatewayCannotReachIssuer(t *testing.T) {
+	f := server(t)
+	issuer := localcluster.PrivateHostIP + ":443"
+	h, err := startHost(env.Cluster.Hosts(), issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.srv.Close()
+	// The server container is in the pod's network namespace, which the gateway shares.
+	got := dialFrom(t, f.ns, f.pod.Name, "server", issuer)
+	control := dialFrom(t, f.ns, f.agent.Name, "probe", issuer)
+	if control[issuer] != "connected" {
+		t.Fatalf("control: the issuer host %s must be reachable from an unselected pod: %s", issuer, control[issuer])
+	}
+	if got[issuer] == "connected" {
+		t.Fatalf("the server's pod reaches the issuer %s: the gateway's topology changed; test that a valid token works and that the server process still cannot reach the issuer", issuer)
+	}
+	// A request with a bearer token makes the gateway fetch the issuer's metadata and keys.
+	url := fmt.Sprintf("http://%s:%d/mcp", f.pod.Status.PodIP, controllers.GatewayPort)
+	before := h.conns.Load()
+	tok := token(t, f)
+	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url, tok)
+	var r mcpResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("probe mcp: %v: %s", err, out)
+	}
+	if n := h.conns.Load() - before; n != 0 {
+		t.Fatalf("the issuer accepted %d connection(s) from the gateway: the fence lets the gateway out; update this finding", n)
+	}
+	if r.Status == 200 {
+		t.Fatalf("the gateway accepted a token it could not verify: %+v", r)
+	}
+	t.Logf("FINDING: the gateway sidecar shares the server's fence and cannot reach its issuer %s (from the pod: %s; the request with a token: status %d); every authenticated request fails until the gateway's topology changes", issuerURL, got[issuer], r.Status)
+}
+
+// token mints a well-formed RS256 access token from issuerURL for the server's resource (read from the
+// gateway configuration the operator rendered), with a key the issuer would publish.
+func token(t *testing.T, f *serverFixture) string {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "probe-gateway"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Resource string `json:"resource"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), &cfg); err != nil || cfg.Resource == "" {
+		t.Fatalf("gateway.json has no resource (%v): %s", err, cm.Data["gateway.json"])
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "realnode"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	claims := struct {
+		jwt.Claims
+		Scope string `json:"scope"`
+	}{jwt.Claims{Issuer: issuerURL, Subject: "agent", Audience: jwt.Audience{cfg.Resource},
+		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now)}, "files:read"}
+	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
