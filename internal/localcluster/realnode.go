@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,6 +59,8 @@ const (
 	// currentPath records the running node's state directory, so a run that was killed is cleaned up
 	// by the next one.
 	currentPath = "/run/mcp-warden-node.dir"
+	// sysctlsPath records the settings the kubelet changes, as they were before it started.
+	sysctlsPath = "/run/mcp-warden-node.sysctls"
 )
 
 // kubeletSysctls are the kernel settings the kubelet changes at start; Stop restores them.
@@ -142,11 +145,12 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 	nodeDir, _ := NodeDir()
 	say := o.Out
 	rn := &realNode{dir: filepath.Join(c.LogDir, "node"), sysctls: map[string]string{}}
-	c.node = rn
-	var err error
-	if rn.lock, err = lockNode(ctx); err != nil {
+	lock, err := lockNode(ctx)
+	if err != nil {
 		return err
 	}
+	// From here on Stop undoes everything, also after an error.
+	rn.lock, c.node = lock, rn
 	cleanupStale()
 	if err := os.MkdirAll(rn.dir, 0o755); err != nil {
 		return err
@@ -154,12 +158,18 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 	if err := os.WriteFile(currentPath, []byte(rn.dir), 0o644); err != nil {
 		return err
 	}
+	var saved strings.Builder
 	for _, s := range kubeletSysctls {
 		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
 		if err != nil {
 			return fmt.Errorf("read sysctl %s: %w", s, err)
 		}
 		rn.sysctls[s] = strings.TrimSpace(string(v))
+		fmt.Fprintf(&saved, "%s=%s\n", s, rn.sysctls[s])
+	}
+	// Kept until Stop, so the next run restores them if this one is killed.
+	if err := os.WriteFile(sysctlsPath, []byte(saved.String()), 0o644); err != nil {
+		return err
 	}
 	say("creating network namespaces %s (bridge cni0 %s/24) and %s (test hosts %s, %s, %s)", nodeNetns, NodeIP, hostsNetns, MetadataIP, PrivateHostIP, PublicHostIP)
 	if err := rn.network(); err != nil {
@@ -565,6 +575,7 @@ func (c *Cluster) stopRealNode() error {
 		}
 	}
 	_ = os.Remove(currentPath)
+	_ = os.Remove(sysctlsPath)
 	if rn.lock != nil {
 		rn.lock.Close()
 	}
@@ -586,6 +597,14 @@ func cleanupStale() {
 		killMatching("containerd-shim", filepath.Join(string(dir), "containerd.sock"))
 	}
 	_ = cleanupNode(string(dir))
+	// The settings as they were before the killed run's kubelet changed them.
+	if saved, err := os.ReadFile(sysctlsPath); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(saved)), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && slices.Contains(kubeletSysctls, k) {
+				_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
+			}
+		}
+	}
 }
 
 func errorsIsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
