@@ -88,6 +88,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	simulatedBanner()
 	step("starting a local control plane")
 	start := time.Now()
 	var logDir string
@@ -177,6 +178,18 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// simulatedBanner says, before anything else, that this demo's pods are simulated: what it reports
+// about the sandbox and the fence is the spec the operator wrote and an engine's reading of it, not
+// what a kernel did. The real node's observations are test/realnode's (part of make test).
+func simulatedBanner() {
+	why := "this demo runs on the simulated node"
+	if err := localcluster.RealNodePrerequisites(); err != nil {
+		why = "a real node cannot run here: " + err.Error()
+	}
+	line := strings.Repeat("*", 100)
+	fmt.Printf("%s\n*  PODS ARE SIMULATED (KWOK): %s.\n*  The sandbox and NetworkPolicy below are the operator's spec, checked by evaluators; to see them\n*  enforced by the kernel on a real node (containerd, runc, kubelet, kube-router), run: go test ./test/realnode\n*  (part of make test; Linux and root).\n%s\n", line, why, line)
 }
 
 // applySamples renders config/samples with kustomize and applies every object; it returns the
