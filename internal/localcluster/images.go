@@ -14,6 +14,12 @@ func PushSandboxImage(ctx context.Context, root, registry string) (string, error
 	return PushImage(ctx, root, registry, release.Component{Name: "pause", Package: "./internal/localcluster/pause", Binary: "/pause"})
 }
 
+// PushClusterDNSImage builds the cluster DNS image (./clusterdns) and pushes it to registry, for
+// Options.DNSImage.
+func PushClusterDNSImage(ctx context.Context, root, registry string) (string, error) {
+	return PushImage(ctx, root, registry, release.Component{Name: "clusterdns", Package: "./internal/localcluster/clusterdns", Binary: "/clusterdns"})
+}
+
 // PushImage builds a Go main package into an image for this machine's platform with the project's
 // daemonless builder, pushes it to registry/mcp-warden-node and returns its digest reference.
 func PushImage(ctx context.Context, root, registry string, c release.Component) (string, error) {

@@ -56,6 +56,10 @@ type Options struct {
 	Registries []string
 	// SandboxImage is the real node's pod sandbox image (see PushSandboxImage).
 	SandboxImage string
+	// DNSImage runs the real node's cluster DNS (kube-system/kube-dns at ClusterDNSIP; see
+	// PushClusterDNSImage), answering for DNSRecords (name -> IPv4) only. Empty: no cluster DNS.
+	DNSImage   string
+	DNSRecords map[string]string
 }
 
 // Cluster is a running local control plane.

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -216,7 +218,73 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 	if err != nil {
 		return err
 	}
-	return c.waitNodeReady(ctx, cl, RealNodeName)
+	if err := c.waitNodeReady(ctx, cl, RealNodeName); err != nil {
+		return err
+	}
+	if o.DNSImage == "" {
+		return nil
+	}
+	say("starting the cluster DNS (kube-system/kube-dns, %s)", ClusterDNSIP)
+	return startClusterDNS(ctx, cl, o.DNSImage, o.DNSRecords)
+}
+
+// ClusterDNSIP is the kube-dns Service's address, the pods' nameserver.
+const ClusterDNSIP = "10.96.0.10"
+
+// startClusterDNS runs ./clusterdns as kube-system's kube-dns (the labels a NetworkPolicy's DNS rule
+// selects), behind the Service the kubelet's clusterDNS names, and waits for it to answer.
+func startClusterDNS(ctx context.Context, cl client.Client, image string, records map[string]string) error {
+	labels := map[string]string{"k8s-app": "kube-dns"}
+	args := make([]string, 0, len(records))
+	for n, a := range records {
+		args = append(args, n+"="+a)
+	}
+	slices.Sort(args)
+	no, yes := false, true
+	uid := int64(65532)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "cluster-dns", Namespace: "kube-system", Labels: labels},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken: &no,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				// Port 53 without a capability.
+				Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "53"}},
+			},
+			Containers: []corev1.Container{{
+				Name: "dns", Image: image, Args: args,
+				Ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+		},
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system", Labels: labels},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: ClusterDNSIP, Selector: labels,
+			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(53)}},
+		},
+	}
+	for _, obj := range []client.Object{svc, pod} {
+		if err := cl.Create(ctx, obj); err != nil {
+			return fmt.Errorf("create the cluster DNS %s: %w", obj.GetName(), err)
+		}
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		p := &corev1.Pod{}
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(pod), p); err != nil {
+			return false, nil
+		}
+		return p.Status.Phase == corev1.PodRunning, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the cluster DNS pod kube-system/cluster-dns is not running: %w", err)
+	}
+	return nil
 }
 
 // lockNode takes the machine-wide real-node lock, waiting up to 5 minutes for another run to finish.

@@ -89,10 +89,16 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the probe image:", err)
 		return 1
 	}
+	dns, err := localcluster.PushClusterDNSImage(ctx, root, reg.Host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build the cluster DNS image:", err)
+		return 1
+	}
 	fmt.Fprintf(os.Stderr, "real node: images built and pushed in %s\n", time.Since(start).Round(100*time.Millisecond))
 	nodeStart := time.Now()
 	env, err = testenv.Start(ctx, localcluster.Options{
 		RealNode: true, Registries: []string{reg.Host}, SandboxImage: pause,
+		DNSImage: dns, DNSRecords: map[string]string{"public.test": localcluster.PublicHostIP, "metadata.test": localcluster.MetadataIP},
 		Out: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "real node: "+f+"\n", a...) },
 	}, func(*localcluster.Cluster) operator.Options { return operator.Options{GatewayImage: gw} })
 	defer env.Stop()
@@ -106,7 +112,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	for _, a := range []string{localcluster.MetadataIP + ":80", localcluster.PrivateHostIP + ":80", localcluster.PublicHostIP + ":443", localcluster.PublicHostIP + ":80"} {
+	for _, a := range []string{localcluster.MetadataIP + ":80", localcluster.PrivateHostIP + ":80", localcluster.PublicHostIP + ":443", localcluster.PublicHostIP + ":80", localcluster.PrivateHostIP + ":53"} {
 		h, err := startHost(env.Cluster.Hosts(), a)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "test host:", err)

@@ -250,6 +250,39 @@ func TestIngressFenceEnforced(t *testing.T) {
 	t.Logf("agent: %v; stranger: %v", agent, stranger)
 }
 
+// TestDNSThroughTheFence resolves names from the server container through the cluster DNS (the
+// NetworkPolicy's DNS rule, for real), and checks that the rule opens only the cluster DNS: port 53 of
+// another host is blocked from the server pod and open from an unselected one.
+func TestDNSThroughTheFence(t *testing.T) {
+	f := server(t)
+	out := execIn(t, f.ns, f.pod.Name, "server", "/probe", "resolve", "public.test.", "metadata.test.", "nowhere.test.")
+	var rs []struct {
+		Name  string
+		Addrs []string
+		Error string
+	}
+	if err := json.Unmarshal(out, &rs); err != nil || len(rs) != 3 {
+		t.Fatalf("probe resolve: %v: %s", err, out)
+	}
+	want := map[string]string{"public.test.": localcluster.PublicHostIP, "metadata.test.": localcluster.MetadataIP}
+	for _, r := range rs[:2] {
+		if len(r.Addrs) != 1 || r.Addrs[0] != want[r.Name] {
+			t.Errorf("from the server container, %s resolved to %v (%s), want %s", r.Name, r.Addrs, r.Error, want[r.Name])
+		}
+	}
+	if !strings.Contains(rs[2].Error, "no such host") {
+		t.Errorf("an unknown name must be NXDOMAIN from the cluster DNS, got %v %q", rs[2].Addrs, rs[2].Error)
+	}
+	other := localcluster.PrivateHostIP + ":53"
+	if c := dialFrom(t, f.ns, f.agent.Name, "probe", other); c[other] != "connected" {
+		t.Fatalf("control: %s must be reachable from an unselected pod: %s", other, c[other])
+	}
+	if got := dialFrom(t, f.ns, f.pod.Name, "server", other); !blocked(got[other]) {
+		t.Errorf("the DNS rule must open only the cluster DNS; %s from the server pod: %s", other, got[other])
+	}
+	t.Logf("resolved from the server container: %s", out)
+}
+
 // mcpResult mirrors the probe's MCPResult.
 type mcpResult struct {
 	ConnectError    string

@@ -6,6 +6,7 @@
 //	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
 //	probe mcp URL [TOKEN]        an MCP client (go-sdk): connect and list tools; and the raw HTTP status
 //	probe sleep                  wait for SIGTERM (a client pod to exec in)
+//	probe resolve NAME...        look each name up with the pod's resolver (its /etc/resolv.conf)
 package main
 
 import (
@@ -32,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe serve|facts|dial|mcp|sleep ...")
+		fmt.Fprintln(os.Stderr, "usage: probe serve|facts|dial|mcp|sleep|resolve ...")
 		os.Exit(2)
 	}
 	var out any
@@ -46,6 +47,8 @@ func main() {
 		out = dial(os.Args[2:])
 	case "mcp":
 		out, err = mcpClient(os.Args[2:])
+	case "resolve":
+		out = resolve(os.Args[2:])
 	case "sleep":
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -259,4 +262,22 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(r)
+}
+
+// ResolveResult is one lookup: the addresses, or the error.
+type ResolveResult struct {
+	Name  string
+	Addrs []string
+	Error string
+}
+
+func resolve(names []string) []ResolveResult {
+	var out []ResolveResult
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(ctx, n)
+		cancel()
+		out = append(out, ResolveResult{Name: n, Addrs: addrs, Error: errString(err)})
+	}
+	return out
 }
