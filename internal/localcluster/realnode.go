@@ -898,3 +898,49 @@ func newNodePKI(dir string) (*nodePKI, error) {
 	}
 	return p, nil
 }
+
+// ContainerProcessStatus reads, from this machine's /proc, the status of a running container's
+// processes on the real node (found through the kubelet's cgroups): the kernel's own view of them, e.g.
+// Uid, CapEff, NoNewPrivs, Seccomp. It returns one map per process.
+func (c *Cluster) ContainerProcessStatus(containerID string) ([]map[string]string, error) {
+	if c.node == nil {
+		return nil, errors.New("the cluster has no real node")
+	}
+	_, id, ok := strings.Cut(containerID, "://")
+	if !ok || id == "" {
+		return nil, fmt.Errorf("container ID %q: want runtime://id", containerID)
+	}
+	var procs string
+	_ = filepath.WalkDir("/sys/fs/cgroup/pids/kubepods", func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == id {
+			procs = filepath.Join(p, "cgroup.procs")
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if procs == "" {
+		return nil, fmt.Errorf("container %s has no cgroup under /sys/fs/cgroup/pids/kubepods", id)
+	}
+	raw, err := os.ReadFile(procs)
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]string
+	for _, f := range strings.Fields(string(raw)) {
+		st, err := os.ReadFile(filepath.Join("/proc", f, "status"))
+		if err != nil {
+			continue
+		}
+		m := map[string]string{"Pid": f}
+		for _, line := range strings.Split(string(st), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				m[k] = strings.Join(strings.Fields(v), " ")
+			}
+		}
+		out = append(out, m)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("container %s has no processes", id)
+	}
+	return out, nil
+}

@@ -162,6 +162,22 @@ func TestSandboxObservedInServerPod(t *testing.T) {
 	if !strings.Contains(got.UnshareUser, "operation not permitted") {
 		t.Errorf("unshare(CLONE_NEWUSER) must be refused by the RuntimeDefault seccomp profile, got %q", got.UnshareUser)
 	}
+	// The kernel's view from outside the pod: every process of the server container, from this
+	// machine's /proc.
+	for _, cst := range f.pod.Status.ContainerStatuses {
+		procs, err := env.Cluster.ContainerProcessStatus(cst.ContainerID)
+		if err != nil {
+			t.Fatalf("container %s: %v", cst.Name, err)
+		}
+		for _, st := range procs {
+			for k, v := range map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
+				if st[k] != v {
+					t.Errorf("container %s, process %s (%s) seen from the host: %s = %q, want %q", cst.Name, st["Pid"], st["Name"], k, st[k], v)
+				}
+			}
+		}
+		t.Logf("container %s: %d process(es) seen from the host, all UID 65532, no capabilities, NoNewPrivs, seccomp filter", cst.Name, len(procs))
+	}
 	// The server's own startup report (its log, read through the kubelet) says the same for PID 1.
 	logs, err := cs.CoreV1().Pods(f.ns).GetLogs(f.pod.Name, &corev1.PodLogOptions{Container: "server"}).DoRaw(context.Background())
 	if err != nil {
