@@ -410,6 +410,15 @@ func (rn *realNode) controlPlane(c *Cluster, o Options, assets string, pki *node
 	if c.Config, err = c.Env.Start(); err != nil {
 		return fmt.Errorf("start kube-apiserver and etcd in %s: %w", rn.node.Name, err)
 	}
+	// Admission webhooks served on this machine's loopback (the operator in the tests' process) are
+	// called by the API server from inside the namespace.
+	if wh := c.Env.WebhookInstallOptions; len(wh.Paths) > 0 || len(wh.ValidatingWebhooks) > 0 || len(wh.MutatingWebhooks) > 0 {
+		f, err := rn.node.ForwardOut(net.JoinHostPort(wh.LocalServingHost, strconv.Itoa(wh.LocalServingPort)))
+		if err != nil {
+			return err
+		}
+		rn.forwarders = append(rn.forwarders, f)
+	}
 	return nil
 }
 
