@@ -40,6 +40,8 @@ var (
 	k8s        client.Client
 	cs         *kubernetes.Clientset
 	probeImage string
+	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
+	filesImage string
 	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
 	hosts = map[string]*testHost{}
 )
@@ -87,6 +89,10 @@ func run(m *testing.M) int {
 	}
 	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "probe", Package: "./test/realnode/probe", Binary: "/probe"}); err != nil {
 		fmt.Fprintln(os.Stderr, "build the probe image:", err)
+		return 1
+	}
+	if filesImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "mcp-files", Package: "./cmd/mcp-files", Binary: "/mcp-files"}); err != nil {
+		fmt.Fprintln(os.Stderr, "build the mcp-files image:", err)
 		return 1
 	}
 	dns, err := localcluster.PushClusterDNSImage(ctx, root, reg.Host)

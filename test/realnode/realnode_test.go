@@ -83,15 +83,29 @@ func startServer(t *testing.T) error {
 	if err := k8s.Create(ctx, s); err != nil {
 		return err
 	}
+	pod, err := waitServerPod(ctx, s)
+	if err != nil {
+		return err
+	}
+	fixture.createdToRunning = time.Since(created)
+	fixture.pod = pod
+	fmt.Printf("real node: MCPServer created -> pod %s Running and ready: %s (pod IP %s)\n", pod.Name, fixture.createdToRunning.Round(10*time.Millisecond), pod.Status.PodIP)
+	fixture.agent = clientPod(t, ns.Name, "agent", map[string]string{"app": "agent"})
+	fixture.stranger = clientPod(t, ns.Name, "stranger", map[string]string{"app": "stranger"})
+	return nil
+}
+
+// waitServerPod waits for the MCPServer's pod to be Running with every container ready.
+func waitServerPod(ctx context.Context, s *mcpv1alpha1.MCPServer) (*corev1.Pod, error) {
 	var pod *corev1.Pod
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
 		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabels{controllers.LabelServer: s.Name}); err != nil || len(pods.Items) == 0 {
+		if err := k8s.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{controllers.LabelServer: s.Name}); err != nil || len(pods.Items) == 0 {
 			return false, nil
 		}
 		p := &pods.Items[0]
-		last = fmt.Sprintf("phase %s, containers %+v", p.Status.Phase, p.Status.ContainerStatuses)
+		last = fmt.Sprintf("phase %s, init containers %+v, containers %+v", p.Status.Phase, p.Status.InitContainerStatuses, p.Status.ContainerStatuses)
 		if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
 			return false, nil
 		}
@@ -104,14 +118,9 @@ func startServer(t *testing.T) error {
 		return true, nil
 	})
 	if err != nil {
-		return fmt.Errorf("the MCPServer's pod is not Running and ready after 90s (%s)\nevents:\n%s", last, events(ns.Name))
+		return nil, fmt.Errorf("MCPServer %s: the pod is not Running and ready after 90s (%s)\nevents:\n%s", s.Name, last, events(s.Namespace))
 	}
-	fixture.createdToRunning = time.Since(created)
-	fixture.pod = pod
-	fmt.Printf("real node: MCPServer created -> pod %s Running and ready: %s (pod IP %s)\n", pod.Name, fixture.createdToRunning.Round(10*time.Millisecond), pod.Status.PodIP)
-	fixture.agent = clientPod(t, ns.Name, "agent", map[string]string{"app": "agent"})
-	fixture.stranger = clientPod(t, ns.Name, "stranger", map[string]string{"app": "stranger"})
-	return nil
+	return pod, nil
 }
 
 // facts mirrors the probe's Facts.
@@ -399,4 +408,62 @@ func token(t *testing.T, f *serverFixture) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// TestStdioServerOnRealNode runs the demo MCP server (cmd/mcp-files) with transport stdio: an init
+// container copies the gateway in, and the one container runs the gateway with the server as its child.
+// Both processes, seen from the host, are sandboxed; an anonymous MCP client gets 401.
+func TestStdioServerOnRealNode(t *testing.T) {
+	f := server(t)
+	ctx := context.Background()
+	s := &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "files-stdio", Namespace: f.ns},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image:     filesImage,
+			Transport: mcpv1alpha1.TransportStdio,
+			Command:   []string{"/mcp-files", "--stdio"},
+			Clients:   []mcpv1alpha1.ClientSelector{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}}},
+			Gateway: mcpv1alpha1.GatewaySpec{
+				Auth:   mcpv1alpha1.GatewayAuth{Issuer: issuerURL},
+				Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file", "list_directory"}}},
+			},
+		},
+	}
+	created := time.Now()
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := waitServerPod(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stdio MCPServer created -> pod Running and ready: %s", time.Since(created).Round(10*time.Millisecond))
+	if len(pod.Status.ContainerStatuses) != 1 {
+		t.Fatalf("a stdio server runs in one container, got %d", len(pod.Status.ContainerStatuses))
+	}
+	procs, err := env.Cluster.ContainerProcessStatus(pod.Status.ContainerStatuses[0].ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, st := range procs {
+		names[st["Name"]] = true
+		for k, v := range map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
+			if st[k] != v {
+				t.Errorf("process %s (%s): %s = %q, want %q", st["Pid"], st["Name"], k, st[k], v)
+			}
+		}
+	}
+	if !names["gateway"] || !names["mcp-files"] {
+		t.Errorf("the container must run the gateway and the server as its child, saw %v", names)
+	}
+	url := fmt.Sprintf("http://%s:%d/mcp", pod.Status.PodIP, controllers.GatewayPort)
+	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url)
+	var r mcpResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("probe mcp: %v: %s", err, out)
+	}
+	if r.Status != 401 || r.ConnectError == "" {
+		t.Errorf("without a token, the stdio server's gateway: status %d, connect error %q; want 401 and an error", r.Status, r.ConnectError)
+	}
 }
