@@ -95,8 +95,8 @@ build: ## Build the manager, gateway and mcp-warden CLI binaries into bin/.
 	go build -o $(LOCALBIN)/mcp-warden ./cmd/mcp-warden
 
 .PHONY: demo
-demo: control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
+demo: control-plane node ## Start a local control plane (a real node as root on Linux, else simulated), run the operator, apply config/samples and report. KEEP=1 leaves it running.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
 
 ##@ Release
 

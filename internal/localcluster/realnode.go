@@ -946,6 +946,14 @@ func (c *Cluster) ContainerProcessStatus(containerID string) ([]map[string]strin
 				m[k] = strings.Join(strings.Fields(v), " ")
 			}
 		}
+		// The options of the process's root mount (its container's root filesystem): "ro" when read-only.
+		if mi, err := os.ReadFile(filepath.Join("/proc", f, "mountinfo")); err == nil {
+			for _, line := range strings.Split(string(mi), "\n") {
+				if fs := strings.Fields(line); len(fs) > 5 && fs[4] == "/" {
+					m["RootMountOptions"] = fs[5]
+				}
+			}
+		}
 		out = append(out, m)
 	}
 	if len(out) == 0 {
