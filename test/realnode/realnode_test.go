@@ -129,7 +129,7 @@ type facts struct {
 	WriteRoot, WriteTmp, WriteHome string
 	Home                           string
 	ServiceAccountToken            bool
-	UnshareUser                    string
+	CloneNewUser                   string
 }
 
 // TestSandboxObservedInServerPod runs the probe inside the server container (exec, as the server's own
@@ -168,8 +168,8 @@ func TestSandboxObservedInServerPod(t *testing.T) {
 	if got.ServiceAccountToken {
 		t.Error("a service-account token is mounted in the server container")
 	}
-	if !strings.Contains(got.UnshareUser, "operation not permitted") {
-		t.Errorf("unshare(CLONE_NEWUSER) must be refused by the RuntimeDefault seccomp profile, got %q", got.UnshareUser)
+	if !strings.Contains(got.CloneNewUser, "operation not permitted") {
+		t.Errorf("clone(CLONE_NEWUSER) must be refused by the RuntimeDefault seccomp profile, got %q", got.CloneNewUser)
 	}
 	// The kernel's view from outside the pod: every process of the server container, from this
 	// machine's /proc.
