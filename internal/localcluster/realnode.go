@@ -203,6 +203,15 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 	if err := rn.startKubelet(c, assets, pki); err != nil {
 		return err
 	}
+	say("waiting for node %s to be Ready", RealNodeName)
+	cl, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	if err := c.waitNodeReady(ctx, cl, RealNodeName); err != nil {
+		return err
+	}
+	// Both find their node by name: started once the kubelet registered it.
 	if _, err := c.spawnIn(rn.node, filepath.Join(nodeDir, "kube-router"), "kube-router",
 		"--kubeconfig="+c.Kubeconfig, "--hostname-override="+RealNodeName,
 		"--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
@@ -211,11 +220,6 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 		return err
 	}
 	if err := rn.startKubeProxy(c, assets); err != nil {
-		return err
-	}
-	say("waiting for node %s to be Ready", RealNodeName)
-	cl, err := client.New(c.Config, client.Options{})
-	if err != nil {
 		return err
 	}
 	if err := c.waitNodeReady(ctx, cl, RealNodeName); err != nil {
@@ -397,8 +401,19 @@ func (rn *realNode) controlPlane(c *Cluster, o Options, assets string, pki *node
 		BinaryAssetsDirectory: wrappers,
 		WebhookInstallOptions: o.WebhookInstall,
 	}
-	c.Env.ControlPlane.Etcd = &envtest.Etcd{URL: &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(etcdPort)}}
+	etcdLog, err := os.Create(filepath.Join(c.LogDir, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	apiLog, err := os.Create(filepath.Join(c.LogDir, "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	c.Env.ControlPlane.Etcd = &envtest.Etcd{URL: &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(etcdPort)}, Out: etcdLog, Err: etcdLog,
+		Path: filepath.Join(wrappers, "etcd")}
 	api := c.Env.ControlPlane.GetAPIServer()
+	// Explicit paths: envtest prefers KUBEBUILDER_ASSETS over BinaryAssetsDirectory.
+	api.Out, api.Err, api.Path = apiLog, apiLog, filepath.Join(wrappers, "kube-apiserver")
 	api.SecureServing.Address, api.SecureServing.Port = "127.0.0.1", strconv.Itoa(apiPort)
 	args := api.Configure()
 	args.Set("service-cluster-ip-range", ServiceCIDR)
@@ -456,7 +471,7 @@ func (rn *realNode) startContainerd(c *Cluster, o Options) error {
 	}
 	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "mcp-warden", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q, "rangeStart": "10.244.0.10", "gateway": %q}]]}},
+   "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q, "rangeStart": "10.244.0.10", "gateway": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 `, filepath.Join(rn.dir, "ipam"), PodCIDR, NodeIP)
