@@ -68,24 +68,38 @@ func run(name string, args ...string) error {
 }
 
 // Do runs fn on an OS thread that has entered the namespace: sockets fn creates (listeners, dialed
-// connections) belong to the namespace and keep working from any goroutine afterwards. The thread is
-// never returned to the Go scheduler, so no other goroutine ever runs in the namespace by accident.
+// connections) belong to the namespace and keep working from any goroutine afterwards. The thread goes
+// back to this machine's namespace before it is released; if it cannot, it is never released and ends
+// with the goroutine. Threads must not end otherwise: a helper started with Pdeathsig from a thread
+// that ends is killed.
 func (n Netns) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// No UnlockOSThread: the thread exits with this goroutine.
 		runtime.LockOSThread()
+		home, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open this thread's network namespace: %w", err)
+			return
+		}
+		defer home.Close()
 		f, err := os.Open(n.Path())
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open network namespace %s: %w", n.Name, err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter network namespace %s: %w", n.Name, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
