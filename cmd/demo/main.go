@@ -239,6 +239,9 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 			if err := unstructured.SetNestedField(u.Object, issuer, "spec", "gateway", "auth", "issuer"); err != nil {
 				return nil, err
 			}
+			if err := d.realNodeArgs(u); err != nil {
+				return nil, err
+			}
 		}
 		if err := createRetryingApply(ctx, d.c, u); err != nil {
 			d.expect(false, "apply %s %s: %v", u.GetKind(), u.GetName(), err)
@@ -250,6 +253,25 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 		}
 	}
 	return servers, nil
+}
+
+// realNodeArgs gives a streamable-HTTP sample the demo server's own arguments on a real node, where
+// they matter: the sample's args (--root) are for the sample's image, and the demo server (cmd/mcp-files)
+// refuses them and exits; it also listens on loopback by default, which the kubelet's readiness probe
+// (on the pod IP) cannot reach. A simulated node runs nothing, so it never showed.
+func (d *demo) realNodeArgs(u *unstructured.Unstructured) error {
+	transport, _, _ := unstructured.NestedString(u.Object, "spec", "transport")
+	if !d.realNode || transport == string(mcpv1alpha1.TransportStdio) {
+		return nil
+	}
+	port, found, _ := unstructured.NestedInt64(u.Object, "spec", "port")
+	if !found {
+		port = 8080
+	}
+	old, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "args")
+	args := []string{"--listen", fmt.Sprintf(":%d", port)}
+	fmt.Printf("    %s: args %v replaced with %v for the demo server on the real node (it has no --root and listens on loopback by default)\n", u.GetName(), old, args)
+	return unstructured.SetNestedStringSlice(u.Object, args, "spec", "args")
 }
 
 // demoImages are the images the demo builds: the demo MCP server (cmd/mcp-files) signed and attested with
