@@ -23,6 +23,9 @@ export KWOK_VERSION
 CONFORMANCE_VERSION ?= 0.1.16
 CONFORMANCE_NODE_VERSION ?= 22.23.5
 export CONFORMANCE_VERSION CONFORMANCE_NODE_VERSION
+## kube-router enforces NetworkPolicies on the real node (only its firewall runs).
+KUBE_ROUTER_VERSION ?= v2.1.0
+export KUBE_ROUTER_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
@@ -70,6 +73,10 @@ control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-ma
 conformance: ## Install (or reuse from cache) the MCP conformance suite CLI from the npm registry.
 	@hack/conformance.sh >/dev/null
 
+.PHONY: node
+node: ## Install the real node's Debian packages when missing (containerd, runc, CNI plugins, iptables, ...) and build kube-router (cached).
+	@hack/node.sh >/dev/null
+
 .PHONY: helm-lint
 helm-lint: helm ## Lint the chart and render it with default values and with every option on.
 	$(HELM) lint charts/mcp-warden
@@ -82,8 +89,8 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane conformance helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane.
-	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane node conformance helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane (and a real node, as root on Linux).
+	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).
@@ -98,8 +105,8 @@ build: ## Build the manager, gateway and mcp-warden CLI binaries into bin/.
 	go build -o $(LOCALBIN)/mcp-warden ./cmd/mcp-warden
 
 .PHONY: demo
-demo: control-plane ## Start a local control plane, run the operator, apply config/samples and report. KEEP=1 leaves it running.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
+demo: control-plane node ## Start a local control plane (a real node as root on Linux, else simulated), run the operator, apply config/samples and report. KEEP=1 leaves it running.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" go run ./cmd/demo $(if $(KEEP),--keep,)
 
 ##@ Release
 

@@ -65,6 +65,9 @@ func main() {
 type demo struct {
 	c              client.Client
 	passed, failed int
+	// realNode: the pods run on a real node (containerd, runc, the kubelet, kube-router).
+	realNode bool
+	cluster  *localcluster.Cluster
 }
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
@@ -88,47 +91,9 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	step("starting a local control plane")
-	start := time.Now()
-	var logDir string
-	if keep {
-		logDir = filepath.Join(root, "demo-cluster")
-		if err := os.MkdirAll(logDir, 0o755); err != nil {
-			return err
-		}
-	}
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		CRDDirs:        []string{filepath.Join(root, "config", "crd", "bases")},
-		WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}},
-		Controllers:    true,
-		LogDir:         logDir,
-		Out:            func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
-	})
-	defer func() {
-		if cluster != nil {
-			step("stopping the control plane")
-			_ = cluster.Stop()
-		}
-	}()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
-
-	step("starting the mcp-warden operator and its admission webhooks")
-	wh := cluster.Env.WebhookInstallOptions
-	mgr, err := operator.New(cluster.Config, operator.Options{
-		MetricsAddr: "0", ProbeAddr: "0",
-		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
-	})
-	if err != nil {
-		return err
-	}
-	mgrErr := make(chan error, 1)
-	go func() { mgrErr <- mgr.Start(ctx) }()
-	if d.c, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
-		return err
-	}
+	nodeErr := localcluster.RealNodePrerequisites()
+	d.realNode = nodeErr == nil
+	banner(nodeErr)
 
 	step("building the demo MCP server image (cmd/mcp-files, no container daemon) into a loopback OCI registry: signed + attested, and an unsigned rebuild")
 	images, err := buildImages(ctx, root)
@@ -139,6 +104,61 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	defer os.RemoveAll(filepath.Dir(images.serverBinary))
 	fmt.Printf("    registry %s:\n      signed, with SLSA provenance and CycloneDX SBOM: %s\n      unsigned rebuild: %s\n      tag only: %s\n",
 		images.reg.Host, images.signed, images.unsigned, images.tag)
+	opts := localcluster.Options{
+		CRDDirs:        []string{filepath.Join(root, "config", "crd", "bases")},
+		WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}},
+		Controllers:    true,
+		Out:            func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+	}
+	var gatewayImage string
+	if d.realNode {
+		step("building the pod sandbox and gateway images for the real node")
+		if opts.SandboxImage, err = localcluster.PushSandboxImage(ctx, root, images.reg.Host); err != nil {
+			return err
+		}
+		if gatewayImage, err = localcluster.PushImage(ctx, root, images.reg.Host, release.Components[1]); err != nil {
+			return err
+		}
+		opts.RealNode, opts.Registries = true, []string{images.reg.Host}
+		fmt.Printf("    sandbox %s\n    gateway %s\n", opts.SandboxImage, gatewayImage)
+	}
+
+	step("starting a local control plane")
+	start := time.Now()
+	if keep {
+		opts.LogDir = filepath.Join(root, "demo-cluster")
+		if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
+			return err
+		}
+	}
+	cluster, err := localcluster.Start(ctx, opts)
+	defer func() {
+		if cluster != nil {
+			step("stopping the control plane")
+			_ = cluster.Stop()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	d.cluster = cluster
+	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
+
+	step("starting the mcp-warden operator and its admission webhooks")
+	wh := cluster.Env.WebhookInstallOptions
+	mgr, err := operator.New(cluster.Config, operator.Options{
+		MetricsAddr: "0", ProbeAddr: "0",
+		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
+		GatewayImage: gatewayImage,
+	})
+	if err != nil {
+		return err
+	}
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Start(ctx) }()
+	if d.c, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		return err
+	}
 
 	is, err := startIssuer()
 	if err != nil {
@@ -173,10 +193,26 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	default:
 	}
 	if keep {
-		fmt.Printf("\nThe cluster keeps running. Use it with:\n  export KUBECONFIG=%s\n  kubectl get mcpservers -A\nPress Ctrl-C to stop.\n", cluster.Kubeconfig)
+		kubectl := "kubectl"
+		if assets, err := localcluster.AssetsDir(); err == nil {
+			kubectl = filepath.Join(assets, "kubectl")
+		}
+		fmt.Printf("\nThe cluster keeps running. Use it with:\n  export KUBECONFIG=%s\n  %s get mcpservers,pods -A\nPress Ctrl-C to stop.\n", cluster.Kubeconfig, kubectl)
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// banner says, before anything else, whether the pods run on a real node or are simulated; simulated,
+// what the demo reports about the sandbox and the fence is the operator's spec and an engine's reading
+// of it, not what a kernel did.
+func banner(nodeErr error) {
+	line := strings.Repeat("*", 100)
+	if nodeErr == nil {
+		fmt.Printf("%s\n*  PODS RUN ON A REAL NODE (containerd, runc, kubelet, kube-router in network namespace mcp-warden-node):\n*  the sandbox facts below are read from the kernel (/proc of each container's processes).\n%s\n", line, line)
+		return
+	}
+	fmt.Printf("%s\n*  PODS ARE SIMULATED (KWOK): a real node cannot run here: %v.\n*  The sandbox and NetworkPolicy below are the operator's spec, checked by evaluators. On Linux as root,\n*  make demo runs them on a real node; go test ./test/realnode (part of make test) observes them there.\n%s\n", line, nodeErr, line)
 }
 
 // applySamples renders config/samples with kustomize and applies every object; it returns the
@@ -203,6 +239,9 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 			if err := unstructured.SetNestedField(u.Object, issuer, "spec", "gateway", "auth", "issuer"); err != nil {
 				return nil, err
 			}
+			if err := d.realNodeArgs(u); err != nil {
+				return nil, err
+			}
 		}
 		if err := createRetryingApply(ctx, d.c, u); err != nil {
 			d.expect(false, "apply %s %s: %v", u.GetKind(), u.GetName(), err)
@@ -214,6 +253,25 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 		}
 	}
 	return servers, nil
+}
+
+// realNodeArgs gives a streamable-HTTP sample the demo server's own arguments on a real node, where
+// they matter: the sample's args (--root) are for the sample's image, and the demo server (cmd/mcp-files)
+// refuses them and exits; it also listens on loopback by default, which the kubelet's readiness probe
+// (on the pod IP) cannot reach. A simulated node runs nothing, so it never showed.
+func (d *demo) realNodeArgs(u *unstructured.Unstructured) error {
+	transport, _, _ := unstructured.NestedString(u.Object, "spec", "transport")
+	if !d.realNode || transport == string(mcpv1alpha1.TransportStdio) {
+		return nil
+	}
+	port, found, _ := unstructured.NestedInt64(u.Object, "spec", "port")
+	if !found {
+		port = 8080
+	}
+	old, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "args")
+	args := []string{"--listen", fmt.Sprintf(":%d", port)}
+	fmt.Printf("    %s: args %v replaced with %v for the demo server on the real node (it has no --root and listens on loopback by default)\n", u.GetName(), old, args)
+	return unstructured.SetNestedStringSlice(u.Object, args, "spec", "args")
 }
 
 // demoImages are the images the demo builds: the demo MCP server (cmd/mcp-files) signed and attested with
@@ -536,6 +594,9 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 			server.Resources.Limits.Cpu(), server.Resources.Limits.Memory(), sandbox.TmpDir, sandbox.HomeDir)
 		v := sandbox.Violations(&p.Spec)
 		d.expect(len(v) == 0, "pod spec has no sandbox violations %v", v)
+		if d.realNode {
+			d.observed(&p)
+		}
 	}
 
 	np := &networkingv1.NetworkPolicy{}
@@ -544,6 +605,28 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 		return
 	}
 	d.connectivity(s, np)
+}
+
+// observed reports what the kernel says about each container's processes on the real node, read from
+// this machine's /proc: not the spec, the running processes.
+func (d *demo) observed(p *corev1.Pod) {
+	fmt.Printf("    observed on the real node (the kernel's view of each process, from /proc):\n")
+	want := map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+	for _, cs := range p.Status.ContainerStatuses {
+		procs, err := d.cluster.ContainerProcessStatus(cs.ContainerID)
+		if err != nil {
+			d.expect(false, "container %s: %v", cs.Name, err)
+			continue
+		}
+		for _, st := range procs {
+			ok := strings.HasPrefix(st["RootMountOptions"], "ro")
+			for k, v := range want {
+				ok = ok && st[k] == v
+			}
+			d.expect(ok, "container %s, pid %s (%s): Uid %s, CapEff %s, CapBnd %s, NoNewPrivs %s, Seccomp %s, root mounted %s",
+				cs.Name, st["Pid"], st["Name"], st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"], st["Seccomp"], st["RootMountOptions"])
+		}
+	}
 }
 
 // connectivity evaluates the NetworkPolicy with the cyclonus engine and prints a truth table.

@@ -46,6 +46,20 @@ type Options struct {
 	LogDir string
 	// Out receives progress lines (nil: none).
 	Out func(format string, args ...any)
+
+	// RealNode runs a real node instead of KWOK's simulated one (implies Controllers): containerd,
+	// runc, the kubelet, kube-router (NetworkPolicy enforcement) and kube-proxy, with the control plane,
+	// in a network namespace the harness creates. Linux and root only; see RealNodePrerequisites.
+	RealNode bool
+	// Registries are plain-HTTP registries on this machine's loopback (host:port) the real node pulls
+	// from; more can be added with AddRegistry.
+	Registries []string
+	// SandboxImage is the real node's pod sandbox image (see PushSandboxImage).
+	SandboxImage string
+	// DNSImage runs the real node's cluster DNS (kube-system/kube-dns at ClusterDNSIP; see
+	// PushClusterDNSImage), answering for DNSRecords (name -> IPv4) only. Empty: no cluster DNS.
+	DNSImage   string
+	DNSRecords map[string]string
 }
 
 // Cluster is a running local control plane.
@@ -60,6 +74,7 @@ type Cluster struct {
 	LogDir string
 
 	procs []*process
+	node  *realNode
 }
 
 // process is a helper process; done closes when it exits.
@@ -100,6 +115,10 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if o.RealNode {
+		o.Out = say
+		return c, startRealNode(ctx, c, o, assets)
+	}
 	c.Env = &envtest.Environment{
 		CRDDirectoryPaths:     o.CRDDirs,
 		CRDs:                  o.CRDs,
@@ -113,16 +132,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if c.Config, err = c.Env.Start(); err != nil {
 		return c, fmt.Errorf("start kube-apiserver and etcd: %w", err)
 	}
-	admin, err := c.Env.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return c, fmt.Errorf("create admin user: %w", err)
-	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		return c, fmt.Errorf("admin kubeconfig: %w", err)
-	}
-	c.Kubeconfig = filepath.Join(c.LogDir, "kubeconfig")
-	if err := os.WriteFile(c.Kubeconfig, kc, 0o600); err != nil {
+	if err := c.adminKubeconfig(); err != nil {
 		return c, err
 	}
 	if !o.Controllers {
@@ -175,6 +185,20 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
+// adminKubeconfig writes the kubeconfig of a system:masters user to c.Kubeconfig.
+func (c *Cluster) adminKubeconfig() error {
+	admin, err := c.Env.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("create admin user: %w", err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("admin kubeconfig: %w", err)
+	}
+	c.Kubeconfig = filepath.Join(c.LogDir, "kubeconfig")
+	return os.WriteFile(c.Kubeconfig, kc, 0o600)
+}
+
 // waitReady waits for the simulated node to be Ready (KWOK runs) and for the default ServiceAccount of
 // the default namespace (kube-controller-manager runs).
 func (c *Cluster) waitReady(ctx context.Context, cl client.Client) error {
@@ -219,11 +243,16 @@ func fakeNode() *corev1.Node {
 
 // spawn starts a helper process, appends it to c.procs and returns it.
 func (c *Cluster) spawn(assets, name string, args ...string) (*process, error) {
+	return c.spawnCmd(name, filepath.Join(assets, name), args...)
+}
+
+// spawnCmd starts bin as the helper process name (its log is name.log).
+func (c *Cluster) spawnCmd(name, bin string, args ...string) (*process, error) {
 	logf, err := os.Create(filepath.Join(c.LogDir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(assets, name), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -258,8 +287,26 @@ func (c *Cluster) exited() error {
 
 // Stop stops every process and removes the control plane's state.
 func (c *Cluster) Stop() error {
+	if c.node != nil {
+		return c.stopRealNode()
+	}
+	c.stopProcs(nil)
+	if c.Env != nil {
+		return c.Env.Stop()
+	}
+	return nil
+}
+
+// stopProcs stops the helper processes that match (nil: all), newest first: SIGTERM, then SIGKILL
+// after 10 s.
+func (c *Cluster) stopProcs(match func(*process) bool) {
+	var keep []*process
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p := c.procs[i]
+		if match != nil && !match(p) {
+			keep = append([]*process{p}, keep...)
+			continue
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -268,11 +315,7 @@ func (c *Cluster) Stop() error {
 			<-p.done
 		}
 	}
-	c.procs = nil
-	if c.Env != nil {
-		return c.Env.Stop()
-	}
-	return nil
+	c.procs = keep
 }
 
 func freePort() (int, error) {

@@ -1,0 +1,290 @@
+// Package realnode runs the operator against a real node (containerd, runc, the kubelet, kube-router
+// enforcing NetworkPolicies) and observes, from inside the pods, what the kernel and the network
+// actually do with the sandbox and the fence the operator declares.
+package realnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
+	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/sandbox"
+)
+
+var (
+	// skipReason is set when this machine cannot run a real node at all (not Linux, not root).
+	skipReason string
+	env        *testenv.Env
+	k8s        client.Client
+	cs         *kubernetes.Clientset
+	probeImage string
+	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
+	filesImage string
+	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
+	hosts = map[string]*testHost{}
+)
+
+// testHost answers HTTP on one address in the hosts namespace and counts accepted connections.
+type testHost struct {
+	conns atomic.Int64
+	srv   *http.Server
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	err := localcluster.RealNodePrerequisites()
+	if errors.Is(err, localcluster.ErrRealNodeImpossible) {
+		skipReason = err.Error()
+		fmt.Fprintf(os.Stderr, "\n*** SKIPPING every real-node test: %s ***\n\n", skipReason)
+		return m.Run()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "real node: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	root, err := localcluster.ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	reg := imagetest.StartRegistry()
+	defer reg.Close()
+	pause, err := localcluster.PushSandboxImage(ctx, root, reg.Host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build the sandbox image:", err)
+		return 1
+	}
+	gw, err := localcluster.PushImage(ctx, root, reg.Host, release.Components[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build the gateway image:", err)
+		return 1
+	}
+	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "probe", Package: "./test/realnode/probe", Binary: "/probe"}); err != nil {
+		fmt.Fprintln(os.Stderr, "build the probe image:", err)
+		return 1
+	}
+	if filesImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "mcp-files", Package: "./cmd/mcp-files", Binary: "/mcp-files"}); err != nil {
+		fmt.Fprintln(os.Stderr, "build the mcp-files image:", err)
+		return 1
+	}
+	dns, err := localcluster.PushClusterDNSImage(ctx, root, reg.Host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build the cluster DNS image:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "real node: images built and pushed in %s\n", time.Since(start).Round(100*time.Millisecond))
+	nodeStart := time.Now()
+	env, err = testenv.Start(ctx, localcluster.Options{
+		RealNode: true, Registries: []string{reg.Host}, SandboxImage: pause,
+		DNSImage: dns, DNSRecords: map[string]string{"public.test": localcluster.PublicHostIP, "metadata.test": localcluster.MetadataIP},
+		Out: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "real node: "+f+"\n", a...) },
+	}, func(*localcluster.Cluster) operator.Options { return operator.Options{GatewayImage: gw} })
+	defer env.Stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "real node:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "real node: node Ready %s after start (logs in %s)\n", time.Since(nodeStart).Round(100*time.Millisecond), env.Cluster.LogDir)
+	k8s = env.Client
+	if cs, err = kubernetes.NewForConfig(env.Cluster.Config); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, a := range []string{localcluster.MetadataIP + ":80", localcluster.PrivateHostIP + ":80", localcluster.PublicHostIP + ":443", localcluster.PublicHostIP + ":80", localcluster.PrivateHostIP + ":53"} {
+		h, err := startHost(env.Cluster.Hosts(), a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test host:", err)
+			return 1
+		}
+		defer h.srv.Close()
+		hosts[a] = h
+	}
+	code := m.Run()
+	fmt.Fprintf(os.Stderr, "real node: memory (RSS) %s\n", rssReport())
+	return code
+}
+
+func startHost(ns *localcluster.Netns, addr string) (*testHost, error) {
+	l, err := ns.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	h := &testHost{}
+	h.srv = &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "test host %s\n", addr) }),
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				h.conns.Add(1)
+			}
+		},
+	}
+	go func() { _ = h.srv.Serve(l) }()
+	return h, nil
+}
+
+func needNode(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip("SKIPPED, no real node on this machine: " + skipReason)
+	}
+}
+
+// restrictedNamespace creates a namespace that enforces Pod Security "restricted".
+func restrictedNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "rn-", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// clientPod starts a sandboxed pod with the given labels that sleeps, for exec, and waits for it to
+// run.
+func clientPod(t *testing.T, ns, name string, labels map[string]string) *corev1.Pod {
+	t.Helper()
+	vols, mounts := sandbox.Volumes()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  ptrTo(false),
+			SecurityContext:               sandbox.PodSecurityContext(),
+			Volumes:                       vols,
+			TerminationGracePeriodSeconds: ptrTo(int64(1)),
+			Containers: []corev1.Container{{
+				Name: "probe", Image: probeImage, Args: []string{"sleep"},
+				SecurityContext: sandbox.ContainerSecurityContext(), VolumeMounts: mounts,
+			}},
+		},
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return waitRunning(t, ns, name, 60*time.Second)
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// waitRunning waits for the pod to be Running with every container ready, and reports the pod's last
+// state and events if it is not.
+func waitRunning(t *testing.T, ns, name string, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	p := &corev1.Pod{}
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+			return false, nil
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return false, nil
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if !c.Ready {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s not Running and ready after %s: phase %s, containers %+v\nevents:\n%s", ns, name, timeout, p.Status.Phase, p.Status.ContainerStatuses, events(ns))
+	}
+	return p
+}
+
+func events(ns string) string {
+	evs := &corev1.EventList{}
+	_ = k8s.List(context.Background(), evs, client.InNamespace(ns))
+	var b strings.Builder
+	for _, e := range evs.Items {
+		fmt.Fprintf(&b, "  %s %s: %s %s\n", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+	}
+	return b.String()
+}
+
+// execIn runs a command in a container through the API server and the kubelet (kubectl exec) and
+// returns its stdout.
+func execIn(t *testing.T, ns, pod, container string, cmd ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewSPDYExecutor(env.Cluster.Config, http.MethodPost, req.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr}); err != nil {
+		t.Fatalf("exec %v in %s/%s (%s): %v\nstderr: %s", cmd, ns, pod, container, err, stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// rssReport sums the resident memory of the node's processes by name (from /proc).
+func rssReport() string {
+	want := []string{"kubelet", "containerd", "containerd-shim-runc-v2", "kube-router", "kube-proxy", "kube-apiserver", "etcd"}
+	sums := map[string]int64{}
+	counts := map[string]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		var name string
+		var rss int64
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "Name:"); ok {
+				name = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				_, _ = fmt.Sscanf(strings.TrimSpace(v), "%d", &rss)
+			}
+		}
+		// /proc's Name is at most 15 characters.
+		for _, w := range want {
+			if name != "" && strings.HasPrefix(w, name) && len(name) >= min(len(w), 15) {
+				sums[w] += rss
+				counts[w]++
+			}
+		}
+	}
+	var parts []string
+	for _, w := range want {
+		if counts[w] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d MiB (%d)", w, sums[w]/1024, counts[w]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

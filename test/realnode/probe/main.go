@@ -1,0 +1,281 @@
+// Command probe runs in pods on the real node and reports what the kernel and the network do, as one
+// JSON object on stdout per command:
+//
+//	probe serve [--port 8080]    an MCP server (streamable HTTP at /mcp), the demo server's tools
+//	probe facts                  this process's and PID 1's identity, capabilities, seccomp, writes
+//	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
+//	probe mcp URL [TOKEN]        an MCP client (go-sdk): connect and list tools; and the raw HTTP status
+//	probe sleep                  wait for SIGTERM (a client pod to exec in)
+//	probe resolve NAME...        look each name up with the pod's resolver (its /etc/resolv.conf)
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcp-warden/mcp-warden/internal/demoserver"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: probe serve|facts|dial|mcp|sleep|resolve ...")
+		os.Exit(2)
+	}
+	var out any
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "facts":
+		out = facts()
+	case "dial":
+		out = dial(os.Args[2:])
+	case "mcp":
+		out, err = mcpClient(os.Args[2:])
+	case "resolve":
+		out = resolve(os.Args[2:])
+	case "noop":
+	case "sleep":
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+	if out != nil {
+		_ = json.NewEncoder(os.Stdout).Encode(out)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	port := fs.Int("port", 8080, "listen port")
+	_ = fs.Parse(args)
+	_ = json.NewEncoder(os.Stdout).Encode(facts())
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", h)
+	srv := &http.Server{Addr: fmt.Sprintf(":%d", *port), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Facts is what a process observes about its own sandbox.
+type Facts struct {
+	// Self and PID1 are fields of /proc/self/status and /proc/1/status (Uid, Gid, CapEff, CapBnd, CapPrm,
+	// CapInh, CapAmb, NoNewPrivs, Seccomp).
+	Self, PID1 map[string]string
+	// WriteRoot, WriteTmp and WriteHome are the errors of creating a file there ("" when it worked).
+	WriteRoot, WriteTmp, WriteHome string
+	// Home is $HOME.
+	Home string
+	// ServiceAccountToken says whether a service-account token file exists.
+	ServiceAccountToken bool
+	// CloneNewUser is the error of clone(CLONE_NEWUSER), which RuntimeDefault seccomp refuses.
+	CloneNewUser string
+}
+
+func facts() Facts {
+	f := Facts{Self: status("/proc/self/status"), PID1: status("/proc/1/status"), Home: os.Getenv("HOME")}
+	f.WriteRoot = tryWrite("/")
+	f.WriteTmp = tryWrite(os.TempDir())
+	if f.Home != "" {
+		f.WriteHome = tryWrite(f.Home)
+	} else {
+		f.WriteHome = "HOME is not set"
+	}
+	_, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token")
+	f.ServiceAccountToken = err == nil
+	f.CloneNewUser = errString(cloneNewUser())
+	return f
+}
+
+// cloneNewUser starts this binary (probe noop) in a new user namespace, clone(CLONE_NEWUSER): the
+// RuntimeDefault seccomp profile refuses it (EPERM) where Unconfined allows it.
+func cloneNewUser() error {
+	cmd := exec.Command("/proc/self/exe", "noop")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER}
+	return cmd.Run()
+}
+
+func status(path string) map[string]string {
+	keys := map[string]bool{"Uid": true, "Gid": true, "CapEff": true, "CapBnd": true, "CapPrm": true, "CapInh": true, "CapAmb": true, "NoNewPrivs": true, "Seccomp": true}
+	m := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		m["error"] = err.Error()
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && keys[k] {
+			m[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return m
+}
+
+func tryWrite(dir string) string {
+	p := filepath.Join(dir, fmt.Sprintf(".probe-%d", os.Getpid()))
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		return err.Error()
+	}
+	_ = os.Remove(p)
+	return ""
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// DialResult is one TCP connect: "connected", "refused", "timeout" or another error.
+type DialResult struct {
+	Addr, Result string
+}
+
+func dial(addrs []string) []DialResult {
+	var out []DialResult
+	for _, a := range addrs {
+		c, err := net.DialTimeout("tcp", a, 2*time.Second)
+		r := "connected"
+		switch {
+		case err == nil:
+			c.Close()
+		case errors.Is(err, syscall.ECONNREFUSED):
+			r = "refused"
+		case isTimeout(err):
+			r = "timeout"
+		default:
+			r = err.Error()
+		}
+		out = append(out, DialResult{Addr: a, Result: r})
+	}
+	return out
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// MCPResult is what an MCP client saw.
+type MCPResult struct {
+	// ConnectError is the go-sdk client's error connecting ("" when it connected).
+	ConnectError string
+	// Tools are the tools listed after connecting.
+	Tools []string
+	// Status is the HTTP status of a raw initialize request (-1: no response).
+	Status int
+	// WWWAuthenticate is the header of the raw initialize request's response.
+	WWWAuthenticate string
+}
+
+func mcpClient(args []string) (*MCPResult, error) {
+	if len(args) < 1 {
+		return nil, errors.New("usage: probe mcp URL [TOKEN]")
+	}
+	url, token := args[0], ""
+	if len(args) > 1 {
+		token = args[1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: bearer{token, http.DefaultTransport}}
+	res := &MCPResult{}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "probe", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		res.ConnectError = err.Error()
+	} else {
+		defer cs.Close()
+		tools, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			res.ConnectError = "list tools: " + err.Error()
+		} else {
+			for _, t := range tools.Tools {
+				res.Tools = append(res.Tools, t.Name)
+			}
+		}
+	}
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		res.Status = -1
+		res.WWWAuthenticate = err.Error()
+		return res, nil
+	}
+	resp.Body.Close()
+	res.Status, res.WWWAuthenticate = resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+	return res, nil
+}
+
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token == "" {
+		return b.next.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// ResolveResult is one lookup: the addresses, or the error.
+type ResolveResult struct {
+	Name  string
+	Addrs []string
+	Error string
+}
+
+func resolve(names []string) []ResolveResult {
+	var out []ResolveResult
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(ctx, n)
+		cancel()
+		out = append(out, ResolveResult{Name: n, Addrs: addrs, Error: errString(err)})
+	}
+	return out
+}
