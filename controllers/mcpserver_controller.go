@@ -286,6 +286,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	errs = append(errs, guardrails.CheckSecretRefs(&s.Spec, policies)...)
 	if len(errs) == 0 {
 		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, r.Discovery)
 		if err != nil && r.Discovery == nil {
