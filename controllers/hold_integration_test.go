@@ -54,7 +54,8 @@ func TestStallKeepsEnforcing(t *testing.T) {
 	if err := k8s.Get(ctx, key, s); err != nil {
 		t.Fatal(err)
 	}
-	s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
+	// The CRD accepts a spec without scopes; the gateway refuses it (every tool would be hidden).
+	s.Spec.Gateway.Scopes = nil
 	if err := k8s.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
