@@ -163,7 +163,7 @@ type GatewaySpec struct {
 	// entry are pinned on first sight. A tool whose definition changes is hidden and refused until its
 	// new hash (status.tools[].observedHash, after review) is approved here.
 	// +kubebuilder:validation:MaxProperties=512
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 128 && self[k].matches('^sha256:[a-f0-9]{64}$'))",message="spec.gateway.pinnedTools: each key is a tool name of at most 128 characters and each value a hash \"sha256:\" and 64 hex digits (copy status.tools[].observedHash)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 128 && size(self[k]) <= 71)",message="spec.gateway.pinnedTools: each key is a tool name of at most 128 characters and each value a hash, \"sha256:\" and 64 hex digits (copy status.tools[].observedHash)"
 	// +optional
 	PinnedTools map[string]string `json:"pinnedTools,omitempty"`
 
