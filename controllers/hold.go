@@ -88,6 +88,8 @@ func (r *MCPServerReconciler) lastGood(key types.NamespacedName) *goodState {
 func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState, stall *stallError) error {
 	scale := (stall.reason == ReasonPolicyViolation || stall.reason == ReasonVerificationFailed) && st.scaleToZero
 	g := r.lastGood(client.ObjectKeyFromObject(s))
+	// With no good generation known, nothing new is created: only what exists is fenced off.
+	onlyExisting := g == nil
 	if g == nil {
 		closed := s.DeepCopy()
 		closed.Spec.Egress, closed.Spec.Clients = nil, nil
@@ -96,7 +98,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true
-		stall.message += "; no good configuration of this server is known since the operator started, so it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
+		stall.message += "; no good configuration of this server is known since the operator started, so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
 	} else {
 		stall.message += fmt.Sprintf("; the children of generation %d stay enforced", g.generation)
 		if scale {
@@ -108,6 +110,14 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 			continue
 		}
 		live := obj.DeepCopyObject().(client.Object)
+		if onlyExisting {
+			if exists, err := r.exists(ctx, live); err != nil || !exists {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		if _, err := r.applier.apply(ctx, s, obj.DeepCopyObject().(client.Object), live); err != nil {
 			if _, ok := err.(errNotOwned); ok {
 				continue
@@ -124,6 +134,9 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get Deployment %s: %w", d.Name, err)
 	}
+	if onlyExisting && apierrors.IsNotFound(err) {
+		return nil
+	}
 	if _, err := r.applyDeployment(ctx, s, d); err != nil {
 		if _, ok := err.(*stallError); ok {
 			return nil
@@ -134,6 +147,18 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, ReasonScaledToZero, "Reconcile", "scaled to zero replicas: %s", stall.message)
 	}
 	return nil
+}
+
+// exists reports whether the object (read from the cache by obj's key) exists.
+func (r *MCPServerReconciler) exists(ctx context.Context, obj client.Object) (bool, error) {
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get %s: %w", obj.GetName(), err)
+	}
+	return true, nil
 }
 
 // defaultedSpec returns the Deployment's spec as the API server would store it, from a server-side

@@ -54,7 +54,8 @@ func TestStallKeepsEnforcing(t *testing.T) {
 	if err := k8s.Get(ctx, key, s); err != nil {
 		t.Fatal(err)
 	}
-	s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
+	// The CRD accepts a spec without scopes; the gateway refuses it (every tool would be hidden).
+	s.Spec.Gateway.Scopes = nil
 	if err := k8s.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,8 @@ func TestStallKeepsEnforcing(t *testing.T) {
 	}
 	want := d.Spec.Template.Spec.Containers[1].Image
 	d.Spec.Template.Spec.Containers[1].Image = "busybox:latest"
-	d.Spec.Template.Spec.Containers[1].SecurityContext.Privileged = ptr.To(true)
+	sc := d.Spec.Template.Spec.Containers[1].SecurityContext
+	sc.Privileged, sc.AllowPrivilegeEscalation, sc.RunAsUser, sc.RunAsNonRoot = ptr.To(true), ptr.To(true), ptr.To(int64(0)), ptr.To(false)
 	d.Spec.Template.Spec.HostNetwork = true
 	d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
 	if err := k8s.Update(ctx, d, client.FieldOwner("someone")); err != nil {
@@ -87,8 +89,8 @@ func TestStallKeepsEnforcing(t *testing.T) {
 			return err
 		}
 		p := d.Spec.Template.Spec
-		if p.HostNetwork || p.Containers[1].Image != want || p.Containers[1].SecurityContext.Privileged != nil || len(p.Volumes) != 3 {
-			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s privileged=%v volumes=%d", p.HostNetwork, p.Containers[1].Image, p.Containers[1].SecurityContext.Privileged, len(p.Volumes))
+		if p.HostNetwork || p.Containers[1].Image != want || *p.Containers[1].SecurityContext.Privileged || *p.Containers[1].SecurityContext.RunAsUser == 0 || len(p.Volumes) != 3 {
+			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s privileged=%v volumes=%d", p.HostNetwork, p.Containers[1].Image, *p.Containers[1].SecurityContext.Privileged, len(p.Volumes))
 		}
 		return nil
 	})

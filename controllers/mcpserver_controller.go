@@ -25,10 +25,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
@@ -91,12 +93,17 @@ type MCPServerReconciler struct {
 	Pins PinReader
 	// PinPollInterval is how often pin state is read (default DefaultPinPollInterval).
 	PinPollInterval time.Duration
+	// PinBudget bounds one server's pin read (default DefaultPinBudget).
+	PinBudget time.Duration
+	// MaxConcurrentReconciles is how many MCPServers reconcile at once (default 4).
+	MaxConcurrentReconciles int
 	// Operator selects the operator's own pods: the NetworkPolicy lets them (alone) reach the gateway's
 	// status port. Empty: no ingress to the status port.
 	Operator Peer
 
 	applier *applier
 	mem     memory
+	poller  *pinPoller
 }
 
 // stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
@@ -146,6 +153,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
 			r.mem.forget(req.NamespacedName)
+			r.poller.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -286,6 +294,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	errs = append(errs, guardrails.CheckSecretRefs(&s.Spec, policies)...)
 	if len(errs) == 0 {
 		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, r.Discovery)
 		if err != nil && r.Discovery == nil {
@@ -535,7 +544,15 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.DNS = DefaultDNSPeer
 	}
 	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
-	b := ctrl.NewControllerManagedBy(mgr)
+	r.poller = newPinPoller()
+	workers := r.MaxConcurrentReconciles
+	if workers == 0 {
+		workers = 4
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		// A pin read that found something new reconciles its server again.
+		WatchesRawSource(source.Channel(r.poller.events, &handler.EnqueueRequestForObject{}))
 	if r.Cilium {
 		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{})
 	}

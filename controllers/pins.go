@@ -7,14 +7,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -94,32 +99,135 @@ var defaultPinClient = &http.Client{Transport: &http.Transport{
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 
-// reconcilePins reads the pin state of every ready pod's gateway and merges it into st.tools: a tool
-// any pod reports as changed is changed. Pods that do not answer are skipped; if none answers, the
-// status keeps what it had.
+// DefaultPinBudget bounds one server's pin read (all its pods, read concurrently).
+const DefaultPinBudget = 5 * time.Second
+
+// maxPinReads bounds the pod reads in flight across all servers.
+const maxPinReads = 16
+
+// pinPoller reads pin state off the reconcile path: a reconcile reports the last state read and starts
+// a new read if none is in flight; when a read finds something new, the server is reconciled again. A
+// pod whose status port accepts and never answers costs its server at most the budget, and costs no
+// other server anything.
+type pinPoller struct {
+	mu     sync.Mutex
+	state  map[types.NamespacedName]*polledPins
+	sem    chan struct{}
+	events chan event.GenericEvent
+}
+
+type polledPins struct {
+	read     bool
+	tools    []mcpv1alpha1.ToolPin
+	inflight bool
+}
+
+func newPinPoller() *pinPoller {
+	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, sem: make(chan struct{}, maxPinReads), events: make(chan event.GenericEvent, 1024)}
+}
+
+func (p *pinPoller) forget(key types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.state, key)
+}
+
+// reconcilePins reports the last pin state read for the server into st and starts the next read.
 func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	if r.Pins == nil {
 		return nil
 	}
+	key := client.ObjectKeyFromObject(s)
+	p := r.poller
+	p.mu.Lock()
+	cur, ok := p.state[key]
+	if !ok {
+		cur = &polledPins{}
+		p.state[key] = cur
+	}
+	st.pinsRead, st.tools = cur.read, slices.Clone(cur.tools)
+	start := !cur.inflight
+	cur.inflight = true
+	p.mu.Unlock()
+	if start {
+		go r.refreshPins(log.IntoContext(context.Background(), log.FromContext(ctx)), s.DeepCopy())
+	}
+	return nil
+}
+
+// refreshPins reads the server's pin state under the budget and requeues the server if it changed.
+func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MCPServer) {
+	budget := r.PinBudget
+	if budget == 0 {
+		budget = DefaultPinBudget
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	tools, read := r.readPins(ctx, s)
+	key := client.ObjectKeyFromObject(s)
+	p := r.poller
+	p.mu.Lock()
+	cur, ok := p.state[key]
+	changed := false
+	if ok {
+		cur.inflight = false
+		if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools)) {
+			cur.read, cur.tools, changed = true, tools, true
+		}
+	}
+	p.mu.Unlock()
+	if changed {
+		p.events <- event.GenericEvent{Object: s}
+	}
+}
+
+// readPins reads the pin state of every ready pod's gateway, concurrently, and merges it: a tool any
+// pod reports as changed is changed. Pods that do not answer are skipped; read is false if none does.
+func (r *MCPServerReconciler) readPins(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, read bool) {
 	pods := &corev1.PodList{}
 	// ResourceVersion "0" is served from the API server's watch cache.
 	if err := r.APIReader.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name},
 		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
-		return fmt.Errorf("list pods: %w", err)
+		log.FromContext(ctx).V(1).Info("list pods for pin state", "err", err.Error())
+		return nil, false
+	}
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		states   []pin.State
+		sem      = r.poller.sem
+		deadline = ctx.Done()
+	)
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !podReady(pod) || !ownedByServerReplicaSet(pod, s) {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-deadline:
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			state, err := r.Pins.ReadPins(ctx, pod)
+			if err != nil {
+				log.FromContext(ctx).V(1).Info("pin state unavailable", "pod", pod.Name, "err", err.Error())
+				return
+			}
+			mu.Lock()
+			states = append(states, state)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(states) == 0 {
+		return nil, false
 	}
 	merged := map[string]mcpv1alpha1.ToolPin{}
-	answered := 0
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if !podReady(p) || !ownedByServerReplicaSet(p, s) {
-			continue
-		}
-		state, err := r.Pins.ReadPins(ctx, p)
-		if err != nil {
-			log.FromContext(ctx).V(1).Info("pin state unavailable", "pod", p.Name, "err", err.Error())
-			continue
-		}
-		answered++
+	for _, state := range states {
 		for _, t := range state.Tools {
 			if prev, ok := merged[t.Name]; ok && prev.Status == string(pin.Changed) {
 				continue
@@ -127,16 +235,12 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 			merged[t.Name] = mcpv1alpha1.ToolPin{Name: t.Name, Status: string(t.Status), PinnedHash: t.PinnedHash, ObservedHash: t.ObservedHash}
 		}
 	}
-	if answered == 0 {
-		return nil
-	}
-	st.pinsRead = true
-	st.tools = make([]mcpv1alpha1.ToolPin, 0, len(merged))
+	tools = make([]mcpv1alpha1.ToolPin, 0, len(merged))
 	for _, t := range merged {
-		st.tools = append(st.tools, t)
+		tools = append(tools, t)
 	}
-	sort.Slice(st.tools, func(i, j int) bool { return st.tools[i].Name < st.tools[j].Name })
-	return nil
+	sort.Slice(tools, func(i, j int) bool { return tools[i].Name < tools[j].Name })
+	return tools, true
 }
 
 // pinSummary is the ToolsPinned condition for a set of tools.

@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -227,4 +228,87 @@ func TestToolDefinitionChangeIsSurfaced(t *testing.T) {
 	if s.Status.Tools[0].PinnedHash != observed {
 		t.Fatalf("tools = %+v", s.Status.Tools)
 	}
+}
+
+// TestSlowServerDoesNotDelayOthers: every pod of a 20-replica server has a status port that accepts and
+// never answers. Reading its pin state once cost 2-3 s per pod inside the one reconcile worker (a minute
+// per poll, for every tenant's servers); reads now run off the reconcile path under a budget, so a
+// server in another namespace still becomes Ready at once.
+func TestSlowServerDoesNotDelayOthers(t *testing.T) {
+	ctx := context.Background()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // accepted, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = silent.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	testPins.addrs.Store("slow", silent.Addr().String())
+	defer testPins.addrs.Delete("slow")
+
+	slowNS := restrictedNamespace(t)
+	slow := newServer(slowNS, "slow")
+	slow.Spec.Replicas = ptr.To(int32(20))
+	if err := k8s.Create(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, client.ObjectKeyFromObject(slow))
+	// Keep the slow server's reconciles (and so its pin reads) coming.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+				s := &mcpv1alpha1.MCPServer{}
+				if k8s.Get(ctx, client.ObjectKeyFromObject(slow), s) == nil {
+					patch := client.MergeFrom(s.DeepCopy())
+					if s.Labels == nil {
+						s.Labels = map[string]string{}
+					}
+					s.Labels["test.mcp.warden.dev/poke"] = strconv.Itoa(i)
+					_ = k8s.Patch(ctx, s, patch)
+				}
+			}
+		}
+	}()
+	time.Sleep(2 * time.Second)
+
+	start := time.Now()
+	fast := newServer(restrictedNamespace(t), "fast")
+	if err := k8s.Create(ctx, fast); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(fast)
+	s := &mcpv1alpha1.MCPServer{}
+	eventually(t, 20*time.Second, func() error {
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		if c := condition(s, mcpv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("not ready: %+v", s.Status.Conditions)
+		}
+		return nil
+	})
+	t.Logf("another namespace's server Ready after %s while the slow server's pods never answer", time.Since(start).Round(time.Millisecond))
 }

@@ -4,6 +4,7 @@
 package gatewayconfig
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -29,6 +30,8 @@ const (
 	StateDir = "/var/lib/mcp-warden"
 	// AuditKeyDir is where the audit key Secret is mounted, in the gateway container only.
 	AuditKeyDir = "/etc/mcp-warden-audit"
+	// MaxConfigBytes bounds the rendered configuration, well inside a ConfigMap's 1 MiB.
+	MaxConfigBytes = 256 << 10
 )
 
 // Check renders the configuration and validates it as the gateway does, and refuses a server port the
@@ -45,6 +48,10 @@ func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	errs = append(errs, guardrails.CheckJWKSURL(s)...)
 	cfg := Render(s, "cluster.local")
 	cfg.WithDefaults()
+	if body, err := json.Marshal(cfg); err == nil && len(body) > MaxConfigBytes {
+		errs = append(errs, &field.Error{Type: field.ErrorTypeTooLong, Field: "spec.gateway", BadValue: field.OmitValueType{},
+			Detail: fmt.Sprintf("the gateway configuration would be %d bytes, more than %d: grant tools by fewer, shorter names (e.g. \"*\" for all), or split the server", len(body), MaxConfigBytes)})
+	}
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: specField(err.Error()), BadValue: field.OmitValueType{}, Detail: "the gateway would refuse this configuration: " + err.Error()})
 	}

@@ -35,3 +35,20 @@ func TestCheckRefusesWhatTheGatewayRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigSizeBounded: a configuration past what a ConfigMap holds used to loop ApplyFailed; it is
+// refused with the field named.
+func TestConfigSizeBounded(t *testing.T) {
+	s := server()
+	tools := make([]string, 128)
+	for i := range tools {
+		tools[i] = strings.Repeat("t", 120) + string(rune('a'+i%26)) + strings.Repeat("x", i%7)
+	}
+	for i := 0; i < 64; i++ {
+		s.Spec.Gateway.Scopes = append(s.Spec.Gateway.Scopes, mcpv1alpha1.ScopeGrant{Scope: strings.Repeat("s", 100) + string(rune('a'+i%26)) + strings.Repeat("y", i), Tools: tools})
+	}
+	errs := Check(s)
+	if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), "spec.gateway: Too long: the gateway configuration would be") {
+		t.Fatalf("Check = %v", errs)
+	}
+}

@@ -84,6 +84,36 @@ func ScaleToZero(policies []mcpv1alpha1.MCPServerPolicy) bool {
 	return false
 }
 
+// CheckSecretRefs returns an error for each Secret reference in spec.env that a policy's
+// allowedSecretNames does not allow.
+func CheckSecretRefs(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
+	var errs field.ErrorList
+	for _, p := range policies {
+		allowed := p.Spec.AllowedSecretNames
+		if len(allowed) == 0 {
+			continue
+		}
+		for i, e := range spec.Env {
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+				continue
+			}
+			name := e.ValueFrom.SecretKeyRef.Name
+			if !slices.ContainsFunc(allowed, func(a string) bool { return nameAllowed(name, a) }) {
+				errs = append(errs, field.Forbidden(field.NewPath("spec", "env").Index(i).Child("valueFrom", "secretKeyRef", "name"),
+					fmt.Sprintf("Secret %q is not one MCPServerPolicy %q lets MCP servers use (%s)", name, p.Name, strings.Join(allowed, ", "))))
+			}
+		}
+	}
+	return errs
+}
+
+func nameAllowed(name, pattern string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(name, prefix)
+	}
+	return name == pattern
+}
+
 // CheckRegistry returns an error for each policy whose allowed registries the image is not under.
 func CheckRegistry(path *field.Path, image string, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
 	var errs field.ErrorList

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -235,5 +236,22 @@ func TestFQDNPatterns(t *testing.T) {
 		if got := fqdnAllowed(tc.name, []string{tc.pattern}); got != tc.want {
 			t.Errorf("fqdnAllowed(%q, [%q]) = %v, want %v", tc.name, tc.pattern, got, tc.want)
 		}
+	}
+}
+
+// TestSecretReferencesLimited: with allowedSecretNames, a server may not expose another Secret of the
+// namespace (a confused deputy for users who may create MCPServers but not read Secrets).
+func TestSecretReferencesLimited(t *testing.T) {
+	ref := func(name string) mcpv1alpha1.EnvVar {
+		return mcpv1alpha1.EnvVar{Name: "X", ValueFrom: &mcpv1alpha1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "k"}}}
+	}
+	spec := &mcpv1alpha1.MCPServerSpec{Env: []mcpv1alpha1.EnvVar{ref("mcp-github"), ref("db-admin")}}
+	p := []mcpv1alpha1.MCPServerPolicy{{ObjectMeta: metav1.ObjectMeta{Name: "secrets"}, Spec: mcpv1alpha1.MCPServerPolicySpec{AllowedSecretNames: []string{"mcp-*", "shared"}}}}
+	errs := CheckSecretRefs(spec, p)
+	if len(errs) != 1 || errs[0].Field != "spec.env[1].valueFrom.secretKeyRef.name" || !strings.Contains(errs[0].Detail, `Secret "db-admin" is not one MCPServerPolicy "secrets" lets MCP servers use`) {
+		t.Fatalf("errors = %v", errs)
+	}
+	if errs := CheckSecretRefs(spec, nil); len(errs) > 0 {
+		t.Fatalf("no policy: %v", errs)
 	}
 }

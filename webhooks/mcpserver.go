@@ -73,6 +73,7 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 	errs = append(errs, guardrails.CheckRegistry(imagePath, s.Spec.Image, policies)...)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
 	errs = append(errs, guardrails.CheckGateway(&s.Spec, policies)...)
+	errs = append(errs, guardrails.CheckSecretRefs(&s.Spec, policies)...)
 	// What the gateway would refuse at start is refused here, so an admitted spec never stalls.
 	errs = append(errs, gatewayconfig.Check(s)...)
 	if len(errs) == 0 {

@@ -16,28 +16,29 @@ import (
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
-// tenant returns a client acting as a namespace user with the admin ClusterRole in ns (what `kubectl
-// create rolebinding --clusterrole=admin` grants a team), and the right to create MCPServers.
+// tenant returns a client acting as a namespace user with what the admin ClusterRole grants a team in
+// its namespace that matters here (NetworkPolicies; the aggregated admin role is filled in by a
+// controller this suite does not run), and the right to create MCPServers.
 func tenant(t *testing.T, ns string) client.Client {
 	t.Helper()
 	ctx := context.Background()
 	user := "tenant-" + ns
-	for _, role := range []string{"admin", "mcp-tenant-" + ns} {
-		if role != "admin" {
-			cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: []rbacv1.PolicyRule{{APIGroups: []string{mcpv1alpha1.GroupVersion.Group}, Resources: []string{"mcpservers"}, Verbs: []string{"*"}}}}
-			if err := k8s.Create(ctx, cr); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = k8s.Delete(context.Background(), cr) })
-		}
-		rb := &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
-		}
-		if err := k8s.Create(ctx, rb); err != nil {
-			t.Fatal(err)
-		}
+	role := "mcp-tenant-" + ns
+	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{mcpv1alpha1.GroupVersion.Group}, Resources: []string{"mcpservers"}, Verbs: []string{"*"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"*"}},
+	}}
+	if err := k8s.Create(ctx, cr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cr) })
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	if err := k8s.Create(ctx, rb); err != nil {
+		t.Fatal(err)
 	}
 	cfg := rest.CopyConfig(adminConfig)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}

@@ -71,11 +71,14 @@ type MCPServerSpec struct {
 
 	// Command overrides the image's entrypoint. Required with transport stdio.
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
 	// +optional
 	Command []string `json:"command,omitempty"`
 
-	// Args are the arguments to the entrypoint.
+	// Args are the arguments to the entrypoint (at most 256, each at most 4096 characters, 64 KiB in all).
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.map(a, size(a)).sum() <= 65536",message="spec.args: at most 64 KiB in all"
 	// +optional
 	Args []string `json:"args,omitempty"`
 
@@ -139,23 +142,28 @@ type GatewaySpec struct {
 
 	// DestructiveTools need human approval; without it they are refused.
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=128
 	// +optional
 	DestructiveTools []string `json:"destructiveTools,omitempty"`
 
 	// PrivateDataTools read private data. After one of them is called in a session, calls to
 	// ExternalWriteTools need a person's approval (the read-private-then-exfiltrate chain).
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=128
 	// +optional
 	PrivateDataTools []string `json:"privateDataTools,omitempty"`
 
 	// ExternalWriteTools write to destinations outside the cluster (send mail, post, push).
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=128
 	// +optional
 	ExternalWriteTools []string `json:"externalWriteTools,omitempty"`
 
 	// PinnedTools are approved tool definition hashes (tool name to "sha256:<hex>"); tools without an
 	// entry are pinned on first sight. A tool whose definition changes is hidden and refused until its
 	// new hash (status.tools[].observedHash, after review) is approved here.
+	// +kubebuilder:validation:MaxProperties=512
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 128 && size(self[k]) <= 71)",message="spec.gateway.pinnedTools: each key is a tool name of at most 128 characters and each value a hash, \"sha256:\" and 64 hex digits (copy status.tools[].observedHash)"
 	// +optional
 	PinnedTools map[string]string `json:"pinnedTools,omitempty"`
 
@@ -188,6 +196,7 @@ type GatewaySpec struct {
 
 	// AllowedOrigins are browser origins allowed to call; other Origins are refused.
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=256
 	// +optional
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
@@ -202,13 +211,18 @@ type GatewayAuth struct {
 	Disabled bool `json:"disabled,omitempty"`
 	// Issuer is the authorization server (tokens' iss), e.g. https://auth.example.com.
 	// +kubebuilder:validation:Pattern=`^https?://`
+	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
-	// JWKSURL is where the issuer's signing keys are (default: issuer + /.well-known/jwks.json).
+	// JWKSURL is where the issuer's signing keys are (default: issuer + /.well-known/jwks.json). Never
+	// a loopback, link-local or localhost address or the server's own Service; where a policy lists
+	// allowed issuers, it must be absent or equal to the jwks_uri the issuer publishes.
+	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	JWKSURL string `json:"jwksURL,omitempty"`
 	// Resource is the canonical URI clients use for this server; tokens must carry it as audience
 	// (default: status.endpoint).
+	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Resource string `json:"resource,omitempty"`
 }
@@ -217,9 +231,12 @@ type GatewayAuth struct {
 type ScopeGrant struct {
 	// Scope is the OAuth scope, e.g. files:read.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
 	Scope string `json:"scope"`
 	// Tools are the tool names the scope grants.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:items:MaxLength=128
 	Tools []string `json:"tools"`
 }
 

@@ -47,6 +47,15 @@ type MCPServerPolicySpec struct {
 	// +optional
 	Gateway GatewayCeiling `json:"gateway,omitempty"`
 
+	// AllowedSecretNames, when set, are the only Secrets MCPServers may expose to their server through
+	// env[].valueFrom.secretKeyRef: exact names, or prefixes ending in "*" (e.g. "mcp-*"). Without it any
+	// Secret of the namespace may be referenced, so a user who may create MCPServers but not read
+	// Secrets could hand any of them to a server. Matching is by name so the operator needs no access to
+	// tenants' Secrets.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +optional
+	AllowedSecretNames []string `json:"allowedSecretNames,omitempty"`
 	// ViolationAction is what happens to a running MCPServer that no longer complies with the policy (the
 	// policy tightened after the server was admitted, or the server was admitted while the webhook was
 	// unavailable). ScaleToZero (the default) scales its Deployment to zero replicas until the spec

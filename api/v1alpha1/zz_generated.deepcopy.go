@@ -509,6 +509,11 @@ func (in *MCPServerPolicySpec) DeepCopyInto(out *MCPServerPolicySpec) {
 	}
 	in.Egress.DeepCopyInto(&out.Egress)
 	in.Gateway.DeepCopyInto(&out.Gateway)
+	if in.AllowedSecretNames != nil {
+		in, out := &in.AllowedSecretNames, &out.AllowedSecretNames
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.RegistryCredentials != nil {
 		in, out := &in.RegistryCredentials, &out.RegistryCredentials
 		*out = make([]v1.LocalObjectReference, len(*in))

@@ -415,7 +415,10 @@ func (d *demo) refusals(ctx context.Context, im *demoImages, issuer string) {
 	base := func(name string) *mcpv1alpha1.MCPServer {
 		return &mcpv1alpha1.MCPServer{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mcp-tools"},
-			Spec:       mcpv1alpha1.MCPServerSpec{Image: im.signed.String(), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: issuer}}},
+			Spec: mcpv1alpha1.MCPServerSpec{Image: im.signed.String(), Gateway: mcpv1alpha1.GatewaySpec{
+				Auth:   mcpv1alpha1.GatewayAuth{Issuer: issuer},
+				Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}},
+			}},
 		}
 	}
 	tag := base("tagged")

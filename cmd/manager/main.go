@@ -52,9 +52,16 @@ func run() error {
 	flag.BoolVar(&readPins, "read-tool-pins", true, "Read each server pod's tool pin state from its gateway (port 8444, opened to the operator's pods) into status.tools and the ToolsPinned condition.")
 	flag.DurationVar(&o.PinPollInterval, "tool-pin-interval", controllers.DefaultPinPollInterval, "How often each server's tool pin state is read.")
 	flag.StringVar(&operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=mcp-warden,app.kubernetes.io/component=manager", "Labels (k=v,...) of the operator's own pods, which server NetworkPolicies let reach the gateway status port.")
+	var fenceUsers, fenceGroups string
+	flag.StringVar(&fenceUsers, "fence-exempt-users", "", "Users (comma-separated) that may write NetworkPolicies selecting MCP server pods that allow traffic, e.g. a platform GitOps controller's ServiceAccount (system:serviceaccount:NS:NAME). The operator itself is always exempt.")
+	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	o.FenceExemptUsers, o.FenceExemptGroups = splitList(fenceUsers), splitList(fenceGroups)
+	if o.FenceExemptGroups == nil {
+		o.FenceExemptGroups = []string{}
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	set, err := labels.ConvertSelectorToLabelsMap(dnsLabels)
@@ -89,4 +96,15 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
