@@ -158,17 +158,33 @@ func escapeLen(rs []rune) int {
 }
 
 // tagSequenceLen is the length of the tag characters and the CANCEL TAG that complete an emoji tag
-// sequence at the start of rs, or 0 when rs does not start one.
+// sequence at the start of rs, or 0 when rs does not start one. The tag spec must be a subdivision id
+// (CLDR unicode_subdivision_id: a region of two letters or three digits, then one to four lower-case
+// letters or digits), so that a flag cannot carry arbitrary invisible ASCII.
 func tagSequenceLen(rs []rune) int {
 	n := 0
-	for n < len(rs) && n < 32 && rs[n] >= 0xE0020 && rs[n] <= 0xE007E {
+	for n < len(rs) && n < 7 && isTagAlnum(rs[n]) {
 		n++
 	}
-	if n == 0 || n >= len(rs) || rs[n] != 0xE007F {
+	if n < 3 || n >= len(rs) || rs[n] != 0xE007F {
+		return 0
+	}
+	region := 0
+	switch {
+	case isTagLetter(rs[0]) && isTagLetter(rs[1]):
+		region = 2
+	case n >= 4 && isTagDigit(rs[0]) && isTagDigit(rs[1]) && isTagDigit(rs[2]):
+		region = 3
+	}
+	if region == 0 || n-region < 1 || n-region > 4 {
 		return 0
 	}
 	return n + 1
 }
+
+func isTagLetter(r rune) bool { return r >= 0xE0061 && r <= 0xE007A }
+func isTagDigit(r rune) bool  { return r >= 0xE0030 && r <= 0xE0039 }
+func isTagAlnum(r rune) bool  { return isTagLetter(r) || isTagDigit(r) }
 
 func isEmojiModifier(r rune) bool { return r >= 0x1F3FB && r <= 0x1F3FF }
 
