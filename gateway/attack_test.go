@@ -1,9 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcp-warden/mcp-warden/gateway"
 )
 
 // dirtyResult is a tools/call result with hidden text and a cloud key in it.
@@ -140,5 +145,35 @@ func TestMemberNamesAreSanitized(t *testing.T) {
 				t.Fatalf("the visible part of the member name is gone: %q", out)
 			}
 		})
+	}
+}
+
+// TestBigIntegerArgumentsAreRefused: the gateway reads argument numbers as IEEE 754 doubles, a server
+// with integer fields (Go int64, Python) reads them exactly. 9007199254740993 was shown to the person
+// approving the call, schema-checked and audited as 9007199254740992, and executed as 9007199254740993.
+func TestBigIntegerArgumentsAreRefused(t *testing.T) {
+	f := newFixture(t, fixtureOpts{mutate: func(c *gateway.Config) { c.Destructive = append(c.Destructive, "annotate") }})
+	asked := ""
+	cs := f.mustConnect(t, "files:read", &mcp.ClientOptions{ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		asked = req.Params.Message
+		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"approve": true}}, nil
+	}})
+	pass := func(http.ResponseWriter, []byte) bool { return false }
+	f.up.intercept.Store(&pass)
+	for _, n := range []int64{9007199254740993, -9007199254740993, 1 << 62} {
+		before := f.up.calls.Load()
+		res, err := call(t, cs, "annotate", map[string]any{"note": "x", "id": n})
+		ran := f.up.calls.Load() > before
+		if err == nil && !res.IsError || ran {
+			t.Errorf("id %d: ran=%v (the person was asked %q; err %v)", n, ran, asked, err)
+		}
+	}
+	for _, b := range f.up.received.List() {
+		if strings.Contains(b, "9007199254740993") {
+			t.Errorf("the server received an integer the gateway could not check exactly: %s", b)
+		}
+	}
+	if _, err := call(t, cs, "annotate", map[string]any{"note": "x", "id": 9007199254740991}); err != nil {
+		t.Fatalf("control: a safe integer is refused: %v", err)
 	}
 }

@@ -333,6 +333,10 @@ func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *messag
 			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments are not valid JSON", "")
 		}
 		args = v
+		if inexactInteger(p.Arguments) {
+			pc.args = args
+			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments carry an integer beyond 2^53-1 in magnitude, which the gateway cannot check, show for approval and audit exactly; send it as a string", "")
+		}
 	}
 	pc.args = args
 	if c.principal != nil {
