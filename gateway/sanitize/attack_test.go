@@ -36,3 +36,23 @@ func TestFlagTagSequenceIsNoCarrier(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectorsAfterDigitsAndPunctuationAreNoCarrier: one variation selector was kept after every
+// digit and every punctuation mark (none, FE0E or FE0F: a base-3 digit of hidden text per character of
+// any number or sentence), though only keycaps and four punctuation emoji have such sequences.
+func TestSelectorsAfterDigitsAndPunctuationAreNoCarrier(t *testing.T) {
+	for name, tc := range map[string]struct{ in, want string }{
+		"selectors across a number":      {"1\ufe0e2\ufe0f3\ufe0e4", "1234"},
+		"selectors after punctuation":    {"Hi.\ufe0f Yes,\ufe0e ok!\ufe0f", "Hi. Yes, ok!"},
+		"selector after an Arabic digit": {"\u0661\ufe0f", "\u0661"},
+		"keycap kept":                    {"1\ufe0f\u20e3 #\ufe0f\u20e3", "1\ufe0f\u20e3 #\ufe0f\u20e3"},
+		"punctuation emoji kept":         {"\u203c\ufe0f \u3030\ufe0e", "\u203c\ufe0f \u3030\ufe0e"},
+		"symbol emoji kept":              {"\u2764\ufe0f \u00a9\ufe0e", "\u2764\ufe0f \u00a9\ufe0e"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got, _ := Invisible(tc.in); got != tc.want {
+				t.Fatalf("Invisible(%+q) = %+q, want %+q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
