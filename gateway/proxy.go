@@ -519,6 +519,9 @@ func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.R
 	switch {
 	case resp.StatusCode >= 400:
 		g.relayError(w, resp, ex, sw)
+	case resp.StatusCode >= 300:
+		w.Header().Del("Content-Type")
+		g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server answered with a redirect, which the gateway does not follow", "upstream_error")
 	case ct == "text/event-stream":
 		if sw == nil {
 			w.Header().Del("Content-Length")
