@@ -102,7 +102,10 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
-		}},
+		},
+			// a redirect would send a checked call (307 and 308 keep the body) past the loopback upstream
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 	}
 	if _, err := rand.Read(g.stateKey); err != nil {
 		return nil, fmt.Errorf("gateway: random state key: %w", err)

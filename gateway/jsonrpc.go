@@ -257,3 +257,25 @@ type toolCallParams struct {
 	Name      string          `json:"name"`
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 }
+
+// inexactInteger reports an integer literal beyond +-(2^53-1) in a checked JSON value. The gateway reads
+// argument numbers as IEEE 754 doubles, as the MCP Go SDK's untyped arguments and JavaScript do, while a
+// server with integer fields (Go int64, Python) reads them exactly: the gateway would validate, show for
+// approval and audit another number than the one the server executes.
+func inexactInteger(v []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(v))
+	for {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return false
+		}
+		if tok.Kind() != '0' {
+			continue
+		}
+		if s := tok.String(); !strings.ContainsAny(s, ".eE") {
+			if n, err := strconv.ParseInt(s, 10, 64); err != nil || n > maxSafeID || n < -maxSafeID {
+				return true
+			}
+		}
+	}
+}

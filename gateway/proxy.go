@@ -333,6 +333,10 @@ func (g *Gateway) admit(ctx context.Context, c *caller, sess *session, m *messag
 			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments are not valid JSON", "")
 		}
 		args = v
+		if inexactInteger(p.Arguments) {
+			pc.args = args
+			return pc, g.deny(pc, http.StatusOK, codeInvalidParams, "arguments carry an integer beyond 2^53-1 in magnitude, which the gateway cannot check, show for approval and audit exactly; send it as a string", "")
+		}
 	}
 	pc.args = args
 	if c.principal != nil {
@@ -515,6 +519,9 @@ func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.R
 	switch {
 	case resp.StatusCode >= 400:
 		g.relayError(w, resp, ex, sw)
+	case resp.StatusCode >= 300:
+		w.Header().Del("Content-Type")
+		g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server answered with a redirect, which the gateway does not follow", "upstream_error")
 	case ct == "text/event-stream":
 		if sw == nil {
 			w.Header().Del("Content-Length")
@@ -599,7 +606,9 @@ func (g *Gateway) relaySSE(ctx context.Context, body io.Reader, ex *exchange, sw
 			}
 			return
 		}
-		if len(ev.data) > 0 && (ev.name == "" || ev.name == "message") {
+		// every event with data is filtered whatever its name: clients differ in how they read a name
+		// ("message " is a message to the MCP Go SDK, which trims it)
+		if len(ev.data) > 0 {
 			ev.data = g.filterPayload(ev.data, ex)
 			if ev.data == nil {
 				continue
@@ -638,6 +647,11 @@ func (g *Gateway) filterPayload(data []byte, ex *exchange) []byte {
 // Requests the server sends (sampling, elicitation, roots) and notifications (logging, progress,
 // resource updates) lose hidden content and secrets like tool results do.
 func (g *Gateway) filterOut(m *message, ex *exchange) bool {
+	if m.Method == "" && !m.isResponse() {
+		// an error with id null answers no request: dropped like any reply without a pending request
+		g.auditDropped(ex, "-", "the MCP server sent an error response with id null, which answers no pending request")
+		return false
+	}
 	if !m.isResponse() {
 		if m.Method == "notifications/tools/list_changed" {
 			g.tools.requestRefresh()
@@ -785,6 +799,26 @@ func (g *Gateway) filterList(m *message, c *caller) bool {
 		return false
 	}
 	res["tools"] = list
+	// the result's other members (nextCursor, _meta) are filtered like any other result
+	for k, raw := range res {
+		if k == "tools" {
+			continue
+		}
+		var v any
+		if decode(raw, &v) != nil {
+			delete(res, k)
+			continue
+		}
+		if v, f := sanitize.Value(v); f.Any() {
+			delete(res, k)
+			clean, _ := sanitize.Text(k)
+			if _, taken := res[clean]; !taken && clean != "tools" {
+				if b, err := json.Marshal(v); err == nil {
+					res[clean] = b
+				}
+			}
+		}
+	}
 	if m.Result, err = json.Marshal(res); err != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode tools/list"}
 	}

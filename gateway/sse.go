@@ -25,6 +25,9 @@ var errEventTooLarge = errors.New("event exceeds the response size limit")
 type sseReader struct {
 	br  *bufio.Reader
 	max int64
+	// more holds the lines after a bare CR, which ends a line as LF and CRLF do (the SSE specification,
+	// and so EventSource and the TypeScript SDK): a CR inside a field is never passed on as a value.
+	more [][]byte
 }
 
 // readers are reused: one event stream is read per proxied request.
@@ -50,6 +53,15 @@ func (s *sseReader) next() (sseEvent, error) {
 	var data bytes.Buffer
 	hasData, size := false, int64(0)
 	for {
+		if len(s.more) > 0 {
+			line := s.more[0]
+			s.more = s.more[1:]
+			if done := s.field(&ev, &data, &hasData, line); done {
+				ev.data = data.Bytes()
+				return ev, nil
+			}
+			continue
+		}
 		line, err := s.br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// a long line: collect it whole, within the limit
@@ -74,34 +86,46 @@ func (s *sseReader) next() (sseEvent, error) {
 		if size > s.max {
 			return ev, errEventTooLarge
 		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			if hasData || ev.id != "" || ev.retry != "" {
-				ev.data = data.Bytes()
-				return ev, nil
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if bytes.IndexByte(line, '\r') >= 0 {
+			parts := bytes.Split(line, []byte("\r"))
+			for _, p := range parts[1:] {
+				s.more = append(s.more, bytes.Clone(p))
 			}
-			continue
+			line = parts[0]
 		}
-		if line[0] == ':' {
-			continue // comment
-		}
-		field, value, _ := bytes.Cut(line, []byte(":"))
-		value = bytes.TrimPrefix(value, []byte(" "))
-		switch string(field) {
-		case "event":
-			ev.name = string(value)
-		case "id":
-			ev.id = string(value)
-		case "retry":
-			ev.retry = string(value)
-		case "data":
-			if hasData {
-				data.WriteByte('\n')
-			}
-			data.Write(value)
-			hasData = true
+		if done := s.field(&ev, &data, &hasData, line); done {
+			ev.data = data.Bytes()
+			return ev, nil
 		}
 	}
+}
+
+// field applies one line to the event being read and reports whether the line ends the event.
+func (s *sseReader) field(ev *sseEvent, data *bytes.Buffer, hasData *bool, line []byte) bool {
+	if len(line) == 0 {
+		return *hasData || ev.id != "" || ev.retry != ""
+	}
+	if line[0] == ':' {
+		return false // comment
+	}
+	field, value, _ := bytes.Cut(line, []byte(":"))
+	value = bytes.TrimPrefix(value, []byte(" "))
+	switch string(field) {
+	case "event":
+		ev.name = string(value)
+	case "id":
+		ev.id = string(value)
+	case "retry":
+		ev.retry = string(value)
+	case "data":
+		if *hasData {
+			data.WriteByte('\n')
+		}
+		data.Write(value)
+		*hasData = true
+	}
+	return false
 }
 
 // sseWriter writes events to the client.

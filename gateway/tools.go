@@ -134,7 +134,14 @@ func (c *catalog) observe(raw json.RawMessage) (*toolDef, error) {
 	return def, nil
 }
 
-// sanitizeToolDef strips hidden content and secrets from every string of a definition except its name.
+// listedMembers are the members of a tool definition shown to clients: those the pin covers, and the
+// MCP specification's _meta, icons and execution, which are not shown to the model. Any other member
+// could change without the tool counting as changed, so it is not passed on.
+var listedMembers = map[string]bool{"name": true, "title": true, "description": true, "inputSchema": true,
+	"outputSchema": true, "annotations": true, "_meta": true, "icons": true, "execution": true}
+
+// sanitizeToolDef strips hidden content and secrets from every string of a definition except its name,
+// and keeps only listedMembers.
 func sanitizeToolDef(raw json.RawMessage) (json.RawMessage, sanitize.Findings, error) {
 	v, err := canonical.Decode(raw)
 	if err != nil {
@@ -144,10 +151,17 @@ func sanitizeToolDef(raw json.RawMessage) (json.RawMessage, sanitize.Findings, e
 	if !ok {
 		return nil, sanitize.Findings{}, errors.New("tool definition is not a JSON object")
 	}
+	dropped := false
+	for k := range m {
+		if !listedMembers[k] {
+			delete(m, k)
+			dropped = true
+		}
+	}
 	name := m["name"]
 	_, f := sanitize.Value(m)
 	m["name"] = name
-	if !f.Any() {
+	if !f.Any() && !dropped {
 		return raw, f, nil
 	}
 	out, err := json.Marshal(m)

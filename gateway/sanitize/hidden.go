@@ -26,7 +26,7 @@ func Hidden(s string) (string, Findings) {
 //     characters) and the other default-ignorable code points (Hangul fillers, combining grapheme
 //     joiner), except the prepended concatenation marks, which are visible;
 //   - variation selectors, except one directly after a character that has variation sequences (emoji
-//     presentation after a symbol, digit or punctuation; ideographic variation after a Han character;
+//     presentation after a symbol, in a keycap or after the punctuation emoji; ideographic variation after a Han character;
 //     Mongolian free variation selectors after a Mongolian letter);
 //   - control characters (C0 and C1) other than tab, newline and the CR of a CRLF, and terminal escape
 //     sequences as a whole (CSI, OSC, DCS and the others);
@@ -73,7 +73,7 @@ func Invisible(s string) (string, int) {
 				removed++
 			}
 		case unicode.Is(unicode.Variation_Selector, r):
-			if selects(out, r) {
+			if selects(out, r, rs[i+1:]) {
 				out = append(out, r)
 			} else {
 				removed++
@@ -158,17 +158,33 @@ func escapeLen(rs []rune) int {
 }
 
 // tagSequenceLen is the length of the tag characters and the CANCEL TAG that complete an emoji tag
-// sequence at the start of rs, or 0 when rs does not start one.
+// sequence at the start of rs, or 0 when rs does not start one. The tag spec must be a subdivision id
+// (CLDR unicode_subdivision_id: a region of two letters or three digits, then one to four lower-case
+// letters or digits), so that a flag cannot carry arbitrary invisible ASCII.
 func tagSequenceLen(rs []rune) int {
 	n := 0
-	for n < len(rs) && n < 32 && rs[n] >= 0xE0020 && rs[n] <= 0xE007E {
+	for n < len(rs) && n < 7 && isTagAlnum(rs[n]) {
 		n++
 	}
-	if n == 0 || n >= len(rs) || rs[n] != 0xE007F {
+	if n < 3 || n >= len(rs) || rs[n] != 0xE007F {
+		return 0
+	}
+	region := 0
+	switch {
+	case isTagLetter(rs[0]) && isTagLetter(rs[1]):
+		region = 2
+	case n >= 4 && isTagDigit(rs[0]) && isTagDigit(rs[1]) && isTagDigit(rs[2]):
+		region = 3
+	}
+	if region == 0 || n-region < 1 || n-region > 4 {
 		return 0
 	}
 	return n + 1
 }
+
+func isTagLetter(r rune) bool { return r >= 0xE0061 && r <= 0xE007A }
+func isTagDigit(r rune) bool  { return r >= 0xE0030 && r <= 0xE0039 }
+func isTagAlnum(r rune) bool  { return isTagLetter(r) || isTagDigit(r) }
 
 func isEmojiModifier(r rune) bool { return r >= 0x1F3FB && r <= 0x1F3FF }
 
@@ -203,8 +219,11 @@ func joinsScript(out, next []rune) bool {
 }
 
 // selects reports whether variation selector r may follow the kept text: at most one selector, right
-// after a character that has variation sequences of that kind.
-func selects(out []rune, r rune) bool {
+// after a character that has variation sequences of that kind. A digit, '#' or '*' takes only the
+// emoji selector of a keycap (1️⃣, followed by U+20E3); punctuation only where it has emoji variation
+// sequences (‼ ⁉ 〰 〽). Elsewhere a selector after a digit or a full stop changes nothing a person
+// sees, and one per character would carry hidden text through any number or sentence.
+func selects(out []rune, r rune, next []rune) bool {
 	if len(out) == 0 {
 		return false
 	}
@@ -214,7 +233,13 @@ func selects(out []rune, r rune) bool {
 	}
 	switch {
 	case r == 0xFE0E || r == 0xFE0F: // text or emoji presentation
-		return unicode.IsSymbol(base) || unicode.IsDigit(base) || unicode.IsPunct(base)
+		switch {
+		case base >= '0' && base <= '9', base == '#', base == '*':
+			return r == 0xFE0F && len(next) > 0 && next[0] == 0x20E3
+		case base == 0x203C, base == 0x2049, base == 0x3030, base == 0x303D:
+			return true
+		}
+		return unicode.IsSymbol(base)
 	case r >= 0xE0100: // ideographic variation sequences
 		return unicode.Is(unicode.Han, base)
 	case r >= 0x180B && r <= 0x180F: // Mongolian free variation selectors

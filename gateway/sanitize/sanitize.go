@@ -36,8 +36,9 @@ func Text(s string) (string, Findings) {
 	return s, f.Add(g)
 }
 
-// Value sanitizes every string in a decoded JSON value in place, at every depth and under every key
-// (map and slice elements are replaced), and returns the possibly new value. The only strings left alone
+// Value sanitizes every string in a decoded JSON value in place, member names included, at every depth
+// and under every key (map and slice elements are replaced; a member whose cleaned name another member
+// has is dropped), and returns the possibly new value. The only strings left alone
 // are base64 payloads where MCP puts binary content: "data" of image and audio content and "blob" of
 // resource contents, and only when they really are base64 (which cannot carry hidden text).
 func Value(v any) (any, Findings) {
@@ -54,13 +55,28 @@ func Value(v any) (any, Findings) {
 		return t, total
 	case map[string]any:
 		var total Findings
+		var renamed map[string]string
 		for k, e := range t {
-			if isBinaryPayload(t, k, e) {
-				continue
+			if !isBinaryPayload(t, k, e) {
+				var f Findings
+				t[k], f = Value(e)
+				total = total.Add(f)
 			}
-			var f Findings
-			t[k], f = Value(e)
-			total = total.Add(f)
+			// member names are text the model reads too
+			if clean, f := Text(k); f.Any() {
+				if renamed == nil {
+					renamed = map[string]string{}
+				}
+				renamed[k] = clean
+				total = total.Add(f)
+			}
+		}
+		for k, clean := range renamed {
+			e := t[k]
+			delete(t, k)
+			if _, taken := t[clean]; !taken {
+				t[clean] = e
+			}
 		}
 		return t, total
 	}

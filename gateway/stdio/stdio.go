@@ -44,10 +44,14 @@ type Bridge struct {
 	writeMu sync.Mutex
 	nextID  atomic.Uint64
 
-	mu          sync.Mutex
-	sessions    map[string]bool // the session ids handed out by initialize
-	pending     map[string]chan json.RawMessage
-	streams     map[chan []byte]struct{}
+	mu       sync.Mutex
+	sessions map[string]bool // the session ids handed out by initialize
+	pending  map[string]chan json.RawMessage
+	streams  map[chan []byte]string // event streams, with their session ids
+	// inflight counts each session's requests the server is working on; asked maps the id of a request
+	// the server sent to the session it was sent to, so that only that session can answer it.
+	inflight    map[string]int
+	asked       map[string]string
 	initResult  json.RawMessage
 	initialized bool
 
@@ -88,7 +92,8 @@ func Start(argv []string, log *slog.Logger) (*Bridge, error) {
 		ln.Close()
 		return nil, fmt.Errorf("stdio: start %s: %w", argv[0], err)
 	}
-	b := &Bridge{cmd: cmd, stdin: stdin, log: log, pending: map[string]chan json.RawMessage{}, sessions: map[string]bool{}, streams: map[chan []byte]struct{}{},
+	b := &Bridge{cmd: cmd, stdin: stdin, log: log, pending: map[string]chan json.RawMessage{}, sessions: map[string]bool{}, streams: map[chan []byte]string{},
+		inflight: map[string]int{}, asked: map[string]string{},
 		exited: make(chan struct{}), ln: ln}
 	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
 	go b.readStdout(stdout)
@@ -165,28 +170,55 @@ func (b *Bridge) readStdout(r io.Reader) {
 			}
 			continue
 		}
-		b.toStreams(append([]byte(nil), line...), hasID(m.ID))
+		b.toStreams(append([]byte(nil), line...), m.ID)
 	}
 	if err := sc.Err(); err != nil {
 		b.log.Error("reading the MCP server's stdout failed", "err", err)
 	}
 }
 
-// toStreams sends a server-initiated message to the open event streams: a request to one, a notification
-// to all.
-func (b *Bridge) toStreams(line []byte, isRequest bool) {
+// toStreams sends a server-initiated message to the open event streams: a notification to all, a
+// request (sampling, elicitation, roots) to a stream of the one session with a request in flight, since
+// the server asks on behalf of the call it is running. With no such session, or several (the request
+// could belong to either), the request is dropped rather than shown to a session it may not belong to.
+func (b *Bridge) toStreams(line []byte, id json.RawMessage) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for ch := range b.streams {
-		select {
-		case ch <- line:
-		default:
-			b.log.Warn("dropped a server message: the client's event stream is not reading")
+	if !hasID(id) {
+		for ch := range b.streams {
+			select {
+			case ch <- line:
+			default:
+				b.log.Warn("dropped a server message: the client's event stream is not reading")
+			}
 		}
-		if isRequest {
-			return
+		return
+	}
+	owner := ""
+	for sid, n := range b.inflight {
+		if n > 0 {
+			if owner != "" {
+				b.log.Warn("dropped a server request: several sessions have calls in flight, so the request's session is unknown")
+				return
+			}
+			owner = sid
 		}
 	}
+	for ch, sid := range b.streams {
+		if owner == "" || sid != owner {
+			continue
+		}
+		select {
+		case ch <- line:
+			if len(b.asked) < maxSessions {
+				b.asked[string(id)] = owner
+			}
+		default:
+			b.log.Warn("dropped a server request: the client's event stream is not reading")
+		}
+		return
+	}
+	b.log.Warn("dropped a server request: no event stream of the session with a call in flight is open")
 }
 
 func (b *Bridge) logStderr(r io.Reader) {
@@ -298,7 +330,16 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 	case m.Method == "initialize" && hasID(m.ID):
 		b.initialize(w, r, &m)
 	case m.Method != "" && hasID(m.ID):
+		sid := r.Header.Get("Mcp-Session-Id")
+		b.mu.Lock()
+		b.inflight[sid]++
+		b.mu.Unlock()
 		out, err := b.roundTrip(r.Context(), &m)
+		b.mu.Lock()
+		if b.inflight[sid]--; b.inflight[sid] <= 0 {
+			delete(b.inflight, sid)
+		}
+		b.mu.Unlock()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -306,6 +347,21 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
 	default: // a notification, or a response to a server request
+		if m.Method == "" {
+			// only the session the server's request was sent to may answer it
+			id, err := strictjson.Canonical(m.ID)
+			sid := r.Header.Get("Mcp-Session-Id")
+			b.mu.Lock()
+			ok := err == nil && hasID(m.ID) && b.asked[string(id)] == sid
+			if ok {
+				delete(b.asked, string(id))
+			}
+			b.mu.Unlock()
+			if !ok {
+				http.Error(w, "the response answers no request the server sent to this session", http.StatusBadRequest)
+				return
+			}
+		}
 		if m.Method == "notifications/initialized" {
 			b.mu.Lock()
 			already := b.initialized
@@ -397,7 +453,7 @@ func (b *Bridge) serveGET(w http.ResponseWriter, r *http.Request) {
 	}
 	ch := make(chan []byte, 64)
 	b.mu.Lock()
-	b.streams[ch] = struct{}{}
+	b.streams[ch] = r.Header.Get("Mcp-Session-Id")
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
