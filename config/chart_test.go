@@ -194,7 +194,7 @@ func TestChartValuesSchemaRejectsMistakes(t *testing.T) {
 // TestChartToggles checks what each values toggle adds or removes.
 func TestChartToggles(t *testing.T) {
 	def := helmTemplate(t)
-	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 1, "ValidatingWebhookConfiguration": 1, "Service": 2, "Secret": 1, "ServiceMonitor": 0, "ConfigMap": 0, "Certificate": 0, "Role": 1, "RoleBinding": 1} {
+	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 1, "ValidatingWebhookConfiguration": 1, "Service": 2, "Secret": 1, "ServiceMonitor": 0, "ConfigMap": 0, "Certificate": 0, "Role": 2, "RoleBinding": 2} {
 		if got := count(def, kind); got != want {
 			t.Errorf("default values: %d %s, want %d", got, kind, want)
 		}
@@ -250,7 +250,9 @@ func TestChartToggles(t *testing.T) {
 		vwc := byKind(objs, "ValidatingWebhookConfiguration", "")
 		for _, w := range vwc["webhooks"].([]any) {
 			wh := w.(map[string]any)
-			for _, e := range wh["namespaceSelector"].(map[string]any)["matchExpressions"].([]any) {
+			sel, _ := wh["namespaceSelector"].(map[string]any) // a cluster-scoped kind's webhook has none
+			exprs, _ := sel["matchExpressions"].([]any)
+			for _, e := range exprs {
 				ex := e.(map[string]any)
 				if ex["operator"] == "NotIn" {
 					for _, v := range ex["values"].([]any) {
