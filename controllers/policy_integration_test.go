@@ -51,7 +51,8 @@ func TestPolicyReadyReportsWhetherItCanBeEnforced(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 20*time.Second, readyIs(metav1.ConditionFalse, `authority "release-key": not a PEM public key`))
+	// The policy webhook would refuse this key; the controller names the field too.
+	eventually(t, 20*time.Second, readyIs(metav1.ConditionFalse, `spec.authorities[0].key.data: Invalid value: "(key)": not a PEM public key`))
 	if c := meta.FindStatusCondition(p.Status.Conditions, mcpv1alpha1.ConditionReady); c.Reason != controllers.ReasonPolicyInvalid {
 		t.Fatalf("reason %s", c.Reason)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,5 +109,41 @@ func TestTooManySignatureEntries(t *testing.T) {
 	denial(t, err, imageverify.CheckTooLarge, "exceeds the 32-entry limit")
 	if n := v.RegistryRequests() - before; n > 4 {
 		t.Fatalf("%d registry requests: the layers were read", n)
+	}
+}
+
+// TestManyHugeVerificationsStayBounded: eight concurrent admissions of different images from the
+// hostile registry stay within the bound (at most MaxConcurrent verifications read at once, each within
+// its budget), and a legitimate image is verified meanwhile.
+func TestManyHugeVerificationsStayBounded(t *testing.T) {
+	srv, _ := hostileRegistry(t, 3, 100<<20)
+	f := newFixture(t)
+	good, err := f.reg.PushSigned("acme/files", f.release, slsa)
+	must(t, err)
+	hostile := imageverify.Policy{Name: "prod", Identity: "huge", Registries: []string{srv.Listener.Addr().String()},
+		Authorities: []imageverify.Authority{{Name: "release-key", PublicKey: f.release.Public()}}}
+	v := imageverify.New(imageverify.Options{})
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			ref := fmt.Sprintf("%s/acme/x@sha256:%064x", srv.Listener.Addr().String(), i+100)
+			_, err := v.Verify(context.Background(), ref, []imageverify.Policy{hostile})
+			denial(t, err, imageverify.CheckTooLarge, "limit")
+		})
+	}
+	start := time.Now()
+	if _, err := v.Verify(context.Background(), good.String(), []imageverify.Policy{f.policy()}); err != nil {
+		t.Fatalf("a legitimate image during the attack: %v", err)
+	}
+	t.Logf("legitimate verification during the attack: %s", time.Since(start))
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("eight hostile verifications allocated %.1f MiB", float64(allocated)/(1<<20))
+	if allocated > 128<<20 {
+		t.Fatalf("eight hostile verifications allocated %d MiB", allocated>>20)
 	}
 }

@@ -120,3 +120,26 @@ func TestRedirectsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRealmIsChecked: a registry the policy names asks for a bearer token from a realm on a
+// loopback host it does not name: the realm is never contacted.
+func TestTokenRealmIsChecked(t *testing.T) {
+	f := newFixture(t)
+	realm := newSink(t, false, http.StatusOK)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.srv.URL+`/token",service="registry"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(front.Close)
+	host := front.Listener.Addr().String()
+	p := f.policy()
+	p.Registries = []string{host}
+	_, err := imageverify.New(imageverify.Options{}).Verify(context.Background(), host+"/acme/x"+zeroDigest, []imageverify.Policy{p})
+	if err == nil {
+		t.Fatal("admitted")
+	}
+	if realm.hits.Load() != 0 {
+		t.Fatalf("the token realm on an unnamed loopback host was contacted (%d requests): %v", realm.hits.Load(), err)
+	}
+	t.Log(err)
+}

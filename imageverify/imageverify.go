@@ -382,8 +382,11 @@ func (v *Verifier) verifyCached(ctx context.Context, namespace, image string, re
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.o.Timeout)
 		defer cancel()
 		r, err := v.verifyBounded(ctx, image, ref, p)
+		var d *Denial
+		if err != nil && !(errors.As(err, &d) && d.Detail == busyDetail) {
+			v.denied.Add(key, err) // a busy verifier says nothing about the image: not remembered
+		}
 		if err != nil {
-			v.denied.Add(key, err)
 			return nil, err
 		}
 		v.ok.Add(key, r)
@@ -418,13 +421,15 @@ func (v *Verifier) limiter(namespace string) *rate.Limiter {
 	return l
 }
 
+const busyDetail = "timeout: the verifier was busy with other images; retry"
+
 // verifyBounded runs one verification once a slot is free, with the verification's byte budget.
 func (v *Verifier) verifyBounded(ctx context.Context, image string, ref name.Digest, p Policy) (*Result, error) {
 	select {
 	case v.slots <- struct{}{}:
 		defer func() { <-v.slots }()
 	case <-ctx.Done():
-		return nil, &Denial{Image: image, Policy: p.Name, Check: CheckRegistryUnreachable, Detail: "timeout: the verifier was busy with other images; retry"}
+		return nil, &Denial{Image: image, Policy: p.Name, Check: CheckRegistryUnreachable, Detail: busyDetail}
 	}
 	ctx = withBudget(withExplicitHosts(ctx, p.explicitHosts()), v.o.MaxBytesPerVerification)
 	return v.verifyPolicy(ctx, image, ref, p)

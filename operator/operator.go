@@ -264,6 +264,14 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 	return false, nil
 }
 
+// gatewayImage is the gateway image the controller puts in server pods.
+func gatewayImage(o Options) string {
+	if o.GatewayImage == "" {
+		return controllers.DefaultGatewayImage
+	}
+	return o.GatewayImage
+}
+
 // setupWebhooks registers the admission webhooks and, when asked, the certificate rotator. The webhook
 // server only starts serving once a certificate exists; the readiness probe waits for it.
 func setupWebhooks(mgr ctrl.Manager, o Options) error {
@@ -301,7 +309,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 			fenceHook.ExemptGroups = []string{"system:masters"}
 		}
 		mgr.GetWebhookServer().Register(webhooks.NetworkPolicyPath, &webhook.Admission{Handler: fenceHook})
-		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, GatewayImage: o.GatewayImage}})
+		mgr.GetWebhookServer().Register(webhooks.WorkloadPath, &webhook.Admission{Handler: &webhooks.WorkloadValidator{Reader: mgr.GetClient(), Verifier: o.Verifier, Timeout: o.VerifyTimeout, GatewayImage: gatewayImage(o)}})
 		return nil
 	}
 	if o.CertRotation {

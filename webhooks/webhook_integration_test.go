@@ -147,10 +147,10 @@ func TestRawWorkloadsInOptedInNamespace(t *testing.T) {
 		}
 	}
 	createEventually(t, deploy(optedIn, "ghcr.io/acme/files:1.2"),
-		"Deployment "+optedIn+"/raw denied by the MCP image policy of namespace "+optedIn+": containers[0] (server): image ghcr.io/acme/files:1.2 is not pinned by digest; use ghcr.io/acme/files@sha256:<digest>")
+		`Deployment.apps "raw" is invalid: spec.template.spec.containers[0].image: Invalid value: "ghcr.io/acme/files:1.2": image ghcr.io/acme/files:1.2 is not pinned by digest; use ghcr.io/acme/files@sha256:<digest>`)
 	createEventually(t, deploy(optedIn, "docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), "is not from a registry MCPServerPolicy")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: optedIn}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-	createEventually(t, pod, "Pod "+optedIn+"/p denied")
+	createEventually(t, pod, `Pod "p" is invalid: spec.containers[0].image`)
 	createEventually(t, deploy(optedIn, goodImage), "")
 
 	// A namespace that has not opted in is not checked.
@@ -204,7 +204,7 @@ func TestCosignThroughTheAPIServer(t *testing.T) {
 			},
 		},
 	}
-	createEventually(t, d, "containers[0] (server): image "+unsigned.String()+" has no signature from policy")
+	createEventually(t, d, "spec.template.spec.containers[0].image: Forbidden: image "+unsigned.String()+" has no signature from policy")
 }
 
 // TestKeylessThroughTheAPIServer verifies a certificate-signed image offline against a policy's CA, with

@@ -201,7 +201,8 @@ type EgressCeiling struct {
 	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
 
 	// AllowedFQDNs, when set, are the only DNS names (exact, or "*.example.com" wildcards) allow-list
-	// names may use.
+	// names may use. A wildcard is "*." followed by a name of two labels or more: "*", "*.com" and
+	// "*example.com" are refused.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	AllowedFQDNs []string `json:"allowedFQDNs,omitempty"`
