@@ -124,9 +124,8 @@ func TestSelfManagedCertificates(t *testing.T) {
 			AllowedRegistries: []string{"registry.internal.example/"},
 		},
 	}
-	if err := k8s.Create(ctx, policy); err != nil {
-		t.Fatal(err)
-	}
+	// the policy webhook answers once the webhook server serves the new certificate
+	waitFor(t, 30*time.Second, func() error { return client.IgnoreAlreadyExists(k8s.Create(ctx, policy.DeepCopy())) })
 	s := &mcpv1alpha1.MCPServer{
 		ObjectMeta: metav1.ObjectMeta{Name: "outside", Namespace: "default"},
 		Spec:       mcpv1alpha1.MCPServerSpec{Image: "ghcr.io/acme/files@sha256:" + strings.Repeat("ab", 32), Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}},
