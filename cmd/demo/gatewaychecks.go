@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -121,6 +123,16 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 		cfg.Upstream = upstream.URL + "/mcp"
 	}
 	cfg.Listen, cfg.StatusListen, cfg.PinStatePath = "127.0.0.1:0", "", ""
+	if cfg.Audit.StatePath != "" {
+		// the pod's gateway keeps its audit head on its own emptyDir; here a temporary folder stands in
+		dir, err := os.MkdirTemp("", "mcp-warden-demo-gateway-")
+		if err != nil {
+			d.expect(false, "a folder for the gateway's audit head: %v", err)
+			return
+		}
+		defer os.RemoveAll(dir)
+		cfg.Audit.StatePath = filepath.Join(dir, filepath.Base(cfg.Audit.StatePath))
+	}
 	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
