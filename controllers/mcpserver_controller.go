@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -39,6 +40,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 	"github.com/mcp-warden/mcp-warden/webhooks"
@@ -58,6 +60,11 @@ const (
 	ReasonFQDNNoCilium       = "FQDNRequiresCilium"
 	ReasonDriftReverted      = "DriftReverted"
 	ReasonRecreated          = "Recreated"
+	// ReasonIssuerKeysUnavailable is the IssuerKeysDelivered and Ready reason while the issuer's keys
+	// cannot be fetched.
+	ReasonIssuerKeysUnavailable = "IssuerKeysUnavailable"
+	// ReasonIssuerKeysFetched is the IssuerKeysDelivered reason when the keys are delivered.
+	ReasonIssuerKeysFetched = "KeysFetched"
 	// ReasonFenceWidened is the EgressEnforced reason (and event reason) when a NetworkPolicy the
 	// operator did not write selects the server's pods and allows traffic.
 	ReasonFenceWidened = "FenceWidened"
@@ -97,6 +104,10 @@ type MCPServerReconciler struct {
 	PinBudget time.Duration
 	// MaxConcurrentReconciles is how many MCPServers reconcile at once (default 4).
 	MaxConcurrentReconciles int
+	// Keys fetches and refreshes the token issuers' signing keys, delivered to each gateway in its
+	// ConfigMap (jwks.json), so that server pods need no egress to their issuer. Nil: no keys are
+	// delivered, and a server with authentication on is never Ready.
+	Keys *issuerkeys.Fetcher
 	// Operator selects the operator's own pods: the NetworkPolicy lets them (alone) reach the gateway's
 	// status port. Empty: no ingress to the status port.
 	Operator Peer
@@ -132,6 +143,8 @@ type reconcileState struct {
 	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
 	pinsRead bool
 	tools    []mcpv1alpha1.ToolPin
+	// keys is what the operator delivered of the issuer's keys (nil: authentication is off).
+	keys *issuerkeys.Keys
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -154,6 +167,9 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
 			r.mem.forget(req.NamespacedName)
 			r.poller.forget(req.NamespacedName)
+			if r.Keys != nil {
+				r.Keys.Forget(req.NamespacedName)
+			}
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -361,6 +377,7 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
 	}
 	st.gatewayHash = hash
+	r.deliverKeys(s, cm, st)
 	st.configMap = cm
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
@@ -472,7 +489,21 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		s.Status.Endpoint = endpoint(s, r.ClusterDomain)
 		s.Status.ReadyReplicas = st.deployment.Status.ReadyReplicas
 		s.Status.ObservedGeneration = gen
-		if ok, msg := rolledOut(st.deployment); ok {
+		keysMissing := st.keys != nil && st.keys.JSON == nil
+		if st.keys != nil {
+			if keysMissing {
+				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionFalse, ReasonIssuerKeysUnavailable, keysMessage(s, st.keys))
+			} else {
+				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionTrue, ReasonIssuerKeysFetched, keysMessage(s, st.keys))
+			}
+		} else {
+			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionIssuerKeysDelivered)
+		}
+		if ok, msg := rolledOut(st.deployment); ok && keysMissing {
+			m := "the gateway refuses every token until the operator delivers the issuer's signing keys: " + keysMessage(s, st.keys)
+			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonIssuerKeysUnavailable, m)
+			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonIssuerKeysUnavailable, m)
+		} else if ok {
 			set(mcpv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAvailable, "sandboxed server is available: "+msg)
 			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
 		} else {
@@ -545,6 +576,16 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
 	r.poller = newPinPoller()
+	var keyEvents chan event.GenericEvent
+	if r.Keys != nil {
+		keyEvents = make(chan event.GenericEvent, 1024)
+		r.Keys.Notify = func(n types.NamespacedName) {
+			keyEvents <- event.GenericEvent{Object: &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: n.Namespace, Name: n.Name}}}
+		}
+		if err := mgr.Add(r.Keys); err != nil {
+			return fmt.Errorf("add the issuer key fetcher: %w", err)
+		}
+	}
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
 		workers = 4
@@ -553,6 +594,10 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		// A pin read that found something new reconciles its server again.
 		WatchesRawSource(source.Channel(r.poller.events, &handler.EnqueueRequestForObject{}))
+	if keyEvents != nil {
+		// Keys fetched, rotated or failing: the servers using the issuer get the new jwks.json.
+		b = b.WatchesRawSource(source.Channel(keyEvents, &handler.EnqueueRequestForObject{}))
+	}
 	if r.Cilium {
 		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{})
 	}
@@ -649,4 +694,49 @@ func (r *MCPServerReconciler) serversForPolicy(ctx context.Context, _ client.Obj
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
 	}
 	return reqs
+}
+
+// keysFile is the ConfigMap key of the issuer's signing keys the operator delivers to the gateway.
+const keysFile = "jwks.json"
+
+// noKeys is the jwks.json delivered before the issuer's keys are known: the gateway refuses every token.
+const noKeys = `{"keys":[]}`
+
+// deliverKeys puts the issuer's signing keys into the gateway's ConfigMap, outside the configuration
+// hash (a rotation does not roll the pods; the kubelet updates the mounted file and the gateway reads
+// it again).
+func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.ConfigMap, st *reconcileState) {
+	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	a := s.Spec.Gateway.Auth
+	if a.Disabled {
+		if r.Keys != nil {
+			r.Keys.Forget(key)
+		}
+		return
+	}
+	var k issuerkeys.Keys
+	if r.Keys != nil {
+		k = r.Keys.Get(issuerkeys.Source{Issuer: a.Issuer, JWKSURL: a.JWKSURL}, key)
+	} else {
+		k.Err = errors.New("the operator runs without an issuer key fetcher")
+	}
+	st.keys = &k
+	cm.Data[keysFile] = noKeys
+	if k.JSON != nil {
+		cm.Data[keysFile] = string(k.JSON)
+	}
+}
+
+// keysMessage says where the delivered keys came from, or why there are none.
+func keysMessage(s *mcpv1alpha1.MCPServer, k *issuerkeys.Keys) string {
+	iss := s.Spec.Gateway.Auth.Issuer
+	switch {
+	case k.JSON == nil && k.Err == nil:
+		return fmt.Sprintf("fetching the signing keys of issuer %s", iss)
+	case k.JSON == nil:
+		return fmt.Sprintf("cannot fetch the signing keys of issuer %s: %v; check that the issuer serves its metadata and keys over HTTPS on a public or private address the operator's pods reach (port 443)", iss, k.Err)
+	case k.Err != nil:
+		return fmt.Sprintf("%d key(s) of issuer %s from %s are delivered; the last refresh failed (the delivered keys are kept): %v", k.Count, iss, k.URL, k.Err)
+	}
+	return fmt.Sprintf("%d key(s) of issuer %s from %s are delivered", k.Count, iss, k.URL)
 }

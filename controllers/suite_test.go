@@ -25,6 +25,8 @@ import (
 var (
 	k8s     client.Client
 	clients *kubernetes.Clientset
+	// issuer is the token issuer the operator fetches keys from (every https issuer name of the suite).
+	issuer *testenv.Issuer
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +38,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, func(*localcluster.Cluster) operator.Options {
-		return operator.Options{PinReader: testPins}
+		return operator.Options{PinReader: testPins, IssuerKeysRefresh: time.Second}
 	})
 	defer env.Stop()
 	if err != nil {
@@ -44,6 +46,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	k8s = env.Client
+	issuer = env.Issuer
 	clients = kubernetes.NewForConfigOrDie(env.Cluster.Config)
 	return m.Run()
 }

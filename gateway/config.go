@@ -94,6 +94,11 @@ type AuthConfig struct {
 	// JWKSURL is the issuer's JSON Web Key Set. Optional: when empty it is discovered from the issuer's
 	// /.well-known/openid-configuration or /.well-known/oauth-authorization-server metadata.
 	JWKSURL string `json:"jwksURL,omitempty"`
+	// JWKSFile is a JSON Web Key Set file the keys are read from instead of fetching them: in a cluster
+	// the operator fetches the issuer's keys (from jwksURL or the issuer's metadata) and delivers them
+	// beside this configuration, so the pod needs no egress to the issuer. Read again every second and
+	// at once when a token names an unknown key id. An absolute path.
+	JWKSFile string `json:"jwksFile,omitempty"`
 	// Algorithms are the accepted signature algorithms; asymmetric only (RS*, PS*, ES*, EdDSA).
 	// Default ["RS256", "ES256"].
 	Algorithms []string `json:"algorithms,omitempty"`
@@ -334,7 +339,7 @@ func (a AuditConfig) openAudit(w io.Writer) (*audit.Logger, error) {
 func (c *Config) validateAuth() error {
 	a := c.Auth
 	if a.Disabled {
-		if a.Issuer != "" || a.JWKSURL != "" || len(a.RequiredScopes) > 0 {
+		if a.Issuer != "" || a.JWKSURL != "" || a.JWKSFile != "" || len(a.RequiredScopes) > 0 {
 			return errors.New("auth.disabled: is true but auth.issuer, auth.jwksURL or auth.requiredScopes is set; remove them, or set auth.disabled to false")
 		}
 		return nil
@@ -348,6 +353,9 @@ func (c *Config) validateAuth() error {
 		if err != nil || ju.Host == "" || !(ju.Scheme == "https" || (ju.Scheme == "http" && isLoopback(ju.Hostname()))) {
 			return fmt.Errorf("auth.jwksURL: %q must be an https URL, or empty to discover it from the issuer", a.JWKSURL)
 		}
+	}
+	if a.JWKSFile != "" && !filepath.IsAbs(a.JWKSFile) {
+		return fmt.Errorf("auth.jwksFile: %q must be an absolute path", a.JWKSFile)
 	}
 	if len(a.Algorithms) == 0 {
 		return errors.New("auth.algorithms: empty; list asymmetric algorithms such as [\"RS256\", \"ES256\"]")

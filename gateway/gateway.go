@@ -154,7 +154,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		sort.Strings(scopes)
 		meta.ScopesSupported = scopes
 		g.verifier, err = auth.NewVerifier(auth.Options{
-			Issuer: c.Auth.Issuer, JWKSURL: c.Auth.JWKSURL, Audience: c.Resource,
+			Issuer: c.Auth.Issuer, JWKSURL: c.Auth.JWKSURL, KeysFile: c.Auth.JWKSFile, Audience: c.Resource,
 			Algorithms: c.Auth.Algorithms, ClockSkew: c.Auth.ClockSkew.Duration, HTTPClient: opts.AuthHTTPClient,
 		})
 		if err != nil {

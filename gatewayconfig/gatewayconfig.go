@@ -25,6 +25,10 @@ const (
 	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
 	// pins.json, mounted with the configuration).
 	KnownPinsPath = "/etc/mcp-warden/pins.json"
+	// KeysPath is where the gateway reads its issuer's signing keys: the ConfigMap's jwks.json, which
+	// the operator fetches and refreshes, mounted with the configuration. The pod needs no egress to the
+	// issuer, so the server in it cannot reach the issuer either.
+	KeysPath = "/etc/mcp-warden/jwks.json"
 	// StateDir is the gateway container's own emptyDir: the audit head file lives there, so a restarted
 	// gateway continues its chain. The server container does not mount it.
 	StateDir = "/var/lib/mcp-warden"
@@ -95,6 +99,9 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 		KnownPinsPath:  KnownPinsPath,
 
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
+	}
+	if !g.Auth.Disabled {
+		cfg.Auth.JWKSFile = KeysPath
 	}
 	if s.Spec.Transport != mcpv1alpha1.TransportStdio {
 		cfg.Audit.StatePath = StateDir + "/audit-head.json"

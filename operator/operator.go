@@ -5,6 +5,8 @@ package operator
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -39,6 +41,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -106,6 +109,14 @@ type Options struct {
 	FenceExemptUsers, FenceExemptGroups []string
 	// Discovery reads issuers' metadata to confirm jwksURLs (default: HTTPS with a 3 s deadline).
 	Discovery guardrails.IssuerDiscovery
+	// IssuerKeys fetches the token issuers' signing keys for the gateways (default: a fetcher with the
+	// guarded HTTPS client, trusting the system roots and IssuerCAs).
+	IssuerKeys *issuerkeys.Fetcher
+	// IssuerCABundle is PEM certificates trusted for issuers besides the system roots (e.g. an
+	// in-cluster issuer's private CA).
+	IssuerCABundle []byte
+	// IssuerKeysRefresh is how often each issuer's keys are fetched again (default 1m).
+	IssuerKeysRefresh time.Duration
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -184,7 +195,18 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.Discovery == nil {
 		o.Discovery = &guardrails.HTTPDiscovery{}
 	}
+	if o.IssuerKeys == nil {
+		roots, err := x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		if len(o.IssuerCABundle) > 0 && !roots.AppendCertsFromPEM(o.IssuerCABundle) {
+			return nil, errors.New("the issuer CA bundle holds no PEM certificate")
+		}
+		o.IssuerKeys = &issuerkeys.Fetcher{Client: issuerkeys.NewClient(roots), Refresh: o.IssuerKeysRefresh}
+	}
 	r := &controllers.MCPServerReconciler{
+		Keys:            o.IssuerKeys,
 		Discovery:       o.Discovery,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),

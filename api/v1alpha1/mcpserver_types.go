@@ -448,4 +448,10 @@ const (
 	// tool's name, description or schemas changed after it was pinned (reason ToolDefinitionChanged: the
 	// tool is hidden and refused until a person approves the new hash in spec.gateway.pinnedTools).
 	ConditionToolsPinned = "ToolsPinned"
+	// ConditionIssuerKeysDelivered is True when the operator has fetched the token issuer's signing keys
+	// and delivered them to the gateway (the ConfigMap's jwks.json), so the pod needs no egress to the
+	// issuer. False while they cannot be fetched (reason IssuerKeysUnavailable; the message has the
+	// error): Ready is then False too, as the gateway refuses every token. Absent when authentication
+	// is disabled.
+	ConditionIssuerKeysDelivered = "IssuerKeysDelivered"
 )

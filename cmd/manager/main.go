@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
@@ -56,6 +57,9 @@ func run() error {
 	flag.StringVar(&fenceUsers, "fence-exempt-users", "", "Users (comma-separated) that may write NetworkPolicies selecting MCP server pods that allow traffic, e.g. a platform GitOps controller's ServiceAccount (system:serviceaccount:NS:NAME). The operator itself is always exempt.")
 	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
 	zapOpts := zap.Options{}
+	var issuerCAFile string
+	flag.StringVar(&issuerCAFile, "issuer-ca-file", "", "PEM file of CA certificates trusted for token issuers besides the system roots (e.g. an in-cluster issuer's private CA).")
+	flag.DurationVar(&o.IssuerKeysRefresh, "issuer-keys-refresh", issuerkeys.DefaultRefresh, "How often each token issuer's signing keys are fetched again and delivered to the gateways; a key the issuer rotates in is used within this interval plus the kubelet's ConfigMap sync period.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	o.FenceExemptUsers, o.FenceExemptGroups = splitList(fenceUsers), splitList(fenceGroups)
@@ -72,6 +76,14 @@ func run() error {
 		return fmt.Errorf("--dns-namespace must not be empty")
 	}
 	o.DNS.PodLabels = set
+	if issuerCAFile != "" {
+		if o.IssuerCABundle, err = os.ReadFile(issuerCAFile); err != nil {
+			return fmt.Errorf("--issuer-ca-file: %w", err)
+		}
+	}
+	if o.IssuerKeysRefresh < 5*time.Second {
+		return fmt.Errorf("--issuer-keys-refresh %s: want at least 5s (default %s)", o.IssuerKeysRefresh, issuerkeys.DefaultRefresh)
+	}
 	o.Namespace = namespace
 	if readPins {
 		o.PinReader = &controllers.HTTPPinReader{}

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -49,6 +50,14 @@ type Options struct {
 	CacheTTL time.Duration
 	// MinRefreshInterval is the least time between fetches caused by unknown key ids; 0 means 10s.
 	MinRefreshInterval time.Duration
+	// KeysFile, when set, is a JWKS file the key set is read from instead of the network: in a cluster
+	// the operator fetches the issuer's keys and delivers them into the gateway's ConfigMap, so the pod
+	// needs no egress to the issuer. The file is read again when it is older than FileRecheck and at
+	// once (at most every 100 ms) when a token names an unknown key id. Issuer and JWKSURL are then
+	// not fetched.
+	KeysFile string
+	// FileRecheck is how often KeysFile is read again; 0 means 1s.
+	FileRecheck time.Duration
 }
 
 // Principal is what a verified token says about its holder.
@@ -152,6 +161,13 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	}
 	if v.opts.MinRefreshInterval <= 0 {
 		v.opts.MinRefreshInterval = 10 * time.Second
+	}
+	if v.opts.FileRecheck <= 0 {
+		v.opts.FileRecheck = time.Second
+	}
+	if v.opts.KeysFile != "" {
+		// The CacheTTL and MinRefreshInterval of the network path stand for the file's recheck.
+		v.opts.CacheTTL, v.opts.MinRefreshInterval = v.opts.FileRecheck, fileUnknownKidRecheck
 	}
 	return v, nil
 }
@@ -339,6 +355,9 @@ func (v *Verifier) refresh(ctx context.Context, unknownKid bool) error {
 	}
 	jwksURL := v.jwksURL
 	v.mu.Unlock()
+	if v.opts.KeysFile != "" {
+		return v.readKeysFile()
+	}
 	if jwksURL == "" {
 		u, err := v.discover(ctx)
 		if err != nil {
@@ -352,6 +371,40 @@ func (v *Verifier) refresh(ctx context.Context, unknownKid bool) error {
 	}
 	v.mu.Lock()
 	v.keys, v.fetched, v.jwksURL = &set, time.Now(), jwksURL
+	v.mu.Unlock()
+	return nil
+}
+
+// fileUnknownKidRecheck is the least time between reads of KeysFile caused by unknown key ids.
+const fileUnknownKidRecheck = 100 * time.Millisecond
+
+// maxKeysFile bounds the key set file (the operator writes at most a few keys).
+const maxKeysFile = 1 << 20
+
+// readKeysFile loads the key set the operator delivered. A missing or empty file means the keys have
+// not arrived yet: every token is refused until they do.
+func (v *Verifier) readKeysFile() error {
+	f, err := os.Open(v.opts.KeysFile)
+	if err != nil {
+		return fmt.Errorf("the issuer's signing keys are not delivered yet (%s): %w", v.opts.KeysFile, err)
+	}
+	defer f.Close()
+	body, err := io.ReadAll(io.LimitReader(f, maxKeysFile+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", v.opts.KeysFile, err)
+	}
+	if len(body) > maxKeysFile {
+		return fmt.Errorf("%s is larger than %d bytes", v.opts.KeysFile, maxKeysFile)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(body, &set); err != nil {
+		return fmt.Errorf("%s is not a JSON Web Key Set: %w", v.opts.KeysFile, err)
+	}
+	if len(set.Keys) == 0 {
+		return fmt.Errorf("the issuer's signing keys are not delivered yet: %s has no keys", v.opts.KeysFile)
+	}
+	v.mu.Lock()
+	v.keys, v.fetched = &set, time.Now()
 	v.mu.Unlock()
 	return nil
 }

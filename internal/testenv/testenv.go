@@ -23,6 +23,8 @@ type Env struct {
 	Client client.Client
 	// Root is the repository root.
 	Root string
+	// Issuer is the in-process token issuer the operator fetches keys from, unless opts set IssuerKeys.
+	Issuer *Issuer
 }
 
 // Start starts the control plane with config/crd/bases (plus whatever o adds) and the operator with the
@@ -43,6 +45,10 @@ func Start(ctx context.Context, o localcluster.Options, opts func(*localcluster.
 	oo := operator.Options{}
 	if opts != nil {
 		oo = opts(cluster)
+	}
+	env.Issuer = StartIssuer()
+	if oo.IssuerKeys == nil {
+		oo.IssuerKeys = env.Issuer.Fetcher(oo.IssuerKeysRefresh)
 	}
 	if oo.MetricsAddr == "" {
 		oo.MetricsAddr = "0"
@@ -65,6 +71,9 @@ func Start(ctx context.Context, o localcluster.Options, opts func(*localcluster.
 func (e *Env) Stop() {
 	if e != nil && e.Cluster != nil {
 		_ = e.Cluster.Stop()
+	}
+	if e != nil && e.Issuer != nil {
+		e.Issuer.Close()
 	}
 }
 

@@ -1,0 +1,112 @@
+package testenv
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mcp-warden/mcp-warden/issuerkeys"
+)
+
+// Issuer is an in-process OAuth issuer that answers for every https issuer name the suites use
+// (https://auth.example.com and the like): its metadata names the requested host as issuer, and its
+// key set holds one ES256 key, which Rotate replaces. The operator fetches keys from it through
+// Fetcher; nothing else reaches it.
+type Issuer struct {
+	srv *httptest.Server
+
+	mu    sync.Mutex
+	key   *ecdsa.PrivateKey
+	kid   string
+	fetch int
+}
+
+// StartIssuer starts the issuer; Close stops it.
+func StartIssuer() *Issuer {
+	is := &Issuer{}
+	is.Rotate()
+	is.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "https://" + r.Host
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
+			_ = json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": base + "/.well-known/jwks.json"})
+		case "/.well-known/jwks.json":
+			is.mu.Lock()
+			is.fetch++
+			set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &is.key.PublicKey, KeyID: is.kid, Algorithm: "ES256", Use: "sig"}}}
+			is.mu.Unlock()
+			_ = json.NewEncoder(w).Encode(set)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	return is
+}
+
+// Close stops the issuer.
+func (is *Issuer) Close() { is.srv.Close() }
+
+// Rotate replaces the signing key (and its key id).
+func (is *Issuer) Rotate() {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.key, is.kid = k, "k"+time.Now().Format("150405.000000000")
+}
+
+// KeyID is the current signing key's id.
+func (is *Issuer) KeyID() string {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.kid
+}
+
+// Fetcher returns an issuer key fetcher whose every connection goes to this issuer, whatever the host
+// name (the suites' issuers are names no resolver knows), refreshing every refresh (0: the default).
+func (is *Issuer) Fetcher(refresh time.Duration) *issuerkeys.Fetcher {
+	addr := is.srv.Listener.Addr().String()
+	dialer := &net.Dialer{Timeout: 2 * time.Second}
+	return &issuerkeys.Fetcher{Refresh: refresh, Client: &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
+			// The certificate is the test server's; the names are the suites'.
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test issuer answering for made-up names
+		},
+	}}
+}
+
+// Token mints an access token from issuer for the audience with the given scope (space-separated),
+// signed with the current key, valid for 5 minutes.
+func (is *Issuer) Token(issuer, audience, scope string) (string, error) {
+	is.mu.Lock()
+	key, kid := is.key, is.kid
+	is.mu.Unlock()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	claims := struct {
+		jwt.Claims
+		Scope string `json:"scope,omitempty"`
+	}{jwt.Claims{Issuer: issuer, Subject: "agent", Audience: jwt.Audience{audience},
+		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now)}, scope}
+	return jwt.Signed(signer).Claims(claims).Serialize()
+}
