@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/release"
 	"github.com/mcp-warden/mcp-warden/sandbox"
@@ -144,9 +146,17 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	d.cluster = cluster
 	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
 
+	is, err := startIssuer()
+	if err != nil {
+		return err
+	}
+	defer is.srv.Close()
 	step("starting the mcp-warden operator and its admission webhooks")
 	wh := cluster.Env.WebhookInstallOptions
 	mgr, err := operator.New(cluster.Config, operator.Options{
+		// The demo's issuer is its own plain-HTTP server on loopback, which the operator's guarded
+		// client would refuse; it fetches the keys the gateways get from there.
+		IssuerKeys:  &issuerkeys.Fetcher{Client: &http.Client{Timeout: 5 * time.Second}},
 		MetricsAddr: "0", ProbeAddr: "0",
 		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
 		GatewayImage: gatewayImage,
@@ -160,11 +170,6 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 
-	is, err := startIssuer()
-	if err != nil {
-		return err
-	}
-	defer is.srv.Close()
 	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling, token issuer)")
 	if err := d.applyPolicy(ctx, images, is.srv.URL); err != nil {
 		return err
