@@ -24,7 +24,8 @@ import (
 // key set holds one ES256 key, which Rotate replaces. The operator fetches keys from it through
 // Fetcher; nothing else reaches it.
 type Issuer struct {
-	srv *httptest.Server
+	srv  *httptest.Server
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu    sync.Mutex
 	key   *ecdsa.PrivateKey
@@ -32,11 +33,20 @@ type Issuer struct {
 	fetch int
 }
 
-// StartIssuer starts the issuer; Close stops it.
+// StartIssuer starts the issuer on loopback; Close stops it.
 func StartIssuer() *Issuer {
-	is := &Issuer{}
+	return StartIssuerOn(nil, nil)
+}
+
+// StartIssuerOn starts the issuer on l (nil: loopback), reached with dial (nil: a plain dialer), e.g. a
+// listener and a dialer in a network namespace.
+func StartIssuerOn(l net.Listener, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Issuer {
+	is := &Issuer{dial: dial}
+	if is.dial == nil {
+		is.dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+	}
 	is.Rotate()
-	is.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	is.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		base := "https://" + r.Host
 		switch r.URL.Path {
 		case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
@@ -51,7 +61,19 @@ func StartIssuer() *Issuer {
 			http.NotFound(w, r)
 		}
 	}))
+	if l != nil {
+		_ = is.srv.Listener.Close()
+		is.srv.Listener = l
+	}
+	is.srv.StartTLS()
 	return is
+}
+
+// Fetches is how many times the key set was served.
+func (is *Issuer) Fetches() int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.fetch
 }
 
 // Close stops the issuer.
@@ -79,12 +101,11 @@ func (is *Issuer) KeyID() string {
 // name (the suites' issuers are names no resolver knows), refreshing every refresh (0: the default).
 func (is *Issuer) Fetcher(refresh time.Duration) *issuerkeys.Fetcher {
 	addr := is.srv.Listener.Addr().String()
-	dialer := &net.Dialer{Timeout: 2 * time.Second}
 	return &issuerkeys.Fetcher{Refresh: refresh, Client: &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, network, addr)
+				return is.dial(ctx, network, addr)
 			},
 			// The certificate is the test server's; the names are the suites'.
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test issuer answering for made-up names

@@ -40,6 +40,8 @@ var (
 	k8s        client.Client
 	cs         *kubernetes.Clientset
 	probeImage string
+	// issuer is the token issuer (issuerURL) the operator fetches keys from.
+	issuer *testenv.Issuer
 	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
 	filesImage string
 	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
@@ -106,12 +108,27 @@ func run(m *testing.M) int {
 		RealNode: true, Registries: []string{reg.Host}, SandboxImage: pause,
 		DNSImage: dns, DNSRecords: map[string]string{"public.test": localcluster.PublicHostIP, "metadata.test": localcluster.MetadataIP},
 		Out: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "real node: "+f+"\n", a...) },
-	}, func(*localcluster.Cluster) operator.Options { return operator.Options{GatewayImage: gw} })
+	}, func(c *localcluster.Cluster) operator.Options {
+		// The token issuer is a test host on a private address (issuerURL), in the hosts namespace;
+		// the operator fetches its keys from there, and no server pod may reach it.
+		l, lerr := c.Hosts().Listen(localcluster.PrivateHostIP + ":443")
+		if lerr != nil {
+			fmt.Fprintln(os.Stderr, "issuer:", lerr)
+			return operator.Options{GatewayImage: gw}
+		}
+		issuer = testenv.StartIssuerOn(l, c.Hosts().DialContext)
+		return operator.Options{GatewayImage: gw, IssuerKeys: issuer.Fetcher(2 * time.Second)}
+	})
 	defer env.Stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "real node:", err)
 		return 1
 	}
+	if issuer == nil {
+		fmt.Fprintln(os.Stderr, "real node: the test issuer did not start")
+		return 1
+	}
+	defer issuer.Close()
 	fmt.Fprintf(os.Stderr, "real node: node Ready %s after start (logs in %s)\n", time.Since(nodeStart).Round(100*time.Millisecond), env.Cluster.LogDir)
 	k8s = env.Client
 	if cs, err = kubernetes.NewForConfig(env.Cluster.Config); err != nil {

@@ -2,8 +2,6 @@ package realnode
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -314,6 +311,7 @@ type mcpResult struct {
 	Tools           []string
 	Status          int
 	WWWAuthenticate string
+	Calls           map[string]string
 }
 
 // TestGatewayRefusesAnonymousClient connects a go-sdk MCP client from the listed client pod to the
@@ -335,48 +333,86 @@ func TestGatewayRefusesAnonymousClient(t *testing.T) {
 	t.Logf("anonymous client: %+v", r)
 }
 
-// TestFindingGatewayCannotReachIssuer records a design finding the real node shows: the gateway runs in
-// the server's pod, so it shares the server's network namespace and its fence; the fence opens only DNS
-// and spec.egress, so the gateway cannot fetch its issuer's keys, and a client with a valid token is
-// still refused. The test fails once the gateway can reach the issuer (a changed topology) while the
-// server still cannot: then replace it with a test that a valid token works.
-func TestFindingGatewayCannotReachIssuer(t *testing.T) {
+// TestGatewayValidatesTokensWithDeliveredKeys: the gateway in the server's pod verifies tokens with
+// the issuer's keys the operator delivered (jwks.json in its ConfigMap) while the pod, the server
+// process included, still cannot reach the issuer. A go-sdk client from the listed pod with a valid
+// token lists only the tools its scope grants and calls one; a tool outside the scope is refused. Then
+// the issuer rotates its key: the new key is accepted in the pod within the stated bound (the operator's
+// refresh plus the kubelet's ConfigMap sync), and a token signed with the old key is refused.
+func TestGatewayValidatesTokensWithDeliveredKeys(t *testing.T) {
 	f := server(t)
-	issuer := localcluster.PrivateHostIP + ":443"
-	h, err := startHost(env.Cluster.Hosts(), issuer)
+	ctx := context.Background()
+	issuerAddr := localcluster.PrivateHostIP + ":443"
+	if got := dialFrom(t, f.ns, f.pod.Name, "server", issuerAddr); !blocked(got[issuerAddr]) {
+		t.Fatalf("the server's pod reaches the issuer %s: %s; the fence must not open it", issuerAddr, got[issuerAddr])
+	}
+	if got := dialFrom(t, f.ns, f.agent.Name, "probe", issuerAddr); got[issuerAddr] != "connected" {
+		t.Fatalf("control: the issuer %s must be reachable from an unselected pod: %s", issuerAddr, got[issuerAddr])
+	}
+	s := &mcpv1alpha1.MCPServer{}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "probe"}, s); err != nil {
+			return false, nil
+		}
+		c := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionIssuerKeysDelivered)
+		r := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionTrue && r != nil && r.Status == metav1.ConditionTrue, nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("IssuerKeysDelivered and Ready: %+v", s.Status.Conditions)
 	}
-	defer h.srv.Close()
-	// The server container is in the pod's network namespace, which the gateway shares.
-	got := dialFrom(t, f.ns, f.pod.Name, "server", issuer)
-	control := dialFrom(t, f.ns, f.agent.Name, "probe", issuer)
-	if control[issuer] != "connected" {
-		t.Fatalf("control: the issuer host %s must be reachable from an unselected pod: %s", issuer, control[issuer])
+	if issuer.Fetches() == 0 {
+		t.Fatal("the operator never fetched the issuer's keys")
 	}
-	if !blocked(got[issuer]) {
-		t.Fatalf("the server's pod reaches the issuer %s: the gateway's topology changed; test that a valid token works and that the server process still cannot reach the issuer", issuer)
-	}
-	// A request with a bearer token makes the gateway fetch the issuer's metadata and keys.
 	url := fmt.Sprintf("http://%s:%d/mcp", f.pod.Status.PodIP, controllers.GatewayPort)
-	before := h.conns.Load()
-	tok := token(t, f)
-	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url, tok)
-	var r mcpResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("probe mcp: %v: %s", err, out)
+	call := func(tok string, tools ...string) mcpResult {
+		t.Helper()
+		out := execIn(t, f.ns, f.agent.Name, "probe", append([]string{"/probe", "mcp", url, tok}, tools...)...)
+		var r mcpResult
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("probe mcp: %v: %s", err, out)
+		}
+		return r
 	}
-	if n := h.conns.Load() - before; n != 0 {
-		t.Fatalf("the issuer accepted %d connection(s) from the gateway: the fence lets the gateway out; update this finding", n)
+	r := call(token(t, f), "list_directory", `write_file={"path":"x","content":"y"}`)
+	if r.Status != 200 || r.ConnectError != "" {
+		t.Fatalf("a valid token must be accepted: %+v", r)
 	}
-	if r.Status == 200 {
-		t.Fatalf("the gateway accepted a token it could not verify: %+v", r)
+	if strings.Join(r.Tools, ",") != "list_directory,read_file" {
+		t.Errorf("scope files:read lists %v, want only list_directory and read_file", r.Tools)
 	}
-	t.Logf("FINDING: the gateway sidecar shares the server's fence and cannot reach its issuer %s (from the pod: %s; the request with a token: status %d); every authenticated request fails until the gateway's topology changes", issuerURL, got[issuer], r.Status)
+	if strings.HasPrefix(r.Calls["list_directory"], "error:") || r.Calls["list_directory"] == "" {
+		t.Errorf("list_directory with scope files:read: %q, want the listing", r.Calls["list_directory"])
+	}
+	if !strings.HasPrefix(r.Calls["write_file"], "error:") {
+		t.Errorf("write_file is outside scope files:read and must be refused: %q", r.Calls["write_file"])
+	}
+	t.Logf("valid token: status %d, tools %v, calls %v", r.Status, r.Tools, r.Calls)
+
+	// Rotation: a token signed with the old key, not yet seen by the gateway, is refused once the new
+	// key is delivered; a token with the new key is accepted.
+	oldTok := token(t, f)
+	issuer.Rotate()
+	rotated := time.Now()
+	var newOK time.Duration
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(context.Context) (bool, error) {
+		if call(token(t, f)).Status == 200 {
+			newOK = time.Since(rotated)
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("a token signed with the rotated-in key is still refused 90s after the rotation")
+	}
+	if got := call(oldTok); got.Status == 200 {
+		t.Errorf("a token signed with the rotated-out key was accepted after the rotation: %+v", got)
+	}
+	fmt.Printf("real node: issuer key rotation -> new key accepted by the gateway in the pod after %s (operator refresh 2s, kubelet sync 5s)\n", newOK.Round(100*time.Millisecond))
 }
 
-// token mints a well-formed RS256 access token from issuerURL for the server's resource (read from the
-// gateway configuration the operator rendered), with a key the issuer would publish.
+// token mints an access token from issuerURL for the server's resource (read from the gateway
+// configuration the operator rendered), scope files:read, signed with the issuer's current key.
 func token(t *testing.T, f *serverFixture) string {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
@@ -389,21 +425,7 @@ func token(t *testing.T, f *serverFixture) string {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), &cfg); err != nil || cfg.Resource == "" {
 		t.Fatalf("gateway.json has no resource (%v): %s", err, cm.Data["gateway.json"])
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "realnode"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	claims := struct {
-		jwt.Claims
-		Scope string `json:"scope"`
-	}{jwt.Claims{Issuer: issuerURL, Subject: "agent", Audience: jwt.Audience{cfg.Resource},
-		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now)}, "files:read"}
-	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
+	tok, err := issuer.Token(issuerURL, cfg.Resource, "files:read")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -202,11 +202,14 @@ type MCPResult struct {
 	Status int
 	// WWWAuthenticate is the header of the raw initialize request's response.
 	WWWAuthenticate string
+	// Calls are the results of calling the tools named after the token: the tool's text, or
+	// "error: ..." for a refusal.
+	Calls map[string]string `json:",omitempty"`
 }
 
 func mcpClient(args []string) (*MCPResult, error) {
 	if len(args) < 1 {
-		return nil, errors.New("usage: probe mcp URL [TOKEN]")
+		return nil, errors.New("usage: probe mcp URL [TOKEN [TOOL[=JSON-ARGUMENTS]...]]")
 	}
 	url, token := args[0], ""
 	if len(args) > 1 {
@@ -229,6 +232,28 @@ func mcpClient(args []string) (*MCPResult, error) {
 				res.Tools = append(res.Tools, t.Name)
 			}
 		}
+		for _, call := range args[min(len(args), 2):] {
+			// TOOL or TOOL=JSON-ARGUMENTS
+			name, raw, _ := strings.Cut(call, "=")
+			arguments := map[string]any{}
+			if raw != "" {
+				if err := json.Unmarshal([]byte(raw), &arguments); err != nil {
+					return nil, fmt.Errorf("arguments of %s: %w", name, err)
+				}
+			}
+			if res.Calls == nil {
+				res.Calls = map[string]string{}
+			}
+			r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
+			switch {
+			case err != nil:
+				res.Calls[name] = "error: " + err.Error()
+			case r.IsError:
+				res.Calls[name] = "error: " + toolText(r)
+			default:
+				res.Calls[name] = toolText(r)
+			}
+		}
 	}
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
@@ -246,6 +271,16 @@ func mcpClient(args []string) (*MCPResult, error) {
 	resp.Body.Close()
 	res.Status, res.WWWAuthenticate = resp.StatusCode, resp.Header.Get("WWW-Authenticate")
 	return res, nil
+}
+
+func toolText(r *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range r.Content {
+		if t, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(t.Text)
+		}
+	}
+	return b.String()
 }
 
 type bearer struct {
