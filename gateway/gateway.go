@@ -52,6 +52,9 @@ type Gateway struct {
 	sessions *sessionTable
 	approval *approvals
 	origins  map[string]bool
+	metrics  *metrics
+	// handler is ServeHTTP's instrumented serve.
+	handler http.Handler
 
 	metadataURL     string
 	metadataPath    string
@@ -86,6 +89,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		return nil, aerr
 	}
 	g := &Gateway{
+		metrics:  newMetrics(),
 		cfg:      c,
 		log:      opts.Logger,
 		policy:   policy.New(c.Scopes, c.Destructive, c.ToolLabels),
@@ -164,6 +168,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if g.metadataHandler, err = auth.MetadataHandler(meta); err != nil {
 		return nil, err
 	}
+	g.handler = g.metrics.instrument(http.HandlerFunc(g.serve))
 	return g, nil
 }
 
@@ -231,12 +236,14 @@ type caller struct {
 	tokenID   string
 	principal *auth.Principal
 	rateKey   string
+	trace     traceContext
 }
 
 // StatusHandler serves the gateway's status for the operator, on its own port (statusListen) so that
 // network policy can open it to the operator alone: GET /pins returns the pin state as JSON.
 func (g *Gateway) StatusHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metrics.handler())
 	mux.HandleFunc("GET /pins", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -247,6 +254,10 @@ func (g *Gateway) StatusHandler() http.Handler {
 
 // ServeHTTP serves the protected resource metadata, health checks and the proxied MCP endpoint.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.handler.ServeHTTP(w, r)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case g.metadataPath, "/.well-known/oauth-protected-resource":
 		g.metadataHandler.ServeHTTP(w, r)
@@ -265,6 +276,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	c.trace = requestTrace(r.Header)
+	r = r.WithContext(withTrace(r.Context(), c.trace))
 	if !g.limiter.allow(c.rateKey) {
 		w.Header().Set("Retry-After", "1")
 		writeHTTPError(w, http.StatusTooManyRequests, codePolicy, "rate limit exceeded for "+c.name+"; retry later")
@@ -291,6 +304,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*caller,
 	}
 	tok, ok := auth.BearerToken(r)
 	if !ok {
+		g.metrics.authFailures.WithLabelValues("no token").Inc()
 		w.Header().Set("WWW-Authenticate", auth.Challenge(g.metadataURL, "", "", ""))
 		writeHTTPError(w, http.StatusUnauthorized, codePolicy, "authentication required: send an OAuth bearer token for "+g.cfg.Resource)
 		return nil, false
@@ -302,6 +316,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*caller,
 		if errors.As(err, &ae) {
 			desc = ae.Description
 		}
+		g.metrics.authFailures.WithLabelValues(desc).Inc()
 		g.log.Warn("token refused", "reason", desc, "err", err, "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", auth.Challenge(g.metadataURL, "invalid_token", desc, ""))
 		writeHTTPError(w, http.StatusUnauthorized, codePolicy, "invalid token: "+desc)

@@ -109,6 +109,8 @@ type upstreamServer struct {
 	// that misbehaves); received then collects the bodies.
 	intercept atomic.Pointer[func(w http.ResponseWriter, body []byte) bool]
 	received  bodies
+	// traceparents collects the traceparent header of every request.
+	traceparents bodies
 }
 
 // bodies collects request bodies concurrently.
@@ -219,6 +221,7 @@ func newUpstream(t testing.TB, opts *mcp.StreamableHTTPOptions, pageSize int) *u
 		if r.Header.Get("Authorization") != "" {
 			u.sawAuth.Store(true)
 		}
+		u.traceparents.Add(r.Header.Get("traceparent"))
 		if f := u.intercept.Load(); f != nil && r.Method == http.MethodPost {
 			body, _ := io.ReadAll(r.Body)
 			u.received.Add(string(body))

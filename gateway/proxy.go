@@ -401,6 +401,7 @@ func (g *Gateway) auditCall(pc *pendingCall, decision, reason, result string) {
 	if pc.method != "tools/call" || !pc.audited.CompareAndSwap(false, true) {
 		return
 	}
+	g.metrics.countCall(decision, result, time.Since(pc.start).Seconds())
 	args := pc.args
 	if args != nil {
 		args, _ = sanitize.Value(args)
@@ -408,7 +409,7 @@ func (g *Gateway) auditCall(pc *pendingCall, decision, reason, result string) {
 	rec := audit.Record{
 		Time: pc.start.UTC(), Principal: pc.caller.name, TokenID: pc.caller.tokenID, Tool: pc.name, Arguments: args,
 		Decision: decision, Reason: reason, Scope: pc.scope, RequestID: string(pc.id), Result: result,
-		LatencyMS: float64(time.Since(pc.start).Microseconds()) / 1000,
+		LatencyMS: float64(time.Since(pc.start).Microseconds()) / 1000, TraceID: pc.caller.trace.traceID,
 	}
 	if pc.session != nil && !strings.HasPrefix(pc.session.id, "principal:") {
 		rec.Session = pc.session.id
@@ -426,6 +427,12 @@ func (g *Gateway) newUpstreamRequest(ctx context.Context, method string, r *http
 	req, err := http.NewRequestWithContext(ctx, method, g.cfg.Upstream, rd)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	if tc, ok := traceFrom(r.Context()); ok {
+		req.Header.Set("traceparent", tc.traceparent())
+		if tc.state != "" {
+			req.Header.Set("tracestate", tc.state)
+		}
 	}
 	for _, h := range forwardedHeaders {
 		if v := r.Header.Values(h); len(v) > 0 {
@@ -469,6 +476,7 @@ func (g *Gateway) forwardPOST(w http.ResponseWriter, r *http.Request, ex *exchan
 
 // failPending answers every unanswered request of an exchange with an error and audits its calls.
 func (g *Gateway) failPending(w http.ResponseWriter, ex *exchange, sw *sseWriter, status, code int, msg, result string) {
+	g.metrics.upstream.WithLabelValues(upstreamKind(result)).Inc()
 	ids := ex.unanswered()
 	for _, pc := range ex.calls {
 		g.auditCall(pc, audit.Allow, msg, result)
@@ -689,6 +697,7 @@ func (g *Gateway) filterParams(m *message) {
 	if !f.Any() {
 		return
 	}
+	g.metrics.countSanitized(f)
 	g.log.Warn("hidden content or secrets removed from a message the MCP server sent", "method", m.Method, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
 	out, err := strictjson.Marshal(v)
 	if err != nil {
@@ -700,6 +709,7 @@ func (g *Gateway) filterParams(m *message) {
 
 // auditDropped records a message from the server that the gateway did not pass on.
 func (g *Gateway) auditDropped(ex *exchange, method, reason string) {
+	g.metrics.dropped.Inc()
 	g.log.Warn("dropped a message from the MCP server", "reason", reason)
 	rec := audit.Record{Time: time.Now().UTC(), Principal: ex.caller.name, TokenID: ex.caller.tokenID, Tool: method, Decision: audit.Drop, Reason: reason, Result: "-"}
 	if ex.sess != nil && !strings.HasPrefix(ex.sess.id, "principal:") {
@@ -726,6 +736,7 @@ func (g *Gateway) filterContent(m *message, method string) bool {
 	if !f.Any() {
 		return false
 	}
+	g.metrics.countSanitized(f)
 	g.log.Warn("hidden content or secrets removed from a result", "method", method, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
 	out, err := json.Marshal(res)
 	if err != nil {
@@ -883,6 +894,7 @@ func (g *Gateway) filterCall(m *message, pc *pendingCall) bool {
 	if _, f := sanitize.Value(res); f.Any() {
 		changed = true
 		note := fmt.Sprintf("result sanitized: %d hidden characters, %d HTML comments, %d secrets removed", f.Hidden, f.Comments, f.Secrets)
+		g.metrics.countSanitized(f)
 		g.log.Warn("hidden content or secrets removed from a tool result", "tool", pc.name, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
 		reason = strings.TrimPrefix(reason+"; "+note, "; ")
 	}

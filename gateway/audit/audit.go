@@ -56,6 +56,9 @@ type Record struct {
 	Principal string `json:"principal"`
 	// TokenID is the token's jti claim; the token itself is never recorded.
 	TokenID string `json:"tokenId,omitempty"`
+	// TraceID is the W3C trace id of the request (the client's, continued, or one the gateway
+	// started); the MCP server receives it in traceparent.
+	TraceID string `json:"traceId,omitempty"`
 	// Tool is the tool name from tools/call.
 	Tool string `json:"tool"`
 	// Arguments are the call's arguments with secrets redacted.
@@ -265,7 +268,7 @@ func (r *Record) members() map[string]any {
 		"time": r.Time.Format(time.RFC3339Nano), "seq": r.Seq, "principal": r.Principal, "tool": r.Tool,
 		"decision": r.Decision, "result": r.Result, "latencyMs": r.LatencyMS, "prev": r.Prev,
 	}
-	for k, v := range map[string]string{"tokenId": r.TokenID, "reason": r.Reason, "scope": r.Scope, "session": r.Session, "requestId": r.RequestID} {
+	for k, v := range map[string]string{"tokenId": r.TokenID, "traceId": r.TraceID, "reason": r.Reason, "scope": r.Scope, "session": r.Session, "requestId": r.RequestID} {
 		if v != "" {
 			m[k] = v
 		}
