@@ -98,9 +98,10 @@ func desiredServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
 	}
 }
 
-// desiredService exposes the server's port inside the cluster.
-func desiredService(s *mcpv1alpha1.MCPServer) *corev1.Service {
-	return &corev1.Service{
+// desiredService exposes the server's port (the gateway's) inside the cluster, and with metrics the
+// gateway's status port as "metrics", for a Prometheus ServiceMonitor.
+func desiredService(s *mcpv1alpha1.MCPServer, metrics bool) *corev1.Service {
+	svc := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: objectMeta(s),
 		Spec: corev1.ServiceSpec{
@@ -111,7 +112,17 @@ func desiredService(s *mcpv1alpha1.MCPServer) *corev1.Service {
 			}},
 		},
 	}
+	if metrics {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name: MetricsPortName, Port: StatusPort, TargetPort: intstr.FromString(statusPortName), Protocol: corev1.ProtocolTCP,
+		})
+	}
+	return svc
 }
+
+// MetricsPortName is the Service port of the gateway's metrics (its status port), when a metrics
+// scraper is configured.
+const MetricsPortName = "metrics"
 
 // resources returns the spec's resources with requests and limits filled in where missing; a request above
 // the default limit raises the limit to match so the pair stays valid.
@@ -345,7 +356,9 @@ func fqdnEgress(s *mcpv1alpha1.MCPServer) []string {
 // desiredNetworkPolicy denies all ingress and egress except: ingress to the server port from the listed
 // clients, egress to the cluster DNS, and egress to the CIDR allow-list (protected ranges excluded). An
 // allow-list entry the ceiling refuses is returned as a field error and the policy is not built.
-func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, ceiling netpol.Ceiling) (*networkingv1.NetworkPolicy, field.ErrorList) {
+// Besides the operator, the status port (pin state and metrics) is opened to each of statusPeers (a
+// metrics scraper).
+func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, ceiling netpol.Ceiling, statusPeers ...Peer) (*networkingv1.NetworkPolicy, field.ErrorList) {
 	var errs field.ErrorList
 	var allowed []networkingv1.NetworkPolicyEgressRule
 	for i, e := range s.Spec.Egress {
@@ -382,13 +395,16 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 		}
 		ingress = append(ingress, rule)
 	}
-	if operator.Namespace != "" {
+	for _, peer := range append([]Peer{operator}, statusPeers...) {
+		if peer.Namespace == "" {
+			continue
+		}
 		status := intstr.FromString(statusPortName)
 		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{
 			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &status}},
 			From: []networkingv1.NetworkPolicyPeer{{
-				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: operator.Namespace}},
-				PodSelector:       &metav1.LabelSelector{MatchLabels: operator.PodLabels},
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: peer.Namespace}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: peer.PodLabels},
 			}},
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/mattfenwick/cyclonus/pkg/matcher"
@@ -389,5 +390,50 @@ func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
 	s.Spec.Command = []string{"mcp-server"}
 	if errs := gatewayconfig.Check(s); len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), "auditKeySecretName") {
 		t.Fatalf("a stdio server with an audit key: %v", errs)
+	}
+}
+
+// TestMetricsScraperReachesOnlyTheStatusPort: with a metrics scraper configured, its pods reach the
+// gateway's status port (metrics), not the MCP port; other pods in its namespace reach neither; the
+// Service exposes the status port as "metrics". Without one, nothing but the operator reaches it.
+func TestMetricsScraperReachesOnlyTheStatusPort(t *testing.T) {
+	s := testServer()
+	operator := Peer{Namespace: "mcp-warden-system", PodLabels: map[string]string{"app.kubernetes.io/name": "mcp-warden"}}
+	scraper := Peer{Namespace: "monitoring", PodLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
+	server := &matcher.TrafficPeer{IP: "10.244.0.10", Internal: &matcher.InternalPeer{
+		Namespace: "tools", NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "tools"}, PodLabels: objectLabels(s),
+	}}
+	pod := func(ns string, labels map[string]string) *matcher.TrafficPeer {
+		return &matcher.TrafficPeer{IP: "10.244.1.1", Internal: &matcher.InternalPeer{Namespace: ns, NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": ns}, PodLabels: labels}}
+	}
+	prom, other := pod("monitoring", scraper.PodLabels), pod("monitoring", map[string]string{"app": "other"})
+	for _, withScraper := range []bool{false, true} {
+		var np *networkingv1.NetworkPolicy
+		var errs field.ErrorList
+		if withScraper {
+			np, errs = desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{}, scraper)
+		} else {
+			np, errs = desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{})
+		}
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		policy := matcher.BuildNetworkPolicies(false, []*networkingv1.NetworkPolicy{np})
+		allowed := func(from *matcher.TrafficPeer, port int, name string) bool {
+			return policy.IsTrafficAllowed(&matcher.Traffic{Source: from, Destination: server, ResolvedPort: port, ResolvedPortName: name, Protocol: corev1.ProtocolTCP}).IsAllowed()
+		}
+		if got := allowed(prom, StatusPort, statusPortName); got != withScraper {
+			t.Errorf("scraper configured %v: the scraper reaches the status port: %v", withScraper, got)
+		}
+		if allowed(prom, GatewayPort, portName) {
+			t.Errorf("scraper configured %v: the scraper must not reach the MCP port", withScraper)
+		}
+		if allowed(other, StatusPort, statusPortName) {
+			t.Errorf("scraper configured %v: another pod of the scraper's namespace reaches the status port", withScraper)
+		}
+		svc := desiredService(s, withScraper)
+		if got := len(svc.Spec.Ports) == 2 && svc.Spec.Ports[1].Name == MetricsPortName && svc.Spec.Ports[1].TargetPort.StrVal == statusPortName; got != withScraper {
+			t.Errorf("scraper configured %v: Service ports %+v", withScraper, svc.Spec.Ports)
+		}
 	}
 }

@@ -104,6 +104,10 @@ type MCPServerReconciler struct {
 	PinBudget time.Duration
 	// MaxConcurrentReconciles is how many MCPServers reconcile at once (default 4).
 	MaxConcurrentReconciles int
+	// MetricsScraper selects the pods that scrape the gateways' metrics (e.g. Prometheus): the
+	// NetworkPolicy opens the status port to them, and the Service exposes it as port "metrics".
+	// Empty: only the operator reaches it.
+	MetricsScraper Peer
 	// Keys fetches and refreshes the token issuers' signing keys, delivered to each gateway in its
 	// ConfigMap (jwks.json), so that server pods need no egress to their issuer. Nil: no keys are
 	// delivered, and a server with authentication on is never Ready.
@@ -243,7 +247,7 @@ func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, s *mc
 }
 
 func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
-	return r.applyChild(ctx, s, desiredService(s), &corev1.Service{})
+	return r.applyChild(ctx, s, desiredService(s, r.MetricsScraper.Namespace != ""), &corev1.Service{})
 }
 
 // verifyImage verifies the image when a policy requires signatures; the admission webhook did the same,
@@ -294,7 +298,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	}
 	st.ceiling = guardrails.Ceiling(policies)
 	st.scaleToZero = guardrails.ScaleToZero(policies)
-	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling)
+	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling, r.MetricsScraper)
 	if len(errs) > 0 {
 		reason := ReasonInvalidSpec
 		if len(policies) > 0 {

@@ -109,6 +109,9 @@ type Options struct {
 	FenceExemptUsers, FenceExemptGroups []string
 	// Discovery reads issuers' metadata to confirm jwksURLs (default: HTTPS with a 3 s deadline).
 	Discovery guardrails.IssuerDiscovery
+	// MetricsScraper selects the pods that scrape the gateways' metrics (e.g. Prometheus); empty:
+	// only the operator reaches the gateways' status port.
+	MetricsScraper controllers.Peer
 	// IssuerKeys fetches the token issuers' signing keys for the gateways (default: a fetcher with the
 	// guarded HTTPS client, trusting the system roots and IssuerCAs).
 	IssuerKeys *issuerkeys.Fetcher
@@ -207,6 +210,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	r := &controllers.MCPServerReconciler{
 		Keys:            o.IssuerKeys,
+		MetricsScraper:  o.MetricsScraper,
 		Discovery:       o.Discovery,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),

@@ -57,7 +57,9 @@ func run() error {
 	flag.StringVar(&fenceUsers, "fence-exempt-users", "", "Users (comma-separated) that may write NetworkPolicies selecting MCP server pods that allow traffic, e.g. a platform GitOps controller's ServiceAccount (system:serviceaccount:NS:NAME). The operator itself is always exempt.")
 	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
 	zapOpts := zap.Options{}
-	var issuerCAFile string
+	var issuerCAFile, scraperLabels string
+	flag.StringVar(&o.MetricsScraper.Namespace, "gateway-metrics-scraper-namespace", "", "Namespace of the pods that scrape the gateways' metrics (e.g. monitoring); with --gateway-metrics-scraper-pod-labels, server NetworkPolicies open the gateway's status port (8444) to them and Services expose it as port \"metrics\". Empty: only the operator reaches it.")
+	flag.StringVar(&scraperLabels, "gateway-metrics-scraper-pod-labels", "", "Labels (k=v,...) of the metrics scraper's pods, e.g. app.kubernetes.io/name=prometheus.")
 	flag.StringVar(&issuerCAFile, "issuer-ca-file", "", "PEM file of CA certificates trusted for token issuers besides the system roots (e.g. an in-cluster issuer's private CA).")
 	flag.DurationVar(&o.IssuerKeysRefresh, "issuer-keys-refresh", issuerkeys.DefaultRefresh, "How often each token issuer's signing keys are fetched again and delivered to the gateways; a key the issuer rotates in is used within this interval plus the kubelet's ConfigMap sync period.")
 	zapOpts.BindFlags(flag.CommandLine)
@@ -76,6 +78,14 @@ func run() error {
 		return fmt.Errorf("--dns-namespace must not be empty")
 	}
 	o.DNS.PodLabels = set
+	if (o.MetricsScraper.Namespace == "") != (scraperLabels == "") {
+		return fmt.Errorf("--gateway-metrics-scraper-namespace and --gateway-metrics-scraper-pod-labels go together: set both (e.g. monitoring and app.kubernetes.io/name=prometheus) or neither")
+	}
+	if scraperLabels != "" {
+		if o.MetricsScraper.PodLabels, err = labels.ConvertSelectorToLabelsMap(scraperLabels); err != nil || len(o.MetricsScraper.PodLabels) == 0 {
+			return fmt.Errorf("--gateway-metrics-scraper-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=prometheus", scraperLabels)
+		}
+	}
 	if issuerCAFile != "" {
 		if o.IssuerCABundle, err = os.ReadFile(issuerCAFile); err != nil {
 			return fmt.Errorf("--issuer-ca-file: %w", err)
