@@ -31,6 +31,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
@@ -82,6 +83,12 @@ type runningManager struct {
 func startManager(t *testing.T, cfg *rest.Config, o operator.Options) *runningManager {
 	t.Helper()
 	o.MetricsAddr, o.ProbeAddr, o.SeveralInProcess = "0", "0", true
+	if o.IssuerKeys == nil {
+		// The suite's servers trust https://auth.example.com; its keys come from an in-process issuer.
+		is := testenv.StartIssuer()
+		t.Cleanup(is.Close)
+		o.IssuerKeys = is.Fetcher(0)
+	}
 	mgr, err := operator.New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
