@@ -17,8 +17,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/canonical"
 	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
 )
