@@ -34,7 +34,7 @@ const (
 // sandboxed is decided by the operator and cannot be changed here: every pod runs as a non-root user
 // with all capabilities dropped, a read-only root filesystem, seccomp RuntimeDefault, no privilege
 // escalation, no service-account token, and resource limits, behind default-deny network policies.
-// +kubebuilder:validation:XValidation:rule="!has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",message="spec.command is required with transport stdio: the gateway starts the server as a child process and cannot read the image's entrypoint; set spec.command (and spec.args) to the server's stdio command"
+// +kubebuilder:validation:XValidation:rule="!has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",message="spec.command is required with transport stdio: the server container starts the command through the gateway's stdio-exec and cannot read the image's entrypoint; set spec.command (and spec.args) to the server's stdio command"
 type MCPServerSpec struct {
 	// Image is the container image of the MCP server, pinned by digest:
 	// registry/repository@sha256:<64 hex characters>. Tags are refused because a tag can be moved to
@@ -175,8 +175,8 @@ type GatewaySpec struct {
 
 	// AuditKeySecretName names a Secret in this namespace whose "key" entry (at least 32 random bytes)
 	// MACs every audit record (HMAC-SHA256), so that a log rewritten with recomputed hashes is detected
-	// by whoever holds the key. It is mounted into the gateway container only, never the server's, so it
-	// needs transport streamable-http (a stdio server shares the gateway's container). Create it with
+	// by whoever holds the key. It is mounted into the gateway container only, never the server's (a
+	// stdio server too runs in a container of its own). Create it with
 	// `kubectl create secret generic files-audit --from-literal=key=$(openssl rand -hex 32)`.
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
@@ -333,7 +333,9 @@ type MCPServerStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready (all children applied and the Deployment rolled out and available),
+	// Conditions: Ready (all children applied, the Deployment rolled out and available, and, where the
+	// operator reads the gateways' status, the server answered the gateway's MCP initialize and
+	// tools/list: reason ServerNotSpeakingMCP quotes what the gateway saw when it did not),
 	// Reconciling (work in progress), Stalled (a spec error the operator cannot fix by retrying; the
 	// message says which field and how to fix it), EgressEnforced (every egress entry is enforced).
 	// +listType=map
@@ -362,6 +364,35 @@ type MCPServerStatus struct {
 	// +listMapKey=name
 	// +optional
 	Tools []ToolPin `json:"tools,omitempty"`
+
+	// ServerInfo is what the server said about itself when the gateway initialized its MCP session with
+	// it (the initialize result's serverInfo and protocolVersion), as the gateways of the server's pods
+	// report it. Absent until a gateway has completed initialize and tools/list, or when the operator
+	// does not read the gateways' status.
+	// +optional
+	ServerInfo *ServerInfo `json:"serverInfo,omitempty"`
+
+	// ToolCount is how many tools the server listed to the gateway on its last tools/list (every
+	// page), before pinning and authorization: the tools a client may call are a subset.
+	// +optional
+	ToolCount *int32 `json:"toolCount,omitempty"`
+}
+
+// ServerInfo identifies the MCP server behind the gateway, as it answered initialize. The values come
+// from the server and are shown as reported (cut to 128 characters); they prove nothing about the image.
+type ServerInfo struct {
+	// Name is the server's implementation name (serverInfo.name).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Version is the server's implementation version (serverInfo.version).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Version string `json:"version,omitempty"`
+	// ProtocolVersion is the MCP protocol revision the server chose, e.g. 2025-06-18.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	ProtocolVersion string `json:"protocolVersion,omitempty"`
 }
 
 // ToolPin is the pin state of one tool as the gateway reports it.
