@@ -14,8 +14,9 @@ const (
 	// TransportStreamableHTTP is the MCP streamable HTTP transport: JSON-RPC over HTTP POST, with
 	// optional server-sent event streams.
 	TransportStreamableHTTP Transport = "streamable-http"
-	// TransportStdio is a server that reads JSON-RPC from stdin and writes to stdout. The gateway
-	// starts it as a child process in the server container and serves it over streamable HTTP.
+	// TransportStdio is a server that reads JSON-RPC from stdin and writes to stdout. It runs in the
+	// server container with a unix socket to the gateway sidecar as its stdin and stdout, and the
+	// gateway serves it over streamable HTTP.
 	TransportStdio Transport = "stdio"
 )
 
@@ -46,9 +47,10 @@ type MCPServerSpec struct {
 
 	// Transport is how the server speaks MCP inside its pod. streamable-http: the server listens on
 	// spec.port and the gateway sidecar proxies to it. stdio: the server reads and writes JSON-RPC on
-	// stdin/stdout; an init container copies the gateway binary into the pod and the server container
-	// runs `gateway --stdio -- COMMAND ARGS...`, so clients get the same controls over streamable HTTP.
-	// stdio needs spec.command.
+	// stdin/stdout; the server container (its own user, apart from the gateway's) runs
+	// `gateway stdio-exec SOCKET -- COMMAND ARGS...`, which connects to the gateway sidecar's unix socket
+	// on a shared emptyDir and execs the command with the socket as its stdin and stdout, so clients get
+	// the same controls over streamable HTTP. stdio needs spec.command.
 	// +kubebuilder:default=streamable-http
 	// +optional
 	Transport Transport `json:"transport,omitempty"`
