@@ -44,8 +44,8 @@ const (
 	GatewayPort = gatewayconfig.GatewayPort
 	// gatewayConfigDir is where the gateway's configuration is mounted.
 	gatewayConfigDir = "/etc/mcp-warden"
-	// gatewayBinDir is where a stdio server's pod gets the gateway binary, and gatewayInstallName the
-	// init container that copies it there.
+	// gatewayBinDir is where a stdio server's container gets the gateway binary (for stdio-exec), and
+	// gatewayInstallName the init container that copies it there.
 	gatewayBinDir      = "/opt/mcp-warden"
 	gatewayBinVolume   = "gateway-bin"
 	gatewayInstallName = "gateway-install"
@@ -108,13 +108,15 @@ func desiredService(s *mcpv1alpha1.MCPServer, metrics bool) *corev1.Service {
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: selectorLabels(s),
 			Ports: []corev1.ServicePort{{
-				Name: portName, Port: port(s), TargetPort: intstr.FromString(portName), Protocol: corev1.ProtocolTCP,
+				// By number: the gateway is an init container (a native sidecar), whose named ports not every
+				// NetworkPolicy engine or endpoints controller resolves.
+				Name: portName, Port: port(s), TargetPort: intstr.FromInt32(GatewayPort), Protocol: corev1.ProtocolTCP,
 			}},
 		},
 	}
 	if metrics {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
-			Name: MetricsPortName, Port: StatusPort, TargetPort: intstr.FromString(statusPortName), Protocol: corev1.ProtocolTCP,
+			Name: MetricsPortName, Port: StatusPort, TargetPort: intstr.FromInt32(StatusPort), Protocol: corev1.ProtocolTCP,
 		})
 	}
 	return svc
@@ -216,23 +218,82 @@ func knownPins(s *mcpv1alpha1.MCPServer) ([]byte, error) {
 }
 
 // desiredDeployment runs the server sandboxed behind the gateway: nothing in the spec can change the
-// security context, the volumes or the host settings. A streamable-http server gets the gateway as a
-// sidecar that proxies to 127.0.0.1; a stdio server runs as the gateway's child process in one
-// container, the gateway binary copied in by an init container.
+// security context, the volumes or the host settings (see desiredPodSpec for the pod's layout).
 func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: objectMeta(s),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1)),
+			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(s), Annotations: map[string]string{AnnotationGatewayConfig: configHash}},
+				Spec:       desiredPodSpec(s, gatewayImage),
+			},
+		},
+	}
+}
+
+// desiredPodSpec lays out a server's pod. The gateway is a native sidecar (an init container with
+// restartPolicy Always, initContainers[0]): the kubelet starts the server container only once the
+// gateway's startup probe has seen its ports bound, and stops the gateway after the server. The gateway
+// runs as sandbox.GatewayUID, the server as sandbox.UID; the PID namespace is not shared. Only the
+// server container gets spec.env; only the gateway container mounts the gateway's configuration, state
+// and keys. A streamable-http server listens on loopback for the gateway; a stdio server's process is
+// started in its own container by the gateway binary's stdio-exec, with its stdin and stdout on a unix
+// socket in an emptyDir both containers mount, which the gateway listens on.
+func desiredPodSpec(s *mcpv1alpha1.MCPServer, gatewayImage string) corev1.PodSpec {
 	vols, mounts := sandbox.Volumes()
-	vols = append(vols, corev1.Volume{Name: gatewayName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-		LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"},
-	}}})
-	configMount := corev1.VolumeMount{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}
-	gatewayPort := []corev1.ContainerPort{
-		{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
-		{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
+	vols = append(vols, gatewayVolumes(s)...)
+	gw := gatewayContainer(s, gatewayImage)
+	server := serverContainer(s, mounts)
+	initContainers := []corev1.Container{gw}
+	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
+		vols = append(vols, stdioVolumes()...)
+		initContainers = append(initContainers, gatewayInstallContainer(gatewayImage))
+		attachStdio(s, &initContainers[0], &server)
 	}
-	probe := func(port string) *corev1.Probe {
-		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(port)}}, PeriodSeconds: 10}
+	return corev1.PodSpec{
+		ServiceAccountName:           s.Name,
+		AutomountServiceAccountToken: ptr.To(false),
+		EnableServiceLinks:           ptr.To(false),
+		SecurityContext:              sandbox.PodSecurityContext(),
+		Volumes:                      vols,
+		InitContainers:               initContainers,
+		Containers:                   []corev1.Container{server},
 	}
-	server := corev1.Container{
+}
+
+// gatewayPorts are the gateway's MCP and status ports.
+var gatewayPorts = []corev1.ContainerPort{
+	{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
+	{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
+}
+
+// gatewayContainer is the gateway sidecar. Its startup probe passes once both its ports are bound
+// (it binds the MCP port, then the status port), so the server cannot take them first; its readiness
+// probe passes once the server answered the gateway's MCP initialize and tools/list (GET /readyz).
+func gatewayContainer(s *mcpv1alpha1.MCPServer, image string) corev1.Container {
+	return corev1.Container{
+		Name:            gatewayName,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		RestartPolicy:   ptr.To(corev1.ContainerRestartPolicyAlways),
+		Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
+		Ports:           gatewayPorts,
+		Resources:       gatewayResources,
+		SecurityContext: sandbox.ContainerSecurityContextAs(sandbox.GatewayUID),
+		VolumeMounts:    gatewayMounts(s, corev1.VolumeMount{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}),
+		StartupProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(statusPortName)}},
+			PeriodSeconds: 1, FailureThreshold: 60},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString(statusPortName)}},
+			PeriodSeconds: 5, TimeoutSeconds: 3},
+	}
+}
+
+// serverContainer runs the server's image as sandbox.UID with spec.env, listening on loopback.
+func serverContainer(s *mcpv1alpha1.MCPServer, mounts []corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
 		Name:            containerName,
 		Image:           s.Spec.Image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
@@ -243,78 +304,75 @@ func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string
 		Resources:       resources(s),
 		SecurityContext: sandbox.ContainerSecurityContext(),
 		VolumeMounts:    mounts,
-		ReadinessProbe:  probe(serverPortName),
-	}
-	var initContainers, containers []corev1.Container
-	if s.Spec.Transport == mcpv1alpha1.TransportStdio {
-		// The init container copies the gateway's static binary into an emptyDir; the server
-		// container runs it, and it starts the server command as its child.
-		vols = append(vols, corev1.Volume{Name: gatewayBinVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			SizeLimit: ptr.To(resource.MustParse("256Mi")),
-		}}})
-		initContainers = []corev1.Container{{
-			Name:            gatewayInstallName,
-			Image:           gatewayImage,
-			ImagePullPolicy: corev1.PullIfNotPresent,
-			Args:            []string{"install", gatewayBinDir + "/gateway"},
-			Resources:       gatewayResources,
-			SecurityContext: sandbox.ContainerSecurityContext(),
-			VolumeMounts:    []corev1.VolumeMount{{Name: gatewayBinVolume, MountPath: gatewayBinDir}},
-		}}
-		server.Command = append([]string{gatewayBinDir + "/gateway", "--config=" + gatewayConfigDir + "/gateway.json", "--stdio", "--"}, s.Spec.Command...)
-		server.Args = s.Spec.Args
-		server.Ports = gatewayPort
-		server.ReadinessProbe = probe(portName)
-		server.VolumeMounts = append(server.VolumeMounts, configMount, corev1.VolumeMount{Name: gatewayBinVolume, MountPath: gatewayBinDir, ReadOnly: true})
-		containers = []corev1.Container{server}
-	} else {
-		containers = []corev1.Container{{
-			Name:            gatewayName,
-			Image:           gatewayImage,
-			ImagePullPolicy: corev1.PullIfNotPresent,
-			Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
-			Ports:           gatewayPort,
-			Resources:       gatewayResources,
-			SecurityContext: sandbox.ContainerSecurityContext(),
-			VolumeMounts:    gatewayMounts(s, configMount),
-			ReadinessProbe:  probe(portName),
-		}, server}
-		vols = append(vols, gatewayVolumes(s)...)
-	}
-	return &appsv1.Deployment{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: objectMeta(s),
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1)),
-			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: objectLabels(s), Annotations: map[string]string{AnnotationGatewayConfig: configHash}},
-				Spec: corev1.PodSpec{
-					ServiceAccountName:           s.Name,
-					AutomountServiceAccountToken: ptr.To(false),
-					EnableServiceLinks:           ptr.To(false),
-					SecurityContext:              sandbox.PodSecurityContext(),
-					Volumes:                      vols,
-					InitContainers:               initContainers,
-					Containers:                   containers,
-				},
-			},
-		},
+		ReadinessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(serverPortName)}}, PeriodSeconds: 10},
 	}
 }
 
-// gatewayStateVolume is the gateway sidecar's own emptyDir (the audit head file); the audit key Secret,
-// if any, is mounted beside it. Neither is mounted into the server's container.
+// The stdio socket: an emptyDir mounted in the gateway and server containers (nothing else of the
+// gateway's is in it), and the gateway binary's emptyDir for the server container's stdio-exec.
+const (
+	stdioVolume = "stdio"
+	stdioDir    = "/run/mcp-warden"
+	// StdioSocket is where the gateway listens for a stdio server's stdin and stdout.
+	StdioSocket = stdioDir + "/stdio.sock"
+)
+
+func stdioVolumes() []corev1.Volume {
+	small := func(q string) corev1.VolumeSource {
+		return corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse(q))}}
+	}
+	return []corev1.Volume{{Name: stdioVolume, VolumeSource: small("1Mi")}, {Name: gatewayBinVolume, VolumeSource: small("256Mi")}}
+}
+
+// gatewayInstallContainer copies the gateway's static binary into an emptyDir, for stdio-exec in the
+// server container (the gateway image has no shell; the binary copies itself).
+func gatewayInstallContainer(image string) corev1.Container {
+	return corev1.Container{
+		Name:            gatewayInstallName,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args:            []string{"install", gatewayBinDir + "/gateway"},
+		Resources:       gatewayResources,
+		SecurityContext: sandbox.ContainerSecurityContextAs(sandbox.GatewayUID),
+		VolumeMounts:    []corev1.VolumeMount{{Name: gatewayBinVolume, MountPath: gatewayBinDir}},
+	}
+}
+
+// attachStdio makes the gateway listen on the stdio socket and the server container run the server
+// command through stdio-exec, which connects to the socket and execs the command on it as stdin and
+// stdout: the server process runs in its own container, as its own user, with nothing of the
+// gateway's but the socket.
+func attachStdio(s *mcpv1alpha1.MCPServer, gw, server *corev1.Container) {
+	socket := corev1.VolumeMount{Name: stdioVolume, MountPath: stdioDir}
+	gw.Args = append(gw.Args, "--stdio-socket="+StdioSocket)
+	gw.VolumeMounts = append(gw.VolumeMounts, socket)
+	server.Command = append([]string{gatewayBinDir + "/gateway", "stdio-exec", StdioSocket, "--"}, s.Spec.Command...)
+	server.Ports, server.ReadinessProbe = nil, nil
+	server.VolumeMounts = append(server.VolumeMounts, socket, corev1.VolumeMount{Name: gatewayBinVolume, MountPath: gatewayBinDir, ReadOnly: true})
+}
+
+// gatewayStateVolume is the gateway sidecar's own emptyDir (the audit head file, written 0600 by the
+// gateway's user); the configuration and the audit key Secret, if any, are mounted beside it. None is
+// mounted into the server's container.
 const (
 	gatewayStateVolume = "gateway-state"
 	gatewayAuditKey    = "gateway-audit-key"
 )
 
+// gatewayFileMode is the mode of the gateway's ConfigMap and Secret files: owner root, group the pod's
+// fsGroup (the kubelet's doing), no other users.
+const gatewayFileMode int32 = 0o440
+
 func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
-	vols := []corev1.Volume{{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}}}
+	vols := []corev1.Volume{
+		{Name: gatewayName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"}, DefaultMode: ptr.To(gatewayFileMode),
+		}}},
+		{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
+	}
 	if name := s.Spec.Gateway.AuditKeySecretName; name != "" {
 		vols = append(vols, corev1.Volume{Name: gatewayAuditKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: name, Items: []corev1.KeyToPath{{Key: "key", Path: "key"}}, DefaultMode: ptr.To[int32](0o440),
+			SecretName: name, Items: []corev1.KeyToPath{{Key: "key", Path: "key"}}, DefaultMode: ptr.To(gatewayFileMode),
 		}}})
 	}
 	return vols
@@ -388,7 +446,7 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 
 	ingress := []networkingv1.NetworkPolicyIngressRule{}
 	if len(s.Spec.Clients) > 0 {
-		serverPort := intstr.FromString(portName)
+		serverPort := intstr.FromInt32(GatewayPort) // by number, see desiredService
 		rule := networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &serverPort}}}
 		for _, c := range s.Spec.Clients {
 			rule.From = append(rule.From, networkingv1.NetworkPolicyPeer{NamespaceSelector: c.NamespaceSelector, PodSelector: c.PodSelector})
@@ -399,7 +457,7 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 		if peer.Namespace == "" {
 			continue
 		}
-		status := intstr.FromString(statusPortName)
+		status := intstr.FromInt32(StatusPort)
 		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{
 			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &status}},
 			From: []networkingv1.NetworkPolicyPeer{{

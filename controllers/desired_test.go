@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -55,10 +56,10 @@ func TestDesiredDeploymentIsSandboxed(t *testing.T) {
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Fatalf("desired pod violates the sandbox: %v", v)
 	}
-	if len(pod.Containers) != 2 || pod.Containers[0].Name != "gateway" || pod.Containers[0].Ports[0].Name != portName {
-		t.Fatalf("want the gateway sidecar first, serving the %q port: %+v", portName, pod.Containers)
+	if len(pod.Containers) != 1 || len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "gateway" || pod.InitContainers[0].Ports[0].Name != portName {
+		t.Fatalf("want the gateway as the one init container (a sidecar), serving the %q port, and the server alone: %+v %+v", portName, pod.InitContainers, pod.Containers)
 	}
-	c := pod.Containers[1]
+	c := pod.Containers[0]
 	if c.Image != testImage || pod.ServiceAccountName != "files" || *d.Spec.Replicas != 1 {
 		t.Fatalf("image %q sa %q replicas %d", c.Image, pod.ServiceAccountName, *d.Spec.Replicas)
 	}
@@ -79,6 +80,83 @@ func TestDesiredDeploymentIsSandboxed(t *testing.T) {
 	}
 }
 
+// mountsOf maps a container's mounted volume names to their paths.
+func mountsOf(c *corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, vm := range c.VolumeMounts {
+		m[vm.Name] = vm.MountPath
+	}
+	return m
+}
+
+// TestServerCannotTouchTheGateway is the pod layout that keeps the server from the gateway, for both
+// transports: the gateway a native sidecar (restartPolicy Always) whose startup probe waits for its
+// ports, as its own user; the server as another user, with spec.env, without the gateway's volumes;
+// no shared PID namespace; the gateway's files not readable by other users.
+func TestServerCannotTouchTheGateway(t *testing.T) {
+	for _, transport := range []mcpv1alpha1.Transport{mcpv1alpha1.TransportStreamableHTTP, mcpv1alpha1.TransportStdio} {
+		t.Run(string(transport), func(t *testing.T) {
+			s := testServer()
+			s.Spec.Transport, s.Spec.Command = transport, []string{"mcp-server"}
+			s.Spec.Gateway.AuditKeySecretName = "files-audit"
+			pod := desiredDeployment(s, DefaultGatewayImage, "hash").Spec.Template.Spec
+			if v := sandbox.Violations(&pod); len(v) != 0 {
+				t.Fatalf("sandbox: %v", v)
+			}
+			if ptr.Deref(pod.ShareProcessNamespace, false) {
+				t.Fatal("the pod shares its PID namespace: the server would see the gateway's processes")
+			}
+			gw, srv := pod.InitContainers[0], pod.Containers[0]
+			if gw.Name != gatewayName || ptr.Deref(gw.RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
+				t.Fatalf("initContainers[0] must be the gateway as a native sidecar: %s restartPolicy %v", gw.Name, gw.RestartPolicy)
+			}
+			if gw.StartupProbe == nil || gw.StartupProbe.TCPSocket == nil || gw.StartupProbe.TCPSocket.Port.StrVal != statusPortName {
+				t.Fatalf("the server must start only once the gateway bound its ports (startup probe on the status port, bound last): %+v", gw.StartupProbe)
+			}
+			if gw.ReadinessProbe == nil || gw.ReadinessProbe.HTTPGet == nil || gw.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Fatalf("the gateway's readiness must be the MCP handshake: %+v", gw.ReadinessProbe)
+			}
+			gu, su := *gw.SecurityContext.RunAsUser, *srv.SecurityContext.RunAsUser
+			if gu != sandbox.GatewayUID || su != sandbox.UID || gu == su || *gw.SecurityContext.RunAsGroup == *srv.SecurityContext.RunAsGroup {
+				t.Fatalf("gateway runs as %d, server as %d: want %d and %d, different users and groups", gu, su, sandbox.GatewayUID, sandbox.UID)
+			}
+			if len(gw.Env) != 0 || len(gw.EnvFrom) != 0 || len(srv.Env) == 0 {
+				t.Fatalf("spec.env must reach the server only: gateway env %+v", gw.Env)
+			}
+			gm, sm := mountsOf(&gw), mountsOf(&srv)
+			for _, v := range []string{gatewayName, gatewayStateVolume, gatewayAuditKey} {
+				if _, ok := gm[v]; !ok {
+					t.Errorf("the gateway does not mount its %s volume", v)
+				}
+				if p, ok := sm[v]; ok {
+					t.Errorf("the server mounts the gateway's %s volume at %s", v, p)
+				}
+			}
+			for _, v := range pod.Volumes {
+				if src := v.ConfigMap; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
+					t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
+				}
+				if src := v.Secret; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
+					t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
+				}
+			}
+			shared := []string{}
+			for v := range sm {
+				if _, ok := gm[v]; ok {
+					shared = append(shared, v)
+				}
+			}
+			want := "[]"
+			if transport == mcpv1alpha1.TransportStdio {
+				want = "[stdio]" // the socket's emptyDir, nothing else
+			}
+			if fmt.Sprint(shared) != want {
+				t.Errorf("volumes both containers mount: %v, want %s", shared, want)
+			}
+		})
+	}
+}
+
 // TestDesiredPodPassesRestrictedPodSecurity checks the pod template with Pod Security Admission's own
 // evaluator at the "restricted" level, independently of the sandbox package's checks.
 func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
@@ -94,8 +172,9 @@ func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
 	}
 }
 
-// TestStdioDeployment: a stdio server runs as the gateway's child in one container, the gateway binary
-// copied in by an init container, all of it sandboxed; the gateway configuration has no upstream.
+// TestStdioDeployment: a stdio server runs in its own container, started by the gateway binary's
+// stdio-exec (copied in by an init container) on the socket the gateway sidecar listens on; all of it
+// sandboxed; the gateway configuration has no upstream.
 func TestStdioDeployment(t *testing.T) {
 	s := testServer()
 	s.Spec.Transport = mcpv1alpha1.TransportStdio
@@ -106,19 +185,23 @@ func TestStdioDeployment(t *testing.T) {
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Fatalf("stdio pod violates the sandbox: %v", v)
 	}
-	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Image != DefaultGatewayImage || strings.Join(pod.InitContainers[0].Args, " ") != "install /opt/mcp-warden/gateway" {
+	if len(pod.InitContainers) != 2 || pod.InitContainers[0].Name != gatewayName || pod.InitContainers[1].Image != DefaultGatewayImage ||
+		strings.Join(pod.InitContainers[1].Args, " ") != "install /opt/mcp-warden/gateway" {
 		t.Fatalf("init containers = %+v", pod.InitContainers)
+	}
+	if got := strings.Join(pod.InitContainers[0].Args, " "); got != "--config=/etc/mcp-warden/gateway.json --stdio-socket=/run/mcp-warden/stdio.sock" {
+		t.Fatalf("gateway args %q", got)
 	}
 	if len(pod.Containers) != 1 {
 		t.Fatalf("want one container, got %d", len(pod.Containers))
 	}
 	c := pod.Containers[0]
-	want := "/opt/mcp-warden/gateway --config=/etc/mcp-warden/gateway.json --stdio -- npx mcp-server-files"
+	want := "/opt/mcp-warden/gateway stdio-exec /run/mcp-warden/stdio.sock -- npx mcp-server-files"
 	if c.Image != testImage || strings.Join(c.Command, " ") != want || strings.Join(c.Args, " ") != "/data" {
 		t.Fatalf("server container runs %q %q, want %q /data", c.Command, c.Args, want)
 	}
-	if len(c.Ports) != 2 || c.Ports[0].Name != portName || c.Ports[0].ContainerPort != GatewayPort || c.Ports[1].ContainerPort != StatusPort {
-		t.Fatalf("the stdio container must expose only the gateway's ports: %+v", c.Ports)
+	if len(c.Ports) != 0 {
+		t.Fatalf("the stdio server container listens on nothing: %+v", c.Ports)
 	}
 	mounts := map[string]bool{}
 	for _, m := range c.VolumeMounts {
@@ -126,6 +209,9 @@ func TestStdioDeployment(t *testing.T) {
 	}
 	if ro, ok := mounts["/opt/mcp-warden"]; !ok || !ro {
 		t.Fatalf("gateway binary must be mounted read-only in the server container: %+v", c.VolumeMounts)
+	}
+	if _, ok := mounts["/etc/mcp-warden"]; ok {
+		t.Fatalf("the stdio server container mounts the gateway's configuration: %+v", c.VolumeMounts)
 	}
 	cm, _, err := desiredGatewayConfigMap(s, "cluster.local")
 	if err != nil {
@@ -148,8 +234,8 @@ func TestStdioDeployment(t *testing.T) {
 
 func TestDesiredDeploymentIsDeterministic(t *testing.T) {
 	a, b := desiredDeployment(testServer(), DefaultGatewayImage, "hash"), desiredDeployment(testServer(), DefaultGatewayImage, "hash")
-	for i := range a.Spec.Template.Spec.Containers[1].Env {
-		if a.Spec.Template.Spec.Containers[1].Env[i].Name != b.Spec.Template.Spec.Containers[1].Env[i].Name {
+	for i := range a.Spec.Template.Spec.Containers[0].Env {
+		if a.Spec.Template.Spec.Containers[0].Env[i].Name != b.Spec.Template.Spec.Containers[0].Env[i].Name {
 			t.Fatal("env order differs between two builds")
 		}
 	}
@@ -240,11 +326,12 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		{"allow-listed CIDR, other port", server, external("140.82.113.4"), 22, "", corev1.ProtocolTCP, false},
 		{"outside the allow-list", server, external("1.1.1.1"), 443, "", corev1.ProtocolTCP, false},
 		{"egress to a pod in another namespace", server, pod("default", map[string]string{"app": "db"}), 5432, "", corev1.ProtocolTCP, false},
-		{"ingress from the allowed client", pod("agents", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, true},
+		{"ingress from the allowed client", pod("agents", map[string]string{"app": "agent"}), server, GatewayPort, portName, corev1.ProtocolTCP, true},
+		{"ingress from the allowed client to the server's own port", pod("agents", map[string]string{"app": "agent"}), server, 8080, serverPortName, corev1.ProtocolTCP, false},
 		{"ingress from the allowed client, other port", pod("agents", map[string]string{"app": "agent"}), server, 9090, "metrics", corev1.ProtocolTCP, false},
-		{"ingress from a non-allowed namespace", pod("default", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
-		{"ingress from another pod in the allowed namespace", pod("agents", map[string]string{"app": "intruder"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
-		{"ingress from outside the cluster", external("203.0.113.9"), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"ingress from a non-allowed namespace", pod("default", map[string]string{"app": "agent"}), server, GatewayPort, portName, corev1.ProtocolTCP, false},
+		{"ingress from another pod in the allowed namespace", pod("agents", map[string]string{"app": "intruder"}), server, GatewayPort, portName, corev1.ProtocolTCP, false},
+		{"ingress from outside the cluster", external("203.0.113.9"), server, GatewayPort, portName, corev1.ProtocolTCP, false},
 		{"operator reads the gateway status", pod("mcp-warden-system", operator.PodLabels), server, StatusPort, statusPortName, corev1.ProtocolTCP, true},
 		{"operator to the MCP port", pod("mcp-warden-system", operator.PodLabels), server, GatewayPort, portName, corev1.ProtocolTCP, false},
 		{"allowed client to the status port", pod("agents", map[string]string{"app": "agent"}), server, StatusPort, statusPortName, corev1.ProtocolTCP, false},
@@ -272,7 +359,7 @@ func TestNoClientsMeansNoIngress(t *testing.T) {
 	traffic := &matcher.Traffic{
 		Source:       &matcher.TrafficPeer{IP: "10.244.1.1", Internal: &matcher.InternalPeer{Namespace: "tools", PodLabels: map[string]string{"app": "x"}}},
 		Destination:  &matcher.TrafficPeer{IP: "10.244.0.10", Internal: &matcher.InternalPeer{Namespace: "tools", PodLabels: objectLabels(s)}},
-		ResolvedPort: 8080, ResolvedPortName: "mcp", Protocol: corev1.ProtocolTCP,
+		ResolvedPort: GatewayPort, ResolvedPortName: portName, Protocol: corev1.ProtocolTCP,
 	}
 	if policy.IsTrafficAllowed(traffic).IsAllowed() {
 		t.Fatal("a pod in the same namespace reached a server with no clients")
@@ -354,20 +441,13 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 }
 
 // TestAuditKeyReachesTheGatewayOnly: the audit key Secret and the head file's emptyDir are mounted into
-// the gateway container, never into the server's, and the rendered config points at them.
+// the gateway container, never into the server's, and the rendered config points at them, for stdio
+// servers too.
 func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
 	s := testServer()
 	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, AuditKeySecretName: "files-audit"}
 	d := desiredDeployment(s, "gw@sha256:"+strings.Repeat("a", 64), "h")
-	var gw, srv *corev1.Container
-	for i := range d.Spec.Template.Spec.Containers {
-		c := &d.Spec.Template.Spec.Containers[i]
-		if c.Name == gatewayName {
-			gw = c
-		} else {
-			srv = c
-		}
-	}
+	gw, srv := &d.Spec.Template.Spec.InitContainers[0], &d.Spec.Template.Spec.Containers[0]
 	mounted := func(c *corev1.Container, vol string) bool {
 		for _, m := range c.VolumeMounts {
 			if m.Name == vol {
@@ -376,7 +456,7 @@ func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
 		}
 		return false
 	}
-	if gw == nil || srv == nil || !mounted(gw, gatewayAuditKey) || !mounted(gw, gatewayStateVolume) {
+	if gw.Name != gatewayName || !mounted(gw, gatewayAuditKey) || !mounted(gw, gatewayStateVolume) {
 		t.Fatalf("gateway mounts: %+v", gw)
 	}
 	if mounted(srv, gatewayAuditKey) || mounted(srv, gatewayStateVolume) {
@@ -386,10 +466,14 @@ func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
 	if cfg.Audit.KeyPath != "/etc/mcp-warden-audit/key" || cfg.Audit.StatePath != "/var/lib/mcp-warden/audit-head.json" {
 		t.Fatalf("audit config: %+v", cfg.Audit)
 	}
+	// A stdio server runs in a container of its own too, so it may have an audit key.
 	s.Spec.Transport = mcpv1alpha1.TransportStdio
 	s.Spec.Command = []string{"mcp-server"}
-	if errs := gatewayconfig.Check(s); len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), "auditKeySecretName") {
+	if errs := gatewayconfig.Check(s); strings.Contains(errs.ToAggregate().Error(), "auditKeySecretName") {
 		t.Fatalf("a stdio server with an audit key: %v", errs)
+	}
+	if cfg := gatewayconfig.Render(s, "cluster.local"); cfg.Audit.KeyPath != "/etc/mcp-warden-audit/key" {
+		t.Fatalf("stdio audit config: %+v", cfg.Audit)
 	}
 }
 
@@ -432,7 +516,7 @@ func TestMetricsScraperReachesOnlyTheStatusPort(t *testing.T) {
 			t.Errorf("scraper configured %v: another pod of the scraper's namespace reaches the status port", withScraper)
 		}
 		svc := desiredService(s, withScraper)
-		if got := len(svc.Spec.Ports) == 2 && svc.Spec.Ports[1].Name == MetricsPortName && svc.Spec.Ports[1].TargetPort.StrVal == statusPortName; got != withScraper {
+		if got := len(svc.Spec.Ports) == 2 && svc.Spec.Ports[1].Name == MetricsPortName && svc.Spec.Ports[1].TargetPort.IntVal == StatusPort; got != withScraper {
 			t.Errorf("scraper configured %v: Service ports %+v", withScraper, svc.Spec.Ports)
 		}
 	}

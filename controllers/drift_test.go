@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
+
+	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
 // TestDriftIsAnythingNotDesired: every field another writer may add to the pod template is drift, not
@@ -32,14 +34,14 @@ func TestDriftIsAnythingNotDesired(t *testing.T) {
 			p.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
 		}},
 		{"supplementalGroups [0]", "template.spec.securityContext.supplementalGroups", func(p *corev1.PodSpec) { p.SecurityContext.SupplementalGroups = []int64{0} }},
-		{"AppArmor Unconfined", "template.spec.containers[1].securityContext.appArmorProfile", func(p *corev1.PodSpec) {
-			p.Containers[1].SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		{"AppArmor Unconfined", "template.spec.containers[0].securityContext.appArmorProfile", func(p *corev1.PodSpec) {
+			p.Containers[0].SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
 		}},
 		{"SELinux options", "template.spec.securityContext.seLinuxOptions", func(p *corev1.PodSpec) {
 			p.SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t"}
 		}},
-		{"procMount Unmasked", "template.spec.containers[1].securityContext.procMount", func(p *corev1.PodSpec) {
-			p.Containers[1].SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
+		{"procMount Unmasked", "template.spec.containers[0].securityContext.procMount", func(p *corev1.PodSpec) {
+			p.Containers[0].SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
 		}},
 		{"swapped Secret volume", "template.spec.volumes", func(p *corev1.PodSpec) {
 			for i := range p.Volumes {
@@ -48,7 +50,13 @@ func TestDriftIsAnythingNotDesired(t *testing.T) {
 				}
 			}
 		}},
-		{"image", "template.spec.containers[1].image", func(p *corev1.PodSpec) { p.Containers[1].Image = "busybox:latest" }},
+		{"image", "template.spec.containers[0].image", func(p *corev1.PodSpec) { p.Containers[0].Image = "busybox:latest" }},
+		// The gateway sidecar as the server's user, or as a plain init container the server outlives.
+		{"gateway as the server's user", "template.spec.initContainers[0].securityContext.runAsUser", func(p *corev1.PodSpec) {
+			p.InitContainers[0].SecurityContext.RunAsUser = ptr.To(sandbox.UID)
+		}},
+		{"gateway not a sidecar", "template.spec.initContainers[0].restartPolicy", func(p *corev1.PodSpec) { p.InitContainers[0].RestartPolicy = nil }},
+		{"shared PID namespace", "template.spec.shareProcessNamespace", func(p *corev1.PodSpec) { p.ShareProcessNamespace = ptr.To(true) }},
 	}
 	desired := desiredDeployment(testServer(), DefaultGatewayImage, "abc")
 	// What the API server stores is the desired spec plus defaults; here the desired spec stands for it.

@@ -69,10 +69,10 @@ func TestStallKeepsEnforcing(t *testing.T) {
 	if err := k8s.Get(ctx, key, d); err != nil {
 		t.Fatal(err)
 	}
-	want := d.Spec.Template.Spec.Containers[1].Image
+	want := d.Spec.Template.Spec.Containers[0].Image
 	wantVolumes := len(d.Spec.Template.Spec.Volumes)
-	d.Spec.Template.Spec.Containers[1].Image = "busybox:latest"
-	sc := d.Spec.Template.Spec.Containers[1].SecurityContext
+	d.Spec.Template.Spec.Containers[0].Image = "busybox:latest"
+	sc := d.Spec.Template.Spec.Containers[0].SecurityContext
 	sc.Privileged, sc.AllowPrivilegeEscalation, sc.RunAsUser, sc.RunAsNonRoot = ptr.To(true), ptr.To(true), ptr.To(int64(0)), ptr.To(false)
 	d.Spec.Template.Spec.HostNetwork = true
 	d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
@@ -90,8 +90,8 @@ func TestStallKeepsEnforcing(t *testing.T) {
 			return err
 		}
 		p := d.Spec.Template.Spec
-		if p.HostNetwork || p.Containers[1].Image != want || *p.Containers[1].SecurityContext.Privileged || *p.Containers[1].SecurityContext.RunAsUser == 0 || len(p.Volumes) != wantVolumes {
-			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s privileged=%v volumes=%d", p.HostNetwork, p.Containers[1].Image, *p.Containers[1].SecurityContext.Privileged, len(p.Volumes))
+		if p.HostNetwork || p.Containers[0].Image != want || *p.Containers[0].SecurityContext.Privileged || *p.Containers[0].SecurityContext.RunAsUser == 0 || len(p.Volumes) != wantVolumes {
+			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s privileged=%v volumes=%d", p.HostNetwork, p.Containers[0].Image, *p.Containers[0].SecurityContext.Privileged, len(p.Volumes))
 		}
 		return nil
 	})

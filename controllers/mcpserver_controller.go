@@ -65,6 +65,13 @@ const (
 	ReasonIssuerKeysUnavailable = "IssuerKeysUnavailable"
 	// ReasonIssuerKeysFetched is the IssuerKeysDelivered reason when the keys are delivered.
 	ReasonIssuerKeysFetched = "KeysFetched"
+	// ReasonServerNotSpeakingMCP is the Ready reason (and event reason) when the gateway's MCP initialize
+	// and tools/list with the server have failed for longer than MCPGrace; the message quotes the
+	// gateway's error. The operator keeps reading: the server may yet answer.
+	ReasonServerNotSpeakingMCP = "ServerNotSpeakingMCP"
+	// ReasonWaitingForMCP is the Ready reason while the Deployment is available but no gateway has yet
+	// completed its MCP handshake with the server (it is starting, or no status port answered).
+	ReasonWaitingForMCP = "WaitingForMCP"
 	// ReasonFenceWidened is the EgressEnforced reason (and event reason) when a NetworkPolicy the
 	// operator did not write selects the server's pods and allows traffic.
 	ReasonFenceWidened = "FenceWidened"
@@ -95,9 +102,14 @@ type MCPServerReconciler struct {
 	// Cilium is true when the cluster serves CiliumNetworkPolicy: DNS-name egress entries are then
 	// enforced with toFQDNs rules.
 	Cilium bool
-	// Pins reads each ready pod's gateway pin state, reported as status.tools and the ToolsPinned
-	// condition (nil: not read).
-	Pins PinReader
+	// Pins reads each running pod's gateway status: the pin state (status.tools and the ToolsPinned
+	// condition) and the MCP handshake with the server (status.serverInfo, status.toolCount, and Ready,
+	// which then waits for a completed handshake). Nil: not read, and Ready rests on the Deployment
+	// alone (whose pods the gateway's readiness probe still holds back until the server answers MCP).
+	Pins StatusReader
+	// MCPGrace is how long a gateway's handshake may fail before Ready says ServerNotSpeakingMCP
+	// (default DefaultMCPGrace).
+	MCPGrace time.Duration
 	// PinPollInterval is how often pin state is read (default DefaultPinPollInterval).
 	PinPollInterval time.Duration
 	// PinBudget bounds one server's pin read (default DefaultPinBudget).
@@ -147,8 +159,12 @@ type reconcileState struct {
 	// pinsRead is set when at least one gateway reported its pin state, merged into tools.
 	pinsRead bool
 	tools    []mcpv1alpha1.ToolPin
-	// keys is what the operator delivered of the issuer's keys (nil: authentication is off).
-	keys *issuerkeys.Keys
+	// keys is what the operator delivered of the issuer's keys (nil: authentication is off), and
+	// issuer the issuer they are of.
+	keys   *issuerkeys.Keys
+	issuer string
+	// mcp is the gateways' MCP handshake with the server, read with the pins.
+	mcp mcpState
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -215,10 +231,14 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	r.rememberGood(s, st)
 	if r.Pins != nil {
-		// Tool definitions can change at any time on the server's side; read them again.
+		// Tool definitions can change at any time on the server's side; read them again, soon while
+		// the server has not answered MCP.
 		interval := r.PinPollInterval
 		if interval == 0 {
 			interval = DefaultPinPollInterval
+		}
+		if !st.mcp.ready {
+			interval = min(interval, 5*time.Second)
 		}
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
@@ -466,6 +486,42 @@ func rolledOut(d *appsv1.Deployment) (bool, string) {
 	return true, fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, want)
 }
 
+// readiness is the Ready condition of a reconcile that applied everything: the Deployment rolled out
+// and available and, when the gateways' status is read and replicas are wanted, every gateway that
+// answered completed an MCP initialize and tools/list with the server. A handshake failing past the
+// grace period is ServerNotSpeakingMCP even while the rollout waits (the gateway's readiness probe holds
+// such pods back, so the rollout would only say "0 of 1 available").
+func (r *MCPServerReconciler) readiness(st *reconcileState) (metav1.ConditionStatus, string, string) {
+	ok, msg := rolledOut(st.deployment)
+	gated := r.Pins != nil && ptr.Deref(st.deployment.Spec.Replicas, 1) > 0
+	m := st.mcp
+	switch {
+	case gated && st.pinsRead && !m.ready && m.overdue:
+		return metav1.ConditionFalse, ReasonServerNotSpeakingMCP, fmt.Sprintf(
+			"the gateway of pod %s has not completed an MCP initialize and tools/list with the server for %s or more: %s. Check that the server speaks MCP: streamable HTTP on 127.0.0.1 at spec.port and spec.path, or transport stdio with spec.command; the operator keeps checking",
+			m.failedPod, r.grace(), m.failure)
+	case !ok:
+		return metav1.ConditionFalse, ReasonProgressing, msg
+	case st.keys != nil && st.keys.JSON == nil:
+		return metav1.ConditionFalse, ReasonIssuerKeysUnavailable, "the gateway refuses every token until the operator delivers the issuer's signing keys: " + keysMessage(st.issuer, st.keys)
+	case !gated:
+		return metav1.ConditionTrue, ReasonAvailable, "sandboxed server is available: " + msg
+	case !st.pinsRead:
+		return metav1.ConditionFalse, ReasonWaitingForMCP, fmt.Sprintf("%s; waiting for a gateway to report its MCP handshake with the server on its status port (%d)", msg, StatusPort)
+	case !m.ready:
+		return metav1.ConditionFalse, ReasonWaitingForMCP, fmt.Sprintf("%s; the gateway of pod %s is waiting for the server to answer MCP initialize: %s", msg, m.failedPod, m.failure)
+	}
+	return metav1.ConditionTrue, ReasonAvailable, fmt.Sprintf("sandboxed server is available: %s; it answered MCP initialize as %s %s (protocol %s) and lists %d tool(s)",
+		msg, m.info.Name, m.info.Version, m.info.ProtocolVersion, m.toolCount)
+}
+
+func (r *MCPServerReconciler) grace() time.Duration {
+	if r.MCPGrace == 0 {
+		return DefaultMCPGrace
+	}
+	return r.MCPGrace
+}
+
 // summarizeAndPatch computes Ready, Reconciling, Stalled and EgressEnforced once from the reconcile's
 // outcome, emits events on transitions and writes the status only when it changed. Stall errors are
 // swallowed (no retry until the spec changes); other errors are returned for a retry with backoff.
@@ -496,23 +552,22 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		keysMissing := st.keys != nil && st.keys.JSON == nil
 		if st.keys != nil {
 			if keysMissing {
-				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionFalse, ReasonIssuerKeysUnavailable, keysMessage(s, st.keys))
+				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionFalse, ReasonIssuerKeysUnavailable, keysMessage(st.issuer, st.keys))
 			} else {
-				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionTrue, ReasonIssuerKeysFetched, keysMessage(s, st.keys))
+				set(mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionTrue, ReasonIssuerKeysFetched, keysMessage(st.issuer, st.keys))
 			}
 		} else {
 			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionIssuerKeysDelivered)
 		}
-		if ok, msg := rolledOut(st.deployment); ok && keysMissing {
-			m := "the gateway refuses every token until the operator delivers the issuer's signing keys: " + keysMessage(s, st.keys)
-			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonIssuerKeysUnavailable, m)
-			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonIssuerKeysUnavailable, m)
-		} else if ok {
-			set(mcpv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAvailable, "sandboxed server is available: "+msg)
+		if st.pinsRead && st.mcp.ready {
+			s.Status.ServerInfo, s.Status.ToolCount = st.mcp.info, ptr.To(st.mcp.toolCount)
+		}
+		if status, reason, msg := r.readiness(st); status == metav1.ConditionTrue {
+			set(mcpv1alpha1.ConditionReady, metav1.ConditionTrue, reason, msg)
 			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
 		} else {
-			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
-			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
+			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, msg)
 		}
 		switch {
 		case len(st.widening) > 0:
@@ -556,7 +611,7 @@ func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServ
 	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionReady), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionReady)
 	if now != nil && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
 		kind := corev1.EventTypeNormal
-		if now.Status != metav1.ConditionTrue && now.Reason != ReasonProgressing {
+		if now.Status != metav1.ConditionTrue && now.Reason != ReasonProgressing && now.Reason != ReasonWaitingForMCP {
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(after, nil, kind, now.Reason, "Reconcile", "Ready=%s: %s", now.Status, now.Message)
@@ -724,7 +779,7 @@ func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.C
 	} else {
 		k.Err = errors.New("the operator runs without an issuer key fetcher")
 	}
-	st.keys = &k
+	st.keys, st.issuer = &k, a.Issuer
 	cm.Data[keysFile] = noKeys
 	if k.JSON != nil {
 		cm.Data[keysFile] = string(k.JSON)
@@ -732,8 +787,7 @@ func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.C
 }
 
 // keysMessage says where the delivered keys came from, or why there are none.
-func keysMessage(s *mcpv1alpha1.MCPServer, k *issuerkeys.Keys) string {
-	iss := s.Spec.Gateway.Auth.Issuer
+func keysMessage(iss string, k *issuerkeys.Keys) string {
 	switch {
 	case k.JSON == nil && k.Err == nil:
 		return fmt.Sprintf("fetching the signing keys of issuer %s", iss)

@@ -181,10 +181,10 @@ func TestStdioServerBecomesReady(t *testing.T) {
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Errorf("stdio pod violates the sandbox: %v", v)
 	}
-	if len(pod.InitContainers) != 1 || len(pod.Containers) != 1 {
-		t.Fatalf("want one init container and one container, got %d and %d", len(pod.InitContainers), len(pod.Containers))
+	if len(pod.InitContainers) != 2 || len(pod.Containers) != 1 {
+		t.Fatalf("want two init containers (the gateway sidecar, the install step) and one container, got %d and %d", len(pod.InitContainers), len(pod.Containers))
 	}
-	if cmd := strings.Join(pod.Containers[0].Command, " "); !strings.HasSuffix(cmd, "--stdio -- /usr/bin/mcp-files") {
+	if cmd := strings.Join(pod.Containers[0].Command, " "); !strings.HasSuffix(cmd, "stdio-exec /run/mcp-warden/stdio.sock -- /usr/bin/mcp-files") {
 		t.Errorf("server command = %q", cmd)
 	}
 }
@@ -451,8 +451,8 @@ func TestUpdateRollsOutAndDeleteCascades(t *testing.T) {
 		t.Errorf("readyReplicas = %d, want 2", s.Status.ReadyReplicas)
 	}
 	d := &appsv1.Deployment{}
-	if err := k8s.Get(ctx, key, d); err != nil || d.Spec.Template.Spec.Containers[1].Args[1] != "/other" {
-		t.Fatalf("deployment not updated: %v %v", err, d.Spec.Template.Spec.Containers[1].Args)
+	if err := k8s.Get(ctx, key, d); err != nil || d.Spec.Template.Spec.Containers[0].Args[1] != "/other" {
+		t.Fatalf("deployment not updated: %v %v", err, d.Spec.Template.Spec.Containers[0].Args)
 	}
 	if err := k8s.Delete(ctx, s); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 )
@@ -41,22 +43,23 @@ const (
 	ReasonToolsMatchPins = "ToolsMatchPins"
 )
 
-// PinReader reads the pin state that a server pod's gateway reports.
-type PinReader interface {
-	ReadPins(ctx context.Context, pod *corev1.Pod) (pin.State, error)
+// StatusReader reads what a server pod's gateway reports on its status port: the pin state of the
+// server's tools and the outcome of the gateway's MCP handshake with the server.
+type StatusReader interface {
+	ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error)
 }
 
-// HTTPPinReader reads GET http://<pod IP>:8444/pins under a deadline.
-type HTTPPinReader struct {
+// HTTPStatusReader reads GET http://<pod IP>:8444/status under a deadline.
+type HTTPStatusReader struct {
 	// Client makes the requests (default: no proxy, 2 s connect and header deadlines).
 	Client *http.Client
 	// Timeout bounds one read (default 3 s).
 	Timeout time.Duration
 }
 
-// ReadPins implements PinReader.
-func (h *HTTPPinReader) ReadPins(ctx context.Context, pod *corev1.Pod) (pin.State, error) {
-	var st pin.State
+// ReadStatus implements StatusReader.
+func (h *HTTPStatusReader) ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error) {
+	var st gateway.Status
 	if pod.Status.PodIP == "" {
 		return st, fmt.Errorf("pod %s has no IP yet", pod.Name)
 	}
@@ -70,21 +73,21 @@ func (h *HTTPPinReader) ReadPins(ctx context.Context, pod *corev1.Pod) (pin.Stat
 	if c == nil {
 		c = defaultPinClient
 	}
-	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(StatusPort)) + "/pins"
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(StatusPort)) + "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return st, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("read pins of pod %s: %w", pod.Name, err)
+		return st, fmt.Errorf("read the gateway status of pod %s: %w", pod.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("read pins of pod %s: HTTP %d", pod.Name, resp.StatusCode)
+		return st, fmt.Errorf("read the gateway status of pod %s: HTTP %d", pod.Name, resp.StatusCode)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return st, fmt.Errorf("read pins of pod %s: %w", pod.Name, err)
+		return st, fmt.Errorf("read the gateway status of pod %s: %w", pod.Name, err)
 	}
 	return st, nil
 }
@@ -99,16 +102,16 @@ var defaultPinClient = &http.Client{Transport: &http.Transport{
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 
-// DefaultPinBudget bounds one server's pin read (all its pods, read concurrently).
+// DefaultPinBudget bounds one server's status read (all its pods, read concurrently).
 const DefaultPinBudget = 5 * time.Second
 
 // maxPinReads bounds the pod reads in flight across all servers.
 const maxPinReads = 16
 
-// pinPoller reads pin state off the reconcile path: a reconcile reports the last state read and starts
-// a new read if none is in flight; when a read finds something new, the server is reconciled again. A
-// pod whose status port accepts and never answers costs its server at most the budget, and costs no
-// other server anything.
+// pinPoller reads the gateways' status (pin state, MCP handshake) off the reconcile path: a reconcile
+// reports the last state read and starts a new read if none is in flight; when a read finds something
+// new, the server is reconciled again. A pod whose status port accepts and never answers costs its
+// server at most the budget, and costs no other server anything.
 type pinPoller struct {
 	mu     sync.Mutex
 	state  map[types.NamespacedName]*polledPins
@@ -119,8 +122,25 @@ type pinPoller struct {
 type polledPins struct {
 	read     bool
 	tools    []mcpv1alpha1.ToolPin
+	mcp      mcpState
 	inflight bool
 }
+
+// mcpState merges the gateways' MCP handshakes with the server: ready when every gateway that answered
+// completed one; otherwise the first failing pod's (by name) error.
+type mcpState struct {
+	ready     bool
+	info      *mcpv1alpha1.ServerInfo
+	toolCount int32
+	// failedPod and failure describe a gateway whose handshake failed; overdue is set once it has failed
+	// for longer than MCPGrace (a server still starting is not yet a server that does not speak MCP).
+	failedPod, failure string
+	overdue            bool
+}
+
+// DefaultMCPGrace is how long a gateway's handshake with its server may fail before the server is
+// reported as not speaking MCP (until then it is starting).
+const DefaultMCPGrace = 15 * time.Second
 
 func newPinPoller() *pinPoller {
 	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, sem: make(chan struct{}, maxPinReads), events: make(chan event.GenericEvent, 1024)}
@@ -145,7 +165,7 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 		cur = &polledPins{}
 		p.state[key] = cur
 	}
-	st.pinsRead, st.tools = cur.read, slices.Clone(cur.tools)
+	st.pinsRead, st.tools, st.mcp = cur.read, slices.Clone(cur.tools), cur.mcp
 	start := !cur.inflight
 	cur.inflight = true
 	p.mu.Unlock()
@@ -163,7 +183,7 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 	}
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	tools, read := r.readPins(ctx, s)
+	tools, mcp, read := r.readStatus(ctx, s)
 	key := client.ObjectKeyFromObject(s)
 	p := r.poller
 	p.mu.Lock()
@@ -171,8 +191,8 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 	changed := false
 	if ok {
 		cur.inflight = false
-		if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools)) {
-			cur.read, cur.tools, changed = true, tools, true
+		if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {
+			cur.read, cur.tools, cur.mcp, changed = true, tools, mcp, true
 		}
 	}
 	p.mu.Unlock()
@@ -181,26 +201,28 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 	}
 }
 
-// readPins reads the pin state of every ready pod's gateway, concurrently, and merges it: a tool any
-// pod reports as changed is changed. Pods that do not answer are skipped; read is false if none does.
-func (r *MCPServerReconciler) readPins(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, read bool) {
+// readStatus reads the status of every running pod's gateway (ready or not: a gateway whose server does
+// not speak MCP keeps its pod unready), concurrently, and merges it: a tool any pod reports as changed
+// is changed, and the handshake is as mergeMCP says. Pods that do not answer are skipped; read is false
+// if none does.
+func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, mcp mcpState, read bool) {
 	pods := &corev1.PodList{}
 	// ResourceVersion "0" is served from the API server's watch cache.
 	if err := r.APIReader.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name},
 		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
-		log.FromContext(ctx).V(1).Info("list pods for pin state", "err", err.Error())
-		return nil, false
+		log.FromContext(ctx).V(1).Info("list pods for the gateway status", "err", err.Error())
+		return nil, mcp, false
 	}
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
-		states   []pin.State
+		states   []podStatus
 		sem      = r.poller.sem
 		deadline = ctx.Done()
 	)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if !podReady(pod) || !ownedByServerReplicaSet(pod, s) {
+		if !podRunning(pod) || !ownedByServerReplicaSet(pod, s) {
 			continue
 		}
 		select {
@@ -212,23 +234,24 @@ func (r *MCPServerReconciler) readPins(ctx context.Context, s *mcpv1alpha1.MCPSe
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			state, err := r.Pins.ReadPins(ctx, pod)
+			state, err := r.Pins.ReadStatus(ctx, pod)
 			if err != nil {
-				log.FromContext(ctx).V(1).Info("pin state unavailable", "pod", pod.Name, "err", err.Error())
+				log.FromContext(ctx).V(1).Info("gateway status unavailable", "pod", pod.Name, "err", err.Error())
 				return
 			}
 			mu.Lock()
-			states = append(states, state)
+			states = append(states, podStatus{pod: pod.Name, Status: state})
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	if len(states) == 0 {
-		return nil, false
+		return nil, mcp, false
 	}
+	sort.Slice(states, func(i, j int) bool { return states[i].pod < states[j].pod })
 	merged := map[string]mcpv1alpha1.ToolPin{}
 	for _, state := range states {
-		for _, t := range state.Tools {
+		for _, t := range state.Pins.Tools {
 			if prev, ok := merged[t.Name]; ok && prev.Status == string(pin.Changed) {
 				continue
 			}
@@ -240,7 +263,38 @@ func (r *MCPServerReconciler) readPins(ctx context.Context, s *mcpv1alpha1.MCPSe
 		tools = append(tools, t)
 	}
 	sort.Slice(tools, func(i, j int) bool { return tools[i].Name < tools[j].Name })
-	return tools, true
+	return tools, r.mergeMCP(states), true
+}
+
+type podStatus struct {
+	pod string
+	gateway.Status
+}
+
+// mergeMCP merges the gateways' handshakes (states sorted by pod): ready when all completed one, the
+// server described by the first; otherwise the first pod whose handshake failed.
+func (r *MCPServerReconciler) mergeMCP(states []podStatus) mcpState {
+	grace := r.grace()
+	var m mcpState
+	for _, st := range states {
+		u := st.Upstream
+		if !u.Initialized {
+			return mcpState{failedPod: st.pod, failure: u.Error, overdue: time.Duration(u.FailingSeconds)*time.Second >= grace}
+		}
+		if m.info == nil {
+			m = mcpState{ready: true, toolCount: int32(min(u.ToolCount, 1<<20)),
+				info: &mcpv1alpha1.ServerInfo{Name: cut(u.ServerName), Version: cut(u.ServerVersion), ProtocolVersion: cut(u.ProtocolVersion)}}
+		}
+	}
+	return m
+}
+
+// cut bounds a server-provided string for the status (the CRD allows 256).
+func cut(s string) string {
+	if len(s) > 128 {
+		return strings.ToValidUTF8(s[:128], "")
+	}
+	return s
 }
 
 // pinSummary is the ToolsPinned condition for a set of tools.
@@ -277,16 +331,9 @@ func (r *MCPServerReconciler) emitPinChanges(before, after *mcpv1alpha1.MCPServe
 	}
 }
 
-func podReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+// podRunning reports whether the pod runs (its gateway can answer) and is not being deleted.
+func podRunning(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
 }
 
 // ownedByServerReplicaSet reports whether the pod belongs to a ReplicaSet of the server's Deployment, so

@@ -25,28 +25,56 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/gateway"
-	"github.com/mcp-warden/mcp-warden/gateway/pin"
 )
 
-// loopbackPins is the suite's PinReader: the real HTTP reader, with each server's pods dialled at the
-// loopback address of the gateway a test registered for that server (the simulated node's pod IPs
-// are not reachable, and nothing may leave loopback). Unregistered servers fail to read, as
-// unreachable gateways do.
-type loopbackPins struct{ addrs sync.Map } // server name -> "127.0.0.1:port"
+// loopbackPins is the suite's StatusReader: the real HTTP reader, with each server's pods dialled at
+// the loopback address of the gateway a test registered for that server (the simulated node's pod IPs
+// are not reachable, and nothing may leave loopback). Servers no test registered are read from the
+// suite's shared gateway (a real gateway in front of a real MCP server, see startSharedGateway), so
+// that they become MCP-ready as a healthy server does; fallback empty, they fail to read.
+type loopbackPins struct {
+	addrs    sync.Map // server name -> "127.0.0.1:port"
+	fallback string
+}
 
 var testPins = &loopbackPins{}
 
-func (l *loopbackPins) ReadPins(ctx context.Context, pod *corev1.Pod) (pin.State, error) {
-	v, ok := l.addrs.Load(pod.Labels[controllers.LabelServer])
-	if !ok {
-		return pin.State{}, errors.New("no gateway registered")
+func (l *loopbackPins) ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error) {
+	addr := l.fallback
+	if v, ok := l.addrs.Load(pod.Labels[controllers.LabelServer]); ok {
+		addr = v.(string)
 	}
-	addr := v.(string)
+	if addr == "" {
+		return gateway.Status{}, errors.New("no gateway registered")
+	}
 	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
 	}
-	r := &controllers.HTTPPinReader{Client: &http.Client{Transport: &http.Transport{DialContext: dial}}}
-	return r.ReadPins(ctx, pod)
+	r := &controllers.HTTPStatusReader{Client: &http.Client{Transport: &http.Transport{DialContext: dial}}}
+	return r.ReadStatus(ctx, pod)
+}
+
+// startSharedGateway starts the gateway that servers no test registered are read from: a real gateway
+// (auth off) in front of a real MCP server with one tool. It returns the status address and a stop.
+func startSharedGateway(ctx context.Context) (string, func(), error) {
+	tools := newToolServer("Read a file.")
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return tools.srv }, nil))
+	g, err := gateway.New(&gateway.Config{Upstream: upstream.URL, Resource: "http://shared.test/mcp", Auth: gateway.AuthConfig{Disabled: true}},
+		gateway.Options{AuditWriter: io.Discard, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		upstream.Close()
+		return "", nil, err
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	g.Start(gctx)
+	status := httptest.NewServer(g.StatusHandler())
+	return status.Listener.Addr().String(), func() {
+		cancel()
+		_ = g.Close()
+		status.Close()
+		upstream.CloseClientConnections()
+		upstream.Close()
+	}, nil
 }
 
 // toolServer is a real MCP server whose one tool's description a test can change.
@@ -270,7 +298,17 @@ func TestSlowServerDoesNotDelayOthers(t *testing.T) {
 	if err := k8s.Create(ctx, slow); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, client.ObjectKeyFromObject(slow))
+	// Its pods run, but no gateway ever reports an MCP handshake: not Ready.
+	eventually(t, 60*time.Second, func() error {
+		s := &mcpv1alpha1.MCPServer{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(slow), s); err != nil {
+			return err
+		}
+		if c := condition(s, mcpv1alpha1.ConditionReady); s.Status.ReadyReplicas != 20 || c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonWaitingForMCP {
+			return fmt.Errorf("readyReplicas %d, Ready %+v", s.Status.ReadyReplicas, c)
+		}
+		return nil
+	})
 	// Keep the slow server's reconciles (and so its pin reads) coming.
 	stop := make(chan struct{})
 	defer close(stop)
@@ -311,4 +349,65 @@ func TestSlowServerDoesNotDelayOthers(t *testing.T) {
 		return nil
 	})
 	t.Logf("another namespace's server Ready after %s while the slow server's pods never answer", time.Since(start).Round(time.Millisecond))
+}
+
+// TestReadyNeedsMCP: Ready waits for the gateway's MCP handshake with the server. Behind a server that
+// answers HTTP but not MCP (a web page), the pods run (KWOK marks them ready; on a real node the
+// gateway's readiness probe would hold them back) yet Ready stays False with ServerNotSpeakingMCP and
+// the gateway's own words, not Stalled: the operator keeps checking, and once the server speaks MCP
+// (here: the gateway is replaced by one in front of a real MCP server) Ready turns True with the
+// server's serverInfo and tool count in the status.
+func TestReadyNeedsMCP(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := restrictedNamespace(t)
+	key := client.ObjectKey{Namespace: ns, Name: "web"}
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, "<html>not an MCP server</html>")
+	}))
+	t.Cleanup(web.Close)
+	_, statusAddr := runGateway(t, ctx, web.URL+"/mcp", nil)
+	testPins.addrs.Store(key.Name, statusAddr)
+	defer testPins.addrs.Delete(key.Name)
+	if err := k8s.Create(ctx, newServer(ns, key.Name)); err != nil {
+		t.Fatal(err)
+	}
+	s := &mcpv1alpha1.MCPServer{}
+	start := time.Now()
+	eventually(t, 60*time.Second, func() error {
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		if c := condition(s, mcpv1alpha1.ConditionReady); c == nil || c.Reason != controllers.ReasonServerNotSpeakingMCP {
+			return fmt.Errorf("Ready %+v", c)
+		}
+		return nil
+	})
+	c := condition(s, mcpv1alpha1.ConditionReady)
+	t.Logf("after %s: Ready=%s %s: %s", time.Since(start).Round(time.Second), c.Status, c.Reason, c.Message)
+	if c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, `unsupported content type "text/html"`) || !strings.Contains(c.Message, "initialize") {
+		t.Fatalf("Ready must be False and quote what the gateway saw: %+v", c)
+	}
+	if st := condition(s, mcpv1alpha1.ConditionStalled); st != nil && st.Status == metav1.ConditionTrue {
+		t.Fatalf("a server that does not speak MCP is not a spec error: %+v", st)
+	}
+	if s.Status.ServerInfo != nil || s.Status.ToolCount != nil || s.Status.ReadyReplicas != 1 {
+		t.Fatalf("serverInfo %+v toolCount %v readyReplicas %d", s.Status.ServerInfo, s.Status.ToolCount, s.Status.ReadyReplicas)
+	}
+
+	// The server is fixed (a rollout would bring new pods; here the pod's gateway now has an MCP server).
+	tools := newToolServer("Read a file.")
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return tools.srv }, nil))
+	t.Cleanup(func() { upstream.CloseClientConnections(); upstream.Close() })
+	_, statusAddr = runGateway(t, ctx, upstream.URL, nil)
+	testPins.addrs.Store(key.Name, statusAddr)
+	s = waitReady(t, key)
+	if s.Status.ServerInfo == nil || s.Status.ServerInfo.Name != "files" || s.Status.ServerInfo.Version != "1" || s.Status.ServerInfo.ProtocolVersion == "" ||
+		s.Status.ToolCount == nil || *s.Status.ToolCount != 1 {
+		t.Fatalf("serverInfo %+v toolCount %v", s.Status.ServerInfo, s.Status.ToolCount)
+	}
+	if c := condition(s, mcpv1alpha1.ConditionReady); !strings.Contains(c.Message, "answered MCP initialize as files 1") {
+		t.Fatalf("Ready message %q", c.Message)
+	}
 }

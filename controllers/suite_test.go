@@ -37,6 +37,13 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	shared, stop, err := startSharedGateway(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+	testPins.fallback = shared
 	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, func(*localcluster.Cluster) operator.Options {
 		return operator.Options{PinReader: testPins, IssuerKeysRefresh: time.Second}
 	})

@@ -37,10 +37,11 @@ type Config struct {
 	// state as JSON). Empty: no status endpoint.
 	StatusListen string `json:"statusListen,omitempty"`
 	// Upstream is the MCP endpoint of the server behind the gateway, which must listen on loopback,
-	// e.g. "http://127.0.0.1:8080/mcp". Empty with stdio: the binary sets it in --stdio mode.
+	// e.g. "http://127.0.0.1:8080/mcp". Empty with stdio: the binary sets it (--stdio, --stdio-socket).
 	Upstream string `json:"upstream"`
-	// Stdio says the server is the gateway's child process (`gateway --stdio -- COMMAND`), so the
-	// configuration has no upstream.
+	// Stdio says the server speaks stdio: the gateway's child process (`gateway --stdio -- COMMAND`) or
+	// a process in another container on a unix socket (`gateway --stdio-socket PATH`, and `gateway
+	// stdio-exec PATH -- COMMAND` on the server's side), so the configuration has no upstream.
 	Stdio bool `json:"stdio,omitempty"`
 	// Resource is this server's canonical resource URI as clients address it, e.g.
 	// "https://files.mcp.example.com/mcp". Tokens must name it in their aud claim; it also locates the

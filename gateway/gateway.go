@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -203,7 +202,12 @@ func (g *Gateway) Start(ctx context.Context) {
 			wait := 5 * time.Minute
 			if err != nil {
 				g.log.Warn("listing the server's tools failed; retrying", "err", err, "in", backoff)
-				wait, backoff = backoff, min(backoff*2, 30*time.Second)
+				// Until the server has answered once, retry often: readiness waits on it.
+				ceiling := 30 * time.Second
+				if !g.tools.answered.Load() {
+					ceiling = 5 * time.Second
+				}
+				wait, backoff = backoff, min(backoff*2, ceiling)
 			} else {
 				backoff = 500 * time.Millisecond
 			}
@@ -237,19 +241,6 @@ type caller struct {
 	principal *auth.Principal
 	rateKey   string
 	trace     traceContext
-}
-
-// StatusHandler serves the gateway's status for the operator, on its own port (statusListen) so that
-// network policy can open it to the operator alone: GET /pins returns the pin state as JSON.
-func (g *Gateway) StatusHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", g.metrics.handler())
-	mux.HandleFunc("GET /pins", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(g.Pins())
-	})
-	return mux
 }
 
 // ServeHTTP serves the protected resource metadata, health checks and the proxied MCP endpoint.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -63,6 +64,9 @@ type catalog struct {
 	refreshing  chan struct{}
 	// kick asks the gateway's one refresh loop (Gateway.Start) for a listing now.
 	kick chan struct{}
+	// upstream records each listing's outcome (the MCP handshake), answered whether one ever succeeded.
+	upstream *upstreamState
+	answered atomic.Bool
 }
 
 // requestRefresh asks for a listing soon (after notifications/tools/list_changed), without blocking and
@@ -76,7 +80,7 @@ func (c *catalog) requestRefresh() {
 
 func newCatalog(pins *pin.Store, log *slog.Logger, endpoint string, hc *http.Client, timeout time.Duration) *catalog {
 	return &catalog{pins: pins, log: log, byName: map[string]*toolDef{}, byRaw: map[string]*toolDef{}, schemas: map[string]*compiledSchemas{},
-		endpoint: endpoint, httpClient: hc, timeout: timeout, kick: make(chan struct{}, 1)}
+		endpoint: endpoint, httpClient: hc, timeout: timeout, kick: make(chan struct{}, 1), upstream: newUpstreamState()}
 }
 
 // rawTool is the part of a tool definition that is pinned.
@@ -279,6 +283,9 @@ func (c *catalog) refresh(ctx context.Context, minAge time.Duration) error {
 	c.refreshing = done
 	c.sessMu.Unlock()
 	err := c.list(ctx)
+	if err != nil && ctx.Err() == nil {
+		c.upstream.failed(err)
+	}
 	c.sessMu.Lock()
 	c.refreshing = nil
 	if err == nil {
@@ -316,6 +323,8 @@ func (c *catalog) list(ctx context.Context) error {
 		}
 		if res.NextCursor == "" {
 			c.log.Debug("listed the server's tools", "tools", seen, "pages", page+1)
+			c.upstream.succeeded(cs.InitializeResult(), seen)
+			c.answered.Store(true)
 			return nil
 		}
 		params = &mcp.ListToolsParams{Cursor: res.NextCursor}

@@ -45,10 +45,6 @@ func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort) {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort)))
 	}
-	if s.Spec.Gateway.AuditKeySecretName != "" && s.Spec.Transport == mcpv1alpha1.TransportStdio {
-		errs = append(errs, field.Invalid(field.NewPath("spec", "gateway", "auditKeySecretName"), s.Spec.Gateway.AuditKeySecretName,
-			"a stdio server runs in the gateway's container and could read the audit key; use transport streamable-http, or leave the field empty"))
-	}
 	errs = append(errs, guardrails.CheckJWKSURL(s)...)
 	cfg := Render(s, "cluster.local")
 	cfg.WithDefaults()
@@ -103,11 +99,11 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 	if !g.Auth.Disabled {
 		cfg.Auth.JWKSFile = KeysPath
 	}
-	if s.Spec.Transport != mcpv1alpha1.TransportStdio {
-		cfg.Audit.StatePath = StateDir + "/audit-head.json"
-		if g.AuditKeySecretName != "" {
-			cfg.Audit.KeyPath = AuditKeyDir + "/key"
-		}
+	// Every server, stdio too, runs in a container of its own: the audit key and head are the
+	// gateway container's alone.
+	cfg.Audit.StatePath = StateDir + "/audit-head.json"
+	if g.AuditKeySecretName != "" {
+		cfg.Audit.KeyPath = AuditKeyDir + "/key"
 	}
 	if cfg.Resource == "" {
 		cfg.Resource = Endpoint(s, clusterDomain)

@@ -87,9 +87,10 @@ type Options struct {
 	WebhookExtraDNSNames []string
 	// GatewayImage is the MCP gateway sidecar image.
 	GatewayImage string
-	// PinReader reads each server pod's tool pin state from its gateway's status port, for
-	// status.tools and the ToolsPinned condition (nil: not read).
-	PinReader controllers.PinReader
+	// PinReader reads each server pod's gateway status port (tool pins, MCP handshake), for
+	// status.tools, the ToolsPinned condition, status.serverInfo, status.toolCount and an MCP-ready
+	// Ready (nil: not read).
+	PinReader controllers.StatusReader
 	// PinPollInterval is how often pin state is read (default 30s).
 	PinPollInterval time.Duration
 	// OperatorPodLabels select the operator's own pods in Namespace; server NetworkPolicies open the

@@ -13,8 +13,13 @@ import (
 )
 
 const (
-	// UID is the fixed non-root user and group every sandboxed container runs as.
+	// UID is the fixed non-root user and group every sandboxed server container runs as; it is also
+	// the pod's fsGroup.
 	UID int64 = 65532
+	// GatewayUID is the user and group of the MCP gateway sidecar in a server's pod: another user than
+	// the server's, so the server can neither signal nor trace the gateway, read its /proc files, nor
+	// share its port with SO_REUSEPORT (the kernel checks each against the caller's UID).
+	GatewayUID int64 = 65533
 	// TmpDir is the writable scratch directory (an emptyDir) mounted in every container.
 	TmpDir = "/tmp"
 	// HomeDir is the writable home directory (an emptyDir), so npx/uvx-style servers can cache packages.
@@ -36,15 +41,19 @@ func PodSecurityContext() *corev1.PodSecurityContext {
 }
 
 // ContainerSecurityContext returns the container-level security context: no privilege escalation, all
-// capabilities dropped, read-only root filesystem, non-root, seccomp RuntimeDefault.
-func ContainerSecurityContext() *corev1.SecurityContext {
+// capabilities dropped, read-only root filesystem, non-root (UID), seccomp RuntimeDefault.
+func ContainerSecurityContext() *corev1.SecurityContext { return ContainerSecurityContextAs(UID) }
+
+// ContainerSecurityContextAs is ContainerSecurityContext running as uid (user and primary group), which
+// must not be 0.
+func ContainerSecurityContextAs(uid int64) *corev1.SecurityContext {
 	return &corev1.SecurityContext{
 		AllowPrivilegeEscalation: ptr.To(false),
 		Privileged:               ptr.To(false),
 		ReadOnlyRootFilesystem:   ptr.To(true),
 		RunAsNonRoot:             ptr.To(true),
-		RunAsUser:                ptr.To(UID),
-		RunAsGroup:               ptr.To(UID),
+		RunAsUser:                ptr.To(uid),
+		RunAsGroup:               ptr.To(uid),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}

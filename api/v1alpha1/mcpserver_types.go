@@ -14,8 +14,9 @@ const (
 	// TransportStreamableHTTP is the MCP streamable HTTP transport: JSON-RPC over HTTP POST, with
 	// optional server-sent event streams.
 	TransportStreamableHTTP Transport = "streamable-http"
-	// TransportStdio is a server that reads JSON-RPC from stdin and writes to stdout. The gateway
-	// starts it as a child process in the server container and serves it over streamable HTTP.
+	// TransportStdio is a server that reads JSON-RPC from stdin and writes to stdout. It runs in the
+	// server container with a unix socket to the gateway sidecar as its stdin and stdout, and the
+	// gateway serves it over streamable HTTP.
 	TransportStdio Transport = "stdio"
 )
 
@@ -34,7 +35,7 @@ const (
 // sandboxed is decided by the operator and cannot be changed here: every pod runs as a non-root user
 // with all capabilities dropped, a read-only root filesystem, seccomp RuntimeDefault, no privilege
 // escalation, no service-account token, and resource limits, behind default-deny network policies.
-// +kubebuilder:validation:XValidation:rule="!has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",message="spec.command is required with transport stdio: the gateway starts the server as a child process and cannot read the image's entrypoint; set spec.command (and spec.args) to the server's stdio command"
+// +kubebuilder:validation:XValidation:rule="!has(self.transport) || self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",message="spec.command is required with transport stdio: the server container starts the command through the gateway's stdio-exec and cannot read the image's entrypoint; set spec.command (and spec.args) to the server's stdio command"
 type MCPServerSpec struct {
 	// Image is the container image of the MCP server, pinned by digest:
 	// registry/repository@sha256:<64 hex characters>. Tags are refused because a tag can be moved to
@@ -46,9 +47,10 @@ type MCPServerSpec struct {
 
 	// Transport is how the server speaks MCP inside its pod. streamable-http: the server listens on
 	// spec.port and the gateway sidecar proxies to it. stdio: the server reads and writes JSON-RPC on
-	// stdin/stdout; an init container copies the gateway binary into the pod and the server container
-	// runs `gateway --stdio -- COMMAND ARGS...`, so clients get the same controls over streamable HTTP.
-	// stdio needs spec.command.
+	// stdin/stdout; the server container (its own user, apart from the gateway's) runs
+	// `gateway stdio-exec SOCKET -- COMMAND ARGS...`, which connects to the gateway sidecar's unix socket
+	// on a shared emptyDir and execs the command with the socket as its stdin and stdout, so clients get
+	// the same controls over streamable HTTP. stdio needs spec.command.
 	// +kubebuilder:default=streamable-http
 	// +optional
 	Transport Transport `json:"transport,omitempty"`
@@ -175,8 +177,8 @@ type GatewaySpec struct {
 
 	// AuditKeySecretName names a Secret in this namespace whose "key" entry (at least 32 random bytes)
 	// MACs every audit record (HMAC-SHA256), so that a log rewritten with recomputed hashes is detected
-	// by whoever holds the key. It is mounted into the gateway container only, never the server's, so it
-	// needs transport streamable-http (a stdio server shares the gateway's container). Create it with
+	// by whoever holds the key. It is mounted into the gateway container only, never the server's (a
+	// stdio server too runs in a container of its own). Create it with
 	// `kubectl create secret generic files-audit --from-literal=key=$(openssl rand -hex 32)`.
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
@@ -333,7 +335,9 @@ type MCPServerStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready (all children applied and the Deployment rolled out and available),
+	// Conditions: Ready (all children applied, the Deployment rolled out and available, and, where the
+	// operator reads the gateways' status, the server answered the gateway's MCP initialize and
+	// tools/list: reason ServerNotSpeakingMCP quotes what the gateway saw when it did not),
 	// Reconciling (work in progress), Stalled (a spec error the operator cannot fix by retrying; the
 	// message says which field and how to fix it), EgressEnforced (every egress entry is enforced).
 	// +listType=map
@@ -362,6 +366,35 @@ type MCPServerStatus struct {
 	// +listMapKey=name
 	// +optional
 	Tools []ToolPin `json:"tools,omitempty"`
+
+	// ServerInfo is what the server said about itself when the gateway initialized its MCP session with
+	// it (the initialize result's serverInfo and protocolVersion), as the gateways of the server's pods
+	// report it. Absent until a gateway has completed initialize and tools/list, or when the operator
+	// does not read the gateways' status.
+	// +optional
+	ServerInfo *ServerInfo `json:"serverInfo,omitempty"`
+
+	// ToolCount is how many tools the server listed to the gateway on its last tools/list (every
+	// page), before pinning and authorization: the tools a client may call are a subset.
+	// +optional
+	ToolCount *int32 `json:"toolCount,omitempty"`
+}
+
+// ServerInfo identifies the MCP server behind the gateway, as it answered initialize. The values come
+// from the server and are shown as reported (cut to 128 characters); they prove nothing about the image.
+type ServerInfo struct {
+	// Name is the server's implementation name (serverInfo.name).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Version is the server's implementation version (serverInfo.version).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Version string `json:"version,omitempty"`
+	// ProtocolVersion is the MCP protocol revision the server chose, e.g. 2025-06-18.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	ProtocolVersion string `json:"protocolVersion,omitempty"`
 }
 
 // ToolPin is the pin state of one tool as the gateway reports it.

@@ -107,8 +107,8 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 		return
 	}
 	if stdioServer {
-		// The pod's container runs `gateway --stdio -- /mcp-files --stdio`; here the same binary runs
-		// as the bridge's child.
+		// The pod's server container runs `gateway stdio-exec SOCKET -- /mcp-files --stdio` on the
+		// gateway sidecar's socket; here the same binary runs as the bridge's child.
 		bridge, err := stdio.Start(append([]string{serverBinary}, server.Spec.Command[1:]...), slog.New(slog.DiscardHandler))
 		if err != nil {
 			d.expect(false, "start the stdio server: %v", err)

@@ -3,6 +3,8 @@
 //
 //	gateway [--config FILE] [--listen ADDR] [--log-level LEVEL]          proxy the server at config.upstream
 //	gateway [--config FILE] ... --stdio -- COMMAND [ARGS...]            run a stdio server as a child process
+//	gateway [--config FILE] ... --stdio-socket PATH                      serve a stdio server connected to a unix socket
+//	gateway stdio-exec PATH -- COMMAND [ARGS...]                        (server container) exec COMMAND on that socket
 //	gateway audit verify [--key FILE] [--head FILE] LOG                 verify an audit log: hashes, MACs, head
 //	gateway config check FILE                                           validate a configuration file
 //	gateway install PATH                                                copy this binary to PATH (init container of a stdio server's pod)
@@ -42,6 +44,8 @@ func main() {
 const usage = `usage:
   gateway [--config FILE] [--listen ADDR] [--log-level debug|info|warn|error]
   gateway [--config FILE] [flags] --stdio -- COMMAND [ARGS...]
+  gateway [--config FILE] [flags] --stdio-socket PATH
+  gateway stdio-exec PATH -- COMMAND [ARGS...]
   gateway audit verify [--key FILE] [--head FILE] LOG
   gateway config check FILE
   gateway install PATH
@@ -57,6 +61,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return 2
 			}
 			return verifyAudit(args[2:], stdout, stderr)
+		case "stdio-exec":
+			if len(args) < 4 || args[2] != "--" {
+				fmt.Fprint(stderr, usage)
+				return 2
+			}
+			// Returns only on failure: on success this process is the server.
+			fmt.Fprintln(stderr, stdio.Exec(args[1], args[3:], stdioExecWait))
+			return 1
 		case "install":
 			if len(args) != 2 {
 				fmt.Fprint(stderr, usage)
@@ -87,6 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "/etc/mcp-warden/gateway.json", "gateway configuration file (JSON), rendered by the operator")
 	listen := fs.String("listen", "", "address to serve on; overrides config.listen")
 	useStdio := fs.Bool("stdio", false, "run the MCP server given after -- as a child process speaking stdio")
+	stdioSocket := fs.String("stdio-socket", "", "serve the stdio MCP server that connects to this unix socket (gateway stdio-exec, in the server's container)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	auditKey := fs.String("audit-key", "", "file with the key that MACs audit records; overrides config.audit.keyPath")
 	auditState := fs.String("audit-state", "", "audit head file the chain continues from; overrides config.audit.statePath")
@@ -100,12 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	command := fs.Args()
-	if *useStdio != (len(command) > 0) {
-		fmt.Fprintln(stderr, "--stdio needs the server command after --, and a command needs --stdio")
+	if *useStdio != (len(command) > 0) || (*useStdio && *stdioSocket != "") {
+		fmt.Fprintln(stderr, "--stdio needs the server command after --, a command needs --stdio, and --stdio-socket takes no command")
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	if err := serve(ctx, *configPath, flagValues{listen: *listen, auditKey: *auditKey, auditState: *auditState}, command, stdout, log); err != nil {
+	if err := serve(ctx, *configPath, flagValues{listen: *listen, auditKey: *auditKey, auditState: *auditState, stdioSocket: *stdioSocket}, command, stdout, log); err != nil {
 		log.Error("gateway stopped", "err", err)
 		return 1
 	}
@@ -189,7 +202,32 @@ func verifyAudit(args []string, stdout, stderr io.Writer) int {
 }
 
 // flagValues are the command-line settings that override the configuration file.
-type flagValues struct{ listen, auditKey, auditState string }
+type flagValues struct{ listen, auditKey, auditState, stdioSocket string }
+
+// stdioExecWait is how long stdio-exec waits for the gateway's socket (the gateway, a native sidecar,
+// normally listens before the server's container starts).
+const stdioExecWait = 30 * time.Second
+
+// startStdio starts the stdio bridge, a child process or a unix socket, and points cfg at it. The
+// returned channel is signalled when the server may have changed (it connected or went away).
+func startStdio(cfg *gateway.Config, configPath string, flags flagValues, command []string, log *slog.Logger) (*stdio.Bridge, error) {
+	if cfg.Upstream != "" {
+		return nil, fmt.Errorf("config %s: upstream must be empty with a stdio server (the gateway serves it itself)", configPath)
+	}
+	cfg.Stdio = true
+	var bridge *stdio.Bridge
+	var err error
+	if flags.stdioSocket != "" {
+		bridge, err = stdio.Listen(flags.stdioSocket, log.With("component", "stdio"))
+	} else {
+		bridge, err = stdio.Start(command, log.With("component", "stdio"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.Upstream = bridge.URL()
+	return bridge, nil
+}
 
 func serve(ctx context.Context, configPath string, flags flagValues, command []string, auditOut io.Writer, log *slog.Logger) error {
 	cfg, err := gateway.Read(configPath)
@@ -205,20 +243,16 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 	if flags.auditState != "" {
 		cfg.Audit.StatePath = flags.auditState
 	}
-	if cfg.Stdio && len(command) == 0 {
-		return fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --", configPath)
+	if cfg.Stdio && len(command) == 0 && flags.stdioSocket == "" {
+		return fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --, or --stdio-socket must name the server's socket", configPath)
 	}
-	if len(command) > 0 {
-		if cfg.Upstream != "" {
-			return fmt.Errorf("config %s: upstream must be empty with --stdio (the gateway serves the child process itself)", configPath)
-		}
-		cfg.Stdio = true
-		bridge, err := stdio.Start(command, log.With("component", "stdio"))
-		if err != nil {
+	var bridge *stdio.Bridge
+	if len(command) > 0 || flags.stdioSocket != "" {
+		// Before anything else creates files: the socket is bound with the umask cleared.
+		if bridge, err = startStdio(cfg, configPath, flags, command, log); err != nil {
 			return err
 		}
 		defer bridge.Close(5 * time.Second)
-		cfg.Upstream = bridge.URL()
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
@@ -258,6 +292,18 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		go func() { _ = status.Serve(sln) }()
 	}
 	g.Start(ctx)
+	if bridge != nil {
+		go func() {
+			for {
+				select {
+				case <-bridge.Changes():
+					g.Recheck() // a server connected or went away: the handshake says which
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled,
 		"secretRules", sanitize.Rules(), "auditMAC", cfg.Audit.KeyPath != "", "auditHead", cfg.Audit.StatePath)
 	errc := make(chan error, 1)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcp-warden/mcp-warden/gateway"
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/canonical"
 	"github.com/mcp-warden/mcp-warden/internal/syncbuf"
@@ -23,6 +25,12 @@ import (
 
 // TestMain doubles as the stdio MCP server that TestStdioBridge runs as a child process.
 func TestMain(m *testing.M) {
+	if sock := os.Getenv("GATEWAY_TEST_STDIO_EXEC"); sock != "" {
+		// the server container's side of --stdio-socket
+		os.Unsetenv("GATEWAY_TEST_STDIO_EXEC")
+		os.Setenv("GATEWAY_TEST_STDIO_SERVER", "1")
+		os.Exit(run(context.Background(), []string{"stdio-exec", sock, "--", os.Args[0]}, os.Stdout, os.Stderr))
+	}
 	if os.Getenv("GATEWAY_TEST_STDIO_SERVER") == "1" {
 		s := mcp.NewServer(&mcp.Implementation{Name: "stdio-files", Version: "1"}, nil)
 		type args struct {
@@ -360,4 +368,83 @@ func stdioSession(t *testing.T, args ...string) string {
 		t.Fatal("gateway did not stop")
 	}
 	return auditOut.String()
+}
+
+// TestStdioSocket runs a stdio server as a pod runs it: the gateway listens on a unix socket
+// (--stdio-socket), and another process (the server's container) runs `gateway stdio-exec SOCKET --
+// COMMAND`, which becomes the server with the socket as its stdin and stdout. Calls go through the
+// gateway's controls, and the status port reports the server's initialize result and tool count.
+func TestStdioSocket(t *testing.T) {
+	addr, statusAddr := freePort(t), freePort(t)
+	dir := t.TempDir()
+	sock, cfgPath := filepath.Join(dir, "stdio.sock"), filepath.Join(dir, "gateway.json")
+	cfg, _ := json.Marshal(map[string]any{
+		"listen": addr, "statusListen": statusAddr, "resource": "https://files.mcp.example/mcp", "auth": map[string]any{"disabled": true},
+		"limits": map[string]any{"callTimeout": "10s"}, "stdio": true,
+	})
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	auditOut, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"--config", cfgPath, "--stdio-socket", sock}, auditOut, logs) }()
+	server := exec.Command(os.Args[0])
+	server.Env = append(os.Environ(), "GATEWAY_TEST_STDIO_EXEC="+sock)
+	server.Stderr = os.Stderr
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait() })
+
+	var st gateway.Status
+	for ctx.Err() == nil {
+		if resp, err := http.Get("http://" + statusAddr + "/status"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.Upstream.Initialized {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if u := st.Upstream; !u.Initialized || u.ServerName != "stdio-files" || u.ToolCount != 1 {
+		t.Fatalf("status: %+v\nlogs: %s", u, logs.String())
+	}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: &http.Client{}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\nlogs: %s", err, logs.String())
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "a.txt"}})
+	if err != nil {
+		t.Fatalf("call: %v\nlogs: %s", err, logs.String())
+	}
+	if got := res.Content[0].(*mcp.TextContent).Text; !strings.HasPrefix(got, "contents of a.txt") || strings.Contains(got, "AKIA") {
+		t.Fatalf("result not sanitized: %q", got)
+	}
+	_ = cs.Close()
+	// The server exits; the gateway stays (the kubelet restarts the server's container) and is no
+	// longer ready.
+	_ = server.Process.Kill()
+	_ = server.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + statusAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway is still ready after its server exited: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\nlogs: %s", code, logs.String())
+	}
 }

@@ -50,7 +50,7 @@ func run() error {
 	flag.StringVar(&o.GatewayImage, "gateway-image", controllers.DefaultGatewayImage, "Image of the MCP gateway sidecar put in front of every server (pin it by digest).")
 	var readPins bool
 	var operatorLabels string
-	flag.BoolVar(&readPins, "read-tool-pins", true, "Read each server pod's tool pin state from its gateway (port 8444, opened to the operator's pods) into status.tools and the ToolsPinned condition.")
+	flag.BoolVar(&readPins, "read-tool-pins", true, "Read each server pod's tool pin state from its gateway (port 8444, opened to the operator's pods) into status.tools and the ToolsPinned condition, and its MCP handshake with the server into status.serverInfo, status.toolCount and Ready.")
 	flag.DurationVar(&o.PinPollInterval, "tool-pin-interval", controllers.DefaultPinPollInterval, "How often each server's tool pin state is read.")
 	flag.StringVar(&operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=mcp-warden,app.kubernetes.io/component=manager", "Labels (k=v,...) of the operator's own pods, which server NetworkPolicies let reach the gateway status port.")
 	var fenceUsers, fenceGroups string
@@ -96,7 +96,7 @@ func run() error {
 	}
 	o.Namespace = namespace
 	if readPins {
-		o.PinReader = &controllers.HTTPPinReader{}
+		o.PinReader = &controllers.HTTPStatusReader{}
 		if o.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorLabels); err != nil || len(o.OperatorPodLabels) == 0 || namespace == "" {
 			return fmt.Errorf("--read-tool-pins needs --namespace and --operator-pod-labels (k=v[,k=v...]) so server NetworkPolicies open the status port to the operator: %q", operatorLabels)
 		}

@@ -42,6 +42,13 @@ func fakeServer() {
 }
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv("MCP_WARDEN_STDIO_EXEC"); sock != "" {
+		// the server container's side: connect and exec the fake server on the socket
+		os.Unsetenv("MCP_WARDEN_STDIO_EXEC")
+		os.Setenv("MCP_WARDEN_FAKE_STDIO_SERVER", "1")
+		fmt.Fprintln(os.Stderr, Exec(sock, []string{os.Args[0]}, 5*time.Second))
+		os.Exit(3)
+	}
 	if os.Getenv("MCP_WARDEN_FAKE_STDIO_SERVER") == "1" {
 		fakeServer()
 		return

@@ -1,6 +1,8 @@
-// Package stdio runs an MCP server that speaks JSON-RPC over stdin/stdout as a child process and serves
-// it as a minimal streamable HTTP endpoint on loopback, so the gateway applies exactly the same controls
-// to it as to a server that speaks HTTP itself.
+// Package stdio serves an MCP server that speaks JSON-RPC over stdin/stdout as a minimal streamable HTTP
+// endpoint on loopback, so the gateway applies exactly the same controls to it as to a server that
+// speaks HTTP itself. The server is either a child process (Start) or, in a server pod, a process in
+// another container whose stdin and stdout are a unix socket the bridge listens on (Listen, with Exec
+// on the server's side): the server then runs as another user than the gateway, in its own container.
 //
 // The bridge offers the session-based protocol revisions (2025-11-25 and earlier); clients that try
 // server/discover first fall back to initialize. A stdio server has one session: the first initialize is forwarded and its result is replayed to later
@@ -35,11 +37,17 @@ import (
 // MaxMessageBytes bounds one JSON-RPC message in either direction.
 const MaxMessageBytes = 16 << 20
 
-// Bridge is a running child MCP server with its loopback HTTP endpoint.
+// Bridge is a stdio MCP server (a child process, or the peer of a unix socket) with its loopback HTTP
+// endpoint.
 type Bridge struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	log   *slog.Logger
+	cmd *exec.Cmd
+	log *slog.Logger
+	// peer is the connected server (nil while none is); a new peer starts a new MCP session, so the
+	// old session ids are refused with 404 and clients initialize again.
+	peer *peer
+	// sock is the unix socket listener (Listen), changed is signalled when a peer comes or goes.
+	sock    net.Listener
+	changed chan struct{}
 
 	writeMu sync.Mutex
 	nextID  atomic.Uint64
@@ -62,63 +70,194 @@ type Bridge struct {
 	ln     net.Listener
 }
 
-// Start runs argv as a child process and serves it on 127.0.0.1 at an ephemeral port (see URL).
-func Start(argv []string, log *slog.Logger) (*Bridge, error) {
-	if len(argv) == 0 {
-		return nil, errors.New("stdio: no server command given; use gateway --stdio -- COMMAND [ARGS...]")
-	}
+// peer is one connection to the server: where to write, and closed when it is gone.
+type peer struct {
+	w    io.WriteCloser
+	gone chan struct{}
+}
+
+// writeTimeout bounds one write to the server: a server that stops reading cannot hold the bridge.
+const writeTimeout = 30 * time.Second
+
+func newBridge(log *slog.Logger) (*Bridge, error) {
 	if log == nil {
 		log = slog.Default()
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = os.Environ()
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("stdio: %w", err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("stdio: %w", err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, fmt.Errorf("stdio: %w", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("stdio: listen on loopback: %w", err)
 	}
+	b := &Bridge{log: log, pending: map[string]chan json.RawMessage{}, sessions: map[string]bool{}, streams: map[chan []byte]string{},
+		inflight: map[string]int{}, asked: map[string]string{}, exited: make(chan struct{}), ln: ln, changed: make(chan struct{}, 1)}
+	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	return b, nil
+}
+
+// connect makes p the server the bridge talks to, with a fresh MCP session.
+func (b *Bridge) connect(p *peer) {
+	b.mu.Lock()
+	b.peer = p
+	b.resetLocked()
+	b.mu.Unlock()
+	b.signal()
+}
+
+// disconnect forgets p (if it is still the peer) and everything of its session.
+func (b *Bridge) disconnect(p *peer) {
+	b.mu.Lock()
+	if b.peer == p {
+		b.peer = nil
+		b.resetLocked()
+	}
+	b.mu.Unlock()
+	close(p.gone)
+	b.signal()
+}
+
+func (b *Bridge) resetLocked() {
+	clear(b.sessions)
+	clear(b.inflight)
+	clear(b.asked)
+	b.initResult, b.initialized = nil, false
+}
+
+func (b *Bridge) signal() {
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changes is signalled when a server connects or goes away (Listen), for the gateway to check it again.
+func (b *Bridge) Changes() <-chan struct{} { return b.changed }
+
+// Listen serves the stdio server whose stdin and stdout connect to the unix socket at path (see Exec),
+// one connection at a time: when it ends (the server exited), the bridge waits for the next (the
+// kubelet restarts the server's container). The socket is created writable by every user, since the
+// server runs as another user than the gateway: keep it in a directory only the two share.
+func Listen(path string, log *slog.Logger) (*Bridge, error) {
+	b, err := newBridge(log)
+	if err != nil {
+		return nil, err
+	}
+	// A socket left by an earlier run of the gateway (the emptyDir outlives it) is replaced; Remove does
+	// not follow a symbolic link put there.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		b.ln.Close()
+		return nil, fmt.Errorf("stdio: remove the old socket %s: %w", path, err)
+	}
+	sock, err := listenUnixForAll(path)
+	if err != nil {
+		b.ln.Close()
+		return nil, fmt.Errorf("stdio: listen on %s: %w", path, err)
+	}
+	b.sock = sock
+	go b.accept()
+	go func() { _ = b.srv.Serve(b.ln) }()
+	return b, nil
+}
+
+func (b *Bridge) accept() {
+	for {
+		c, err := b.sock.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			b.log.Warn("accepting on the stdio socket failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		b.log.Info("the MCP server connected to the stdio socket")
+		p := &peer{w: deadlineWriter{c}, gone: make(chan struct{})}
+		b.connect(p)
+		b.readStdout(c)
+		_ = c.Close()
+		b.disconnect(p)
+		b.log.Warn("the MCP server disconnected from the stdio socket; waiting for it to connect again")
+	}
+}
+
+// deadlineWriter bounds each write to a connection.
+type deadlineWriter struct{ c net.Conn }
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return d.c.Write(p)
+}
+
+func (d deadlineWriter) Close() error { return d.c.Close() }
+
+// Start runs argv as a child process and serves it on 127.0.0.1 at an ephemeral port (see URL).
+func Start(argv []string, log *slog.Logger) (*Bridge, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("stdio: no server command given; use gateway --stdio -- COMMAND [ARGS...]")
+	}
+	b, err := newBridge(log)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = os.Environ()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.ln.Close()
+		return nil, fmt.Errorf("stdio: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.ln.Close()
+		return nil, fmt.Errorf("stdio: %w", err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.ln.Close()
+		return nil, fmt.Errorf("stdio: %w", err)
+	}
 	if err := cmd.Start(); err != nil {
-		ln.Close()
+		b.ln.Close()
 		return nil, fmt.Errorf("stdio: start %s: %w", argv[0], err)
 	}
-	b := &Bridge{cmd: cmd, stdin: stdin, log: log, pending: map[string]chan json.RawMessage{}, sessions: map[string]bool{}, streams: map[chan []byte]string{},
-		inflight: map[string]int{}, asked: map[string]string{},
-		exited: make(chan struct{}), ln: ln}
-	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	b.cmd = cmd
+	p := &peer{w: stdin, gone: make(chan struct{})}
+	b.connect(p)
 	go b.readStdout(stdout)
 	go b.logStderr(stderr)
 	go func() {
 		b.err = cmd.Wait()
+		b.disconnect(p)
 		close(b.exited)
-		log.Error("MCP server process exited", "err", b.err)
+		b.log.Error("MCP server process exited", "err", b.err)
 	}()
-	go func() { _ = b.srv.Serve(ln) }()
+	go func() { _ = b.srv.Serve(b.ln) }()
 	return b, nil
 }
 
 // URL is the loopback MCP endpoint of the child server.
 func (b *Bridge) URL() string { return "http://" + b.ln.Addr().String() + "/mcp" }
 
-// Exited is closed when the child process has exited.
+// Exited is closed when the child process has exited (Start); a socket's server (Listen) may always
+// connect again, so it is never closed.
 func (b *Bridge) Exited() <-chan struct{} { return b.exited }
 
-// Close stops serving, closes the child's stdin and waits up to grace for it to exit before killing it.
+// Close stops serving and closes the connection to the server; for a child process it closes its
+// stdin and waits up to grace for it to exit before killing it.
 func (b *Bridge) Close(grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	_ = b.srv.Shutdown(ctx)
-	_ = b.stdin.Close()
+	if b.sock != nil {
+		_ = b.sock.Close()
+	}
+	b.mu.Lock()
+	p := b.peer
+	b.mu.Unlock()
+	if p != nil {
+		_ = p.w.Close()
+	}
+	if b.cmd == nil {
+		return nil
+	}
 	select {
 	case <-b.exited:
 	case <-ctx.Done():
@@ -229,10 +368,23 @@ func (b *Bridge) logStderr(r io.Reader) {
 	}
 }
 
-func (b *Bridge) write(line []byte) error {
+// errNoServer is returned while no server is connected.
+var errNoServer = errors.New("no MCP server is connected to the stdio bridge (it is starting, or it exited)")
+
+// current returns the connected server.
+func (b *Bridge) current() (*peer, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.peer == nil {
+		return nil, errNoServer
+	}
+	return b.peer, nil
+}
+
+func (b *Bridge) write(p *peer, line []byte) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
-	if _, err := b.stdin.Write(append(line, '\n')); err != nil {
+	if _, err := p.w.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("write to the MCP server: %w", err)
 	}
 	return nil
@@ -247,6 +399,10 @@ func (b *Bridge) roundTrip(ctx context.Context, m *message) (json.RawMessage, er
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
+	p, err := b.current()
+	if err != nil {
+		return nil, err
+	}
 	ch := make(chan json.RawMessage, 1)
 	b.mu.Lock()
 	b.pending[string(id)] = ch
@@ -257,7 +413,7 @@ func (b *Bridge) roundTrip(ctx context.Context, m *message) (json.RawMessage, er
 		b.mu.Unlock()
 	}()
 	b.log.Debug("to the MCP server", "id", string(id), "method", m.Method)
-	if err := b.write(line); err != nil {
+	if err := b.write(p, line); err != nil {
 		return nil, err
 	}
 	select {
@@ -272,8 +428,8 @@ func (b *Bridge) roundTrip(ctx context.Context, m *message) (json.RawMessage, er
 			return nil, fmt.Errorf("encode response: %w", err)
 		}
 		return out, nil
-	case <-b.exited:
-		return nil, errors.New("the MCP server process exited")
+	case <-p.gone:
+		return nil, errors.New("the MCP server went away (its process exited)")
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the MCP server: %w", ctx.Err())
 	}
@@ -372,7 +528,11 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if err := b.write(bytes.TrimSpace(body)); err != nil {
+		p, err := b.current()
+		if err == nil {
+			err = b.write(p, bytes.TrimSpace(body))
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
@@ -451,6 +611,11 @@ func (b *Bridge) serveGET(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	p, err := b.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
 	ch := make(chan []byte, 64)
 	b.mu.Lock()
 	b.streams[ch] = r.Header.Get("Mcp-Session-Id")
@@ -473,7 +638,7 @@ func (b *Bridge) serveGET(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		case <-r.Context().Done():
 			return
-		case <-b.exited:
+		case <-p.gone:
 			return
 		}
 	}

@@ -432,9 +432,9 @@ func token(t *testing.T, f *serverFixture) string {
 	return tok
 }
 
-// TestStdioServerOnRealNode runs the demo MCP server (cmd/mcp-files) with transport stdio: an init
-// container copies the gateway in, and the one container runs the gateway with the server as its child.
-// Both processes, seen from the host, are sandboxed; an anonymous MCP client gets 401.
+// TestStdioServerOnRealNode runs the demo MCP server (cmd/mcp-files) with transport stdio: it runs in
+// a container of its own (stdio-exec on the gateway sidecar's socket), the gateway in its sidecar.
+// Both, seen from the host, are sandboxed, each as its own user; an anonymous MCP client gets 401.
 func TestStdioServerOnRealNode(t *testing.T) {
 	f := server(t)
 	ctx := context.Background()
@@ -461,23 +461,14 @@ func TestStdioServerOnRealNode(t *testing.T) {
 	}
 	t.Logf("stdio MCPServer created -> pod Running and ready: %s", time.Since(created).Round(10*time.Millisecond))
 	if len(pod.Status.ContainerStatuses) != 1 {
-		t.Fatalf("a stdio server runs in one container, got %d", len(pod.Status.ContainerStatuses))
+		t.Fatalf("a stdio server runs in one container of its own, got %d", len(pod.Status.ContainerStatuses))
 	}
-	procs, err := env.Cluster.ContainerProcessStatus(pod.Status.ContainerStatuses[0].ContainerID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, st := range procs {
-		names[st["Name"]] = true
-		for k, v := range map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
-			if st[k] != v {
-				t.Errorf("process %s (%s): %s = %q, want %q", st["Pid"], st["Name"], k, st[k], v)
-			}
-		}
-	}
-	if !names["gateway"] || !names["mcp-files"] {
-		t.Errorf("the container must run the gateway and the server as its child, saw %v", names)
+	// The server in its container, the gateway in its sidecar, each as its own user (see
+	// isolation_test.go).
+	waitExecd(t, pod, "mcp-files")
+	gw, srv := assertUsers(t, pod)
+	if !gw["gateway"] || !srv["mcp-files"] || srv["gateway"] {
+		t.Errorf("the gateway sidecar must run the gateway and the server container mcp-files alone: gateway %v, server %v", gw, srv)
 	}
 	url := fmt.Sprintf("http://%s:%d/mcp", pod.Status.PodIP, controllers.GatewayPort)
 	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url)

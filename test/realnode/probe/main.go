@@ -2,6 +2,11 @@
 // JSON object on stdout per command:
 //
 //	probe serve [--port 8080]    an MCP server (streamable HTTP at /mcp), the demo server's tools
+//	probe serve --stdio          the same MCP server on stdin/stdout
+//	probe isolation [--bind A,B] [--files P,Q] [--root-file P]
+//	                             what this process can do to the other processes it sees (signal, read
+//	                             environ, open a file in their root), bind the addresses, read the files
+//	probe get URL                an HTTP GET (5 s): status and body (at most 64 KiB)
 //	probe facts                  this process's and PID 1's identity, capabilities, seccomp, writes
 //	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
 //	probe mcp URL [TOKEN]        an MCP client (go-sdk): connect and list tools; and the raw HTTP status
@@ -16,12 +21,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,6 +56,10 @@ func main() {
 		out, err = mcpClient(os.Args[2:])
 	case "resolve":
 		out = resolve(os.Args[2:])
+	case "isolation":
+		out = isolation(os.Args[2:])
+	case "get":
+		out, err = get(os.Args[2:])
 	case "noop":
 	case "sleep":
 		sig := make(chan os.Signal, 1)
@@ -69,7 +80,15 @@ func main() {
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	port := fs.Int("port", 8080, "listen port")
+	stdio := fs.Bool("stdio", false, "speak MCP on stdin/stdout")
 	_ = fs.Parse(args)
+	if *stdio {
+		// stdout is the protocol: the startup report goes to stderr
+		_ = json.NewEncoder(os.Stderr).Encode(facts())
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return demoserver.New().Run(ctx, &mcp.StdioTransport{})
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(facts())
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
 	mux := http.NewServeMux()
@@ -313,4 +332,134 @@ func resolve(names []string) []ResolveResult {
 		out = append(out, ResolveResult{Name: n, Addrs: addrs, Error: errString(err)})
 	}
 	return out
+}
+
+// Isolation is what a process in one container can do to the rest of its pod.
+type Isolation struct {
+	// Self is this process's Uid, Gid and Groups (from /proc/self/status).
+	Self map[string]string
+	// Processes are the other processes visible in /proc (this PID namespace).
+	Processes []ProcessView
+	// Binds are the results of listening on each address, plainly and with SO_REUSEADDR+SO_REUSEPORT.
+	Binds []BindResult
+	// Files are the results of reading each file ("" when it could be read).
+	Files []FileResult
+}
+
+// ProcessView is another process and what this one could do to it ("" when it worked).
+type ProcessView struct {
+	Pid        int
+	Name, Uid  string
+	Kill0      string
+	Environ    string
+	RootFile   string `json:",omitempty"`
+	SameUserAs bool
+}
+
+// BindResult is one listen attempt.
+type BindResult struct {
+	Addr      string
+	ReusePort bool
+	Result    string
+}
+
+// FileResult is one read attempt.
+type FileResult struct{ Path, Result string }
+
+func isolation(args []string) Isolation {
+	fs := flag.NewFlagSet("isolation", flag.ExitOnError)
+	binds := fs.String("bind", "", "comma-separated addresses to listen on")
+	files := fs.String("files", "", "comma-separated files to read")
+	rootFile := fs.String("root-file", "", "a file to open through each other process's /proc/PID/root")
+	_ = fs.Parse(args)
+	self := status("/proc/self/status")
+	out := Isolation{Self: map[string]string{"Uid": self["Uid"], "Gid": self["Gid"]}}
+	if raw, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "Groups:"); ok {
+				out.Self["Groups"] = strings.TrimSpace(v)
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		st := status(filepath.Join("/proc", e.Name(), "status"))
+		name, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		v := ProcessView{Pid: pid, Name: strings.TrimSpace(string(name)), Uid: st["Uid"], SameUserAs: st["Uid"] == self["Uid"]}
+		v.Kill0 = errString(syscall.Kill(pid, 0))
+		_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		v.Environ = errString(err)
+		if *rootFile != "" {
+			_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "root", *rootFile))
+			v.RootFile = errString(err)
+		}
+		out.Processes = append(out.Processes, v)
+	}
+	for _, a := range splitComma(*binds) {
+		for _, reuse := range []bool{false, true} {
+			lc := net.ListenConfig{}
+			if reuse {
+				lc.Control = func(_, _ string, c syscall.RawConn) error {
+					var serr error
+					err := c.Control(func(fd uintptr) {
+						if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr == nil {
+							serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+						}
+					})
+					if err != nil {
+						return err
+					}
+					return serr
+				}
+			}
+			ln, err := lc.Listen(context.Background(), "tcp", a)
+			r := "listening"
+			if err != nil {
+				r = err.Error()
+			} else {
+				ln.Close()
+			}
+			out.Binds = append(out.Binds, BindResult{Addr: a, ReusePort: reuse, Result: r})
+		}
+	}
+	for _, p := range splitComma(*files) {
+		_, err := os.ReadFile(p)
+		out.Files = append(out.Files, FileResult{Path: p, Result: errString(err)})
+	}
+	return out
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// GetResult is one HTTP GET.
+type GetResult struct {
+	Status int
+	Body   string
+	Error  string `json:",omitempty"`
+}
+
+func get(args []string) (*GetResult, error) {
+	if len(args) != 1 {
+		return nil, errors.New("usage: probe get URL")
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		return &GetResult{Status: -1, Error: err.Error()}, nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return &GetResult{Status: resp.StatusCode, Body: string(body), Error: errString(err)}, nil
 }
