@@ -42,6 +42,10 @@ var (
 	probeImage string
 	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
 	filesImage string
+	// everythingImage is the third-party reference server @modelcontextprotocol/server-everything on
+	// Node.js, from npm (hack/everything.sh); empty, with everythingSkip saying why, when
+	// MCP_WARDEN_EVERYTHING is not set.
+	everythingImage, everythingSkip string
 	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
 	hosts = map[string]*testHost{}
 )
@@ -101,6 +105,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "real node: images built and pushed in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if tree := os.Getenv("MCP_WARDEN_EVERYTHING"); tree == "" {
+		everythingSkip = "MCP_WARDEN_EVERYTHING is not set: run the tests with `make test`, or export MCP_WARDEN_EVERYTHING=$(hack/everything.sh)"
+	} else {
+		t0 := time.Now()
+		if everythingImage, err = localcluster.PushTreeImage(ctx, reg.Host, "server-everything", tree, []string{everythingNode, everythingMain}); err != nil {
+			fmt.Fprintln(os.Stderr, "build the server-everything image from", tree+":", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "real node: server-everything image (Node.js and npm packages, %s) built and pushed in %s\n", tree, time.Since(t0).Round(100*time.Millisecond))
+	}
 	nodeStart := time.Now()
 	env, err = testenv.Start(ctx, localcluster.Options{
 		RealNode: true, Registries: []string{reg.Host}, SandboxImage: pause,

@@ -314,6 +314,8 @@ type mcpResult struct {
 	Tools           []string
 	Status          int
 	WWWAuthenticate string
+	// CallError and CallText are the result of probe mcp --call.
+	CallError, CallText string
 }
 
 // TestGatewayRefusesAnonymousClient connects a go-sdk MCP client from the listed client pod to the
