@@ -28,7 +28,7 @@ const (
 // npm servers do: caches under HOME, temp files) and prints the errors ("" where it worked).
 const nodeWrites = `const fs = require("fs"), os = require("os"), path = require("path");
 const out = {};
-for (const [k, d] of [["root", "/"], ["home", os.homedir()], ["tmp", os.tmpdir()]]) {
+for (const [k, d] of [["writeRoot", "/"], ["writeHome", os.homedir()], ["writeTmp", os.tmpdir()]]) {
   const p = path.join(d, ".node-probe-" + process.pid);
   const c = path.join(d, ".cache-probe-" + process.pid);
   try { fs.writeFileSync(p, "x"); fs.rmSync(p); fs.mkdirSync(path.join(c, "npm"), {recursive: true}); fs.writeFileSync(path.join(c, "npm", "x"), "x"); fs.rmSync(c, {recursive: true}); out[k] = ""; }
@@ -142,14 +142,15 @@ func TestThirdPartyServerEverything(t *testing.T) {
 			// From inside, as the server's user: node writes HOME and /tmp, not /.
 			out = execIn(t, f.ns, pod.Name, "server", everythingNode, "-e", nodeWrites)
 			var w struct {
-				Root, Home, Tmp string
-				UID             int
+				WriteRoot, WriteHome, WriteTmp string
+				Home, Tmp                      string
+				UID                            int
 			}
 			if err := json.Unmarshal(out, &w); err != nil {
 				t.Fatalf("node write probe: %v: %s", err, out)
 			}
-			if !strings.HasPrefix(w.Root, "EROFS") || w.Home != "" || w.Tmp != "" || w.UID != 65532 {
-				t.Errorf("node in the server container: write / %q (want EROFS), HOME %q and tmp %q (want writable), uid %d (want 65532)", w.Root, w.Home, w.Tmp, w.UID)
+			if !strings.HasPrefix(w.WriteRoot, "EROFS") || w.WriteHome != "" || w.WriteTmp != "" || w.UID != 65532 || w.Home == "/" {
+				t.Errorf("node in the server container: write / %q (want EROFS), HOME %s %q and tmp %s %q (want writable), uid %d (want 65532)", w.WriteRoot, w.Home, w.WriteHome, w.Tmp, w.WriteTmp, w.UID)
 			}
 			t.Logf("node in the server container: %s", strings.TrimSpace(string(out)))
 		})

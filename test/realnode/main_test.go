@@ -40,6 +40,9 @@ var (
 	k8s        client.Client
 	cs         *kubernetes.Clientset
 	probeImage string
+	// registryHost is the in-process registry (127.0.0.1:PORT) the node pulls from; gatewayImage is the
+	// gateway image the tests' manager puts in front of servers.
+	registryHost, gatewayImage string
 	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
 	filesImage string
 	// everythingImage is the third-party reference server @modelcontextprotocol/server-everything on
@@ -81,6 +84,7 @@ func run(m *testing.M) int {
 	}
 	reg := imagetest.StartRegistry()
 	defer reg.Close()
+	registryHost = reg.Host
 	pause, err := localcluster.PushSandboxImage(ctx, root, reg.Host)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build the sandbox image:", err)
@@ -91,6 +95,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the gateway image:", err)
 		return 1
 	}
+	gatewayImage = gw
 	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "probe", Package: "./test/realnode/probe", Binary: "/probe"}); err != nil {
 		fmt.Fprintln(os.Stderr, "build the probe image:", err)
 		return 1
