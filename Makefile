@@ -70,8 +70,8 @@ lint: ## gofmt check and go vet.
 	go vet ./...
 
 .PHONY: control-plane
-control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
-	@hack/control-plane.sh >/dev/null
+control-plane: $(LOCALBIN) ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, KWOK and kubectl (linked into bin/).
+	@dir=$$(hack/control-plane.sh) && ln -sf "$$dir/kubectl" $(LOCALBIN)/kubectl
 
 .PHONY: conformance
 conformance: ## Install (or reuse from cache) the MCP conformance suite CLI from the npm registry.

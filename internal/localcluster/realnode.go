@@ -328,6 +328,9 @@ func (rn *realNode) network() error {
 		{"-n", n, "link", "add", "cni0", "type", "bridge"},
 		{"-n", n, "addr", "add", NodeIP + "/24", "dev", "cni0"},
 		{"-n", n, "link", "set", "cni0", "up"},
+		// A route for the Service range, as a node's default route would give: the API server calls
+		// webhooks at their Service's cluster IP, which kube-proxy rewrites only after routing.
+		{"-n", n, "route", "add", ServiceCIDR, "dev", "cni0", "src", NodeIP},
 		{"-n", n, "link", "add", "hosts0", "type", "veth", "peer", "name", "eth0", "netns", h},
 		{"-n", n, "addr", "add", linkNode + "/30", "dev", "hosts0"},
 		{"-n", n, "link", "set", "hosts0", "up"},
