@@ -23,6 +23,10 @@ export KWOK_VERSION
 CONFORMANCE_VERSION ?= 0.1.16
 CONFORMANCE_NODE_VERSION ?= 22.23.5
 export CONFORMANCE_VERSION CONFORMANCE_NODE_VERSION
+## A third-party MCP server from npm on the real node: the reference server and the Node.js it runs on.
+EVERYTHING_VERSION ?= 2026.8.31
+EVERYTHING_NODE_VERSION ?= 22.23.5
+export EVERYTHING_VERSION EVERYTHING_NODE_VERSION
 ## kube-router enforces NetworkPolicies on the real node (only its firewall runs).
 KUBE_ROUTER_VERSION ?= v2.1.0
 export KUBE_ROUTER_VERSION
@@ -66,8 +70,8 @@ lint: ## gofmt check and go vet.
 	go vet ./...
 
 .PHONY: control-plane
-control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
-	@hack/control-plane.sh >/dev/null
+control-plane: $(LOCALBIN) ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, KWOK and kubectl (linked into bin/).
+	@dir=$$(hack/control-plane.sh) && ln -sf "$$dir/kubectl" $(LOCALBIN)/kubectl
 
 .PHONY: conformance
 conformance: ## Install (or reuse from cache) the MCP conformance suite CLI from the npm registry.
@@ -76,6 +80,10 @@ conformance: ## Install (or reuse from cache) the MCP conformance suite CLI from
 .PHONY: node
 node: ## Install the real node's Debian packages when missing (containerd, runc, CNI plugins, iptables, ...) and build kube-router (cached).
 	@hack/node.sh >/dev/null
+
+.PHONY: everything
+everything: ## Install (or reuse from cache) @modelcontextprotocol/server-everything and Node.js from the npm registry, as an image tree for the real node.
+	@hack/everything.sh >/dev/null
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the chart and render it with default values and with every option on.
@@ -89,8 +97,8 @@ kyverno-test: kyverno ## Run the Kyverno guardrail policies against good and bad
 	$(KYVERNO) test config/kyverno --remove-color
 
 .PHONY: test
-test: lint verify-generated control-plane node conformance helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane (and a real node, as root on Linux).
-	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" go test $(GO_TEST_FLAGS) ./...
+test: lint verify-generated control-plane node everything conformance helm-lint kyverno-test cosign cosign3 ## Run every test against a real local control plane (and a real node, as root on Linux).
+	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" MCP_WARDEN_EVERYTHING="$$(hack/everything.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES).

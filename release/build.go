@@ -7,10 +7,12 @@ package release
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"debug/buildinfo"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,6 +137,18 @@ func BuildComponent(ctx context.Context, c Component, o Options) (*Build, error)
 // digest depends on the binary alone.
 func Image(c Component, binary []byte, platform string, o Options) (v1.Image, error) {
 	o.defaults()
+	app, err := layer(o.Epoch, []file{{name: strings.TrimPrefix(c.Binary, "/"), mode: 0o555, data: binary}})
+	if err != nil {
+		return nil, err
+	}
+	return ImageWithLayers(c.Name, []string{c.Binary}, platform, o, app)
+}
+
+// ImageWithLayers is Image with the given layers on the base layer instead of one binary: for an image
+// whose program is not a Go binary (e.g. a directory tree packed by DirLayer). entrypoint is the
+// image's entrypoint; the user, the environment and the labels are Image's.
+func ImageWithLayers(title string, entrypoint []string, platform string, o Options, layers ...v1.Layer) (v1.Image, error) {
+	o.defaults()
 	goos, goarch, _ := strings.Cut(platform, "/")
 	base, err := layer(o.Epoch, []file{
 		{name: "etc/", mode: 0o755, dir: true},
@@ -147,11 +161,7 @@ func Image(c Component, binary []byte, platform string, o Options) (v1.Image, er
 	if err != nil {
 		return nil, err
 	}
-	app, err := layer(o.Epoch, []file{{name: strings.TrimPrefix(c.Binary, "/"), mode: 0o555, data: binary}})
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), base, app)
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), append([]v1.Layer{base}, layers...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,11 +174,11 @@ func Image(c Component, binary []byte, platform string, o Options) (v1.Image, er
 	cf.OS, cf.Architecture = goos, goarch
 	cf.Created = v1.Time{Time: o.Epoch}
 	cf.Config.User = fmt.Sprintf("%d:%d", UID, UID)
-	cf.Config.Entrypoint = []string{c.Binary}
+	cf.Config.Entrypoint = entrypoint
 	cf.Config.WorkingDir = "/"
 	cf.Config.Env = []string{"PATH=/", "HOME=/home/nonroot"}
 	cf.Config.Labels = map[string]string{
-		"org.opencontainers.image.title":    c.Name,
+		"org.opencontainers.image.title":    title,
 		"org.opencontainers.image.source":   o.Source,
 		"org.opencontainers.image.revision": o.Revision,
 		"org.opencontainers.image.version":  o.Version,
@@ -214,4 +224,80 @@ func layer(epoch time.Time, files []file) (v1.Layer, error) {
 // Modules lists the modules linked into a binary (from its embedded build information).
 func Modules(binary []byte) (*buildinfo.BuildInfo, error) {
 	return buildinfo.Read(bytes.NewReader(binary))
+}
+
+// DirLayer packs the directory tree at dir into a gzip-compressed layer written to out (a file the
+// caller owns and removes once the layer is pushed: the layer reads it again on every use), with the
+// tree's paths from the root of the image. Directories get mode 0755, files 0755 or 0644 (whether any
+// execute bit is set), owner root, and the epoch as timestamp, so the digest depends on the tree's
+// content alone. Symbolic links are kept; any other file type is refused.
+func DirLayer(dir, out string, epoch time.Time) (v1.Layer, error) {
+	f, err := os.Create(out)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	tw := tar.NewWriter(zw)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: epoch, Format: tar.FormatPAX}
+		switch {
+		case d.IsDir():
+			h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o755
+		case info.Mode().IsRegular():
+			h.Typeflag, h.Size, h.Mode = tar.TypeReg, info.Size(), 0o644
+			if info.Mode().Perm()&0o111 != 0 {
+				h.Mode = 0o755
+			}
+		case info.Mode()&fs.ModeSymlink != 0:
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+			h.Typeflag, h.Mode = tar.TypeSymlink, 0o777
+		default:
+			return fmt.Errorf("%s: a %s cannot go into an image layer (only directories, regular files and symbolic links)", p, info.Mode().Type())
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		if n, err := io.Copy(tw, src); err != nil || n != h.Size {
+			return fmt.Errorf("%s: copied %d of %d bytes (changed while packing?): %v", p, n, h.Size, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pack %s into a layer: %w", dir, err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return tarball.LayerFromFile(out, tarball.WithMediaType(types.OCILayer))
 }

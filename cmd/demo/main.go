@@ -198,14 +198,32 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	default:
 	}
 	if keep {
-		kubectl := "kubectl"
-		if assets, err := localcluster.AssetsDir(); err == nil {
-			kubectl = filepath.Join(assets, "kubectl")
+		kubectl := kubectlPath(root)
+		fmt.Printf("\nThe cluster keeps running. Use it from another terminal:\n  %s --kubeconfig %s get mcpservers,pods -A\n", kubectl, cluster.Kubeconfig)
+		if len(applied) > 0 {
+			fmt.Printf("  %s --kubeconfig %s logs -n %s deploy/%s -c server\n", kubectl, cluster.Kubeconfig, applied[0].Namespace, applied[0].Name)
 		}
-		fmt.Printf("\nThe cluster keeps running. Use it with:\n  export KUBECONFIG=%s\n  %s get mcpservers,pods -A\nPress Ctrl-C to stop.\n", cluster.Kubeconfig, kubectl)
+		fmt.Println("Press Ctrl-C to stop.")
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// kubectlPath is the kubectl `make control-plane` builds with the control plane and links into bin/
+// (a fresh machine has none), else the one in the control plane's cache, else kubectl on PATH.
+func kubectlPath(root string) string {
+	if p := filepath.Join(root, "bin", "kubectl"); fileExists(p) {
+		return p
+	}
+	if assets, err := localcluster.AssetsDir(); err == nil && fileExists(filepath.Join(assets, "kubectl")) {
+		return filepath.Join(assets, "kubectl")
+	}
+	return "kubectl"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // banner says, before anything else, whether the pods run on a real node or are simulated; simulated,

@@ -2,7 +2,15 @@ package localcluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"runtime"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/mcp-warden/mcp-warden/release"
 )
@@ -28,6 +36,34 @@ func PushImage(ctx context.Context, root, registry string, c release.Component) 
 		return "", err
 	}
 	ref, err := release.Push(ctx, registry+"/mcp-warden-node", b, "")
+	if err != nil {
+		return "", err
+	}
+	return ref.String(), nil
+}
+
+// PushTreeImage packs the directory tree at dir (a root filesystem, e.g. hack/everything.sh's) as one
+// layer on the project's base layer, with the given entrypoint, into an image for this machine's
+// platform, pushes it to registry/mcp-warden-node/<name> and returns its digest reference.
+func PushTreeImage(ctx context.Context, registry, name, dir string, entrypoint []string) (string, error) {
+	tmp, err := os.MkdirTemp("", "mcp-warden-layer-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	o := release.Options{}
+	l, err := release.DirLayer(dir, filepath.Join(tmp, "layer.tar.gz"), time.Unix(0, 0).UTC())
+	if err != nil {
+		return "", err
+	}
+	platform := "linux/" + runtime.GOARCH
+	img, err := release.ImageWithLayers(name, entrypoint, platform, o, l)
+	if err != nil {
+		return "", err
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+	ref, err := release.Push(ctx, registry+"/mcp-warden-node", &release.Build{Component: release.Component{Name: name}, Index: idx}, "")
 	if err != nil {
 		return "", err
 	}

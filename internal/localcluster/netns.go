@@ -183,13 +183,16 @@ func (n Netns) ForwardIn(addr string) (io.Closer, error) {
 
 // ForwardOut makes addr inside the namespace reach the same address on this machine's loopback: the
 // node's containerd pulls from a registry the tests serve on the host.
-func (n Netns) ForwardOut(addr string) (io.Closer, error) {
+func (n Netns) ForwardOut(addr string) (io.Closer, error) { return n.ForwardOutTo(addr, addr) }
+
+// ForwardOutTo makes addr inside the namespace reach to on this machine's network.
+func (n Netns) ForwardOutTo(addr, to string) (io.Closer, error) {
 	l, err := n.Listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s in %s for the forwarder out: %w", addr, n.Name, err)
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	f := &forwarder{l: l, dial: d.DialContext, to: addr}
+	f := &forwarder{l: l, dial: d.DialContext, to: to}
 	go f.serve()
 	return f, nil
 }

@@ -232,6 +232,13 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 	return startClusterDNS(ctx, cl, o.DNSImage, o.DNSRecords)
 }
 
+// APIServerPort is the real node's API server port, on this machine's loopback and in the node
+// namespace (0.0.0.0): the kubernetes Service's endpoint is NodeIP:APIServerPort.
+const APIServerPort = 6443
+
+// KubernetesServiceIP is the kubernetes Service's cluster IP (the first of ServiceCIDR).
+const KubernetesServiceIP = "10.96.0.1"
+
 // ClusterDNSIP is the kube-dns Service's address, the pods' nameserver.
 const ClusterDNSIP = "10.96.0.10"
 
@@ -321,6 +328,9 @@ func (rn *realNode) network() error {
 		{"-n", n, "link", "add", "cni0", "type", "bridge"},
 		{"-n", n, "addr", "add", NodeIP + "/24", "dev", "cni0"},
 		{"-n", n, "link", "set", "cni0", "up"},
+		// A route for the Service range, as a node's default route would give: the API server calls
+		// webhooks at their Service's cluster IP, which kube-proxy rewrites only after routing.
+		{"-n", n, "route", "add", ServiceCIDR, "dev", "cni0", "src", NodeIP},
 		{"-n", n, "link", "add", "hosts0", "type", "veth", "peer", "name", "eth0", "netns", h},
 		{"-n", n, "addr", "add", linkNode + "/30", "dev", "hosts0"},
 		{"-n", n, "link", "set", "hosts0", "up"},
@@ -383,16 +393,23 @@ func (rn *realNode) controlPlane(c *Cluster, o Options, assets string, pki *node
 	if err != nil {
 		return err
 	}
-	apiPort, err := freePort()
-	if err != nil {
-		return err
-	}
+	// The API server's port is fixed (kubeadm's 6443): pods reach it through the kubernetes Service,
+	// whose endpoint is NodeIP:6443, and a NetworkPolicy (the operator's own) opens 443 and 6443 only.
+	apiPort := APIServerPort
 	for _, p := range []int{etcdPort, apiPort} {
 		f, err := rn.node.ForwardIn("127.0.0.1:" + strconv.Itoa(p))
 		if err != nil {
+			if p == apiPort {
+				return fmt.Errorf("the real node's API server listens on port %d, forwarded from this machine's loopback, which must be free: %w", apiPort, err)
+			}
 			return err
 		}
 		rn.forwarders = append(rn.forwarders, f)
+	}
+	certDir := filepath.Join(rn.dir, "apiserver-pki")
+	caPEM, err := writeAPIServerPKI(certDir)
+	if err != nil {
+		return err
 	}
 	c.Env = &envtest.Environment{
 		CRDDirectoryPaths:     o.CRDDirs,
@@ -415,7 +432,13 @@ func (rn *realNode) controlPlane(c *Cluster, o Options, assets string, pki *node
 	// Explicit paths: envtest prefers KUBEBUILDER_ASSETS over BinaryAssetsDirectory.
 	api.Out, api.Err, api.Path = apiLog, apiLog, filepath.Join(wrappers, "kube-apiserver")
 	api.SecureServing.Address, api.SecureServing.Port = "127.0.0.1", strconv.Itoa(apiPort)
+	// The serving certificate names the kubernetes Service and the node's address too, so pods use
+	// the in-cluster configuration as on any cluster (envtest's names localhost only).
+	api.CertDir, api.SecureServing.CA = certDir, caPEM
 	args := api.Configure()
+	// The ServiceAccount admission plugin (envtest turns it off) mounts the API token into pods that
+	// do not opt out, as on a real cluster: the operator's own pod needs it, server pods must not get it.
+	args.Disable("disable-admission-plugins")
 	args.Set("service-cluster-ip-range", ServiceCIDR)
 	args.Set("bind-address", "0.0.0.0")
 	args.Set("advertise-address", NodeIP)
@@ -458,6 +481,38 @@ func (c *Cluster) AddRegistry(hostport string) error {
 	}
 	hosts := fmt.Sprintf("server = \"http://%[1]s\"\n\n[host.\"http://%[1]s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", hostport)
 	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o644)
+}
+
+// NodeRegistryAddr is where pods and the node's containerd reach the registry ServeRegistryToPods
+// serves: the node's address, port 443 (plain HTTP: go-containerregistry and containerd speak HTTP to a
+// private address they are told to), which a NetworkPolicy opening HTTPS lets through.
+const NodeRegistryAddr = NodeIP + ":443"
+
+// ServeRegistryToPods makes a plain-HTTP registry on this machine's loopback (host:port) reachable from
+// pods, as NodeRegistryAddr: images referenced as NodeRegistryAddr/REPOSITORY@DIGEST are pulled by
+// containerd from it, and a pod (the operator verifying signatures) can fetch from it. One registry per
+// node.
+func (c *Cluster) ServeRegistryToPods(hostport string) (string, error) {
+	if c.node == nil {
+		return "", errors.New("ServeRegistryToPods: the cluster has no real node")
+	}
+	if host, _, err := net.SplitHostPort(hostport); err != nil || (host != "127.0.0.1" && host != "localhost") {
+		return "", fmt.Errorf("registry %q: want a loopback host:port, e.g. 127.0.0.1:5000", hostport)
+	}
+	f, err := c.node.node.ForwardOutTo(NodeRegistryAddr, hostport)
+	if err != nil {
+		return "", err
+	}
+	c.node.forwarders = append(c.node.forwarders, f)
+	dir := filepath.Join(c.node.dir, "certs.d", NodeRegistryAddr)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	hosts := fmt.Sprintf("server = \"http://%[1]s\"\n\n[host.\"http://%[1]s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", NodeRegistryAddr)
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
+		return "", err
+	}
+	return NodeRegistryAddr, nil
 }
 
 func (rn *realNode) startContainerd(c *Cluster, o Options) error {
@@ -534,7 +589,7 @@ func (rn *realNode) startControllers(c *Cluster, assets string) error {
 	if _, err := c.spawnIn(rn.node, filepath.Join(assets, "kube-controller-manager"), "kube-controller-manager",
 		"--kubeconfig="+c.Kubeconfig, "--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10257",
-		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(c.Env.ControlPlane.APIServer.CertDir, "apiserver.crt"),
+		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(c.Env.ControlPlane.APIServer.CertDir, "ca.crt"),
 		"--use-service-account-credentials=false", "--controllers=*,-persistentvolume-binder,-attachdetach,-ttl",
 		"--allocate-node-cidrs=true", "--cluster-cidr=10.244.0.0/16", "--node-cidr-mask-size=24", "--service-cluster-ip-range="+ServiceCIDR,
 	); err != nil {
@@ -921,6 +976,75 @@ func newNodePKI(dir string) (*nodePKI, error) {
 		}
 	}
 	return p, nil
+}
+
+// writeAPIServerPKI writes what envtest would into the API server's certificate directory, with a
+// serving certificate for the names a pod uses (the kubernetes Service, NodeIP) as well as localhost:
+// ca.crt, apiserver.crt and .key, and the service-account signing key pair. It returns the CA's PEM.
+func writeAPIServerPKI(dir string) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mcp-warden-node-apiserver-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(NodeIP), net.ParseIP(KubernetesServiceIP)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	saDER, err := x509.MarshalECPrivateKey(saKey)
+	if err != nil {
+		return nil, err
+	}
+	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	files := map[string][]byte{
+		"ca.crt":        caPEM,
+		"apiserver.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"apiserver.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		"sa-signer.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saDER}),
+		"sa-signer.crt": pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return caPEM, nil
 }
 
 // ContainerProcessStatus reads, from this machine's /proc, the status of a running container's

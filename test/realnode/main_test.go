@@ -42,8 +42,15 @@ var (
 	probeImage string
 	// issuer is the token issuer (issuerURL) the operator fetches keys from.
 	issuer *testenv.Issuer
+	// registryHost is the in-process registry (127.0.0.1:PORT) the node pulls from; gatewayImage is the
+	// gateway image the tests' manager puts in front of servers.
+	registryHost, gatewayImage string
 	// filesImage is the demo MCP server (cmd/mcp-files), for the stdio transport.
 	filesImage string
+	// everythingImage is the third-party reference server @modelcontextprotocol/server-everything on
+	// Node.js, from npm (hack/everything.sh); empty, with everythingSkip saying why, when
+	// MCP_WARDEN_EVERYTHING is not set.
+	everythingImage, everythingSkip string
 	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
 	hosts = map[string]*testHost{}
 )
@@ -79,6 +86,7 @@ func run(m *testing.M) int {
 	}
 	reg := imagetest.StartRegistry()
 	defer reg.Close()
+	registryHost = reg.Host
 	pause, err := localcluster.PushSandboxImage(ctx, root, reg.Host)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build the sandbox image:", err)
@@ -89,6 +97,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the gateway image:", err)
 		return 1
 	}
+	gatewayImage = gw
 	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "probe", Package: "./test/realnode/probe", Binary: "/probe"}); err != nil {
 		fmt.Fprintln(os.Stderr, "build the probe image:", err)
 		return 1
@@ -103,6 +112,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "real node: images built and pushed in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if tree := os.Getenv("MCP_WARDEN_EVERYTHING"); tree == "" {
+		everythingSkip = "MCP_WARDEN_EVERYTHING is not set: run the tests with `make test`, or export MCP_WARDEN_EVERYTHING=$(hack/everything.sh)"
+	} else {
+		t0 := time.Now()
+		if everythingImage, err = localcluster.PushTreeImage(ctx, reg.Host, "server-everything", tree, []string{everythingNode, everythingMain}); err != nil {
+			fmt.Fprintln(os.Stderr, "build the server-everything image from", tree+":", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "real node: server-everything image (Node.js and npm packages, %s) built and pushed in %s\n", tree, time.Since(t0).Round(100*time.Millisecond))
+	}
 	nodeStart := time.Now()
 	env, err = testenv.Start(ctx, localcluster.Options{
 		RealNode: true, Registries: []string{reg.Host}, SandboxImage: pause,

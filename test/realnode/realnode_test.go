@@ -312,6 +312,8 @@ type mcpResult struct {
 	Status          int
 	WWWAuthenticate string
 	Calls           map[string]string
+	// CallError and CallText are the result of probe mcp --call.
+	CallError, CallText string
 }
 
 // TestGatewayRefusesAnonymousClient connects a go-sdk MCP client from the listed client pod to the

@@ -9,7 +9,8 @@
 //	probe get URL                an HTTP GET (5 s): status and body (at most 64 KiB)
 //	probe facts                  this process's and PID 1's identity, capabilities, seccomp, writes
 //	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
-//	probe mcp URL [TOKEN]        an MCP client (go-sdk): connect and list tools; and the raw HTTP status
+//	probe mcp [--call TOOL --arguments JSON] URL [TOKEN]
+//	                             an MCP client (go-sdk): connect, list tools, call one; and the raw HTTP status
 //	probe sleep                  wait for SIGTERM (a client pod to exec in)
 //	probe resolve NAME...        look each name up with the pod's resolver (its /etc/resolv.conf)
 package main
@@ -224,15 +225,29 @@ type MCPResult struct {
 	// Calls are the results of calling the tools named after the token: the tool's text, or
 	// "error: ..." for a refusal.
 	Calls map[string]string `json:",omitempty"`
+	// CallError is the error of the tools/call (--call), or the tool's own error result; CallText is
+	// the text content the tool returned.
+	CallError, CallText string
 }
 
 func mcpClient(args []string) (*MCPResult, error) {
+	fs := flag.NewFlagSet("mcp", flag.ContinueOnError)
+	call := fs.String("call", "", "a tool to call after listing tools")
+	arguments := fs.String("arguments", "{}", "the tool's arguments, a JSON object")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	args = fs.Args()
 	if len(args) < 1 {
-		return nil, errors.New("usage: probe mcp URL [TOKEN [TOOL[=JSON-ARGUMENTS]...]]")
+		return nil, errors.New("usage: probe mcp [--call TOOL --arguments JSON] URL [TOKEN [TOOL[=JSON-ARGUMENTS]...]]")
 	}
 	url, token := args[0], ""
 	if len(args) > 1 {
 		token = args[1]
+	}
+	var callArgs map[string]any
+	if err := json.Unmarshal([]byte(*arguments), &callArgs); err != nil {
+		return nil, fmt.Errorf("--arguments: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -271,6 +286,22 @@ func mcpClient(args []string) (*MCPResult, error) {
 				res.Calls[name] = "error: " + toolText(r)
 			default:
 				res.Calls[name] = toolText(r)
+			}
+		}
+		if *call != "" {
+			r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: *call, Arguments: callArgs})
+			switch {
+			case err != nil:
+				res.CallError = err.Error()
+			default:
+				for _, c := range r.Content {
+					if tc, ok := c.(*mcp.TextContent); ok {
+						res.CallText += tc.Text
+					}
+				}
+				if r.IsError {
+					res.CallError = "the tool returned an error: " + res.CallText
+				}
 			}
 		}
 	}
