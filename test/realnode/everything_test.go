@@ -43,8 +43,8 @@ console.log(JSON.stringify(out));`
 // reaches it through the gateway, lists its tools and calls echo. Observed from the host: every process
 // of the container sandboxed on a read-only root; from inside, node writes HOME and /tmp but not /.
 //
-// The gateway's auth is disabled here (allowed: no MCPServerPolicy governs this namespace): the
-// gateway in the pod cannot fetch its issuer's keys yet (TestFindingGatewayCannotReachIssuer).
+// The client authenticates with a token from the test issuer whose scope grants every tool; the
+// gateway verifies it with the keys the operator delivered.
 func TestThirdPartyServerEverything(t *testing.T) {
 	f := server(t)
 	if everythingImage == "" {
@@ -69,7 +69,10 @@ func TestThirdPartyServerEverything(t *testing.T) {
 					Transport: tc.transport,
 					Command:   []string{everythingNode, everythingMain, tc.arg},
 					Clients:   []mcpv1alpha1.ClientSelector{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}}},
-					Gateway:   mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Disabled: true}},
+					Gateway: mcpv1alpha1.GatewaySpec{
+						Auth:   mcpv1alpha1.GatewayAuth{Issuer: issuerURL},
+						Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "everything", Tools: []string{"*"}}},
+					},
 				},
 			}
 			if tc.port != 0 {
@@ -88,10 +91,11 @@ func TestThirdPartyServerEverything(t *testing.T) {
 			ready := time.Since(created)
 			// Through the gateway from the listed client pod, with a real MCP client (go-sdk).
 			url := fmt.Sprintf("http://%s:%d/mcp", pod.Status.PodIP, controllers.GatewayPort)
+			tok := tokenFor(t, f.ns, s.Name, "everything")
 			var r mcpResult
 			var out []byte
 			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-				out = execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url)
+				out = execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url, tok)
 				r = mcpResult{}
 				if err := json.Unmarshal(out, &r); err != nil {
 					return false, fmt.Errorf("probe mcp: %w: %s", err, out)
@@ -136,8 +140,8 @@ func TestThirdPartyServerEverything(t *testing.T) {
 					t.Errorf("process %s (%s): its root mount is %q, want read-only", st["Pid"], st["Name"], st["RootMountOptions"])
 				}
 			}
-			if !names["node"] || (tc.transport == mcpv1alpha1.TransportStdio && !names["gateway"]) {
-				t.Errorf("the server container must run node (and, for stdio, the gateway as its parent), saw %v", names)
+			if !names["node"] || names["gateway"] {
+				t.Errorf("the server container must run node and not the gateway (a sidecar of its own), saw %v", names)
 			}
 			// From inside, as the server's user: node writes HOME and /tmp, not /.
 			out = execIn(t, f.ns, pod.Name, "server", everythingNode, "-e", nodeWrites)

@@ -413,12 +413,20 @@ func TestGatewayValidatesTokensWithDeliveredKeys(t *testing.T) {
 	fmt.Printf("real node: issuer key rotation -> new key accepted by the gateway in the pod after %s (operator refresh 2s, kubelet sync 5s)\n", newOK.Round(100*time.Millisecond))
 }
 
-// token mints an access token from issuerURL for the server's resource (read from the gateway
-// configuration the operator rendered), scope files:read, signed with the issuer's current key.
+// token mints an access token from issuerURL for the fixture server's resource, scope files:read,
+// signed with the issuer's current key.
 func token(t *testing.T, f *serverFixture) string {
 	t.Helper()
+	return tokenFor(t, f.ns, "probe", "files:read")
+}
+
+// tokenFor mints an access token from issuerURL for the resource of MCPServer ns/name (read from the
+// gateway configuration the operator rendered), with the given scope, signed with the issuer's
+// current key.
+func tokenFor(t *testing.T, ns, name, scope string) string {
+	t.Helper()
 	cm := &corev1.ConfigMap{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "probe-gateway"}, cm); err != nil {
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name + "-gateway"}, cm); err != nil {
 		t.Fatal(err)
 	}
 	var cfg struct {
@@ -427,7 +435,7 @@ func token(t *testing.T, f *serverFixture) string {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), &cfg); err != nil || cfg.Resource == "" {
 		t.Fatalf("gateway.json has no resource (%v): %s", err, cm.Data["gateway.json"])
 	}
-	tok, err := issuer.Token(issuerURL, cfg.Resource, "files:read")
+	tok, err := issuer.Token(issuerURL, cfg.Resource, scope)
 	if err != nil {
 		t.Fatal(err)
 	}
