@@ -6,7 +6,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,8 +28,11 @@ import (
 // key set holds one ES256 key, which Rotate replaces. The operator fetches keys from it through
 // Fetcher; nothing else reaches it.
 type Issuer struct {
-	srv  *httptest.Server
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	srv *httptest.Server
+	// caPEM is the CA of the issuer's certificate when StartIssuerOn made one for its address.
+	caPEM []byte
+	roots *x509.CertPool
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu    sync.Mutex
 	key   *ecdsa.PrivateKey
@@ -64,9 +71,56 @@ func StartIssuerOn(l net.Listener, dial func(ctx context.Context, network, addr 
 	if l != nil {
 		_ = is.srv.Listener.Close()
 		is.srv.Listener = l
+		// A certificate for the listener's address, from a CA of its own (CAPEM), so that clients
+		// verify it as they would a real issuer's.
+		host, _, _ := net.SplitHostPort(l.Addr().String())
+		cert, caPEM, err := selfSignedFor(host)
+		if err != nil {
+			panic(err)
+		}
+		is.caPEM = caPEM
+		is.roots = x509.NewCertPool()
+		is.roots.AppendCertsFromPEM(caPEM)
+		is.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	is.srv.StartTLS()
 	return is
+}
+
+// CAPEM is the PEM CA of the issuer's certificate (StartIssuerOn with a listener), for a client that
+// verifies it, e.g. a manager's --issuer-ca-file.
+func (is *Issuer) CAPEM() []byte { return is.caPEM }
+
+// selfSignedFor returns a serving certificate for host (an IP address or a name) and its CA's PEM.
+func selfSignedFor(host string) (tls.Certificate, []byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test issuer CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	if ip := net.ParseIP(host); ip != nil {
+		leaf.IPAddresses = []net.IP{ip}
+	} else {
+		leaf.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
 // Fetches is how many times the key set was served.
@@ -107,10 +161,18 @@ func (is *Issuer) Fetcher(refresh time.Duration) *issuerkeys.Fetcher {
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				return is.dial(ctx, network, addr)
 			},
-			// The certificate is the test server's; the names are the suites'.
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test issuer answering for made-up names
+			TLSClientConfig: is.clientTLS(),
 		},
 	}}
+}
+
+// clientTLS verifies the issuer's own certificate when it has one for its address; on loopback it
+// answers for made-up names, which no certificate covers.
+func (is *Issuer) clientTLS() *tls.Config {
+	if is.roots != nil {
+		return &tls.Config{RootCAs: is.roots, MinVersion: tls.VersionTLS12}
+	}
+	return &tls.Config{InsecureSkipVerify: true} //nolint:gosec // a test issuer answering for the suites' made-up names
 }
 
 // Token mints an access token from issuer for the audience with the given scope (space-separated),

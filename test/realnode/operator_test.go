@@ -129,10 +129,21 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 			d.Spec.Replicas = ptrTo(int32(1))
 			c := &d.Spec.Template.Spec.Containers[0]
 			c.Image = managerImage
-			c.Args = append(c.Args, "--read-tool-pins=false")
+			c.Args = append(c.Args, "--read-tool-pins=false", "--issuer-ca-file=/etc/issuer-ca/ca.crt")
+			// The tests' issuer has a private CA, as an in-cluster issuer would: the pod's manager
+			// trusts it, so it delivers the same keys as the tests' manager.
+			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "issuer-ca", VolumeSource: corev1.VolumeSource{
+				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "issuer-ca"}},
+			}})
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "issuer-ca", MountPath: "/etc/issuer-ca", ReadOnly: true})
 			*o = *toUnstructured(t, d)
 		}
 	}
+	objs = append(objs, toUnstructured(t, &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: "issuer-ca", Namespace: operatorNamespace},
+		Data:       map[string]string{"ca.crt": string(issuer.CAPEM())},
+	}))
 	t.Cleanup(func() { uninstallOperator(objs) })
 	created := time.Now()
 	// The namespace first; the rest in the rendered order.
