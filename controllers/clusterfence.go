@@ -46,7 +46,7 @@ const maxNetworksPerPeer = 25
 type ClusterFenceReconciler struct {
 	Client client.Client
 	// DNS is where the cluster DNS pods run.
-	DNS DNSPeer
+	DNS  DNSPeer
 	kick chan event.GenericEvent
 }
 

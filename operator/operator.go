@@ -15,8 +15,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -146,9 +146,6 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
 	}
-	if cilium {
-		byObject[&ciliumv2.CiliumNetworkPolicy{}] = cache.ByObject{Label: managed}
-	}
 	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
 	if err != nil {
 		return nil, err
@@ -179,7 +176,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// The operator's children are the only Deployments, Services, ServiceAccounts and ConfigMaps
 		// it needs to see; caching only them keeps memory flat on large clusters. NetworkPolicies are
 		// all cached: a tenant's own policy selecting server pods would widen their fence, and the
-		// controller reports it.
+		// controller reports it. CiliumNetworkPolicies likewise, where Cilium is installed.
 		Cache: cache.Options{ByObject: byObject},
 	})
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,18 +41,9 @@ import (
 // publishes in its Go module.
 func clusterNetworkPolicyCRD(t *testing.T) *apiextensionsv1.CustomResourceDefinition {
 	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
-	if err != nil {
-		t.Fatalf("locate the network-policy-api module: %v", err)
-	}
-	path := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "policy.networking.k8s.io_clusternetworkpolicies.yaml")
-	body, err := os.ReadFile(path)
+	crd, err := testenv.ModuleCRD("sigs.k8s.io/network-policy-api", "config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml")
 	if err != nil {
 		t.Fatal(err)
-	}
-	crd := &apiextensionsv1.CustomResourceDefinition{}
-	if err := yaml.Unmarshal(body, crd); err != nil {
-		t.Fatalf("decode %s: %v", path, err)
 	}
 	return crd
 }
