@@ -1,6 +1,6 @@
 module github.com/mcp-warden/mcp-warden
 
-go 1.26.0
+go 1.26.6
 
 require (
 	github.com/CycloneDX/cyclonedx-go v0.10.0
@@ -38,6 +38,7 @@ require (
 	sigs.k8s.io/controller-runtime v0.25.2
 	sigs.k8s.io/kustomize/api v0.21.2
 	sigs.k8s.io/kustomize/kyaml v0.21.2
+	sigs.k8s.io/network-policy-api v0.3.0
 	sigs.k8s.io/yaml v1.6.0
 )
 

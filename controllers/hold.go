@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -57,10 +58,16 @@ func (m *memory) forget(key types.NamespacedName) {
 	delete(m.defaults, key)
 }
 
-// rememberGood records the children of a generation that reconciled fully.
+// rememberGood records the children of a generation that reconciled fully, and its spec in
+// status.lastGood so that a restarted operator can build them again.
 func (r *MCPServerReconciler) rememberGood(s *mcpv1alpha1.MCPServer, st *reconcileState) {
 	if st.networkPolicy == nil || st.configMap == nil || st.desiredDeployment == nil {
 		return
+	}
+	if s.Status.LastGood == nil || s.Status.LastGood.Generation != s.Generation {
+		if body, err := json.Marshal(s.Spec); err == nil {
+			s.Status.LastGood = &mcpv1alpha1.LastGoodSpec{Generation: s.Generation, Spec: runtime.RawExtension{Raw: body}}
+		}
 	}
 	g := &goodState{generation: s.Generation, networkPolicy: st.networkPolicy.DeepCopy(), configMap: st.configMap.DeepCopy(), deployment: st.desiredDeployment.DeepCopy()}
 	if st.ciliumPolicy != nil {
@@ -74,10 +81,60 @@ func (r *MCPServerReconciler) rememberGood(s *mcpv1alpha1.MCPServer, st *reconci
 	r.mem.good[client.ObjectKeyFromObject(s)] = g
 }
 
-func (r *MCPServerReconciler) lastGood(key types.NamespacedName) *goodState {
+// lastGood returns the children of the server's last good generation: remembered since the operator
+// started, or else built again from status.lastGood (nil when neither is known or the recorded spec no
+// longer passes, with the reason).
+func (r *MCPServerReconciler) lastGood(ctx context.Context, s *mcpv1alpha1.MCPServer) (*goodState, string) {
+	r.mem.mu.Lock()
+	g := r.mem.good[client.ObjectKeyFromObject(s)]
+	r.mem.mu.Unlock()
+	if g != nil {
+		return g, ""
+	}
+	lg := s.Status.LastGood
+	if lg == nil || lg.Generation >= s.Generation {
+		return nil, "no good configuration of this server is known"
+	}
+	g, err := r.rebuildGood(ctx, s, lg)
+	if err != nil {
+		return nil, fmt.Sprintf("the last good configuration (generation %d, status.lastGood) no longer passes: %v", lg.Generation, err)
+	}
+	return g, ""
+}
+
+// rebuildGood builds the children of the recorded good spec, after checking that spec as the current
+// one is checked (the policies of today, the image verification, the gateway's own check). Nothing is
+// applied and the server's status is not touched.
+func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MCPServer, lg *mcpv1alpha1.LastGoodSpec) (*goodState, error) {
+	prev := s.DeepCopy()
+	prev.Spec = mcpv1alpha1.MCPServerSpec{}
+	dec := json.NewDecoder(bytes.NewReader(lg.Spec.Raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&prev.Spec); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	prev.Generation = lg.Generation
+	st := &reconcileState{}
+	if err := r.reconcileSpec(ctx, prev, st); err != nil {
+		return nil, err
+	}
+	g := &goodState{generation: lg.Generation, networkPolicy: st.networkPolicy}
+	if r.Cilium && len(st.fqdns) > 0 {
+		g.ciliumPolicy = desiredCiliumPolicy(prev, r.DNS, st.ceiling)
+	}
+	cm, hash, err := desiredGatewayConfigMap(prev, r.ClusterDomain)
+	if err != nil {
+		return nil, err
+	}
+	g.configMap = cm
+	g.deployment = desiredDeployment(prev, r.GatewayImage, hash)
 	r.mem.mu.Lock()
 	defer r.mem.mu.Unlock()
-	return r.mem.good[key]
+	if r.mem.good == nil {
+		r.mem.good = map[types.NamespacedName]*goodState{}
+	}
+	r.mem.good[client.ObjectKeyFromObject(s)] = g
+	return g, nil
 }
 
 // holdLastGood keeps a stalled server fenced: the NetworkPolicies, gateway ConfigMap and Deployment of
@@ -87,7 +144,7 @@ func (r *MCPServerReconciler) lastGood(key types.NamespacedName) *goodState {
 // Deployment at zero replicas. The stall's message says which.
 func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState, stall *stallError) error {
 	scale := (stall.reason == ReasonPolicyViolation || stall.reason == ReasonVerificationFailed) && st.scaleToZero
-	g := r.lastGood(client.ObjectKeyFromObject(s))
+	g, unknown := r.lastGood(ctx, s)
 	// With no good generation known, nothing new is created: only what exists is fenced off.
 	onlyExisting := g == nil
 	if g == nil {
@@ -98,7 +155,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true
-		stall.message += "; no good configuration of this server is known since the operator started, so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
+		stall.message += "; " + unknown + ", so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
 	} else {
 		stall.message += fmt.Sprintf("; the children of generation %d stay enforced", g.generation)
 		if scale {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -658,7 +659,9 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Channel(keyEvents, &handler.EnqueueRequestForObject{}))
 	}
 	if r.Cilium {
-		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{})
+		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{}).
+			// Every other CiliumNetworkPolicy may widen the fence of the servers in its namespace.
+			Watches(&ciliumv2.CiliumNetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversInNamespace), builder.WithPredicates(predicate.NewPredicateFuncs(notOwnedByServer)))
 	}
 	return b.
 		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
@@ -698,7 +701,41 @@ func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1
 		}
 		st.widening = append(st.widening, fence.Message(np))
 	}
+	if !r.Cilium {
+		return nil
+	}
+	cnps := &ciliumv2.CiliumNetworkPolicyList{}
+	if err := r.Client.List(ctx, cnps, client.InNamespace(s.Namespace)); err != nil {
+		return fmt.Errorf("list CiliumNetworkPolicies: %w", err)
+	}
+	for i := range cnps.Items {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cnps.Items[i])
+		if err != nil {
+			return fmt.Errorf("read CiliumNetworkPolicy %s: %w", cnps.Items[i].Name, err)
+		}
+		rules := fence.CiliumRules(u)
+		rules = slices.DeleteFunc(rules, func(rule fence.CiliumRule) bool { return ciliumOperatorRule(&cnps.Items[i], rule) })
+		if widening := fence.CiliumWidening(rules, s.Name); len(widening) > 0 {
+			st.widening = append(st.widening, fence.CiliumMessage(s.Namespace, cnps.Items[i].Name, widening))
+		}
+	}
 	return nil
+}
+
+// ciliumOperatorRule reports whether the rule is the one the operator writes: spec of a
+// CiliumNetworkPolicy controlled by the MCPServer of the same name, whose endpointSelector is exactly
+// that server's pod labels. Rules another writer adds (specs) are not the operator's.
+func ciliumOperatorRule(cnp *ciliumv2.CiliumNetworkPolicy, rule fence.CiliumRule) bool {
+	ref := metav1.GetControllerOf(cnp)
+	if ref == nil || ref.Kind != "MCPServer" || ref.Name != cnp.Name || !strings.HasPrefix(ref.APIVersion, mcpv1alpha1.GroupVersion.Group+"/") {
+		return false
+	}
+	if rule.Path.String() != "spec" || rule.EndpointSelector == nil {
+		return false
+	}
+	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: cnp.Name}}
+	sel := rule.EndpointSelector
+	return len(sel.MatchExpressions) == 0 && equality.Semantic.DeepEqual(sel.MatchLabels, selectorLabels(want))
 }
 
 // operatorOwned reports whether the NetworkPolicy is one the operator writes: controlled by the

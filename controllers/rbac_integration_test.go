@@ -73,6 +73,7 @@ func TestManagerHasLeastPrivilege(t *testing.T) {
 		{"patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "mcp-warden-validating-webhook-configuration", true},
 		{"list", "networking.k8s.io", "networkpolicies", "", "", true},
 		{"create", "apps", "deployments", "team-a", "", true},
+		{"patch", "policy.networking.k8s.io", "clusternetworkpolicies", "", "mcp-warden-protected-ranges", true},
 		// What it must not do.
 		{"get", "", "secrets", "kube-system", "", false},
 		{"list", "", "secrets", "", "", false},
@@ -86,6 +87,8 @@ func TestManagerHasLeastPrivilege(t *testing.T) {
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", false},
 		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", "", false},
 		{"create", "", "pods/exec", "team-a", "", false},
+		{"patch", "policy.networking.k8s.io", "clusternetworkpolicies", "", "platform-baseline", false},
+		{"delete", "policy.networking.k8s.io", "clusternetworkpolicies", "", "mcp-warden-protected-ranges", false},
 	} {
 		if got := can(c.verb, c.group, c.resource, c.namespace, c.name); got != c.want {
 			t.Errorf("manager can %s %s.%s in %q (name %q) = %v, want %v", c.verb, c.resource, c.group, c.namespace, c.name, got, c.want)

@@ -34,6 +34,10 @@ const (
 // labelHash is the label the Deployment controller adds to every pod of a ReplicaSet.
 const labelHash = "pod-template-hash"
 
+// derivedKey prefixes the keys that stand for labels Cilium gives every endpoint (see kubernetesKeys):
+// a server pod has them with some value.
+const derivedKey = "fence.mcp.warden.dev/cilium-derived-"
+
 // PodLabels are the labels of the pods of the MCPServer named name (without pod-template-hash).
 func PodLabels(name string) map[string]string {
 	return map[string]string{LabelName: ServerAppName, LabelInstance: name, LabelServer: name, LabelManagedBy: ManagerName}
@@ -96,6 +100,9 @@ func satisfiable(r labels.Requirement, name string) bool {
 		}
 		return anyValue(r)
 	case labelHash:
+		return anyValue(r)
+	}
+	if strings.HasPrefix(key, derivedKey) {
 		return anyValue(r)
 	}
 	// Server pods carry no other label.

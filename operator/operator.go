@@ -17,7 +17,9 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,12 +32,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
@@ -136,6 +140,7 @@ func Scheme() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(mcpv1alpha1.AddToScheme(s))
 	utilruntime.Must(ciliumv2.AddToScheme(s))
+	utilruntime.Must(policyv1beta1.Install(s))
 	return s
 }
 
@@ -156,8 +161,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
 	}
-	if cilium {
-		byObject[&ciliumv2.CiliumNetworkPolicy{}] = cache.ByObject{Label: managed}
+	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if clusterPolicies {
+		// Only the operator's own ClusterNetworkPolicy: its RBAC names it.
+		byObject[&policyv1beta1.ClusterNetworkPolicy{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", controllers.ClusterFenceName)}
 	}
 	metrics := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.SecureMetrics}
 	if o.SecureMetrics {
@@ -181,7 +191,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// The operator's children are the only Deployments, Services, ServiceAccounts and ConfigMaps
 		// it needs to see; caching only them keeps memory flat on large clusters. NetworkPolicies are
 		// all cached: a tenant's own policy selecting server pods would widen their fence, and the
-		// controller reports it.
+		// controller reports it. CiliumNetworkPolicies likewise, where Cilium is installed.
 		Cache: cache.Options{ByObject: byObject},
 	})
 	if err != nil {
@@ -238,7 +248,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := pr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServerPolicy controller: %w", err)
 	}
-	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium)
+	if clusterPolicies {
+		if err := (&controllers.ClusterFenceReconciler{Client: mgr.GetClient(), DNS: o.DNS}).SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("set up the cluster fence controller: %w", err)
+		}
+	}
+	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium, "clusterNetworkPolicy", clusterPolicies)
+	if !clusterPolicies {
+		mgr.GetLogger().Info("the API server does not serve policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy: no cluster-wide denial of the protected ranges; the fence relies on the operator's NetworkPolicies and the NetworkPolicy webhook")
+	}
 	if o.Webhooks {
 		if err := setupWebhooks(mgr, o); err != nil {
 			return nil, err
@@ -289,6 +307,28 @@ func servesCiliumPolicies(cfg *rest.Config) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// servesClusterNetworkPolicies asks the API server (through a discovery-backed RESTMapper) whether it
+// serves policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy (sigs.k8s.io/network-policy-api). Like
+// Cilium, it is read once at start: install the CRD before the operator, or restart the operator after.
+func servesClusterNetworkPolicies(cfg *rest.Config) (bool, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return false, fmt.Errorf("HTTP client: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, hc)
+	if err != nil {
+		return false, fmt.Errorf("REST mapper: %w", err)
+	}
+	_, err = mapper.RESTMapping(policyv1beta1.SchemeGroupVersion.WithKind("ClusterNetworkPolicy").GroupKind(), policyv1beta1.SchemeGroupVersion.Version)
+	if meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s ClusterNetworkPolicy: %w", policyv1beta1.GroupVersion, err)
+	}
+	return true, nil
 }
 
 // gatewayImage is the gateway image the controller puts in server pods.

@@ -9,6 +9,7 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -19,12 +20,16 @@ import (
 // NetworkPolicyPath is where the NetworkPolicy fence webhook is served.
 const NetworkPolicyPath = "/validate-networkpolicies"
 
-// +kubebuilder:webhook:path=/validate-networkpolicies,mutating=false,failurePolicy=fail,sideEffects=None,groups=networking.k8s.io,resources=networkpolicies,verbs=create;update,versions=v1,name=vnetworkpolicies.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
+// The one webhook covers NetworkPolicies and Cilium's CiliumNetworkPolicies (a rule for a kind the API
+// server does not serve is inert).
+// +kubebuilder:webhook:path=/validate-networkpolicies,mutating=false,failurePolicy=fail,sideEffects=None,groups=networking.k8s.io;cilium.io,resources=networkpolicies;ciliumnetworkpolicies,verbs=create;update,versions=v1;v2,name=vnetworkpolicies.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
 // NetworkPolicyValidator keeps a namespace's own users from widening the fence around MCP server pods:
 // it refuses a NetworkPolicy that allows any traffic (has an ingress or egress rule) and can select MCP
 // server pods, unless the request comes from the operator or an exempt identity. A policy that selects
-// server pods without rules (a pure deny policy) only narrows and is admitted. In a namespace without
+// server pods without rules (a pure deny policy) only narrows and is admitted. The same holds for a
+// cilium.io/v2 CiliumNetworkPolicy: a rule (spec or specs[i]) whose endpointSelector can select server
+// pods and that has ingress or egress allow rules is refused; egressDeny and ingressDeny only narrow. In a namespace without
 // MCPServers, only selectors that name the servers' labels are refused; a broad policy created there
 // before a server is shows on that server as EgressEnforced=False.
 type NetworkPolicyValidator struct {
@@ -44,6 +49,9 @@ func (v *NetworkPolicyValidator) Handle(ctx context.Context, req admission.Reque
 	if slices.Contains(v.ExemptUsers, req.UserInfo.Username) || slices.ContainsFunc(req.UserInfo.Groups, func(g string) bool { return slices.Contains(v.ExemptGroups, g) }) {
 		return admission.Allowed("exempt identity")
 	}
+	if req.Kind.Group == "cilium.io" {
+		return v.handleCilium(ctx, req)
+	}
 	np := &networkingv1.NetworkPolicy{}
 	if err := json.Unmarshal(req.Object.Raw, np); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode NetworkPolicy: %w", err))
@@ -58,15 +66,45 @@ func (v *NetworkPolicyValidator) Handle(ctx context.Context, req admission.Reque
 		return admission.Allowed("cannot select MCP server pods")
 	}
 	if !namesServerLabels(&np.Spec.PodSelector) {
-		servers := &mcpv1alpha1.MCPServerList{}
-		if err := v.Reader.List(ctx, servers, client.InNamespace(np.Namespace)); err != nil {
-			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("list MCPServers in %s: %w", np.Namespace, err))
-		}
-		if len(servers.Items) == 0 {
-			return admission.Allowed("no MCP servers in the namespace")
+		if resp, none := v.noServers(ctx, np.Namespace); none {
+			return resp
 		}
 	}
 	return admission.Denied(fence.Message(np))
+}
+
+// noServers answers for a namespace without MCPServers (or when they cannot be listed).
+func (v *NetworkPolicyValidator) noServers(ctx context.Context, namespace string) (admission.Response, bool) {
+	servers := &mcpv1alpha1.MCPServerList{}
+	if err := v.Reader.List(ctx, servers, client.InNamespace(namespace)); err != nil {
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("list MCPServers in %s: %w", namespace, err)), true
+	}
+	if len(servers.Items) == 0 {
+		return admission.Allowed("no MCP servers in the namespace"), true
+	}
+	return admission.Response{}, false
+}
+
+// handleCilium admits or refuses one CiliumNetworkPolicy.
+func (v *NetworkPolicyValidator) handleCilium(ctx context.Context, req admission.Request) admission.Response {
+	u := &unstructured.Unstructured{}
+	if err := json.Unmarshal(req.Object.Raw, &u.Object); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode CiliumNetworkPolicy: %w", err))
+	}
+	namespace := u.GetNamespace()
+	if namespace == "" {
+		namespace = req.Namespace
+	}
+	widening := fence.CiliumWidening(fence.CiliumRules(u.Object), "")
+	if len(widening) == 0 {
+		return admission.Allowed("allows no traffic to or from MCP server pods")
+	}
+	if !slices.ContainsFunc(widening, func(r fence.CiliumRule) bool { return namesServerLabels(r.EndpointSelector) }) {
+		if resp, none := v.noServers(ctx, namespace); none {
+			return resp
+		}
+	}
+	return admission.Denied(fence.CiliumMessage(namespace, u.GetName(), widening))
 }
 
 // namesServerLabels reports whether the selector asks for a label that marks MCP server pods:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -63,8 +64,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Cilium's CRD is served, so the fence webhook sees CiliumNetworkPolicies too.
+	cilium, err := testenv.CiliumPolicyCRD()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	env, err := testenv.Start(ctx,
-		localcluster.Options{WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}}},
+		localcluster.Options{CRDs: []*apiextensionsv1.CustomResourceDefinition{cilium}, WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}}},
 		func(c *localcluster.Cluster) operator.Options {
 			o := testenv.WebhookOptions(c)
 			o.Verifier = verifier

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // Transport is how the MCP server speaks MCP inside its pod. Clients always reach it over streamable
@@ -378,6 +379,14 @@ type MCPServerStatus struct {
 	// page), before pinning and authorization: the tools a client may call are a subset.
 	// +optional
 	ToolCount *int32 `json:"toolCount,omitempty"`
+
+	// LastGood is the spec of the last generation that reconciled without a stall. While a later
+	// generation is stalled, the children built from it stay enforced (drift reverted, the sandbox, the
+	// NetworkPolicies, the gateway configuration), also after the operator restarts; the operator checks
+	// it against today's policies again before using it, and fences the server off when it no longer
+	// passes. Written by the operator.
+	// +optional
+	LastGood *LastGoodSpec `json:"lastGood,omitempty"`
 }
 
 // ServerInfo identifies the MCP server behind the gateway, as it answered initialize. The values come
@@ -395,6 +404,16 @@ type ServerInfo struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	ProtocolVersion string `json:"protocolVersion,omitempty"`
+}
+
+// LastGoodSpec is a spec that reconciled without a stall.
+type LastGoodSpec struct {
+	// Generation is the metadata.generation that had this spec.
+	Generation int64 `json:"generation"`
+	// Spec is that generation's spec.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Spec runtime.RawExtension `json:"spec"`
 }
 
 // ToolPin is the pin state of one tool as the gateway reports it.

@@ -5,11 +5,16 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/operator"
@@ -81,4 +86,28 @@ func (e *Env) Stop() {
 func WebhookOptions(c *localcluster.Cluster) operator.Options {
 	wh := c.Env.WebhookInstallOptions
 	return operator.Options{Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir}
+}
+
+// ModuleCRD reads a CRD that another project publishes in its Go module (at the version go.mod pins),
+// e.g. ModuleCRD("github.com/cilium/cilium", "pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml").
+func ModuleCRD(module, file string) (*apiextensionsv1.CustomResourceDefinition, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
+	if err != nil {
+		return nil, fmt.Errorf("locate the %s module: %w", module, err)
+	}
+	path := filepath.Join(strings.TrimSpace(string(out)), filepath.FromSlash(file))
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.Unmarshal(body, crd); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return crd, nil
+}
+
+// CiliumPolicyCRD is Cilium's CiliumNetworkPolicy CRD.
+func CiliumPolicyCRD() (*apiextensionsv1.CustomResourceDefinition, error) {
+	return ModuleCRD("github.com/cilium/cilium", "pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml")
 }

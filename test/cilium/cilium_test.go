@@ -9,20 +9,19 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
@@ -40,7 +39,7 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	crd, err := ciliumPolicyCRD()
+	crd, err := testenv.CiliumPolicyCRD()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -53,25 +52,6 @@ func run(m *testing.M) int {
 	}
 	k8s = env.Client
 	return m.Run()
-}
-
-// ciliumPolicyCRD reads the CiliumNetworkPolicy CRD that Cilium publishes in its Go module, at the
-// version go.mod pins.
-func ciliumPolicyCRD() (*apiextensionsv1.CustomResourceDefinition, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cilium/cilium").Output()
-	if err != nil {
-		return nil, fmt.Errorf("locate the cilium module: %w", err)
-	}
-	path := filepath.Join(strings.TrimSpace(string(out)), "pkg", "k8s", "apis", "cilium.io", "client", "crds", "v2", "ciliumnetworkpolicies.yaml")
-	body, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	crd := &apiextensionsv1.CustomResourceDefinition{}
-	if err := yaml.Unmarshal(body, crd); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", path, err)
-	}
-	return crd, nil
 }
 
 func TestFQDNEgressBecomesCiliumPolicy(t *testing.T) {
@@ -136,4 +116,80 @@ func waitFor(t *testing.T, cond func() error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal(err)
+}
+
+// TestForeignCiliumPolicyIsReported: CiliumNetworkPolicies add up with the operator's policies, so one the
+// operator did not write whose rules select the server's pods and allow traffic reopens the fence (the
+// webhook refuses it; this suite runs without webhooks, as when one is created while the webhook is
+// down). The server says EgressEnforced=False naming it; a pure deny policy is not named; rules another
+// writer adds under the operator's own policy are reported too.
+func TestForeignCiliumPolicyIsReported(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cnp-tenant"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	s := &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "gh", Namespace: ns.Name},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image:   "ghcr.io/acme/gh@sha256:" + strings.Repeat("cd", 32),
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}},
+			Egress:  []mcpv1alpha1.EgressRule{{FQDN: ptr.To("api.github.com"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}}},
+		},
+	}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	egress := func(want metav1.ConditionStatus, msg string) *metav1.Condition {
+		t.Helper()
+		var c *metav1.Condition
+		waitFor(t, func() error {
+			if err := k8s.Get(ctx, key, s); err != nil {
+				return err
+			}
+			c = meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionEgressEnforced)
+			if c == nil || c.Status != want || !strings.Contains(c.Message, msg) {
+				return fmt.Errorf("EgressEnforced = %+v, want %s with %q", c, want, msg)
+			}
+			return nil
+		})
+		return c
+	}
+	egress(metav1.ConditionTrue, "")
+	world := []any{map[string]any{"toEntities": []any{"world"}}}
+	open := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+		"metadata": map[string]any{"name": "tenant-open", "namespace": ns.Name},
+		"spec":     map[string]any{"endpointSelector": map[string]any{}, "egress": world}}}
+	deny := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+		"metadata": map[string]any{"name": "tenant-deny", "namespace": ns.Name},
+		"spec":     map[string]any{"endpointSelector": map[string]any{"matchLabels": map[string]any{"k8s:mcp.warden.dev/server": "gh"}}, "egressDeny": world}}}
+	for _, u := range []*unstructured.Unstructured{open, deny} {
+		if err := k8s.Create(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := egress(metav1.ConditionFalse, "CiliumNetworkPolicy "+ns.Name+"/tenant-open was not written by the operator and has rules that select MCP server pods and allow traffic: spec (egress)")
+	if c.Reason != controllers.ReasonFenceWidened || strings.Contains(c.Message, "tenant-deny") || strings.Contains(c.Message, ns.Name+"/gh ") {
+		t.Errorf("EgressEnforced = %+v: want reason %s naming only tenant-open", c, controllers.ReasonFenceWidened)
+	}
+	if err := k8s.Delete(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	egress(metav1.ConditionTrue, "")
+
+	// Another writer adds an allow-everything rule to the operator's own policy.
+	own := &unstructured.Unstructured{}
+	own.SetAPIVersion("cilium.io/v2")
+	own.SetKind("CiliumNetworkPolicy")
+	if err := k8s.Get(ctx, key, own); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedSlice(own.Object, []any{map[string]any{"endpointSelector": map[string]any{}, "egress": world}}, "specs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Update(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	egress(metav1.ConditionFalse, "CiliumNetworkPolicy "+ns.Name+"/gh was not written by the operator and has rules that select MCP server pods and allow traffic: specs[0] (egress)")
 }
