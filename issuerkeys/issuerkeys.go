@@ -467,9 +467,10 @@ func refuse(_, address string, _ syscall.RawConn) error {
 
 // Refused names the protected range addr lies in when an issuer may not be there (loopback,
 // link-local and cloud metadata, unspecified, reserved, in any spelling), or "" when it may (public
-// and private addresses).
+// and private addresses). An IPv6 zone (::1%lo) is dropped first: a prefix never contains a zoned
+// address, and the kernel connects to the address whatever the zone.
 func Refused(addr netip.Addr) string {
-	addr = addr.Unmap()
+	addr = addr.WithZone("").Unmap()
 	for _, r := range netpol.Protected {
 		if r.Class != netpol.ClassPrivate && r.Prefix.Contains(addr) {
 			return r.Name
