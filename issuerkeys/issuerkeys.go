@@ -52,6 +52,8 @@ const (
 	MaxKeys = 64
 	// minRetry is the first retry delay after a failed fetch; it doubles up to the refresh interval.
 	minRetry = 2 * time.Second
+	// maxSkipped is how many refused keys an error names.
+	maxSkipped = 4
 	// maxFetches is how many issuers are fetched at once.
 	maxFetches = 8
 )
@@ -292,14 +294,20 @@ func PublicSigningKeys(body []byte) ([]byte, int, error) {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, 0, fmt.Errorf("not a JSON Web Key Set: %w", err)
+		// The parser's error can quote the answer: it is not passed on.
+		return nil, 0, errors.New(`not a JSON Web Key Set (want a JSON object with a "keys" array)`)
 	}
 	var out jose.JSONWebKeySet
 	var skipped []string
+	skip := func(i int, why string) {
+		// Keys are named by their place in the set: a key id is the issuer's text, and nothing the
+		// issuer answered is quoted (the answer may be an internal service's a tenant aimed at).
+		skipped = append(skipped, fmt.Sprintf("key %d: %s", i, why))
+	}
 	for i, r := range raw.Keys {
 		var k jose.JSONWebKey
 		if err := k.UnmarshalJSON(r); err != nil {
-			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
+			skip(i, "not a valid JSON Web Key")
 			continue
 		}
 		if k.Use != "" && k.Use != "sig" {
@@ -307,18 +315,18 @@ func PublicSigningKeys(body []byte) ([]byte, int, error) {
 		}
 		pub := k.Public()
 		if !pub.Valid() {
-			skipped = append(skipped, fmt.Sprintf("key %q: not an asymmetric key", k.KeyID))
+			skip(i, "not an asymmetric key")
 			continue
 		}
 		switch key := pub.Key.(type) {
 		case *rsa.PublicKey:
 			if key.N.BitLen() < 2048 {
-				skipped = append(skipped, fmt.Sprintf("key %q: RSA key of %d bits, fewer than 2048", k.KeyID, key.N.BitLen()))
+				skip(i, fmt.Sprintf("RSA key of %d bits, fewer than 2048", key.N.BitLen()))
 				continue
 			}
 		case *ecdsa.PublicKey, ed25519.PublicKey:
 		default:
-			skipped = append(skipped, fmt.Sprintf("key %q: not an RSA, ECDSA or Ed25519 key", k.KeyID))
+			skip(i, "not an RSA, ECDSA or Ed25519 key")
 			continue
 		}
 		if len(out.Keys) == MaxKeys {
@@ -328,6 +336,9 @@ func PublicSigningKeys(body []byte) ([]byte, int, error) {
 	}
 	if len(out.Keys) == 0 {
 		msg := "no usable public signing key"
+		if n := len(skipped); n > maxSkipped {
+			skipped = append(skipped[:maxSkipped], fmt.Sprintf("%d more", n-maxSkipped))
+		}
 		if len(skipped) > 0 {
 			msg += " (" + strings.Join(skipped, "; ") + ")"
 		}
@@ -368,7 +379,8 @@ func (f *Fetcher) discover(ctx context.Context, issuer string) (string, error) {
 			continue
 		}
 		if meta.Issuer != issuer {
-			errs = append(errs, fmt.Errorf("%s names issuer %q, want %q", u, meta.Issuer, issuer))
+			// The issuer it names is not quoted: nothing of an answer reaches the status.
+			errs = append(errs, fmt.Errorf("%s names another issuer than %q (compare them exactly, a trailing slash too)", u, issuer))
 			continue
 		}
 		if meta.JWKSURI == "" {
