@@ -102,6 +102,9 @@ type Fetcher struct {
 	subOf   map[types.NamespacedName]Source
 	wake    chan struct{}
 	once    sync.Once
+	// running counts the fetches under way, in all and by the namespace each is charged to.
+	running   int
+	runningNS map[string]int
 }
 
 type entry struct {
@@ -116,6 +119,7 @@ func (f *Fetcher) init() {
 	f.once.Do(func() {
 		f.entries = map[Source]*entry{}
 		f.subOf = map[types.NamespacedName]Source{}
+		f.runningNS = map[string]int{}
 		f.wake = make(chan struct{}, 1)
 	})
 }
@@ -170,9 +174,8 @@ func (f *Fetcher) Start(ctx context.Context) error {
 	f.init()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sem := make(chan struct{}, maxFetches)
 	for {
-		f.dispatch(ctx, sem)
+		f.dispatch(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -185,31 +188,77 @@ func (f *Fetcher) Start(ctx context.Context) error {
 // NeedLeaderElection is true: only the leader reconciles, so only it needs keys.
 func (f *Fetcher) NeedLeaderElection() bool { return true }
 
-func (f *Fetcher) dispatch(ctx context.Context, sem chan struct{}) {
+// dispatch starts due fetches in the free slots (at most maxFetches under way) and never waits for a
+// slot: a fetch that ends wakes the loop. Tenants write the issuers, so one tenant's many slow issuers
+// must not hold back another's keys: each free slot goes to the due source whose least busy
+// subscribing namespace has the fewest fetches under way, then to sources that did not fail last time,
+// then to the longest due. Another namespace's source so waits at most about one fetch deadline.
+func (f *Fetcher) dispatch(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	now := time.Now()
 	f.mu.Lock()
-	var due []Source
+	type candidate struct {
+		src Source
+		e   *entry
+	}
+	var due []candidate
 	for src, e := range f.entries {
 		if !e.inflight && !now.Before(e.due) {
-			e.inflight = true
-			due = append(due, src)
+			due = append(due, candidate{src, e})
 		}
 	}
-	f.mu.Unlock()
-	for _, src := range due {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
+	type started struct {
+		src Source
+		ns  string
+	}
+	var start []started
+	for f.running < maxFetches && len(due) > 0 {
+		best, bestNS, bestLoad := -1, "", 0
+		for i, c := range due {
+			ns, load := f.idlestNamespace(c.e)
+			if best < 0 || load < bestLoad || load == bestLoad && earlier(c.e, due[best].e) {
+				best, bestNS, bestLoad = i, ns, load
+			}
 		}
-		go func() {
-			defer func() { <-sem }()
-			f.refresh(ctx, src)
-		}()
+		c := due[best]
+		due[best] = due[len(due)-1]
+		due = due[:len(due)-1]
+		c.e.inflight = true
+		f.running++
+		f.runningNS[bestNS]++
+		start = append(start, started{c.src, bestNS})
+	}
+	f.mu.Unlock()
+	for _, c := range start {
+		go f.refresh(ctx, c.src, c.ns)
 	}
 }
 
-func (f *Fetcher) refresh(ctx context.Context, src Source) {
+// idlestNamespace is the namespace among e's subscribers with the fewest fetches under way (f.mu held).
+func (f *Fetcher) idlestNamespace(e *entry) (string, int) {
+	ns, load := "", -1
+	for s := range e.subs {
+		if l := f.runningNS[s.Namespace]; load < 0 || l < load || l == load && s.Namespace < ns {
+			ns, load = s.Namespace, l
+		}
+	}
+	return ns, max(load, 0)
+}
+
+// earlier orders two due sources: the one that did not fail last time first, then the longest due.
+func earlier(a, b *entry) bool {
+	if (a.failures == 0) != (b.failures == 0) {
+		return a.failures == 0
+	}
+	return a.due.Before(b.due)
+}
+
+// refresh fetches src in a slot charged to ns; the slot is freed once the servers are notified, so
+// that no more than maxFetches of these goroutines exist even if Notify is slow.
+func (f *Fetcher) refresh(ctx context.Context, src Source, ns string) {
+	defer f.release(ns)
 	body, n, u, err := f.Fetch(ctx, src)
 	refresh := f.Refresh
 	if refresh <= 0 {
@@ -248,6 +297,20 @@ func (f *Fetcher) refresh(ctx context.Context, src Source) {
 		for _, s := range subs {
 			f.Notify(s)
 		}
+	}
+}
+
+// release frees a fetch slot charged to ns and lets the loop hand it out at once.
+func (f *Fetcher) release(ns string) {
+	f.mu.Lock()
+	f.running--
+	if f.runningNS[ns]--; f.runningNS[ns] <= 0 {
+		delete(f.runningNS, ns)
+	}
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
 	}
 }
 
