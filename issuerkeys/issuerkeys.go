@@ -351,7 +351,7 @@ func (f *Fetcher) Fetch(ctx context.Context, src Source) ([]byte, int, string, e
 
 // PublicSigningKeys parses a JSON Web Key Set and re-encodes only its usable public signing keys
 // (RSA of at least 2048 bits, ECDSA, Ed25519; "use" absent or "sig"; the public half of any private
-// key). It fails when none is left.
+// key), each with its key id, algorithm and use only. It fails when none is left.
 func PublicSigningKeys(body []byte) ([]byte, int, error) {
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -395,7 +395,9 @@ func PublicSigningKeys(body []byte) ([]byte, int, error) {
 		if len(out.Keys) == MaxKeys {
 			return nil, 0, fmt.Errorf("more than %d signing keys", MaxKeys)
 		}
-		out.Keys = append(out.Keys, pub)
+		// Only what verification uses is delivered: no certificate chains (x5c) or thumbprints, which
+		// the gateway never reads and which would let an issuer fill the size bound per server.
+		out.Keys = append(out.Keys, jose.JSONWebKey{Key: pub.Key, KeyID: pub.KeyID, Algorithm: pub.Algorithm, Use: pub.Use})
 	}
 	if len(out.Keys) == 0 {
 		msg := "no usable public signing key"
