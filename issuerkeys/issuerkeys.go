@@ -52,6 +52,9 @@ const (
 	MaxKeys = 64
 	// minRetry is the first retry delay after a failed fetch; it doubles up to the refresh interval.
 	minRetry = 2 * time.Second
+	// maxKeyID bounds a delivered key id (issuers use thumbprints or short names), so that the
+	// delivered set stays small whatever the issuer answers.
+	maxKeyID = 256
 	// maxSkipped is how many refused keys an error names.
 	maxSkipped = 4
 	// maxFetches is how many issuers are fetched at once.
@@ -374,6 +377,10 @@ func PublicSigningKeys(body []byte) ([]byte, int, error) {
 			continue
 		}
 		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		if len(k.KeyID) > maxKeyID {
+			skip(i, fmt.Sprintf("key id longer than %d bytes", maxKeyID))
 			continue
 		}
 		pub := k.Public()

@@ -20,7 +20,7 @@ import (
 // verifies with the key alone, yet the chains were delivered too, so a key set of a few keys with long
 // chains filled the 256 KiB bound and the operator kept (and wrote into every subscribing ConfigMap,
 // and cached) that much per issuer a tenant names: 1000 such MCPServers held about 250 MB. Only the key,
-// its id, algorithm and use are delivered.
+// its id (at most 256 bytes: long ids filled the bound the same way), algorithm and use are delivered.
 func TestDeliveredKeysAreBare(t *testing.T) {
 	var set jose.JSONWebKeySet
 	for i := range 5 {
@@ -42,6 +42,14 @@ func TestDeliveredKeysAreBare(t *testing.T) {
 			chain[j] = cert
 		}
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: fmt.Sprintf("k%d", i), Algorithm: "ES256", Use: "sig", Certificates: chain})
+	}
+	// Long key ids fill the bound the same way.
+	long, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &long.PublicKey, KeyID: strings.Repeat(fmt.Sprint(i), 5000), Algorithm: "ES256"})
 	}
 	body, err := json.Marshal(set)
 	if err != nil {
