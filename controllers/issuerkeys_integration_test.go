@@ -14,6 +14,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
 )
 
 // TestIssuerKeysDeliveredAndRotated: the operator fetches the issuer's keys and delivers them in the
@@ -111,4 +112,52 @@ func TestUnfetchableIssuerKeysKeepServerUnready(t *testing.T) {
 	if cm.Data["jwks.json"] != `{"keys":[]}` {
 		t.Errorf("jwks.json without fetched keys: %s", cm.Data["jwks.json"])
 	}
+}
+
+// TestHostileKeySetIsNotReflected: a tenant aims jwksURL at an answer full of unusable keys whose ids
+// and members are long and carry a marker (a malicious issuer, or an internal JSON service the tenant
+// wants to read through the operator). The condition says why the keys are refused without quoting any
+// of the answer, and stays bounded: the answer's key ids used to be copied into the message, which
+// then exceeded the 32768 bytes the API server allows a condition message, so the status patch was
+// refused on every reconcile and the server never said why it was not Ready.
+func TestHostileKeySetIsNotReflected(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	s := newServer(ns, "hostile")
+	s.Spec.Gateway.Auth.JWKSURL = "https://auth.example.com" + testenv.HostileKeysPath
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	dumpOnFailure(t, ns)
+	var c *metav1.Condition
+	eventually(t, 30*time.Second, func() error {
+		got := &mcpv1alpha1.MCPServer{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), got); err != nil {
+			return err
+		}
+		c = condition(got, mcpv1alpha1.ConditionIssuerKeysDelivered)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonIssuerKeysUnavailable || !strings.Contains(c.Message, "cannot fetch") {
+			return fmt.Errorf("IssuerKeysDelivered: %+v", c)
+		}
+		return nil
+	})
+	if strings.Contains(c.Message, testenv.HostileMarker) {
+		t.Errorf("the condition quotes the issuer's answer (%d bytes): %.300s", len(c.Message), c.Message)
+	}
+	if len(c.Message) > 4096 {
+		t.Errorf("the condition message is %d bytes", len(c.Message))
+	}
+	if !strings.Contains(c.Message, "no usable public signing key") || !strings.Contains(c.Message, "key 0") {
+		t.Errorf("the condition does not say which keys were refused and why: %s", c.Message)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hostile-gateway"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range cm.Data {
+		if strings.Contains(v, testenv.HostileMarker) {
+			t.Errorf("ConfigMap %s carries the issuer's answer", k)
+		}
+	}
+	t.Logf("condition (%d bytes): %s", len(c.Message), c.Message)
 }

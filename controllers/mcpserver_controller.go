@@ -823,8 +823,18 @@ func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.C
 	}
 }
 
+// maxKeysError bounds the fetch error quoted in a condition (the API server refuses a condition
+// message past 32768 bytes, and with it the whole status patch).
+const maxKeysError = 2048
+
 // keysMessage says where the delivered keys came from, or why there are none.
 func keysMessage(iss string, k *issuerkeys.Keys) string {
+	if k.Err != nil {
+		if msg := k.Err.Error(); len(msg) > maxKeysError {
+			k = &issuerkeys.Keys{JSON: k.JSON, Count: k.Count, URL: k.URL, Fetched: k.Fetched,
+				Err: errors.New(strings.ToValidUTF8(msg[:maxKeysError], "") + "…")}
+		}
+	}
 	switch {
 	case k.JSON == nil && k.Err == nil:
 		return fmt.Sprintf("fetching the signing keys of issuer %s", iss)

@@ -49,7 +49,9 @@ var extraProtected = []netip.Prefix{
 
 // protectedRange names the protected range addr lies in, or "" for a public address.
 func protectedRange(addr netip.Addr) string {
-	addr = addr.Unmap()
+	// A prefix never contains an address with an IPv6 zone (::1%lo), and the kernel connects to the
+	// address whatever the zone: judge it without.
+	addr = addr.WithZone("").Unmap()
 	for _, r := range netpol.Protected {
 		if r.Prefix.Contains(addr) {
 			return r.Name

@@ -52,6 +52,11 @@ const (
 	MaxKeys = 64
 	// minRetry is the first retry delay after a failed fetch; it doubles up to the refresh interval.
 	minRetry = 2 * time.Second
+	// maxKeyID bounds a delivered key id (issuers use thumbprints or short names), so that the
+	// delivered set stays small whatever the issuer answers.
+	maxKeyID = 256
+	// maxSkipped is how many refused keys an error names.
+	maxSkipped = 4
 	// maxFetches is how many issuers are fetched at once.
 	maxFetches = 8
 )
@@ -100,6 +105,9 @@ type Fetcher struct {
 	subOf   map[types.NamespacedName]Source
 	wake    chan struct{}
 	once    sync.Once
+	// running counts the fetches under way, in all and by the namespace each is charged to.
+	running   int
+	runningNS map[string]int
 }
 
 type entry struct {
@@ -114,6 +122,7 @@ func (f *Fetcher) init() {
 	f.once.Do(func() {
 		f.entries = map[Source]*entry{}
 		f.subOf = map[types.NamespacedName]Source{}
+		f.runningNS = map[string]int{}
 		f.wake = make(chan struct{}, 1)
 	})
 }
@@ -168,9 +177,8 @@ func (f *Fetcher) Start(ctx context.Context) error {
 	f.init()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sem := make(chan struct{}, maxFetches)
 	for {
-		f.dispatch(ctx, sem)
+		f.dispatch(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -183,31 +191,77 @@ func (f *Fetcher) Start(ctx context.Context) error {
 // NeedLeaderElection is true: only the leader reconciles, so only it needs keys.
 func (f *Fetcher) NeedLeaderElection() bool { return true }
 
-func (f *Fetcher) dispatch(ctx context.Context, sem chan struct{}) {
+// dispatch starts due fetches in the free slots (at most maxFetches under way) and never waits for a
+// slot: a fetch that ends wakes the loop. Tenants write the issuers, so one tenant's many slow issuers
+// must not hold back another's keys: each free slot goes to the due source whose least busy
+// subscribing namespace has the fewest fetches under way, then to sources that did not fail last time,
+// then to the longest due. Another namespace's source so waits at most about one fetch deadline.
+func (f *Fetcher) dispatch(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	now := time.Now()
 	f.mu.Lock()
-	var due []Source
+	type candidate struct {
+		src Source
+		e   *entry
+	}
+	var due []candidate
 	for src, e := range f.entries {
 		if !e.inflight && !now.Before(e.due) {
-			e.inflight = true
-			due = append(due, src)
+			due = append(due, candidate{src, e})
 		}
 	}
-	f.mu.Unlock()
-	for _, src := range due {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
+	type started struct {
+		src Source
+		ns  string
+	}
+	var start []started
+	for f.running < maxFetches && len(due) > 0 {
+		best, bestNS, bestLoad := -1, "", 0
+		for i, c := range due {
+			ns, load := f.idlestNamespace(c.e)
+			if best < 0 || load < bestLoad || load == bestLoad && earlier(c.e, due[best].e) {
+				best, bestNS, bestLoad = i, ns, load
+			}
 		}
-		go func() {
-			defer func() { <-sem }()
-			f.refresh(ctx, src)
-		}()
+		c := due[best]
+		due[best] = due[len(due)-1]
+		due = due[:len(due)-1]
+		c.e.inflight = true
+		f.running++
+		f.runningNS[bestNS]++
+		start = append(start, started{c.src, bestNS})
+	}
+	f.mu.Unlock()
+	for _, c := range start {
+		go f.refresh(ctx, c.src, c.ns)
 	}
 }
 
-func (f *Fetcher) refresh(ctx context.Context, src Source) {
+// idlestNamespace is the namespace among e's subscribers with the fewest fetches under way (f.mu held).
+func (f *Fetcher) idlestNamespace(e *entry) (string, int) {
+	ns, load := "", -1
+	for s := range e.subs {
+		if l := f.runningNS[s.Namespace]; load < 0 || l < load || l == load && s.Namespace < ns {
+			ns, load = s.Namespace, l
+		}
+	}
+	return ns, max(load, 0)
+}
+
+// earlier orders two due sources: the one that did not fail last time first, then the longest due.
+func earlier(a, b *entry) bool {
+	if (a.failures == 0) != (b.failures == 0) {
+		return a.failures == 0
+	}
+	return a.due.Before(b.due)
+}
+
+// refresh fetches src in a slot charged to ns; the slot is freed once the servers are notified, so
+// that no more than maxFetches of these goroutines exist even if Notify is slow.
+func (f *Fetcher) refresh(ctx context.Context, src Source, ns string) {
+	defer f.release(ns)
 	body, n, u, err := f.Fetch(ctx, src)
 	refresh := f.Refresh
 	if refresh <= 0 {
@@ -249,6 +303,20 @@ func (f *Fetcher) refresh(ctx context.Context, src Source) {
 	}
 }
 
+// release frees a fetch slot charged to ns and lets the loop hand it out at once.
+func (f *Fetcher) release(ns string) {
+	f.mu.Lock()
+	f.running--
+	if f.runningNS[ns]--; f.runningNS[ns] <= 0 {
+		delete(f.runningNS, ns)
+	}
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""
@@ -286,48 +354,63 @@ func (f *Fetcher) Fetch(ctx context.Context, src Source) ([]byte, int, string, e
 
 // PublicSigningKeys parses a JSON Web Key Set and re-encodes only its usable public signing keys
 // (RSA of at least 2048 bits, ECDSA, Ed25519; "use" absent or "sig"; the public half of any private
-// key). It fails when none is left.
+// key), each with its key id, algorithm and use only. It fails when none is left.
 func PublicSigningKeys(body []byte) ([]byte, int, error) {
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, 0, fmt.Errorf("not a JSON Web Key Set: %w", err)
+		// The parser's error can quote the answer: it is not passed on.
+		return nil, 0, errors.New(`not a JSON Web Key Set (want a JSON object with a "keys" array)`)
 	}
 	var out jose.JSONWebKeySet
 	var skipped []string
+	skip := func(i int, why string) {
+		// Keys are named by their place in the set: a key id is the issuer's text, and nothing the
+		// issuer answered is quoted (the answer may be an internal service's a tenant aimed at).
+		skipped = append(skipped, fmt.Sprintf("key %d: %s", i, why))
+	}
 	for i, r := range raw.Keys {
 		var k jose.JSONWebKey
 		if err := k.UnmarshalJSON(r); err != nil {
-			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
+			skip(i, "not a valid JSON Web Key")
 			continue
 		}
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
+		if len(k.KeyID) > maxKeyID {
+			skip(i, fmt.Sprintf("key id longer than %d bytes", maxKeyID))
+			continue
+		}
 		pub := k.Public()
 		if !pub.Valid() {
-			skipped = append(skipped, fmt.Sprintf("key %q: not an asymmetric key", k.KeyID))
+			skip(i, "not an asymmetric key")
 			continue
 		}
 		switch key := pub.Key.(type) {
 		case *rsa.PublicKey:
 			if key.N.BitLen() < 2048 {
-				skipped = append(skipped, fmt.Sprintf("key %q: RSA key of %d bits, fewer than 2048", k.KeyID, key.N.BitLen()))
+				skip(i, fmt.Sprintf("RSA key of %d bits, fewer than 2048", key.N.BitLen()))
 				continue
 			}
 		case *ecdsa.PublicKey, ed25519.PublicKey:
 		default:
-			skipped = append(skipped, fmt.Sprintf("key %q: not an RSA, ECDSA or Ed25519 key", k.KeyID))
+			skip(i, "not an RSA, ECDSA or Ed25519 key")
 			continue
 		}
 		if len(out.Keys) == MaxKeys {
 			return nil, 0, fmt.Errorf("more than %d signing keys", MaxKeys)
 		}
-		out.Keys = append(out.Keys, pub)
+		// Only what verification uses is delivered: no certificate chains (x5c) or thumbprints, which
+		// the gateway never reads and which would let an issuer fill the size bound per server.
+		out.Keys = append(out.Keys, jose.JSONWebKey{Key: pub.Key, KeyID: pub.KeyID, Algorithm: pub.Algorithm, Use: pub.Use})
 	}
 	if len(out.Keys) == 0 {
 		msg := "no usable public signing key"
+		if n := len(skipped); n > maxSkipped {
+			skipped = append(skipped[:maxSkipped], fmt.Sprintf("%d more", n-maxSkipped))
+		}
 		if len(skipped) > 0 {
 			msg += " (" + strings.Join(skipped, "; ") + ")"
 		}
@@ -368,7 +451,8 @@ func (f *Fetcher) discover(ctx context.Context, issuer string) (string, error) {
 			continue
 		}
 		if meta.Issuer != issuer {
-			errs = append(errs, fmt.Errorf("%s names issuer %q, want %q", u, meta.Issuer, issuer))
+			// The issuer it names is not quoted: nothing of an answer reaches the status.
+			errs = append(errs, fmt.Errorf("%s names another issuer than %q (compare them exactly, a trailing slash too)", u, issuer))
 			continue
 		}
 		if meta.JWKSURI == "" {
@@ -467,9 +551,10 @@ func refuse(_, address string, _ syscall.RawConn) error {
 
 // Refused names the protected range addr lies in when an issuer may not be there (loopback,
 // link-local and cloud metadata, unspecified, reserved, in any spelling), or "" when it may (public
-// and private addresses).
+// and private addresses). An IPv6 zone (::1%lo) is dropped first: a prefix never contains a zoned
+// address, and the kernel connects to the address whatever the zone.
 func Refused(addr netip.Addr) string {
-	addr = addr.Unmap()
+	addr = addr.WithZone("").Unmap()
 	for _, r := range netpol.Protected {
 		if r.Class != netpol.ClassPrivate && r.Prefix.Contains(addr) {
 			return r.Name

@@ -6,6 +6,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -110,6 +111,11 @@ type Verifier struct {
 	mu      sync.RWMutex
 	keys    *jose.JSONWebKeySet
 	fetched time.Time
+	// keysGen counts the key sets that replaced one another (a file read again unchanged does not);
+	// a verified token is trusted from the cache only under the key set it was verified with.
+	keysGen uint64
+	// keysBody is the key set file as last read.
+	keysBody []byte
 	// lastRefresh is the last fetch caused by an unknown key id (rate-limited).
 	lastRefresh time.Time
 	jwksURL     string
@@ -125,6 +131,7 @@ type Verifier struct {
 type verifiedToken struct {
 	p     Principal
 	until time.Time
+	gen   uint64
 }
 
 // VerifiedCacheTTL bounds how long a verified token is trusted without checking its signature again.
@@ -185,11 +192,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	v.cacheMu.Lock()
 	c, ok := v.verified[token]
 	v.cacheMu.Unlock()
-	if ok && now.Before(c.until) {
+	if ok && now.Before(c.until) && v.currentKeys(ctx) == c.gen {
 		p := c.p
 		p.Scopes = slices.Clone(c.p.Scopes)
 		return &p, nil
 	}
+	v.mu.RLock()
+	gen := v.keysGen
+	v.mu.RUnlock()
 	p, err := v.verify(ctx, token)
 	if err != nil {
 		return nil, err
@@ -202,9 +212,26 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	if v.verified == nil || len(v.verified) >= maxVerifiedCache {
 		v.verified = map[string]verifiedToken{}
 	}
-	v.verified[token] = verifiedToken{p: *p, until: until}
+	v.verified[token] = verifiedToken{p: *p, until: until, gen: gen}
 	v.cacheMu.Unlock()
 	return p, nil
+}
+
+// currentKeys reads the key set again when it is stale (as a verification would) and returns its
+// generation: a token verified under an earlier key set is verified again, so a key the issuer
+// rotated out stops working when the gateway sees the new set, not up to VerifiedCacheTTL later. A
+// failed read keeps the last good keys, and with them the cache.
+func (v *Verifier) currentKeys(ctx context.Context) uint64 {
+	v.mu.RLock()
+	fetched, gen := v.fetched, v.keysGen
+	v.mu.RUnlock()
+	if time.Since(fetched) <= v.opts.CacheTTL {
+		return gen
+	}
+	_ = v.refresh(ctx, false)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.keysGen
 }
 
 func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error) {
@@ -371,6 +398,7 @@ func (v *Verifier) refresh(ctx context.Context, unknownKid bool) error {
 	}
 	v.mu.Lock()
 	v.keys, v.fetched, v.jwksURL = &set, time.Now(), jwksURL
+	v.keysGen++
 	v.mu.Unlock()
 	return nil
 }
@@ -405,6 +433,10 @@ func (v *Verifier) readKeysFile() error {
 	}
 	v.mu.Lock()
 	v.keys, v.fetched = &set, time.Now()
+	if !bytes.Equal(body, v.keysBody) {
+		v.keysBody = body
+		v.keysGen++
+	}
 	v.mu.Unlock()
 	return nil
 }

@@ -76,3 +76,47 @@ func TestKeysFileRotation(t *testing.T) {
 		t.Fatalf("a broken key file must keep the last good keys: %v", err)
 	}
 }
+
+// TestRotatedOutKeyLeavesTheCache: a token verified with a key is cached for VerifiedCacheTTL (a
+// minute) without its signature being checked again. Once the delivered key set drops that key (the
+// issuer rotated a leaked key out), the same token, presented again, must be refused as soon as the
+// gateway reads the new set, not a minute later; while the set is unchanged the cache still serves.
+func TestRotatedOutKeyLeavesTheCache(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "jwks.json")
+	const iss = "https://login.example.com"
+	v, err := NewVerifier(Options{Issuer: iss, KeysFile: file, Audience: aud, Algorithms: []string{"ES256"}, FileRecheck: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(keys ...jose.JSONWebKey) {
+		b, err := json.Marshal(jose.JSONWebKeySet{Keys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaked, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	next, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	write(jose.JSONWebKey{Key: &leaked.PublicKey, KeyID: "leaked", Algorithm: "ES256", Use: "sig"})
+	tok := sign(t, jose.ES256, leaked, "leaked", scpClaims{Claims: jwt.Claims{Issuer: iss, Subject: "svc", Audience: jwt.Audience{aud}, Expiry: jwt.NewNumericDate(time.Now().Add(10 * time.Minute))}})
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // past the recheck: the unchanged file is read again
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("the key set did not change, the token must still be accepted: %v", err)
+	}
+	write(jose.JSONWebKey{Key: &next.PublicKey, KeyID: "next", Algorithm: "ES256", Use: "sig"})
+	time.Sleep(100 * time.Millisecond)
+	if _, err := v.Verify(ctx, tok); err == nil {
+		t.Fatal("a token signed with the rotated-out key was accepted from the verified-token cache")
+	}
+}

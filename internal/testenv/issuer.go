@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,8 @@ func StartIssuerOn(l net.Listener, dial func(ctx context.Context, network, addr 
 			set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &is.key.PublicKey, KeyID: is.kid, Algorithm: "ES256", Use: "sig"}}}
 			is.mu.Unlock()
 			_ = json.NewEncoder(w).Encode(set)
+		case HostileKeysPath:
+			_, _ = w.Write(HostileKeySet())
 		default:
 			http.NotFound(w, r)
 		}
@@ -121,6 +124,35 @@ func selfSignedFor(host string) (tls.Certificate, []byte, error) {
 		return tls.Certificate{}, nil, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+// HostileKeysPath serves HostileKeySet, as a malicious issuer (or an internal service a tenant aims
+// the operator at) would.
+const HostileKeysPath = "/hostile/jwks.json"
+
+// HostileMarker is in every value of HostileKeySet: no part of it may reach a status or a ConfigMap.
+const HostileMarker = "EXFIL-FROM-THE-RESPONSE"
+
+// HostileKeySet is a key set of nothing usable, just under the operator's 256 KiB bound: symmetric keys
+// and keys of unknown types and curves whose key ids and members are long and carry HostileMarker.
+func HostileKeySet() []byte {
+	long := strings.Repeat(HostileMarker, 90) // ~2 KB
+	var keys []map[string]string
+	for i := range 60 {
+		switch i % 3 {
+		case 0:
+			keys = append(keys, map[string]string{"kty": "oct", "k": "c2VjcmV0", "kid": long})
+		case 1:
+			keys = append(keys, map[string]string{"kty": long, "kid": long})
+		default:
+			keys = append(keys, map[string]string{"kty": "EC", "crv": long, "x": "AA", "y": "AA", "kid": long})
+		}
+	}
+	b, err := json.Marshal(map[string]any{"keys": keys})
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // Fetches is how many times the key set was served.
