@@ -19,6 +19,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
@@ -39,7 +40,9 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 // has.
 func startManager(t *testing.T, c *localcluster.Cluster) func() {
 	t.Helper()
-	mgr, err := operator.New(c.Config, operator.Options{MetricsAddr: "0", ProbeAddr: "0", SeveralInProcess: true})
+	is := testenv.StartIssuer()
+	t.Cleanup(is.Close)
+	mgr, err := operator.New(c.Config, operator.Options{MetricsAddr: "0", ProbeAddr: "0", SeveralInProcess: true, IssuerKeys: is.Fetcher(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +112,7 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	if err := k8s.Get(ctx, key, d); err != nil {
 		t.Fatal(err)
 	}
-	goodImage := d.Spec.Template.Spec.Containers[1].Image
+	goodImage := serverImage(d.Spec.Template.Spec.Containers)
 
 	// The CRD accepts a spec without scopes; the gateway refuses it (this cluster runs no webhook).
 	s.Spec.Gateway.Scopes = nil
@@ -141,7 +144,7 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	if err := k8s.Get(ctx, key, d); err != nil {
 		t.Fatal(err)
 	}
-	d.Spec.Template.Spec.Containers[1].Image = "busybox:latest"
+	d.Spec.Template.Spec.Containers[0].Image = "busybox:latest"
 	d.Spec.Template.Spec.HostNetwork = true
 	if err := k8s.Update(ctx, d, client.FieldOwner("someone")); err != nil {
 		t.Fatal(err)
@@ -157,8 +160,8 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 			return err
 		}
 		p := d.Spec.Template.Spec
-		if p.HostNetwork || p.Containers[1].Image != goodImage {
-			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s", p.HostNetwork, p.Containers[1].Image)
+		if p.HostNetwork || serverImage(p.Containers) != goodImage {
+			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s", p.HostNetwork, serverImage(p.Containers))
 		}
 		// Kept serving the last good configuration, not fenced off and scaled down.
 		if r := ptr.Deref(d.Spec.Replicas, 1); r != 1 {
@@ -167,4 +170,14 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 		return nil
 	})
 	stalled("the children of generation 1 stay enforced")
+}
+
+// serverImage is the image of the server container.
+func serverImage(containers []corev1.Container) string {
+	for _, c := range containers {
+		if c.Name == "server" {
+			return c.Image
+		}
+	}
+	return ""
 }
