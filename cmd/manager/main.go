@@ -3,9 +3,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +57,13 @@ func run() error {
 	var fenceUsers, fenceGroups string
 	flag.StringVar(&fenceUsers, "fence-exempt-users", "", "Users (comma-separated) that may write NetworkPolicies selecting MCP server pods that allow traffic, e.g. a platform GitOps controller's ServiceAccount (system:serviceaccount:NS:NAME). The operator itself is always exempt.")
 	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
+	scaleFlags(flag.CommandLine, &o)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if err := checkScaleFlags(o); err != nil {
+		return err
+	}
 	o.FenceExemptUsers, o.FenceExemptGroups = splitList(fenceUsers), splitList(fenceGroups)
 	if o.FenceExemptGroups == nil {
 		o.FenceExemptGroups = []string{}
@@ -96,6 +102,53 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// Default client-side rate limit towards the API server: room for a burst of creates in a fleet of a
+// thousand servers (about seven writes each) without leaning on API Priority and Fairness alone.
+const (
+	defaultKubeAPIQPS   = 200
+	defaultKubeAPIBurst = 400
+)
+
+// scaleFlags registers the flags that size the manager for a fleet.
+func scaleFlags(fs *flag.FlagSet, o *operator.Options) {
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", operator.DefaultMaxConcurrentReconciles(),
+		"How many MCPServers reconcile at once; the default is 8 per CPU the manager may use (GOMAXPROCS, which follows the container's CPU limit), at least 4.")
+	o.KubeAPIQPS = defaultKubeAPIQPS
+	fs.Var((*float32Value)(&o.KubeAPIQPS), "kube-api-qps", "Requests per second the manager may send to the Kubernetes API server (a client-side limit).")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "Requests the manager may send at once above --kube-api-qps.")
+}
+
+// float32Value is a flag.Value of a float32.
+type float32Value float32
+
+func (f *float32Value) String() string { return strconv.FormatFloat(float64(*f), 'g', -1, 32) }
+
+func (f *float32Value) Set(v string) error {
+	n, err := strconv.ParseFloat(v, 32)
+	if err != nil {
+		return fmt.Errorf("expected a number, e.g. 200")
+	}
+	*f = float32Value(n)
+	return nil
+}
+
+// checkScaleFlags refuses a zero or negative worker count, rate or burst, and a burst below the rate.
+func checkScaleFlags(o operator.Options) error {
+	var errs []error
+	if o.MaxConcurrentReconciles < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-reconciles=%d: expected at least 1 worker (default %d)", o.MaxConcurrentReconciles, operator.DefaultMaxConcurrentReconciles()))
+	}
+	if !(o.KubeAPIQPS > 0) {
+		errs = append(errs, fmt.Errorf("--kube-api-qps=%g: expected a positive number of requests per second (default %d)", o.KubeAPIQPS, defaultKubeAPIQPS))
+	}
+	if o.KubeAPIBurst < 1 {
+		errs = append(errs, fmt.Errorf("--kube-api-burst=%d: expected at least 1 request (default %d)", o.KubeAPIBurst, defaultKubeAPIBurst))
+	} else if o.KubeAPIQPS > 0 && float32(o.KubeAPIBurst) < o.KubeAPIQPS {
+		errs = append(errs, fmt.Errorf("--kube-api-burst=%d is below --kube-api-qps=%g: the burst must be at least the rate", o.KubeAPIBurst, o.KubeAPIQPS))
+	}
+	return errors.Join(errs...)
 }
 
 // splitList splits a comma-separated flag value, dropping empty entries.
