@@ -97,7 +97,7 @@ var defaultPinClient = &http.Client{Transport: &http.Transport{
 	IdleConnTimeout:       time.Minute,
 }}
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // DefaultPinBudget bounds one server's pin read (all its pods, read concurrently).
 const DefaultPinBudget = 5 * time.Second
@@ -185,9 +185,8 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 // pod reports as changed is changed. Pods that do not answer are skipped; read is false if none does.
 func (r *MCPServerReconciler) readPins(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, read bool) {
 	pods := &corev1.PodList{}
-	// ResourceVersion "0" is served from the API server's watch cache.
-	if err := r.APIReader.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name},
-		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
+	// Served from the manager's cache, which holds the pods the operator's Deployments run.
+	if err := r.Client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name}); err != nil {
 		log.FromContext(ctx).V(1).Info("list pods for pin state", "err", err.Error())
 		return nil, false
 	}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -25,6 +26,8 @@ import (
 var (
 	k8s     client.Client
 	clients *kubernetes.Clientset
+	// restConfig is the admin configuration of the control plane (the operator's rate limit).
+	restConfig *rest.Config
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +39,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, func(*localcluster.Cluster) operator.Options {
-		return operator.Options{PinReader: testPins}
+		return operator.Options{PinReader: testPins, WrapTransport: operatorRequests.wrap}
 	})
 	defer env.Stop()
 	if err != nil {
@@ -45,6 +48,7 @@ func run(m *testing.M) int {
 	}
 	k8s = env.Client
 	clients = kubernetes.NewForConfigOrDie(env.Cluster.Config)
+	restConfig = env.Cluster.Config
 	return m.Run()
 }
 

@@ -197,6 +197,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.Service{}:        {Label: managed},
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
+		// The pods of the operator's Deployments, whose gateways report their tool pins.
+		&corev1.Pod{}: {Label: managed},
 	}
 	if cilium {
 		byObject[&ciliumv2.CiliumNetworkPolicy{}] = cache.ByObject{Label: managed}

@@ -104,11 +104,12 @@ func run() error {
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 
-// Default client-side rate limit towards the API server: room for a burst of creates in a fleet of a
-// thousand servers (about seven writes each) without leaning on API Priority and Fairness alone.
+// Default client-side rate limit towards the API server: a burst of a thousand new servers (about
+// thirteen requests each, see the README's "Scale" section) is sent in well under half a minute, and a
+// runaway loop still cannot flood the API server.
 const (
-	defaultKubeAPIQPS   = 200
-	defaultKubeAPIBurst = 400
+	defaultKubeAPIQPS   = 500
+	defaultKubeAPIBurst = 1000
 )
 
 // scaleFlags registers the flags that size the manager for a fleet.
