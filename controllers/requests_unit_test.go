@@ -38,7 +38,9 @@ func TestFingerprintSeesEveryChangeButStatus(t *testing.T) {
 		"label":      func(d *appsv1.Deployment) { d.Labels[LabelManagedBy] = "someone" },
 		"annotation": func(d *appsv1.Deployment) { d.Annotations = map[string]string{"x": "y"} },
 		"owner":      func(d *appsv1.Deployment) { d.OwnerReferences = nil },
-		"container":  func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "x"}) },
+		"container": func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "x"})
+		},
 	} {
 		d := moved.DeepCopy()
 		mutate(d)
