@@ -178,6 +178,11 @@ func TestChartValuesSchemaRejectsMistakes(t *testing.T) {
 		{"logLevel=verbose", "/logLevel"},
 		{"webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"},
 		{"webhook.verifyTimeout=10s", "must be below webhook.timeoutSeconds"},
+		{"scale.maxConcurrentReconciles=-1", "/scale/maxConcurrentReconciles"},
+		{"scale.kubeAPIQPS=0", "/scale/kubeAPIQPS"},
+		{"scale.kubeAPIBurst=0", "/scale/kubeAPIBurst"},
+		{"scale.kubeAPIBurst=100", "scale.kubeAPIBurst (100) must be at least scale.kubeAPIQPS (500)"},
+		{"scale.workers=8", "additional properties 'workers' not allowed"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			_, stderr, err := helmRender(t, "--set", tc.set)
@@ -201,6 +206,13 @@ func TestChartToggles(t *testing.T) {
 	}
 	if args := managerArgs(t, def); !strings.Contains(args, "--leader-elect") || !strings.Contains(args, "--metrics-bind-address=:8443") || !strings.Contains(args, "--cert-rotation=true") {
 		t.Errorf("default manager args: %s", args)
+	}
+	// The worker count is the manager's own default (per CPU) unless set; the rate limit is always set.
+	if args := managerArgs(t, def); strings.Contains(args, "--max-concurrent-reconciles") || !strings.Contains(args, "--kube-api-qps=500 --kube-api-burst=1000") {
+		t.Errorf("default scale args: %s", args)
+	}
+	if args := managerArgs(t, helmTemplate(t, "--set", "scale.maxConcurrentReconciles=24", "--set", "scale.kubeAPIQPS=800", "--set", "scale.kubeAPIBurst=1600")); !strings.Contains(args, "--max-concurrent-reconciles=24 --kube-api-qps=800 --kube-api-burst=1600") {
+		t.Errorf("scale values do not reach the manager args: %s", args)
 	}
 	for _, crd := range []string{"mcpservers.mcp.warden.dev", "mcpserverpolicies.mcp.warden.dev"} {
 		c := byKind(def, "CustomResourceDefinition", crd)

@@ -21,9 +21,11 @@ import (
 // FieldOwner is the server-side apply field manager of every object the operator writes.
 const FieldOwner = "mcp-warden"
 
-// applier applies desired child objects with server-side apply under one field owner. It remembers the
-// resourceVersion each apply produced, so an object nobody touched since is not sent again: in steady
-// state a reconcile writes nothing.
+// applier applies desired child objects with server-side apply under one field owner. It remembers,
+// for each object, the desired object it last applied and a fingerprint of what the API server returned
+// (everything but status and the fields only the API server and built-in controllers write), so an
+// object that has not changed since, or whose status alone has moved, is not sent again: in steady
+// state, and while a Deployment rolls out, a reconcile writes no child.
 type applier struct {
 	client client.Client
 	// reader reads around the cache, which only holds objects the operator labels.
@@ -36,6 +38,7 @@ type applier struct {
 type appliedState struct {
 	hash            [32]byte
 	resourceVersion string
+	live            [32]byte
 }
 
 // applyResult says what an apply did.
@@ -101,7 +104,7 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 		a.mu.Lock()
 		prev, ok := a.last[id]
 		a.mu.Unlock()
-		if ok && prev.hash == hash && prev.resourceVersion == live.GetResourceVersion() {
+		if ok && prev.hash == hash && (prev.resourceVersion == live.GetResourceVersion() || sameFingerprint(prev.live, live)) {
 			res.Skipped = true
 			return res, nil
 		}
@@ -113,18 +116,54 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, live); err != nil {
 		return res, fmt.Errorf("decode %s %s: %w", kind, key.Name, err)
 	}
-	a.remember(id, hash, live.GetResourceVersion())
+	a.remember(id, hash, live)
 	return res, nil
 }
 
-func (a *applier) remember(id string, hash [32]byte, rv string) {
+func (a *applier) remember(id string, hash [32]byte, live client.Object) {
+	st := appliedState{hash: hash, resourceVersion: live.GetResourceVersion(), live: fingerprint(live)}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.last == nil {
 		a.last = map[string]appliedState{}
 	}
-	a.last[id] = appliedState{hash: hash, resourceVersion: rv}
+	a.last[id] = st
 }
+
+// fingerprint hashes what anyone may change of a live child: all but its status, resourceVersion,
+// generation and managedFields, and the revision annotation the Deployment controller keeps. A
+// changed spec, label, annotation or owner reference changes it; a status update does not.
+func fingerprint(live client.Object) [32]byte {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
+	if err != nil {
+		return [32]byte{}
+	}
+	// The cache's typed objects may or may not carry apiVersion and kind.
+	delete(u, "apiVersion")
+	delete(u, "kind")
+	delete(u, "status")
+	for _, f := range []string{"resourceVersion", "generation", "managedFields"} {
+		unstructured.RemoveNestedField(u, "metadata", f)
+	}
+	unstructured.RemoveNestedField(u, "metadata", "annotations", deploymentRevision)
+	if ann, ok, _ := unstructured.NestedMap(u, "metadata", "annotations"); ok && len(ann) == 0 {
+		unstructured.RemoveNestedField(u, "metadata", "annotations")
+	}
+	body, err := json.Marshal(u)
+	if err != nil {
+		return [32]byte{}
+	}
+	return sha256.Sum256(body)
+}
+
+// sameFingerprint reports whether live still has the fingerprint remembered (never for an object that
+// could not be fingerprinted).
+func sameFingerprint(remembered [32]byte, live client.Object) bool {
+	return remembered != [32]byte{} && remembered == fingerprint(live)
+}
+
+// deploymentRevision is the annotation the Deployment controller sets on every Deployment.
+const deploymentRevision = "deployment.kubernetes.io/revision"
 
 // forget drops what is remembered of an object, so the next reconcile applies it again.
 func (a *applier) forget(kind string, key types.NamespacedName) {

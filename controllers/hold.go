@@ -251,6 +251,27 @@ func (r *MCPServerReconciler) defaultedSpec(ctx context.Context, d *appsv1.Deplo
 	return &probe.Spec, nil
 }
 
+// learnDefaults records the spec of a Deployment the operator's apply has just created as the stored
+// form of desired, which saves defaultedSpec its dry run. Only when every field of it is the operator's
+// (a Deployment someone created in between carries their fields too).
+func (r *MCPServerReconciler) learnDefaults(key types.NamespacedName, desired *appsv1.DeploymentSpec, created *appsv1.Deployment) {
+	for _, m := range created.ManagedFields {
+		if m.Manager != FieldOwner {
+			return
+		}
+	}
+	body, err := json.Marshal(desired)
+	if err != nil {
+		return
+	}
+	r.mem.mu.Lock()
+	defer r.mem.mu.Unlock()
+	if r.mem.defaults == nil {
+		r.mem.defaults = map[types.NamespacedName]defaultedDeployment{}
+	}
+	r.mem.defaults[key] = defaultedDeployment{hash: sha256.Sum256(body), spec: created.Spec.DeepCopy()}
+}
+
 // specDiff lists the paths (e.g. template.spec.hostAliases) where the live spec differs from the
 // wanted one, at most ten.
 func specDiff(want, live *appsv1.DeploymentSpec) []string {

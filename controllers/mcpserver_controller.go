@@ -125,13 +125,18 @@ type MCPServerReconciler struct {
 	// ConfigMap (jwks.json), so that server pods need no egress to their issuer. Nil: no keys are
 	// delivered, and a server with authentication on is never Ready.
 	Keys *issuerkeys.Fetcher
+	// ProgressInterval is how long a rollout's progress message may trail (default
+	// DefaultProgressInterval): a change of the Progressing message alone is written at most this
+	// often per server; state changes (Ready, a failure, a stall) are written at once.
+	ProgressInterval time.Duration
 	// Operator selects the operator's own pods: the NetworkPolicy lets them (alone) reach the gateway's
 	// status port. Empty: no ingress to the status port.
 	Operator Peer
 
-	applier *applier
-	mem     memory
-	poller  *pinPoller
+	applier  *applier
+	mem      memory
+	poller   *pinPoller
+	statuses statusWrites
 }
 
 // stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
@@ -191,6 +196,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			if r.Keys != nil {
 				r.Keys.Forget(req.NamespacedName)
 			}
+			r.statuses.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -202,7 +208,11 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	base := s.DeepCopy()
 	st := &reconcileState{}
 	defer func() {
-		retErr = r.summarizeAndPatch(ctx, base, s, st, retErr)
+		var after time.Duration
+		after, retErr = r.summarizeAndPatch(ctx, base, s, st, retErr)
+		if after > 0 && (result.RequeueAfter == 0 || after < result.RequeueAfter) {
+			result.RequeueAfter = after
+		}
 	}()
 
 	// The spec is validated before anything is applied, and the NetworkPolicy lands before the
@@ -248,19 +258,25 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // applyChild applies one child and turns an ownership conflict into a stall.
 func (r *MCPServerReconciler) applyChild(ctx context.Context, s *mcpv1alpha1.MCPServer, desired, live client.Object) error {
+	_, err := r.applyChildResult(ctx, s, desired, live)
+	return err
+}
+
+// applyChildResult is applyChild that also says what the apply did.
+func (r *MCPServerReconciler) applyChildResult(ctx context.Context, s *mcpv1alpha1.MCPServer, desired, live client.Object) (applyResult, error) {
 	res, err := r.applier.apply(ctx, s, desired, live)
 	var conflict errNotOwned
 	if errors.As(err, &conflict) {
-		return &stallError{reason: ReasonChildConflict, message: conflict.Error()}
+		return res, &stallError{reason: ReasonChildConflict, message: conflict.Error()}
 	}
 	if err != nil {
-		return err
+		return res, err
 	}
 	if res.Created && s.Status.ObservedGeneration > 0 {
 		kind := desired.GetObjectKind().GroupVersionKind().Kind
 		r.Recorder.Eventf(s, live, corev1.EventTypeWarning, ReasonRecreated, "Reconcile", "%s %s was missing and has been re-created", kind, desired.GetName())
 	}
-	return nil
+	return res, nil
 }
 
 func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
@@ -424,9 +440,15 @@ func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1a
 // sidecar or a swapped volume, is not owned by the operator, so server-side apply leaves it) is reverted
 // by replacing the spec wholesale.
 func (r *MCPServerReconciler) applyDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, desired *appsv1.Deployment) (*appsv1.Deployment, error) {
+	spec := desired.Spec.DeepCopy()
 	live := &appsv1.Deployment{}
-	if err := r.applyChild(ctx, s, desired, live); err != nil {
+	res, err := r.applyChildResult(ctx, s, desired, live)
+	if err != nil {
 		return nil, err
+	}
+	if res.Created {
+		// The object the apply created is the desired spec as the API server stores it.
+		r.learnDefaults(client.ObjectKeyFromObject(live), spec, live)
 	}
 	var drift []string
 	want, err := r.defaultedSpec(ctx, desired)
@@ -525,8 +547,10 @@ func (r *MCPServerReconciler) grace() time.Duration {
 
 // summarizeAndPatch computes Ready, Reconciling, Stalled and EgressEnforced once from the reconcile's
 // outcome, emits events on transitions and writes the status only when it changed. Stall errors are
-// swallowed (no retry until the spec changes); other errors are returned for a retry with backoff.
-func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mcpv1alpha1.MCPServer, st *reconcileState, err error) error {
+// swallowed (no retry until the spec changes); other errors are returned for a retry with backoff. A
+// rollout's progress alone (the Progressing message) is written at most every ProgressInterval: the
+// returned duration asks for a reconcile when the held message is due.
+func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mcpv1alpha1.MCPServer, st *reconcileState, err error) (time.Duration, error) {
 	logger := log.FromContext(ctx)
 	gen := s.Generation
 	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
@@ -594,22 +618,32 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	r.emitTransitions(base, s)
 	r.emitFenceWidened(base, s)
 	r.emitPinChanges(base, s)
-	if equality.Semantic.DeepEqual(base.Status, s.Status) {
-		return err
+	if equality.Semantic.DeepEqual(base.Status, s.Status) || r.statuses.inFlight(base, &s.Status) {
+		return 0, err
+	}
+	if progressOnly(&base.Status, &s.Status) {
+		if wait := r.statuses.progressDue(base, r.progressInterval()); wait > 0 {
+			return wait, err
+		}
 	}
 	if perr := r.Client.Status().Patch(ctx, s, client.MergeFrom(base)); perr != nil {
 		if apierrors.IsNotFound(perr) {
-			return err
+			return 0, err
 		}
 		logger.Error(perr, "patch status")
-		return errors.Join(err, fmt.Errorf("patch status: %w", perr))
+		return 0, errors.Join(err, fmt.Errorf("patch status: %w", perr))
 	}
-	return err
+	r.statuses.wrote(base, &s.Status)
+	return 0, err
 }
 
 // emitTransitions records an event when Ready or Stalled changes.
 func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServer) {
 	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionReady), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionReady)
+	if was == nil && now != nil && now.Reason == ReasonProgressing {
+		// A new server starting up is not news; its Ready (or a failure) is.
+		return
+	}
 	if now != nil && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
 		kind := corev1.EventTypeNormal
 		if now.Status != metav1.ConditionTrue && now.Reason != ReasonProgressing && now.Reason != ReasonWaitingForMCP {
@@ -690,7 +724,9 @@ func ManagedObjectsSelector() map[string]string {
 // the server's pods and allow traffic: NetworkPolicies add up, so each widens the fence.
 func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	list := &networkingv1.NetworkPolicyList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace)); err != nil {
+	// Read-only: the cache's own objects, not copies (a namespace of a thousand servers holds a
+	// thousand policies, and copying them all on every reconcile was most of the operator's CPU).
+	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list NetworkPolicies: %w", err)
 	}
 	st.widening = nil

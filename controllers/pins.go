@@ -100,7 +100,7 @@ var defaultPinClient = &http.Client{Transport: &http.Transport{
 	IdleConnTimeout:       time.Minute,
 }}
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // DefaultPinBudget bounds one server's status read (all its pods, read concurrently).
 const DefaultPinBudget = 5 * time.Second
@@ -207,9 +207,8 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 // if none does.
 func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, mcp mcpState, read bool) {
 	pods := &corev1.PodList{}
-	// ResourceVersion "0" is served from the API server's watch cache.
-	if err := r.APIReader.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name},
-		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
+	// Served from the manager's cache, which holds the pods the operator's Deployments run.
+	if err := r.Client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name}); err != nil {
 		log.FromContext(ctx).V(1).Info("list pods for the gateway status", "err", err.Error())
 		return nil, mcp, false
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,10 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/operator"
 )
 
 // createAndWaitReady creates n MCPServers in a fresh restricted namespace at once and returns how long
@@ -71,20 +74,131 @@ func TestBurstOfCreates(t *testing.T) {
 }
 
 // BenchmarkReconcileToReady measures the time for N MCPServers created at once to become Ready (pods
-// scheduled and running on the simulated node) on the local control plane.
+// scheduled and running on the simulated node) on the local control plane, beside the control plane's
+// own floor measured in the same run just before: the same five children per server (ServiceAccount,
+// NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
+// until every Deployment has its replica available. It also reports the operator's API requests per
+// server, from create to Ready.
 func BenchmarkReconcileToReady(b *testing.B) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			var total time.Duration
-			var writes float64
+			var total, floor time.Duration
+			var writes, requests float64
 			for b.Loop() {
+				floor += createFloorFleet(b, n, 10*time.Minute)
 				took, ns := createFleet(b, n, 10*time.Minute)
 				total += took
+				_, reqs := operatorRequests.of(ns)
+				requests += float64(reqs) / float64(n)
 				writes += steadyStateWrites(b, ns, n)
 			}
 			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-ready")
+			b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s")
+			b.ReportMetric(total.Seconds()/floor.Seconds(), "x-floor")
+			b.ReportMetric(requests/float64(b.N), "requests/server")
 			b.ReportMetric(writes/float64(b.N), "writes/reconcile")
 		})
+	}
+}
+
+// createFloorFleet creates, with a client of the operator's rate limit and as many workers as the
+// operator has, n sets of bare children in a fresh restricted namespace, and returns how long it took
+// until every Deployment had its replica available.
+func createFloorFleet(tb testing.TB, n int, timeout time.Duration) time.Duration {
+	ctx := context.Background()
+	c, err := client.New(restConfig, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "floor-", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
+	if err := c.Create(ctx, ns); err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	work := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range operator.DefaultMaxConcurrentReconciles() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				for _, o := range bareChildren(ns.Name, fmt.Sprintf("f%04d", i)) {
+					if err := c.Create(ctx, o); err != nil {
+						errs <- err
+						break
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		list := &appsv1.DeploymentList{}
+		if err := c.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
+			tb.Fatal(err)
+		}
+		ready := 0
+		for _, d := range list.Items {
+			if d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= 1 {
+				ready++
+			}
+		}
+		if ready == n {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("floor: %d of %d Deployments available after %s", ready, n, timeout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// bareChildren are one server's children without the operator: a ServiceAccount, a default-deny
+// NetworkPolicy, a Service, a ConfigMap and a Deployment of a restricted two-container pod.
+func bareChildren(ns, name string) []client.Object {
+	meta := func() metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}}
+	}
+	restricted := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false), RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(65532)),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		ReadOnlyRootFilesystem: ptr.To(true),
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: meta(), Data: map[string]string{"gateway.json": "{}"}}
+	cm.Name = name + "-gateway"
+	return []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: meta(), AutomountServiceAccountToken: ptr.To(false)},
+		&networkingv1.NetworkPolicy{ObjectMeta: meta(), Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		}},
+		&corev1.Service{ObjectMeta: meta(), Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Name: "mcp", Port: 8080}}}},
+		cm,
+		&appsv1.Deployment{ObjectMeta: meta(), Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: name, AutomountServiceAccountToken: ptr.To(false),
+					Containers: []corev1.Container{
+						{Name: "gateway", Image: digestImage, Ports: []corev1.ContainerPort{{Name: "mcp", ContainerPort: 8080}}, SecurityContext: restricted},
+						{Name: "server", Image: digestImage, SecurityContext: restricted},
+					},
+					Volumes: []corev1.Volume{{Name: "gateway", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}}},
+				},
+			},
+		}},
 	}
 }
 

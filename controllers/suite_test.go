@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -27,6 +28,8 @@ var (
 	clients *kubernetes.Clientset
 	// issuer is the token issuer the operator fetches keys from (every https issuer name of the suite).
 	issuer *testenv.Issuer
+	// restConfig is the admin configuration of the control plane (the operator's rate limit).
+	restConfig *rest.Config
 )
 
 func TestMain(m *testing.M) {
@@ -45,7 +48,7 @@ func run(m *testing.M) int {
 	defer stop()
 	testPins.fallback = shared
 	env, err := testenv.Start(ctx, localcluster.Options{Controllers: true}, func(*localcluster.Cluster) operator.Options {
-		return operator.Options{PinReader: testPins, IssuerKeysRefresh: time.Second}
+		return operator.Options{PinReader: testPins, IssuerKeysRefresh: time.Second, WrapTransport: operatorRequests.wrap}
 	})
 	defer env.Stop()
 	if err != nil {
@@ -55,6 +58,7 @@ func run(m *testing.M) int {
 	k8s = env.Client
 	issuer = env.Issuer
 	clients = kubernetes.NewForConfigOrDie(env.Cluster.Config)
+	restConfig = env.Cluster.Config
 	return m.Run()
 }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Turns `go test -bench` output (imageverify, gateway, controllers) into one table per area: admission
 # with the ratio of the cosign CLI baseline (measured in the same run) to each path, the gateway against
-# a direct connection (same run), and reconcile times and steady-state writes per fleet size.
+# a direct connection (same run), and reconcile times beside the control plane's floor (same run),
+# requests per server and steady-state writes per fleet size.
 awk '
 function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
 /^Benchmark/ {
   name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RW[sz]=metric("writes/reconcile"); next }
+  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RF[sz]=metric("floor-s"); RX[sz]=metric("x-floor"); RQ[sz]=metric("requests/server"); RW[sz]=metric("writes/reconcile"); next }
   if (name == "ProxyOverhead") {
     ng=1
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
@@ -39,9 +40,9 @@ END {
     if (BR != "") printf "  %-30s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
   }
   if (nr > 0) {
-    printf "\nreconcile (MCPServers created at once on the local control plane)\n"
-    printf "  %-30s %16s %22s\n", "servers", "all Ready (s)", "steady writes/reconcile"
-    for (i=1; i<=nr; i++) printf "  %-30s %16s %22s\n", rec[i], RT[rec[i]], RW[rec[i]]
+    printf "\nreconcile (MCPServers created at once on the local control plane; floor: the same five children per server created directly, same client rate limit, same run)\n"
+    printf "  %-10s %18s %16s %10s %18s %24s\n", "servers", "mcp-warden (s)", "floor (s)", "ratio", "requests/server", "steady writes/reconcile"
+    for (i=1; i<=nr; i++) { k=rec[i]; printf "  %-10s %18s %16s %9sx %18s %24s\n", k, RT[k], (RF[k]==""?"-":RF[k]), (RX[k]==""?"-":sprintf("%.2f", RX[k])), (RQ[k]==""?"-":RQ[k]), RW[k] }
   }
   for (i=1; i<=r; i++) print raw[i]
 }'

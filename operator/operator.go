@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	goruntime "runtime"
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
@@ -125,6 +126,57 @@ type Options struct {
 	IssuerCABundle []byte
 	// IssuerKeysRefresh is how often each issuer's keys are fetched again (default 1m).
 	IssuerKeysRefresh time.Duration
+
+	// MaxConcurrentReconciles is how many MCPServers reconcile at once (0:
+	// DefaultMaxConcurrentReconciles). A reconcile mostly waits on the API server, so several per core
+	// keep a burst of creates moving.
+	MaxConcurrentReconciles int
+	// KubeAPIQPS and KubeAPIBurst are the manager's client-side rate limit towards the API server, in
+	// requests per second and the burst above it (0: keep the rest.Config's own).
+	KubeAPIQPS   float32
+	KubeAPIBurst int
+	// WrapTransport, when set, wraps the transport of every request the manager sends to the API
+	// server (e.g. to count them).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+}
+
+// DefaultMaxConcurrentReconciles is 8 workers per CPU the process may use (GOMAXPROCS, which follows
+// the container's CPU limit), at least 4.
+func DefaultMaxConcurrentReconciles() int {
+	return max(4, 8*goruntime.GOMAXPROCS(0))
+}
+
+// Validate reports options that cannot work, naming the option and what it needs.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MaxConcurrentReconciles < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrentReconciles is %d: expected at least 1 (or 0 for the default, %d)", o.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles()))
+	}
+	if o.KubeAPIQPS < 0 {
+		errs = append(errs, fmt.Errorf("KubeAPIQPS is %g: expected a positive rate (or 0 to keep the client configuration's)", o.KubeAPIQPS))
+	}
+	if o.KubeAPIBurst < 0 {
+		errs = append(errs, fmt.Errorf("KubeAPIBurst is %d: expected a positive burst (or 0 to keep the client configuration's)", o.KubeAPIBurst))
+	}
+	if o.KubeAPIQPS > 0 && o.KubeAPIBurst > 0 && float32(o.KubeAPIBurst) < o.KubeAPIQPS {
+		errs = append(errs, fmt.Errorf("KubeAPIBurst (%d) is below KubeAPIQPS (%g): the burst must be at least the rate", o.KubeAPIBurst, o.KubeAPIQPS))
+	}
+	return errors.Join(errs...)
+}
+
+// clientConfig is cfg with the options' rate limit and transport wrapper (a copy; cfg is not changed).
+func clientConfig(cfg *rest.Config, o Options) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	if o.KubeAPIQPS > 0 {
+		cfg.QPS = o.KubeAPIQPS
+	}
+	if o.KubeAPIBurst > 0 {
+		cfg.Burst = o.KubeAPIBurst
+	}
+	if o.WrapTransport != nil {
+		cfg.Wrap(o.WrapTransport)
+	}
+	return cfg
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -150,6 +202,10 @@ const LeaderElectionID = "mcp-warden.mcp.warden.dev"
 // New returns a manager with the MCPServer controller, probes and metrics registered; start it with
 // Start.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("operator options: %w", err)
+	}
+	cfg = clientConfig(cfg, o)
 	managed := labels.SelectorFromSet(controllers.ManagedObjectsSelector())
 	cilium, err := servesCiliumPolicies(cfg)
 	if err != nil {
@@ -160,6 +216,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.Service{}:        {Label: managed},
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
+		// The pods of the operator's Deployments, whose gateways report their tool pins.
+		&corev1.Pod{}: {Label: managed},
 	}
 	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
 	if err != nil {
@@ -234,6 +292,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Verifier:        o.Verifier,
 		Pins:            o.PinReader,
 		PinPollInterval: o.PinPollInterval,
+
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles()
 	}
 	if len(o.OperatorPodLabels) > 0 && o.Namespace != "" {
 		r.Operator = controllers.Peer{Namespace: o.Namespace, PodLabels: o.OperatorPodLabels}

@@ -3,9 +3,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +58,7 @@ func run() error {
 	var fenceUsers, fenceGroups string
 	flag.StringVar(&fenceUsers, "fence-exempt-users", "", "Users (comma-separated) that may write NetworkPolicies selecting MCP server pods that allow traffic, e.g. a platform GitOps controller's ServiceAccount (system:serviceaccount:NS:NAME). The operator itself is always exempt.")
 	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
+	scaleFlags(flag.CommandLine, &o)
 	zapOpts := zap.Options{}
 	var issuerCAFile, scraperLabels string
 	flag.StringVar(&o.MetricsScraper.Namespace, "gateway-metrics-scraper-namespace", "", "Namespace of the pods that scrape the gateways' metrics (e.g. monitoring); with --gateway-metrics-scraper-pod-labels, server NetworkPolicies open the gateway's status port (8444) to them and Services expose it as port \"metrics\". Empty: only the operator reaches it.")
@@ -64,6 +67,9 @@ func run() error {
 	flag.DurationVar(&o.IssuerKeysRefresh, "issuer-keys-refresh", issuerkeys.DefaultRefresh, "How often each token issuer's signing keys are fetched again and delivered to the gateways; a key the issuer rotates in is used within this interval plus the kubelet's ConfigMap sync period.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if err := checkScaleFlags(o); err != nil {
+		return err
+	}
 	o.FenceExemptUsers, o.FenceExemptGroups = splitList(fenceUsers), splitList(fenceGroups)
 	if o.FenceExemptGroups == nil {
 		o.FenceExemptGroups = []string{}
@@ -118,6 +124,54 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// Default client-side rate limit towards the API server: a burst of a thousand new servers (about
+// thirteen requests each, see the README's "Scale" section) is sent in well under half a minute, and a
+// runaway loop still cannot flood the API server.
+const (
+	defaultKubeAPIQPS   = 500
+	defaultKubeAPIBurst = 1000
+)
+
+// scaleFlags registers the flags that size the manager for a fleet.
+func scaleFlags(fs *flag.FlagSet, o *operator.Options) {
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", operator.DefaultMaxConcurrentReconciles(),
+		"How many MCPServers reconcile at once; the default is 8 per CPU the manager may use (GOMAXPROCS, which follows the container's CPU limit), at least 4.")
+	o.KubeAPIQPS = defaultKubeAPIQPS
+	fs.Var((*float32Value)(&o.KubeAPIQPS), "kube-api-qps", "Requests per second the manager may send to the Kubernetes API server (a client-side limit).")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "Requests the manager may send at once above --kube-api-qps.")
+}
+
+// float32Value is a flag.Value of a float32.
+type float32Value float32
+
+func (f *float32Value) String() string { return strconv.FormatFloat(float64(*f), 'g', -1, 32) }
+
+func (f *float32Value) Set(v string) error {
+	n, err := strconv.ParseFloat(v, 32)
+	if err != nil {
+		return fmt.Errorf("expected a number, e.g. 200")
+	}
+	*f = float32Value(n)
+	return nil
+}
+
+// checkScaleFlags refuses a zero or negative worker count, rate or burst, and a burst below the rate.
+func checkScaleFlags(o operator.Options) error {
+	var errs []error
+	if o.MaxConcurrentReconciles < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-reconciles=%d: expected at least 1 worker (default %d)", o.MaxConcurrentReconciles, operator.DefaultMaxConcurrentReconciles()))
+	}
+	if !(o.KubeAPIQPS > 0) {
+		errs = append(errs, fmt.Errorf("--kube-api-qps=%g: expected a positive number of requests per second (default %d)", o.KubeAPIQPS, defaultKubeAPIQPS))
+	}
+	if o.KubeAPIBurst < 1 {
+		errs = append(errs, fmt.Errorf("--kube-api-burst=%d: expected at least 1 request (default %d)", o.KubeAPIBurst, defaultKubeAPIBurst))
+	} else if o.KubeAPIQPS > 0 && float32(o.KubeAPIBurst) < o.KubeAPIQPS {
+		errs = append(errs, fmt.Errorf("--kube-api-burst=%d is below --kube-api-qps=%g: the burst must be at least the rate", o.KubeAPIBurst, o.KubeAPIQPS))
+	}
+	return errors.Join(errs...)
 }
 
 // splitList splits a comma-separated flag value, dropping empty entries.

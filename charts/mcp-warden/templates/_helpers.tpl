@@ -41,4 +41,7 @@ mcp.warden.dev/ca-injected-by: operator
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
 {{- fail "serviceMonitor.enabled needs metrics.enabled" -}}
 {{- end -}}
+{{- if lt (float64 .Values.scale.kubeAPIBurst) (float64 .Values.scale.kubeAPIQPS) -}}
+{{- fail (printf "scale.kubeAPIBurst (%v) must be at least scale.kubeAPIQPS (%v)" .Values.scale.kubeAPIBurst .Values.scale.kubeAPIQPS) -}}
+{{- end -}}
 {{- end -}}

@@ -1,0 +1,137 @@
+package controllers_test
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// apiRequests counts the operator's requests to the API server by namespace and by verb and resource
+// (e.g. "APPLY deployments", "PATCH mcpservers/status", "GET services (probe)"). Requests outside a
+// namespace (the cache's cluster-wide lists and watches) are not counted.
+type apiRequests struct {
+	mu sync.Mutex
+	by map[string]map[string]int
+}
+
+var operatorRequests = &apiRequests{by: map[string]map[string]int{}}
+
+func (c *apiRequests) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		if ns, what, ok := classify(r); ok {
+			c.mu.Lock()
+			if c.by[ns] == nil {
+				c.by[ns] = map[string]int{}
+			}
+			c.by[ns][what]++
+			c.mu.Unlock()
+		}
+		return rt.RoundTrip(r)
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// classify names a namespaced request: its namespace, and its verb and resource (with subresource).
+func classify(r *http.Request) (ns, what string, ok bool) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	i := -1
+	for j, p := range parts {
+		if p == "namespaces" && j+2 < len(parts) {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return "", "", false
+	}
+	ns, rest := parts[i+1], parts[i+2:]
+	resource := rest[0]
+	if len(rest) == 3 {
+		resource += "/" + rest[2]
+	}
+	verb := r.Method
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodGet && q.Get("watch") == "true":
+		verb = "WATCH"
+	case r.Method == http.MethodGet && len(rest) == 1:
+		verb = "LIST"
+	case r.Method == http.MethodPatch && strings.HasPrefix(r.Header.Get("Content-Type"), "application/apply-patch"):
+		verb = "APPLY"
+	case r.Method == http.MethodPost:
+		verb = "CREATE"
+	}
+	if q.Has("dryRun") {
+		verb += " (dry run)"
+	}
+	return ns, verb + " " + resource, true
+}
+
+// of returns a copy of the counts for the namespace and their total.
+func (c *apiRequests) of(ns string) (map[string]int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out, total := map[string]int{}, 0
+	for k, v := range c.by[ns] {
+		out[k] = v
+		total += v
+	}
+	return out, total
+}
+
+// table formats the counts per server, most frequent first.
+func table(counts map[string]int, servers int) string {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if counts[keys[i]] != counts[keys[j]] {
+			return counts[keys[i]] > counts[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %-40s %6d  %6.2f per server\n", k, counts[k], float64(counts[k])/float64(servers))
+	}
+	return b.String()
+}
+
+// The floor of one server from create to Ready: its five children created (ServiceAccount,
+// NetworkPolicy, Service, gateway ConfigMap, Deployment), and two status writes (Progressing with the
+// endpoint and observedGeneration, then Ready). On top of it, by design, one existence probe per child:
+// the cache holds only objects the operator labels, so before creating a child the operator reads its
+// name around the cache, and never adopts an object someone else put there.
+const (
+	floorCreates      = 5
+	floorStatusWrites = 2
+	existenceProbes   = 5
+	// requestSlack per server covers the Ready event and, averaged over the fleet, a status write or
+	// apply more where a reconcile raced the cache.
+	requestSlack = 1.5
+)
+
+// TestRequestsPerServer counts the operator's API requests for a fleet created at once, from create
+// until every server is Ready and the queue has settled, and holds them to the floor plus the slack.
+func TestRequestsPerServer(t *testing.T) {
+	const n = 30
+	_, ns := createFleet(t, n, 3*time.Minute)
+	// Requests that trail Ready (a late re-apply, a status write) count too.
+	time.Sleep(3 * time.Second)
+	counts, total := operatorRequests.of(ns)
+	per := float64(total) / n
+	floor := floorCreates + floorStatusWrites
+	limit := float64(floor+existenceProbes) + requestSlack
+	t.Logf("%d servers: %d requests, %.2f per server (floor %d, + %d existence probes, limit %.1f)\n%s", n, total, per, floor, existenceProbes, limit, table(counts, n))
+	if per > limit {
+		t.Fatalf("%.2f requests per server, want at most %.1f (floor %d + %d existence probes + slack %.1f)", per, limit, floor, existenceProbes, requestSlack)
+	}
+}
