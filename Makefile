@@ -26,6 +26,9 @@ export CONFORMANCE_VERSION CONFORMANCE_NODE_VERSION
 ## kube-router enforces NetworkPolicies on the real node (only its firewall runs).
 KUBE_ROUTER_VERSION ?= v2.1.0
 export KUBE_ROUTER_VERSION
+## golangci-lint (built from the Go module proxy, cached outside the clone; config in .golangci.yml).
+GOLANGCI_LINT_VERSION ?= v2.15.0
+export GOLANGCI_LINT_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
@@ -64,6 +67,10 @@ fmt: ## Run gofmt on the code.
 lint: ## gofmt check and go vet.
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	go vet ./...
+
+.PHONY: golangci-lint
+golangci-lint: ## Build (or reuse from cache) golangci-lint at GOLANGCI_LINT_VERSION.
+	@hack/golangci-lint.sh >/dev/null
 
 .PHONY: control-plane
 control-plane: ## Build (or reuse from cache) kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK.
