@@ -64,9 +64,10 @@ fmt: ## Run gofmt on the code.
 	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')
 
 .PHONY: lint
-lint: ## gofmt check and go vet.
+lint: ## gofmt check, go vet and golangci-lint (pinned GOLANGCI_LINT_VERSION, built once into the cache; .golangci.yml).
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	@lint=$$(hack/golangci-lint.sh) && echo "$$lint run ./..." && "$$lint" run ./...
 
 .PHONY: golangci-lint
 golangci-lint: ## Build (or reuse from cache) golangci-lint at GOLANGCI_LINT_VERSION.
