@@ -491,8 +491,6 @@ func desiredCiliumPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.C
 
 func port(s *mcpv1alpha1.MCPServer) int32 { return gatewayconfig.Port(s) }
 
-func path(s *mcpv1alpha1.MCPServer) string { return gatewayconfig.Path(s) }
-
 // endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
 func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
 	return gatewayconfig.Endpoint(s, clusterDomain)

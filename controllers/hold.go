@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -176,7 +177,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 			}
 		}
 		if _, err := r.applier.apply(ctx, s, obj.DeepCopyObject().(client.Object), live); err != nil {
-			if _, ok := err.(errNotOwned); ok {
+			if errors.As(err, new(errNotOwned)) {
 				continue
 			}
 			return err
@@ -195,7 +196,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		return nil
 	}
 	if _, err := r.applyDeployment(ctx, s, d); err != nil {
-		if _, ok := err.(*stallError); ok {
+		if errors.As(err, new(*stallError)) {
 			return nil
 		}
 		return err

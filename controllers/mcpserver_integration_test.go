@@ -463,7 +463,7 @@ func TestUpdateRollsOutAndDeleteCascades(t *testing.T) {
 	eventually(t, 30*time.Second, func() error {
 		for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &networkingv1.NetworkPolicy{}} {
 			if err := k8s.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
-				return fmt.Errorf("%T still exists (%v)", obj, err)
+				return fmt.Errorf("%T still exists (%v)", obj, err) //nolint:errorlint // err is nil when the object exists
 			}
 		}
 		return nil

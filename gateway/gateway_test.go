@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"os"
 	"slices"
@@ -69,6 +70,18 @@ func TestTokenRejections(t *testing.T) {
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
 	b64 := base64.RawURLEncoding.EncodeToString
 	payload, _ := json.Marshal(f.is.claims("files:read"))
+	// hs256 signs with the RSA public key as an HMAC secret (the algorithm-confusion attack).
+	hs256 := func(key []byte) string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := jwt.Signed(s).Claims(f.is.claims("files:read")).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 
 	cases := map[string]string{
 		"expired": func() string {
@@ -92,23 +105,11 @@ func TestTokenRejections(t *testing.T) {
 			c.NotBefore = jwt.NewNumericDate(time.Now().Add(10 * time.Minute))
 			return f.is.mint(t, c)
 		}(),
-		"alg none": b64([]byte(`{"alg":"none","typ":"JWT","kid":"k1"}`)) + "." + b64(payload) + ".",
-		"HS256 with the RSA public key": func() string {
-			for _, key := range [][]byte{pubPEM, pubDER} {
-				s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				tok, err := jwt.Signed(s).Claims(f.is.claims("files:read")).Serialize()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return tok
-			}
-			return ""
-		}(),
-		"bad signature": f.is.token(t, "files:read")[:len(f.is.token(t, "files:read"))-4] + "AAAA",
-		"garbage":       "not-a-jwt",
+		"alg none":                            b64([]byte(`{"alg":"none","typ":"JWT","kid":"k1"}`)) + "." + b64(payload) + ".",
+		"HS256 with the RSA public key (PEM)": hs256(pubPEM),
+		"HS256 with the RSA public key (DER)": hs256(pubDER),
+		"bad signature":                       f.is.token(t, "files:read")[:len(f.is.token(t, "files:read"))-4] + "AAAA",
+		"garbage":                             "not-a-jwt",
 	}
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -471,8 +472,8 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		line  int
 	}{"edited line": {edited, 2}, "deleted line": {deleted, 2}} {
 		_, err := audit.Verify(strings.NewReader(strings.Join(tc.lines, "\n")))
-		le, ok := err.(*audit.LineError)
-		if !ok || le.Line != tc.line {
+		var le *audit.LineError
+		if !errors.As(err, &le) || le.Line != tc.line {
 			t.Errorf("%s: err %v, want line %d", name, err, tc.line)
 		}
 	}

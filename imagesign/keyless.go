@@ -54,7 +54,7 @@ func FulcioSigner(ctx context.Context, fulcioURL, idToken string, timeout time.D
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(certPEM)
 	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("fulcio %s returned an unreadable certificate: %v", fulcioURL, err)
+		return nil, fmt.Errorf("fulcio %s returned an unreadable certificate: %w", fulcioURL, err)
 	}
 	if err := cryptoutils.EqualKeys(certs[0].PublicKey, kp.GetPublicKey()); err != nil {
 		return nil, fmt.Errorf("fulcio %s certified another key than the one sent: %w", fulcioURL, err)

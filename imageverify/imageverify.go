@@ -529,7 +529,7 @@ func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref 
 			return v.registryDenial(deny, a.Name, refused, ref)
 		}
 		d := v.classifySignature(deny, a.Name, err, ref)
-		if check := d.(*Denial).Check; check != CheckNoSignature && check != CheckSignatureMismatch {
+		if check := d.(*Denial).Check; check != CheckNoSignature && check != CheckSignatureMismatch { //nolint:errorlint // classifySignature returns a *Denial, never wrapped
 			return d
 		}
 		br, err := v.verifyBundles(ctx, ro, ref, a, bs)
@@ -543,7 +543,7 @@ func (v *Verifier) verifySignature(ctx context.Context, ro []remote.Option, ref 
 			res.Signers = append(res.Signers, p.Name+"/"+a.Name+br.identity)
 			return nil
 		}
-		if d.(*Denial).Check == CheckNoSignature && br.signatures > 0 {
+		if d.(*Denial).Check == CheckNoSignature && br.signatures > 0 { //nolint:errorlint // classifySignature returns a *Denial, never wrapped
 			d = deny(CheckSignatureMismatch, a.Name, fmt.Sprintf("%d Sigstore bundle signatures found, none verifies with this authority for this digest", br.signatures))
 		}
 		if firstErr == nil {

@@ -189,7 +189,7 @@ func (t *guardedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	var blocked *BlockedError
 	var tooLarge *TooLargeError
 	if errors.As(err, &blocked) || errors.As(err, &tooLarge) {
-		refuse(r.Context(), err)
+		_ = refuse(r.Context(), err)
 	}
 	return resp, err
 }

@@ -150,7 +150,7 @@ func TestFetchDiscoversAndRefreshes(t *testing.T) {
 // RSA keys never reach the gateway; what is delivered is a re-encoding, not the issuer's bytes.
 func TestOnlyPublicSigningKeysAreDelivered(t *testing.T) {
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	weak, _ := rsa.GenerateKey(rand.Reader, 1024)
+	weak, _ := rsa.GenerateKey(rand.Reader, 1024) //nolint:gosec // the weak key the test expects to be refused
 	strong, _ := rsa.GenerateKey(rand.Reader, 2048)
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
 		{Key: ec, KeyID: "private-ec", Algorithm: "ES256"}, // a private key: only its public half may go

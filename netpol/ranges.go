@@ -180,7 +180,7 @@ func NetworkPolicyPort(p Port) networkingv1.NetworkPolicyPort {
 func IPBlock(cidr string, ceiling Ceiling) (*networkingv1.IPBlock, error) {
 	prefix, err := netip.ParsePrefix(strings.TrimSpace(cidr))
 	if err != nil {
-		return nil, fmt.Errorf("not a CIDR (expected e.g. 140.82.112.0/20 or 2606:50c0::/32): %v", err)
+		return nil, fmt.Errorf("not a CIDR (expected e.g. 140.82.112.0/20 or 2606:50c0::/32): %w", err)
 	}
 	if prefix != prefix.Masked() {
 		return nil, fmt.Errorf("host bits are set; use %s", prefix.Masked())

@@ -3,7 +3,6 @@ package webhooks
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"fmt"
 	"strconv"
@@ -113,7 +112,7 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 		if err != nil {
 			return out, fmt.Errorf("authority %q: not a PEM public key: %w", a.Name, err)
 		}
-		out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, PublicKey: crypto.PublicKey(pub)})
+		out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, PublicKey: pub})
 	}
 	for _, att := range p.Spec.Attestations {
 		out.Attestations = append(out.Attestations, imageverify.AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
@@ -147,7 +146,7 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 func keyless(k *mcpv1alpha1.KeylessAuthority) (*imageverify.Keyless, error) {
 	certs, err := cryptoutils.UnmarshalCertificatesFromPEM([]byte(k.Roots))
 	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("keyless.roots: no PEM certificates (%v)", err)
+		return nil, fmt.Errorf("keyless.roots: no PEM certificates (%v)", err) //nolint:errorlint // err is nil when the PEM holds no certificate
 	}
 	out := &imageverify.Keyless{
 		Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(),

@@ -14,7 +14,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "mcp.warden.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the mcp-warden types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion} //nolint:staticcheck // the kubebuilder layout: controller-gen and every caller register through it
 
 	// AddToScheme adds the mcp-warden types to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme

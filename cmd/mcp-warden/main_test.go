@@ -36,7 +36,7 @@ func TestInventoryAgainstAnAPIServer(t *testing.T) {
 	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{CRDDirs: []string{filepath.Join(root, "config", "crd", "bases")}})
 	if cluster != nil {
-		defer cluster.Stop()
+		defer func() { _ = cluster.Stop() }()
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -405,7 +405,7 @@ func VerifyWith(r io.Reader, opts VerifyOptions) (Summary, error) {
 		if n == 0 {
 			return s, &LineError{Line: 1, Reason: fmt.Sprintf("log is empty but the head file records seq %d: the log was truncated", h.Seq)}
 		}
-		return s, &LineError{Line: n + 1, Reason: fmt.Sprintf("log ends at seq %d (line %d) but the head file records seq %d: the log was truncated (%d records or more are missing)", prevSeq, n, h.Seq, int64(h.Seq)-int64(prevSeq))}
+		return s, &LineError{Line: n + 1, Reason: fmt.Sprintf("log ends at seq %d (line %d) but the head file records seq %d: the log was truncated (%d records or more are missing)", prevSeq, n, h.Seq, int64(h.Seq)-int64(prevSeq))} //nolint:gosec // sequence numbers count records, far below 2^63
 	}
 	return s, nil
 }

@@ -22,7 +22,6 @@ const aud = "https://files.mcp.example/mcp"
 type issuerServer struct {
 	srv  *httptest.Server
 	keys jose.JSONWebKeySet
-	meta map[string]string // path -> issuer named in the document
 	hang chan struct{}
 }
 

@@ -64,9 +64,9 @@ func TestValueWalksNestedJSON(t *testing.T) {
 		"content": []any{map[string]any{"type": "text", "text": "x\u200by AKIAIOSFODNN7EXAMPLE"}},
 		"image":   map[string]any{"type": "image", "data": "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=", "mimeType": "image/png"}, // base64 payloads are left alone
 		// "data" anywhere else is text like any other
-		"structuredContent": map[string]any{"data": "z​z"},
+		"structuredContent": map[string]any{"data": "z\u200bz"},
 		"schema":            map[string]any{"properties": map[string]any{"data": map[string]any{"description": "d<!-- x -->"}}},
-		"fakeImage":         map[string]any{"type": "image", "data": "not base64 ‮ AKIAIOSFODNN7EXAMPLE"},
+		"fakeImage":         map[string]any{"type": "image", "data": "not base64 \u202e AKIAIOSFODNN7EXAMPLE"},
 	}
 	_, f := Value(v)
 	if f.Hidden != 3 || f.Secrets != 2 || f.Comments != 1 {

@@ -81,7 +81,7 @@ func (c *Cluster) waitAPIServer(ctx context.Context) error {
 		return last == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("kube-apiserver not ready after restart (last: %v; logs in %s): %w", last, c.LogDir, err)
+		return fmt.Errorf("kube-apiserver not ready after restart (last: %v; logs in %s): %w", last, c.LogDir, err) //nolint:errorlint // last may be nil (the server exited), which %w would print as %!w(<nil>)
 	}
 	return nil
 }

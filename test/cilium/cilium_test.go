@@ -99,7 +99,7 @@ func TestFQDNEgressBecomesCiliumPolicy(t *testing.T) {
 	}
 	waitFor(t, func() error {
 		if err := k8s.Get(ctx, key, &ciliumv2.CiliumNetworkPolicy{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("CiliumNetworkPolicy still there (%v)", err)
+			return fmt.Errorf("CiliumNetworkPolicy still there (%v)", err) //nolint:errorlint // err is nil when the policy exists
 		}
 		return nil
 	})

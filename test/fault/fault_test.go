@@ -103,7 +103,7 @@ func startManager(t *testing.T, cfg *rest.Config, o operator.Options) *runningMa
 func (rm *runningManager) stop() {
 	rm.cancel()
 	select {
-	case <-rm.done:
+	case <-rm.done: //nolint:errcheck // the manager was cancelled; only waiting for it matters
 	case <-time.After(30 * time.Second):
 	}
 }

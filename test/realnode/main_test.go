@@ -194,19 +194,6 @@ func needNode(t *testing.T) {
 	}
 }
 
-// restrictedNamespace creates a namespace that enforces Pod Security "restricted".
-func restrictedNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "rn-", Labels: map[string]string{
-		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-	}}}
-	if err := k8s.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
-	return ns.Name
-}
-
 // clientPod starts a sandboxed pod with the given labels that sleeps, for exec, and waits for it to
 // run.
 func clientPod(t *testing.T, ns, name string, labels map[string]string) *corev1.Pod {

@@ -13,10 +13,9 @@ import (
 )
 
 func main() {
-	if err := dnsServer(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "clusterdns:", err)
-		os.Exit(1)
-	}
+	// dnsServer serves until it fails.
+	fmt.Fprintln(os.Stderr, "clusterdns:", dnsServer(os.Args[1:]))
+	os.Exit(1)
 }
 
 // dnsServer answers A queries for the given NAME=IP records on UDP :53, NXDOMAIN for anything else.
