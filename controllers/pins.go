@@ -281,7 +281,7 @@ func (r *MCPServerReconciler) mergeMCP(states []podStatus) mcpState {
 			return mcpState{failedPod: st.pod, failure: u.Error, overdue: time.Duration(u.FailingSeconds)*time.Second >= grace}
 		}
 		if m.info == nil {
-			m = mcpState{ready: true, toolCount: int32(min(u.ToolCount, 1<<20)),
+			m = mcpState{ready: true, toolCount: int32(min(u.ToolCount, 1<<20)), //nolint:gosec // G115: bounded by the min
 				info: &mcpv1alpha1.ServerInfo{Name: cut(u.ServerName), Version: cut(u.ServerVersion), ProtocolVersion: cut(u.ProtocolVersion)}}
 		}
 	}

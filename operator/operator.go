@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
@@ -384,7 +385,7 @@ func servesClusterNetworkPolicies(cfg *rest.Config) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("REST mapper: %w", err)
 	}
-	_, err = mapper.RESTMapping(policyv1beta1.SchemeGroupVersion.WithKind("ClusterNetworkPolicy").GroupKind(), policyv1beta1.SchemeGroupVersion.Version)
+	_, err = mapper.RESTMapping(schema.GroupKind{Group: policyv1beta1.GroupVersion.Group, Kind: "ClusterNetworkPolicy"}, policyv1beta1.GroupVersion.Version)
 	if meta.IsNoMatchError(err) {
 		return false, nil
 	}

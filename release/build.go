@@ -277,13 +277,17 @@ func DirLayer(dir, out string, epoch time.Time) (v1.Layer, error) {
 		if h.Typeflag != tar.TypeReg {
 			return nil
 		}
-		src, err := os.Open(p)
+		src, err := os.Open(p) //nolint:gosec // G122: the tree is the project's own cache directory, built by hack/, not a tenant's
 		if err != nil {
 			return err
 		}
 		defer src.Close()
-		if n, err := io.Copy(tw, src); err != nil || n != h.Size {
-			return fmt.Errorf("%s: copied %d of %d bytes (changed while packing?): %v", p, n, h.Size, err)
+		n, err := io.Copy(tw, src)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if n != h.Size {
+			return fmt.Errorf("%s: copied %d of %d bytes (changed while packing?)", p, n, h.Size)
 		}
 		return nil
 	})

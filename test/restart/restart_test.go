@@ -52,7 +52,10 @@ func startManager(t *testing.T, c *localcluster.Cluster) func() {
 	return func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("manager did not stop within 30s")
 		}
