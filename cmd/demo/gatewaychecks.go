@@ -123,15 +123,25 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 		cfg.Upstream = upstream.URL + "/mcp"
 	}
 	cfg.Listen, cfg.StatusListen, cfg.PinStatePath = "127.0.0.1:0", "", ""
+	// The pod's gateway keeps its audit head on its own emptyDir and reads the issuer's keys the
+	// operator delivered from its mounted ConfigMap; here a temporary folder stands in for both.
+	dir, err := os.MkdirTemp("", "mcp-warden-demo-gateway-")
+	if err != nil {
+		d.expect(false, "a folder for the gateway's audit head and keys: %v", err)
+		return
+	}
+	defer os.RemoveAll(dir)
 	if cfg.Audit.StatePath != "" {
-		// the pod's gateway keeps its audit head on its own emptyDir; here a temporary folder stands in
-		dir, err := os.MkdirTemp("", "mcp-warden-demo-gateway-")
-		if err != nil {
-			d.expect(false, "a folder for the gateway's audit head: %v", err)
+		cfg.Audit.StatePath = filepath.Join(dir, filepath.Base(cfg.Audit.StatePath))
+	}
+	if cfg.Auth.JWKSFile != "" {
+		keys := cm.Data["jwks.json"]
+		d.expect(strings.Contains(keys, `"kid":"demo"`), "the operator delivered the issuer's signing keys to the gateway (ConfigMap %s, jwks.json: %d bytes)", cm.Name, len(keys))
+		cfg.Auth.JWKSFile = filepath.Join(dir, "jwks.json")
+		if err := os.WriteFile(cfg.Auth.JWKSFile, []byte(keys), 0o600); err != nil {
+			d.expect(false, "write the delivered keys: %v", err)
 			return
 		}
-		defer os.RemoveAll(dir)
-		cfg.Audit.StatePath = filepath.Join(dir, filepath.Base(cfg.Audit.StatePath))
 	}
 	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})

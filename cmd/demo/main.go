@@ -679,9 +679,9 @@ func (d *demo) connectivity(s *mcpv1alpha1.MCPServer, np *networkingv1.NetworkPo
 		{"server -> allow-listed 140.82.113.4:443", server, ext("140.82.113.4"), 443, "", corev1.ProtocolTCP, true},
 		{"server -> allow-listed 140.82.113.4:22", server, ext("140.82.113.4"), 22, "", corev1.ProtocolTCP, false},
 		{"server -> internet 1.1.1.1:443", server, ext("1.1.1.1"), 443, "", corev1.ProtocolTCP, false},
-		{"agent pod (same ns) -> server :mcp", pod(s.Namespace, map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, true},
-		{"other pod (same ns) -> server :mcp", pod(s.Namespace, map[string]string{"app": "other"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
-		{"pod in namespace default -> server :mcp", pod("default", map[string]string{"app": "agent"}), server, 8080, "mcp", corev1.ProtocolTCP, false},
+		{"agent pod (same ns) -> gateway :8443", pod(s.Namespace, map[string]string{"app": "agent"}), server, controllers.GatewayPort, "", corev1.ProtocolTCP, true},
+		{"other pod (same ns) -> gateway :8443", pod(s.Namespace, map[string]string{"app": "other"}), server, controllers.GatewayPort, "", corev1.ProtocolTCP, false},
+		{"pod in namespace default -> gateway :8443", pod("default", map[string]string{"app": "agent"}), server, controllers.GatewayPort, "", corev1.ProtocolTCP, false},
 	}
 	fmt.Printf("    connectivity (NetworkPolicy %s evaluated by an independent engine):\n", np.Name)
 	for _, r := range rows {

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -140,8 +141,15 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 
 	// A new manager: nothing in memory.
 	t.Cleanup(startManager(t, c))
-	cm.Data["gateway.json"] = `{"auth": {"disabled": true}}`
-	if err := k8s.Update(ctx, cm, client.FieldOwner("someone")); err != nil {
+	// Another writer edits the gateway configuration (retried: the operator may be writing the
+	// ConfigMap's delivered keys at the same time).
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, cmKey, cm); err != nil {
+			return err
+		}
+		cm.Data["gateway.json"] = `{"auth": {"disabled": true}}`
+		return k8s.Update(ctx, cm, client.FieldOwner("someone"))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k8s.Get(ctx, key, d); err != nil {
