@@ -357,6 +357,9 @@ func attachStdio(s *mcpv1alpha1.MCPServer, gw, server *corev1.Container) {
 const (
 	gatewayStateVolume = "gateway-state"
 	gatewayAuditKey    = "gateway-audit-key"
+	// gatewayTLS is the gateway's serving certificate and key (Secret <name>-gateway-tls), mounted into
+	// the gateway container only.
+	gatewayTLS = "gateway-tls"
 )
 
 // gatewayFileMode is the mode of the gateway's ConfigMap and Secret files: owner root, group the pod's
@@ -370,6 +373,12 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 		}}},
 		{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 	}
+	if gatewayconfig.TLSEnabled(s) {
+		vols = append(vols, corev1.Volume{Name: gatewayTLS, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: gatewayconfig.TLSSecretName(s), DefaultMode: ptr.To(gatewayFileMode),
+			Items: []corev1.KeyToPath{{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey}, {Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey}},
+		}}})
+	}
 	if name := s.Spec.Gateway.AuditKeySecretName; name != "" {
 		vols = append(vols, corev1.Volume{Name: gatewayAuditKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: name, Items: []corev1.KeyToPath{{Key: "key", Path: "key"}}, DefaultMode: ptr.To(gatewayFileMode),
@@ -380,6 +389,9 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 
 func gatewayMounts(s *mcpv1alpha1.MCPServer, config corev1.VolumeMount) []corev1.VolumeMount {
 	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir}}
+	if gatewayconfig.TLSEnabled(s) {
+		m = append(m, corev1.VolumeMount{Name: gatewayTLS, MountPath: gatewayconfig.TLSDir, ReadOnly: true})
+	}
 	if s.Spec.Gateway.AuditKeySecretName != "" {
 		m = append(m, corev1.VolumeMount{Name: gatewayAuditKey, MountPath: gatewayconfig.AuditKeyDir, ReadOnly: true})
 	}

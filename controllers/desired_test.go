@@ -399,7 +399,7 @@ func TestGatewayConfig(t *testing.T) {
 }
 
 func TestEndpoint(t *testing.T) {
-	if got := endpoint(testServer(), "cluster.local"); got != "http://files.tools.svc.cluster.local:8080/mcp" {
+	if got := endpoint(testServer(), "cluster.local"); got != "https://files.tools.svc.cluster.local:8080/mcp" {
 		t.Fatal(got)
 	}
 }

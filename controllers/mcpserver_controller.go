@@ -4,7 +4,9 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -44,6 +47,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/servingcert"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -132,6 +136,12 @@ type MCPServerReconciler struct {
 	// Operator selects the operator's own pods: the NetworkPolicy lets them (alone) reach the gateway's
 	// status port. Empty: no ingress to the status port.
 	Operator Peer
+	// CA issues the gateways' serving certificates (unless CertIssuer is set) and its bundle is
+	// published in every namespace with servers. Nil with CertIssuer nil: a server with TLS on stalls.
+	CA *servingcert.Authority
+	// CertIssuer, when set, has cert-manager issue the gateways' certificates (a Certificate per
+	// server) instead of CA.
+	CertIssuer *CertIssuer
 
 	applier  *applier
 	mem      memory
@@ -171,6 +181,8 @@ type reconcileState struct {
 	issuer string
 	// mcp is the gateways' MCP handshake with the server, read with the pins.
 	mcp mcpState
+	// tlsRenewAt is when the gateway's self-issued serving certificate is due (zero: none).
+	tlsRenewAt time.Time
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -191,6 +203,8 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				r.applier.forget(kind, req.NamespacedName)
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
+			r.applier.forget("Secret", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
+			r.applier.forget("Certificate", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
 			r.mem.forget(req.NamespacedName)
 			r.poller.forget(req.NamespacedName)
 			if r.Keys != nil {
@@ -224,6 +238,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileFence,
 		r.reconcileCiliumPolicy,
 		r.reconcileService,
+		r.reconcileTLS,
 		r.reconcileGatewayConfig,
 		r.reconcileDeployment,
 		r.reconcilePins,
@@ -241,6 +256,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 	r.rememberGood(s, st)
+	renew := renewIn(st, time.Now())
 	if r.Pins != nil {
 		// Tool definitions can change at any time on the server's side; read them again, soon while
 		// the server has not answered MCP.
@@ -251,9 +267,13 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if !st.mcp.ready {
 			interval = min(interval, 5*time.Second)
 		}
+		if renew > 0 {
+			interval = min(interval, renew)
+		}
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
-	return ctrl.Result{}, nil
+	// The serving certificate is renewed when due.
+	return ctrl.Result{RequeueAfter: renew}, nil
 }
 
 // applyChild applies one child and turns an ownership conflict into a stall.
@@ -418,7 +438,7 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
 	}
 	st.gatewayHash = hash
-	r.deliverKeys(s, cm, st)
+	r.deliverKeys(ctx, s, cm, st)
 	st.configMap = cm
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
@@ -692,6 +712,11 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Keys fetched, rotated or failing: the servers using the issuer get the new jwks.json.
 		b = b.WatchesRawSource(source.Channel(keyEvents, &handler.EnqueueRequestForObject{}))
 	}
+	if r.CertIssuer != nil {
+		cert := &unstructured.Unstructured{}
+		cert.SetGroupVersionKind(CertificateGVK)
+		b = b.Owns(cert)
+	}
 	if r.Cilium {
 		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{}).
 			// Every other CiliumNetworkPolicy may widen the fence of the servers in its namespace.
@@ -702,6 +727,7 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		// Every other NetworkPolicy may widen the fence of the servers in its namespace.
@@ -837,7 +863,7 @@ const noKeys = `{"keys":[]}`
 // deliverKeys puts the issuer's signing keys into the gateway's ConfigMap, outside the configuration
 // hash (a rotation does not roll the pods; the kubelet updates the mounted file and the gateway reads
 // it again).
-func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.ConfigMap, st *reconcileState) {
+func (r *MCPServerReconciler) deliverKeys(ctx context.Context, s *mcpv1alpha1.MCPServer, cm *corev1.ConfigMap, st *reconcileState) {
 	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 	a := s.Spec.Gateway.Auth
 	if a.Disabled {
@@ -852,11 +878,48 @@ func (r *MCPServerReconciler) deliverKeys(s *mcpv1alpha1.MCPServer, cm *corev1.C
 	} else {
 		k.Err = errors.New("the operator runs without an issuer key fetcher")
 	}
+	source := a.Issuer + " " + a.JWKSURL
+	if cm.Annotations == nil {
+		cm.Annotations = map[string]string{}
+	}
+	cm.Annotations[AnnotationKeysSource] = source
+	if k.JSON == nil {
+		// No fetch has succeeded since the operator started (a restart, or the issuer down since): the
+		// keys already delivered for the same source stay, so tokens keep validating.
+		if kept, n := r.deliveredKeys(ctx, cm, source); kept != "" {
+			k = issuerkeys.Keys{JSON: []byte(kept), Count: n, URL: "the gateway's ConfigMap", Err: cmp.Or(k.Err, errNoFetchYet)}
+		}
+	}
 	st.keys, st.issuer = &k, a.Issuer
 	cm.Data[keysFile] = noKeys
 	if k.JSON != nil {
 		cm.Data[keysFile] = string(k.JSON)
 	}
+}
+
+// AnnotationKeysSource on the gateway's ConfigMap names the issuer and jwksURL its jwks.json is of.
+const AnnotationKeysSource = "mcp.warden.dev/jwks-source"
+
+var errNoFetchYet = errors.New("no fetch has completed since the operator started")
+
+// deliveredKeys is the jwks.json the live ConfigMap delivers, and how many keys it holds, if it was
+// delivered for source and holds any key ("" otherwise: keys of another issuer are never kept).
+func (r *MCPServerReconciler) deliveredKeys(ctx context.Context, desired *corev1.ConfigMap, source string) (string, int) {
+	live := &corev1.ConfigMap{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
+		return "", 0
+	}
+	body := live.Data[keysFile]
+	if live.Annotations[AnnotationKeysSource] != source || body == "" {
+		return "", 0
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(body), &set); err != nil || len(set.Keys) == 0 {
+		return "", 0
+	}
+	return body, len(set.Keys)
 }
 
 // maxKeysError bounds the fetch error quoted in a condition (the API server refuses a condition

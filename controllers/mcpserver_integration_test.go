@@ -112,7 +112,7 @@ func TestServerBecomesReadyWithRestrictedPods(t *testing.T) {
 	t.Logf("MCPServer Ready after %s", time.Since(start).Round(time.Millisecond))
 
 	assertArgoHealth(t, s, argocd.Healthy)
-	if want := "http://files." + ns + ".svc.cluster.local:8080/mcp"; s.Status.Endpoint != want {
+	if want := "https://files." + ns + ".svc.cluster.local:8080/mcp"; s.Status.Endpoint != want {
 		t.Errorf("endpoint = %q, want %q", s.Status.Endpoint, want)
 	}
 	if c := condition(s, mcpv1alpha1.ConditionReconciling); c != nil {

@@ -108,18 +108,19 @@ func table(counts map[string]int, servers int) string {
 	return b.String()
 }
 
-// The floor of one server from create to Ready: its five children created (ServiceAccount,
-// NetworkPolicy, Service, gateway ConfigMap, Deployment), and three status writes (Progressing with the
+// The floor of one server from create to Ready: its six children created (ServiceAccount,
+// NetworkPolicy, Service, gateway serving-certificate Secret, gateway ConfigMap, Deployment; the
+// namespace's CA bundle ConfigMap is written once for the whole fleet), and three status writes (Progressing with the
 // endpoint and observedGeneration, WaitingForMCP once the pods run, then Ready when a gateway reports
 // its MCP handshake with the server), and the gateway ConfigMap written once more when the tools the
 // gateways report become its pins.json. On top of it, by design, one existence probe per child:
 // the cache holds only objects the operator labels, so before creating a child the operator reads its
 // name around the cache, and never adopts an object someone else put there.
 const (
-	floorCreates      = 5
+	floorCreates      = 6
 	floorPinsWrite    = 1
 	floorStatusWrites = 3
-	existenceProbes   = 5
+	existenceProbes   = 6
 	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
 	// applies more where a reconcile raced the cache or a gateway's report.
 	requestSlack = 2.5

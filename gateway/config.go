@@ -82,6 +82,17 @@ type Config struct {
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed to call the gateway; requests
 	// with any other Origin header are refused. Requests without an Origin header are not affected.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+	// TLS makes the gateway serve HTTPS on Listen. Empty: plaintext HTTP.
+	TLS TLSConfig `json:"tls,omitzero"`
+}
+
+// TLSConfig is the gateway's serving certificate: PEM files, read again when they change (see
+// CertReloader), so a renewed certificate is served without a restart.
+type TLSConfig struct {
+	// CertFile is the certificate chain (PEM), leaf first. An absolute path.
+	CertFile string `json:"certFile,omitempty"`
+	// KeyFile is the certificate's private key (PEM). An absolute path.
+	KeyFile string `json:"keyFile,omitempty"`
 }
 
 // AuthConfig configures the OAuth 2.1 resource server.
@@ -282,6 +293,9 @@ func (c *Config) Validate() error {
 	if err := c.Audit.validate(c.PinStatePath); err != nil {
 		return err
 	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	l := c.Limits
 	switch {
 	case l.MaxBodyBytes < 1024:
@@ -307,6 +321,21 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+func (t TLSConfig) validate() error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("tls: certFile %q and keyFile %q go together: set both (HTTPS) or neither (plaintext HTTP)", t.CertFile, t.KeyFile)
+	}
+	for field, p := range map[string]string{"tls.certFile": t.CertFile, "tls.keyFile": t.KeyFile} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q must be an absolute path, e.g. \"/etc/mcp-warden-tls/tls.crt\"", field, p)
+		}
+	}
+	return nil
+}
+
+// Enabled reports whether the gateway serves HTTPS.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
 
 func (a AuditConfig) validate(pinStatePath string) error {
 	for field, p := range map[string]string{"audit.keyPath": a.KeyPath, "audit.statePath": a.StatePath} {

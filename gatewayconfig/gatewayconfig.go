@@ -34,6 +34,14 @@ const (
 	StateDir = "/var/lib/mcp-warden"
 	// AuditKeyDir is where the audit key Secret is mounted, in the gateway container only.
 	AuditKeyDir = "/etc/mcp-warden-audit"
+	// TLSDir is where the gateway's serving certificate (tls.crt, tls.key) is mounted, in the gateway
+	// container only; the gateway reloads it when the kubelet updates the files.
+	TLSDir = "/etc/mcp-warden-tls"
+	// CABundleConfigMap is the ConfigMap, in every namespace with servers, whose key CABundleKey holds
+	// the CA certificates the gateways' serving certificates chain to, for clients to mount.
+	CABundleConfigMap = "mcp-warden-ca"
+	// CABundleKey is the CA bundle's key in CABundleConfigMap.
+	CABundleKey = "ca.crt"
 	// MaxConfigBytes bounds the rendered configuration, well inside a ConfigMap's 1 MiB.
 	MaxConfigBytes = 256 << 10
 )
@@ -99,6 +107,9 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 	if !g.Auth.Disabled {
 		cfg.Auth.JWKSFile = KeysPath
 	}
+	if TLSEnabled(s) {
+		cfg.TLS = gateway.TLSConfig{CertFile: TLSDir + "/tls.crt", KeyFile: TLSDir + "/tls.key"}
+	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.
 	cfg.Audit.StatePath = StateDir + "/audit-head.json"
@@ -156,7 +167,32 @@ func Path(s *mcpv1alpha1.MCPServer) string {
 	return s.Spec.Path
 }
 
-// Endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
+// Endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway): https:// unless
+// spec.gateway.tls.mode is Disabled.
 func Endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
-	return fmt.Sprintf("http://%s.%s.svc.%s:%d%s", s.Name, s.Namespace, clusterDomain, Port(s), Path(s))
+	scheme := "https"
+	if !TLSEnabled(s) {
+		scheme = "http"
+	}
+	return fmt.Sprintf("%s://%s.%s.svc.%s:%d%s", scheme, s.Name, s.Namespace, clusterDomain, Port(s), Path(s))
+}
+
+// TLSEnabled reports whether the gateway serves HTTPS (every mode but Disabled).
+func TLSEnabled(s *mcpv1alpha1.MCPServer) bool {
+	return s.Spec.Gateway.TLS.Mode != mcpv1alpha1.TLSDisabled
+}
+
+// TLSSecretName is the Secret, in the server's namespace, that holds the gateway's serving certificate
+// (type kubernetes.io/tls), mounted into the gateway container only.
+func TLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-tls" }
+
+// DNSNames are the names the gateway's serving certificate is for: the server's Service, short and
+// qualified.
+func DNSNames(s *mcpv1alpha1.MCPServer, clusterDomain string) []string {
+	return []string{
+		s.Name,
+		s.Name + "." + s.Namespace,
+		s.Name + "." + s.Namespace + ".svc",
+		s.Name + "." + s.Namespace + ".svc." + clusterDomain,
+	}
 }

@@ -203,7 +203,8 @@ func CheckEgress(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServ
 }
 
 // CheckGateway checks the gateway settings against every policy: authentication may be off only if the
-// policy allows it, and the issuer must be one the policy allows.
+// policy allows it, the issuer must be one the policy allows, and the gateway may serve plaintext only
+// where policies allow it (see checkPlaintext).
 func CheckGateway(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
 	var errs field.ErrorList
 	auth := field.NewPath("spec", "gateway", "auth")
@@ -214,6 +215,26 @@ func CheckGateway(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPSer
 			errs = append(errs, field.Forbidden(auth.Child("disabled"), fmt.Sprintf("MCPServerPolicy %q does not allow gateway authentication to be turned off; remove disabled: true and set auth.issuer", p.Name)))
 		case !spec.Gateway.Auth.Disabled && len(c.AllowedIssuers) > 0 && !slices.Contains(c.AllowedIssuers, spec.Gateway.Auth.Issuer):
 			errs = append(errs, field.Forbidden(auth.Child("issuer"), fmt.Sprintf("issuer %q is not an authorization server MCPServerPolicy %q allows (%s)", spec.Gateway.Auth.Issuer, p.Name, strings.Join(c.AllowedIssuers, ", "))))
+		}
+	}
+	return append(errs, checkPlaintext(spec, policies)...)
+}
+
+// checkPlaintext refuses spec.gateway.tls.mode Disabled unless a policy governs the namespace and every
+// governing policy sets gateway.allowPlaintext: plaintext puts bearer tokens on the pod network, so no
+// policy is not permission.
+func checkPlaintext(spec *mcpv1alpha1.MCPServerSpec, policies []mcpv1alpha1.MCPServerPolicy) field.ErrorList {
+	if spec.Gateway.TLS.Mode != mcpv1alpha1.TLSDisabled {
+		return nil
+	}
+	mode := field.NewPath("spec", "gateway", "tls", "mode")
+	if len(policies) == 0 {
+		return field.ErrorList{field.Forbidden(mode, "plaintext HTTP puts bearer tokens on the pod network unencrypted, so it needs an MCPServerPolicy governing this namespace with gateway.allowPlaintext: true (e.g. where a mesh does mTLS); no policy governs it: remove tls.mode (HTTPS is the default) or ask the platform team for such a policy")}
+	}
+	var errs field.ErrorList
+	for _, p := range policies {
+		if !p.Spec.Gateway.AllowPlaintext {
+			errs = append(errs, field.Forbidden(mode, fmt.Sprintf("MCPServerPolicy %q does not allow a plaintext gateway (gateway.allowPlaintext); remove tls.mode: Disabled (HTTPS is the default)", p.Name)))
 		}
 	}
 	return errs

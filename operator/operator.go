@@ -48,6 +48,7 @@ import (
 	"github.com/mcp-warden/mcp-warden/guardrails"
 	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/issuerkeys"
+	"github.com/mcp-warden/mcp-warden/servingcert"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -127,6 +128,14 @@ type Options struct {
 	IssuerCABundle []byte
 	// IssuerKeysRefresh is how often each issuer's keys are fetched again (default 1m).
 	IssuerKeysRefresh time.Duration
+
+	// GatewayCASecret is the Secret holding the operator's CA for the gateways' serving certificates
+	// (default mcp-warden-gateway-ca in Namespace, or in "default" when Namespace is empty); it is created
+	// on first use and rotated before expiry.
+	GatewayCASecret types.NamespacedName
+	// GatewayCertIssuer, when set, has cert-manager issue the gateways' certificates: the API server must
+	// serve cert-manager.io/v1 Certificate, or New fails.
+	GatewayCertIssuer *controllers.CertIssuer
 
 	// MaxConcurrentReconciles is how many MCPServers reconcile at once (0:
 	// DefaultMaxConcurrentReconciles). A reconcile mostly waits on the API server, so several per core
@@ -217,6 +226,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.Service{}:        {Label: managed},
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
+		// Only the gateways' serving certificates: the operator's CA Secret is read around the cache.
+		&corev1.Secret{}: {Label: managed},
 		// The pods of the operator's Deployments, whose gateways report their tool pins.
 		&corev1.Pod{}: {Label: managed},
 	}
@@ -227,6 +238,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if clusterPolicies {
 		// Only the operator's own ClusterNetworkPolicy: its RBAC names it.
 		byObject[&policyv1beta1.ClusterNetworkPolicy{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", controllers.ClusterFenceName)}
+	}
+	if o.GatewayCertIssuer != nil {
+		served, err := servesKind(cfg, controllers.CertificateGVK)
+		if err != nil {
+			return nil, err
+		}
+		if !served {
+			return nil, fmt.Errorf("a cert-manager issuer (%s/%s) is configured for the gateways, but the API server does not serve cert-manager.io/v1 Certificate: install cert-manager, or leave the issuer unset to have the operator issue the certificates from its own CA", o.GatewayCertIssuer.Kind, o.GatewayCertIssuer.Name)
+		}
 	}
 	metrics := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.SecureMetrics}
 	if o.SecureMetrics {
@@ -293,8 +313,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Verifier:        o.Verifier,
 		Pins:            o.PinReader,
 		PinPollInterval: o.PinPollInterval,
+		CertIssuer:      o.GatewayCertIssuer,
 
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+	}
+	if o.GatewayCertIssuer == nil {
+		r.CA = &servingcert.Authority{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: gatewayCASecret(o)}
 	}
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles()
@@ -391,6 +415,44 @@ func servesClusterNetworkPolicies(cfg *rest.Config) (bool, error) {
 	}
 	if err != nil {
 		return false, fmt.Errorf("discover %s ClusterNetworkPolicy: %w", policyv1beta1.GroupVersion, err)
+	}
+	return true, nil
+}
+
+// gatewayCASecret is where the gateways' CA lives.
+func gatewayCASecret(o Options) types.NamespacedName {
+	key := o.GatewayCASecret
+	if key.Namespace == "" {
+		key.Namespace = o.Namespace
+	}
+	if key.Namespace == "" {
+		key.Namespace = "default"
+	}
+	if key.Name == "" {
+		key.Name = DefaultGatewayCASecret
+	}
+	return key
+}
+
+// DefaultGatewayCASecret is the name of the Secret holding the gateways' CA.
+const DefaultGatewayCASecret = "mcp-warden-gateway-ca"
+
+// servesKind asks the API server (through a discovery-backed RESTMapper) whether it serves the kind.
+func servesKind(cfg *rest.Config, gvk schema.GroupVersionKind) (bool, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return false, fmt.Errorf("HTTP client: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, hc)
+	if err != nil {
+		return false, fmt.Errorf("REST mapper: %w", err)
+	}
+	_, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", gvk, err)
 	}
 	return true, nil
 }

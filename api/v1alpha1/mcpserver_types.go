@@ -130,6 +130,31 @@ type MCPServerSpec struct {
 	Gateway GatewaySpec `json:"gateway"`
 }
 
+// TLSMode says whether the gateway serves HTTPS or plaintext HTTP.
+// +kubebuilder:validation:Enum=Enabled;Disabled
+type TLSMode string
+
+const (
+	// TLSEnabled serves HTTPS (the default).
+	TLSEnabled TLSMode = "Enabled"
+	// TLSDisabled serves plaintext HTTP, for a mesh that encrypts and authenticates pod traffic itself
+	// (mTLS); only where an MCPServerPolicy allows it.
+	TLSDisabled TLSMode = "Disabled"
+)
+
+// GatewayTLS configures the gateway's serving certificate.
+type GatewayTLS struct {
+	// Mode is Enabled (the default: HTTPS with a certificate for <name>, <name>.<namespace>,
+	// <name>.<namespace>.svc and <name>.<namespace>.svc.<cluster domain>, whose CA bundle the operator
+	// publishes in the ConfigMap mcp-warden-ca, key ca.crt, of this namespace) or Disabled (plaintext
+	// HTTP, bearer tokens unencrypted on the pod network: allowed only when every MCPServerPolicy
+	// governing the namespace, and at least one, sets spec.gateway.allowPlaintext, e.g. because a mesh
+	// does mTLS).
+	// +kubebuilder:default=Enabled
+	// +optional
+	Mode TLSMode `json:"mode,omitempty"`
+}
+
 // GatewaySpec configures the MCP gateway sidecar.
 type GatewaySpec struct {
 	// Auth configures token validation.
@@ -184,6 +209,12 @@ type GatewaySpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	AuditKeySecretName string `json:"auditKeySecretName,omitempty"`
+
+	// TLS configures how the gateway serves clients. By default it serves HTTPS with a certificate for
+	// the server's Service names, issued by the operator's CA (or by cert-manager where the operator is
+	// configured with an issuer), and status.endpoint is https://.
+	// +optional
+	TLS GatewayTLS `json:"tls,omitempty"`
 
 	// RatePerSecond limits requests per principal (default 10, burst twice that).
 	// +kubebuilder:validation:Minimum=1

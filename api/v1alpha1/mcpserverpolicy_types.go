@@ -221,6 +221,13 @@ type GatewayCeiling struct {
 	// +optional
 	AllowAuthDisabled bool `json:"allowAuthDisabled,omitempty"`
 
+	// AllowPlaintext lets MCPServers serve their gateway over plaintext HTTP (spec.gateway.tls.mode:
+	// Disabled), e.g. where a service mesh encrypts and authenticates pod-to-pod traffic with mTLS.
+	// Default false: plaintext needs at least one governing policy, and every governing policy, to
+	// allow it.
+	// +optional
+	AllowPlaintext bool `json:"allowPlaintext,omitempty"`
+
 	// AllowedIssuers, when set, are the only OAuth authorization servers (exact issuer URLs, as in
 	// spec.gateway.auth.issuer) MCPServers may accept tokens from, e.g. the organisation's identity
 	// provider. Empty allows any issuer.

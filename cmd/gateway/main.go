@@ -204,6 +204,9 @@ func verifyAudit(args []string, stdout, stderr io.Writer) int {
 // flagValues are the command-line settings that override the configuration file.
 type flagValues struct{ listen, auditKey, auditState, stdioSocket string }
 
+// certReloadInterval is how often the serving certificate's files are checked for a renewal.
+const certReloadInterval = 5 * time.Second
+
 // stdioExecWait is how long stdio-exec waits for the gateway's socket (the gateway, a native sidecar,
 // normally listens before the server's container starts).
 const stdioExecWait = 30 * time.Second
@@ -280,6 +283,15 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var certs *gateway.CertReloader
+	if cfg.TLS.Enabled() {
+		if certs, err = gateway.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log.With("component", "tls")); err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = certs.ServerTLSConfig()
+		go certs.Run(ctx, certReloadInterval)
+	}
 	var status *http.Server
 	if cfg.StatusListen != "" {
 		sln, err := net.Listen("tcp", cfg.StatusListen)
@@ -305,9 +317,15 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		}()
 	}
 	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled,
-		"secretRules", sanitize.Rules(), "auditMAC", cfg.Audit.KeyPath != "", "auditHead", cfg.Audit.StatePath)
+		"tls", certs != nil, "secretRules", sanitize.Rules(), "auditMAC", cfg.Audit.KeyPath != "", "auditHead", cfg.Audit.StatePath)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if certs != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

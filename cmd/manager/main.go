@@ -65,8 +65,20 @@ func run() error {
 	flag.StringVar(&scraperLabels, "gateway-metrics-scraper-pod-labels", "", "Labels (k=v,...) of the metrics scraper's pods, e.g. app.kubernetes.io/name=prometheus.")
 	flag.StringVar(&issuerCAFile, "issuer-ca-file", "", "PEM file of CA certificates trusted for token issuers besides the system roots (e.g. an in-cluster issuer's private CA).")
 	flag.DurationVar(&o.IssuerKeysRefresh, "issuer-keys-refresh", issuerkeys.DefaultRefresh, "How often each token issuer's signing keys are fetched again and delivered to the gateways; a key the issuer rotates in is used within this interval plus the kubelet's ConfigMap sync period.")
+	var certIssuer, caSecret string
+	flag.StringVar(&certIssuer, "gateway-cert-issuer", "", "cert-manager issuer of the gateways' serving certificates, as Issuer/NAME (in each server's namespace) or ClusterIssuer/NAME; the API server must serve cert-manager.io/v1 Certificate. Empty: the operator issues them from its own CA (--gateway-ca-secret).")
+	flag.StringVar(&caSecret, "gateway-ca-secret", operator.DefaultGatewayCASecret, "Secret (in --namespace) holding the operator's CA for the gateways' serving certificates; created on first use and rotated before expiry.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if certIssuer != "" {
+		kind, name, ok := strings.Cut(certIssuer, "/")
+		if !ok || name == "" || (kind != "Issuer" && kind != "ClusterIssuer") {
+			return fmt.Errorf("--gateway-cert-issuer %q: expected Issuer/NAME or ClusterIssuer/NAME, e.g. ClusterIssuer/cluster-ca", certIssuer)
+		}
+		o.GatewayCertIssuer = &controllers.CertIssuer{Kind: kind, Name: name}
+	} else if namespace == "" {
+		return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required: the gateways' CA lives in Secret --gateway-ca-secret there")
+	}
 	if err := checkScaleFlags(o); err != nil {
 		return err
 	}
@@ -101,6 +113,7 @@ func run() error {
 		return fmt.Errorf("--issuer-keys-refresh %s: want at least 5s (default %s)", o.IssuerKeysRefresh, issuerkeys.DefaultRefresh)
 	}
 	o.Namespace = namespace
+	o.GatewayCASecret = types.NamespacedName{Namespace: namespace, Name: caSecret}
 	if readPins {
 		o.PinReader = &controllers.HTTPStatusReader{}
 		if o.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorLabels); err != nil || len(o.OperatorPodLabels) == 0 || namespace == "" {
