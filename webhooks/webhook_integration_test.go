@@ -321,3 +321,27 @@ func TestIssuerCeilingHolds(t *testing.T) {
 	s.Spec.Gateway.Auth.JWKSURL = ""
 	createEventually(t, s, "")
 }
+
+// TestPlaintextGatewayNeedsPolicy: tls.mode Disabled (bearer tokens in the clear on the pod network) is
+// refused, naming the field and the fix, in a namespace no policy governs and where a governing policy
+// does not set allowPlaintext; it is admitted where the policy allows it (a mesh doing mTLS).
+func TestPlaintextGatewayNeedsPolicy(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	bare := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-"}}
+	if err := k8s.Create(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	plain := server(bare.Name, goodImage)
+	plain.Spec.Gateway.TLS.Mode = mcpv1alpha1.TLSDisabled
+	createEventually(t, plain, "spec.gateway.tls.mode: Forbidden: plaintext HTTP puts bearer tokens on the pod network unencrypted, so it needs an MCPServerPolicy governing this namespace with gateway.allowPlaintext: true")
+
+	strict := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{})
+	plain.Namespace = strict
+	createEventually(t, plain, fmt.Sprintf(`spec.gateway.tls.mode: Forbidden: MCPServerPolicy "policy-%s" does not allow a plaintext gateway (gateway.allowPlaintext)`, strict))
+	createEventually(t, server(strict, goodImage), "")
+
+	mesh := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowPlaintext: true}})
+	plain.Namespace = mesh
+	createEventually(t, plain, "")
+}
