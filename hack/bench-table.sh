@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Turns `go test -bench` output (imageverify, gateway, controllers) into one table per area: admission
 # with the ratio of the cosign CLI baseline (measured in the same run) to each path, the gateway against
-# a direct connection (same run), and reconcile times beside the control plane's floor (same run),
+# a direct connection and, over TLS, against a bare TLS reverse proxy (same run), and reconcile times beside the control plane's floor (same run),
 # requests per server and steady-state writes per fleet size.
 awk '
 function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
@@ -13,6 +13,12 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
     DC=metric("direct-calls/s"); GC=metric("gateway-calls/s"); DPC=metric("direct-parallel-calls/s"); GPC=metric("gateway-parallel-calls/s")
     BP50=metric("bareproxy-p50-µs"); BR=metric("bareproxy/direct-%"); BPR=metric("bareproxy/direct-parallel-%")
+    next
+  }
+  if (name == "ProxyOverheadTLS") {
+    nt=1
+    split("direct tlsgateway tlsbareproxy", tp, " ")
+    for (j=1; j<=3; j++) { k=tp[j]; T50[k]=metric(k "-p50-µs"); T99[k]=metric(k "-p99-µs"); TC[k]=metric(k "-calls/s"); TPC[k]=metric(k "-parallel-calls/s") }
     next
   }
   p50=metric("p50-µs")
@@ -38,6 +44,15 @@ END {
     printf "  %-30s %9s µs %9s µs %12s %20s\n", "gateway", GP50, GP99, GC, GPC
     printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway - direct / ratio", GP50-DP50, GP99-DP99, 100*GC/DC, 100*GPC/DPC
     if (BR != "") printf "  %-30s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
+  }
+  if (nt > 0) {
+    printf "\ngateway over TLS (HTTPS as in a cluster, TLS 1.3; direct is the server itself on plaintext loopback; bare TLS proxy: httputil.ReverseProxy, same certificate; alternating in one run)\n"
+    printf "  %-30s %12s %12s %12s %20s\n", "path", "p50", "p99", "calls/s", "calls/s, 8 sessions"
+    printf "  %-30s %9s µs %9s µs %12s %20s\n", "direct", T50["direct"], T99["direct"], TC["direct"], TPC["direct"]
+    printf "  %-30s %9s µs %9s µs %12s %20s\n", "gateway (TLS)", T50["tlsgateway"], T99["tlsgateway"], TC["tlsgateway"], TPC["tlsgateway"]
+    printf "  %-30s %9s µs %9s µs %12s %20s\n", "bare TLS proxy", T50["tlsbareproxy"], T99["tlsbareproxy"], TC["tlsbareproxy"], TPC["tlsbareproxy"]
+    printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway (TLS) - direct / ratio", T50["tlsgateway"]-T50["direct"], T99["tlsgateway"]-T99["direct"], 100*TC["tlsgateway"]/TC["direct"], 100*TPC["tlsgateway"]/TPC["direct"]
+    printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway (TLS) - bare TLS proxy", T50["tlsgateway"]-T50["tlsbareproxy"], T99["tlsgateway"]-T99["tlsbareproxy"], 100*TC["tlsgateway"]/TC["tlsbareproxy"], 100*TPC["tlsgateway"]/TPC["tlsbareproxy"]
   }
   if (nr > 0) {
     printf "\nreconcile (MCPServers created at once on the local control plane; floor: the same five children per server created directly, same client rate limit, same run)\n"

@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 )
 
@@ -52,10 +51,10 @@ func TestGatewayValidatesTokensWithDeliveredKeys(t *testing.T) {
 	if issuer.Fetches() == 0 {
 		t.Fatal("the operator never fetched the issuer's keys")
 	}
-	url := fmt.Sprintf("http://%s:%d/mcp", f.pod.Status.PodIP, controllers.GatewayPort)
+	url, trust := gatewayURL(t, f.ns, "probe", f.pod)
 	call := func(tok string, tools ...string) mcpResult {
 		t.Helper()
-		out := execIn(t, f.ns, f.agent.Name, "probe", append([]string{"/probe", "mcp", url, tok}, tools...)...)
+		out := execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, append([]string{url, tok}, tools...)...)...)
 		var r mcpResult
 		if err := json.Unmarshal(out, &r); err != nil {
 			t.Fatalf("probe mcp: %v: %s", err, out)

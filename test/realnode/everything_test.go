@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/controllers"
 )
 
 // The third-party server's image (hack/everything.sh's tree): Node.js from the npm package
@@ -90,12 +89,12 @@ func TestThirdPartyServerEverything(t *testing.T) {
 			}
 			ready := time.Since(created)
 			// Through the gateway from the listed client pod, with a real MCP client (go-sdk).
-			url := fmt.Sprintf("http://%s:%d/mcp", pod.Status.PodIP, controllers.GatewayPort)
+			url, trust := gatewayURL(t, f.ns, s.Name, pod)
 			tok := tokenFor(t, f.ns, s.Name, "everything")
 			var r mcpResult
 			var out []byte
 			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-				out = execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url, tok)
+				out = execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url, tok)...)
 				r = mcpResult{}
 				if err := json.Unmarshal(out, &r); err != nil {
 					return false, fmt.Errorf("probe mcp: %w: %s", err, out)

@@ -39,8 +39,9 @@ const (
 	gatewayUIDs = "65533 65533 65533 65533"
 )
 
-// gatewayFiles are the gateway's configuration, pins and audit head, in the gateway's container.
-var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/var/lib/mcp-warden/audit-head.json"}
+// gatewayFiles are the gateway's configuration, pins, audit head and TLS private key, in the gateway's
+// container.
+var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.key"}
 
 // observeIsolation runs `probe isolation` in the pod's server container.
 func observeIsolation(t *testing.T, ns, pod string) isolation {

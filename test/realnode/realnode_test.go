@@ -319,8 +319,8 @@ type mcpResult struct {
 // gateway sidecar without a token: 401 with the RFC 9728 resource metadata pointer.
 func TestGatewayRefusesAnonymousClient(t *testing.T) {
 	f := server(t)
-	url := fmt.Sprintf("http://%s:%d/mcp", f.pod.Status.PodIP, controllers.GatewayPort)
-	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url)
+	url, trust := gatewayURL(t, f.ns, "probe", f.pod)
+	out := execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, url)...)
 	var r mcpResult
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("probe mcp: %v: %s", err, out)
@@ -401,8 +401,8 @@ func TestStdioServerOnRealNode(t *testing.T) {
 	if !gw["gateway"] || !srv["mcp-files"] || srv["gateway"] {
 		t.Errorf("the gateway sidecar must run the gateway and the server container mcp-files alone: gateway %v, server %v", gw, srv)
 	}
-	url := fmt.Sprintf("http://%s:%d/mcp", pod.Status.PodIP, controllers.GatewayPort)
-	out := execIn(t, f.ns, f.agent.Name, "probe", "/probe", "mcp", url)
+	url, trust := gatewayURL(t, f.ns, "files-stdio", pod)
+	out := execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, url)...)
 	var r mcpResult
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("probe mcp: %v: %s", err, out)

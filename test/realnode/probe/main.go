@@ -9,7 +9,7 @@
 //	probe get URL                an HTTP GET (5 s): status and body (at most 64 KiB)
 //	probe facts                  this process's and PID 1's identity, capabilities, seccomp, writes
 //	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
-//	probe mcp [--call TOOL --arguments JSON] URL [TOKEN]
+//	probe mcp [--call TOOL --arguments JSON] [--ca FILE|--ca-pem PEM] [--server-name NAME] URL [TOKEN]
 //	                             an MCP client (go-sdk): connect, list tools, call one; and the raw HTTP status
 //	probe sleep                  wait for SIGTERM (a client pod to exec in)
 //	probe resolve NAME...        look each name up with the pod's resolver (its /etc/resolv.conf)
@@ -18,6 +18,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -234,7 +236,14 @@ func mcpClient(args []string) (*MCPResult, error) {
 	fs := flag.NewFlagSet("mcp", flag.ContinueOnError)
 	call := fs.String("call", "", "a tool to call after listing tools")
 	arguments := fs.String("arguments", "{}", "the tool's arguments, a JSON object")
+	caFile := fs.String("ca", "", "PEM file of the CAs to trust for an https URL (e.g. the mounted mcp-warden-ca ConfigMap); default the system roots")
+	caPEM := fs.String("ca-pem", "", "PEM CAs to trust, inline")
+	serverName := fs.String("server-name", "", "the name to verify the server's certificate for (default the URL's host)")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	transport, err := tlsTransport(*caFile, *caPEM, *serverName)
+	if err != nil {
 		return nil, err
 	}
 	args = fs.Args()
@@ -251,7 +260,7 @@ func mcpClient(args []string) (*MCPResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: bearer{token, http.DefaultTransport}}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: bearer{token, transport}}
 	res := &MCPResult{}
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "probe", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
 	if err != nil {
@@ -331,6 +340,28 @@ func toolText(r *mcp.CallToolResult) string {
 		}
 	}
 	return b.String()
+}
+
+// tlsTransport trusts the CAs of caFile and caPEM (none: the system roots) and verifies serverName.
+func tlsTransport(caFile, caPEM, serverName string) (http.RoundTripper, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	pem := []byte(caPEM)
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pem = append(pem, b...)
+	}
+	if len(pem) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("--ca/--ca-pem: no PEM certificate")
+		}
+		t.TLSClientConfig.RootCAs = pool
+	}
+	return t, nil
 }
 
 type bearer struct {
