@@ -715,7 +715,9 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.CertIssuer != nil {
 		cert := &unstructured.Unstructured{}
 		cert.SetGroupVersionKind(CertificateGVK)
-		b = b.Owns(cert)
+		// cert-manager writes the Certificate's Secret (labelled through its secretTemplate, not owned):
+		// its ca.crt is then published.
+		b = b.Owns(cert).Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(serverOfLabels))
 	}
 	if r.Cilium {
 		b = b.Owns(&ciliumv2.CiliumNetworkPolicy{}).
@@ -810,6 +812,15 @@ func operatorOwned(np *networkingv1.NetworkPolicy) bool {
 	}
 	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: np.Name}}
 	return len(np.Spec.PodSelector.MatchExpressions) == 0 && equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, selectorLabels(want))
+}
+
+// serverOfLabels enqueues the MCPServer an object's labels name.
+func serverOfLabels(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[LabelServer]
+	if name == "" || o.GetLabels()[LabelManagedBy] != managerName {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
 func notOwnedByServer(o client.Object) bool {

@@ -1,0 +1,158 @@
+// Package certmanager_test runs the operator against an API server that serves cert-manager's
+// Certificate (a minimal CRD fixture: cert-manager itself does not run here) with an issuer configured:
+// each server's gateway certificate is then a Certificate, not the operator's own, and the Deployment
+// mounts the Secret cert-manager writes, in the gateway container only.
+package certmanager_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/internal/testenv"
+	"github.com/mcp-warden/mcp-warden/operator"
+)
+
+// certificateCRD is cert-manager.io/v1 Certificate as far as the API server needs it: the kind, served
+// and stored, its spec kept as written.
+func certificateCRD() *apiextensionsv1.CustomResourceDefinition {
+	return &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: "certificates.cert-manager.io"},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: "cert-manager.io",
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "certificates", Singular: "certificate", Kind: "Certificate", ListKind: "CertificateList"},
+			Scope: apiextensionsv1.NamespaceScoped,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: "v1", Served: true, Storage: true,
+				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+					Type: "object",
+					Properties: map[string]apiextensionsv1.JSONSchemaProps{
+						"spec":   {Type: "object", XPreserveUnknownFields: ptr.To(true)},
+						"status": {Type: "object", XPreserveUnknownFields: ptr.To(true)},
+					},
+				}},
+			}},
+		},
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("after %s: %v", timeout, err)
+}
+
+// TestCertificateFromCertManager: with cert-manager's Certificate served and an issuer configured, the
+// operator creates a Certificate for the server's Service names from that issuer (and issues nothing
+// itself), the Deployment mounts the Certificate's Secret into the gateway container alone, and once
+// cert-manager has written the Secret its ca.crt is published in mcp-warden-ca.
+func TestCertificateFromCertManager(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	env, err := testenv.Start(ctx, localcluster.Options{CRDs: []*apiextensionsv1.CustomResourceDefinition{certificateCRD()}},
+		func(*localcluster.Cluster) operator.Options {
+			return operator.Options{SeveralInProcess: true, GatewayCertIssuer: &controllers.CertIssuer{Kind: "ClusterIssuer", Name: "cluster-ca"}}
+		})
+	t.Cleanup(func() { cancel(); env.Stop() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8s := env.Client
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	s := &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns.Name},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image:   "registry.example/acme/files@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Disabled: true}},
+		},
+	}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	cert := &unstructured.Unstructured{}
+	cert.SetGroupVersionKind(controllers.CertificateGVK)
+	eventually(t, 30*time.Second, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "files-gateway-tls"}, cert)
+	})
+	dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	want := []string{"files", "files." + ns.Name, "files." + ns.Name + ".svc", "files." + ns.Name + ".svc.cluster.local"}
+	if !slices.Equal(dns, want) {
+		t.Errorf("Certificate dnsNames %v, want %v", dns, want)
+	}
+	secretName, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
+	issuer, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "issuerRef")
+	if secretName != "files-gateway-tls" || issuer["kind"] != "ClusterIssuer" || issuer["name"] != "cluster-ca" || issuer["group"] != "cert-manager.io" {
+		t.Errorf("Certificate secretName %q issuerRef %v", secretName, issuer)
+	}
+	if !metav1.IsControlledBy(cert, s) {
+		t.Errorf("the Certificate is not owned by its MCPServer: %v", cert.GetOwnerReferences())
+	}
+
+	dep := &appsv1.Deployment{}
+	eventually(t, 30*time.Second, func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(s), dep) })
+	pod := dep.Spec.Template.Spec
+	vol := ""
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == secretName {
+			vol = v.Name
+		}
+	}
+	if vol == "" {
+		t.Fatalf("the Deployment does not mount the Certificate's Secret: %+v", pod.Volumes)
+	}
+	for _, c := range append(pod.InitContainers, pod.Containers...) {
+		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol })
+		if mounted != (c.Name == "gateway") {
+			t.Errorf("container %s mounts the certificate: %v (only the gateway may)", c.Name, mounted)
+		}
+	}
+	// Issued by cert-manager, not the operator: no Secret of its own, no CA.
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the operator wrote the certificate Secret itself: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the operator made its own CA with cert-manager configured: %v", err)
+	}
+
+	// cert-manager writes the Secret (with the labels the Certificate's secretTemplate asks for).
+	labels, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "secretTemplate", "labels")
+	issued := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: secretName, Labels: labels}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": []byte("key"), "ca.crt": []byte("-----BEGIN CERTIFICATE-----\nissuer CA\n-----END CERTIFICATE-----\n")}}
+	if err := k8s.Create(ctx, issued); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "mcp-warden-ca"}, cm); err != nil {
+			return err
+		}
+		if cm.Data["ca.crt"] != string(issued.Data["ca.crt"]) {
+			return fmt.Errorf("mcp-warden-ca ca.crt %q", cm.Data["ca.crt"])
+		}
+		return nil
+	})
+}
