@@ -73,9 +73,18 @@ func TestTLSClientTrustsPublishedCA(t *testing.T) {
 		return r
 	}
 	tok := token(t, f)
-	trusted := run("--ca", "/etc/mcp-ca/ca.crt", "--server-name", name, url, tok)
-	if trusted.ConnectError != "" || trusted.Status != 200 || len(trusted.Tools) == 0 {
-		t.Fatalf("a client trusting the published CA: %+v", trusted)
+	// The ingress fence learns a new client pod's address within seconds (kube-router's sync).
+	var trusted mcpResult
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		trusted = run("--ca", "/etc/mcp-ca/ca.crt", "--server-name", name, url, tok)
+		if trusted.ConnectError == "" && trusted.Status == 200 && len(trusted.Tools) > 0 {
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(trusted.ConnectError, "connection refused") {
+			t.Fatalf("a client trusting the published CA: %+v", trusted)
+		}
+		time.Sleep(time.Second)
 	}
 	t.Logf("client trusting mcp-warden-ca over https: tools %v", trusted.Tools)
 
