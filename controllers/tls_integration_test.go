@@ -299,7 +299,12 @@ func TestDeliveredKeysSurviveOperatorRestart(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("the second operator: %v", err)
+		}
+	}()
 	eventually(t, 30*time.Second, func() error {
 		if writes.Load() == 0 {
 			return errors.New("the restarted operator has not applied the gateway ConfigMap yet")
