@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -168,5 +169,24 @@ func TestCertReloaderRunPicksUpChange(t *testing.T) {
 			t.Fatalf("serving serial %d 5s after the renewal; want 2", r.Leaf().SerialNumber.Int64())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTLSConfigValidated: a certificate without its key, or relative paths, are refused at start.
+func TestTLSConfigValidated(t *testing.T) {
+	for _, tc := range []struct {
+		tls  TLSConfig
+		want string
+	}{
+		{TLSConfig{CertFile: "/etc/mcp-warden-tls/tls.crt"}, "go together"},
+		{TLSConfig{CertFile: "tls.crt", KeyFile: "tls.key"}, "must be an absolute path"},
+		{TLSConfig{CertFile: "/etc/mcp-warden-tls/tls.crt", KeyFile: "/etc/mcp-warden-tls/tls.key"}, ""},
+	} {
+		c := &Config{Upstream: "http://127.0.0.1:8080/mcp", Resource: "https://files.example/mcp", Auth: AuthConfig{Disabled: true}, TLS: tc.tls}
+		c.WithDefaults()
+		err := c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: %v, want %q", tc.tls, err, tc.want)
+		}
 	}
 }

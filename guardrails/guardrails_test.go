@@ -255,3 +255,32 @@ func TestSecretReferencesLimited(t *testing.T) {
 		t.Fatalf("no policy: %v", errs)
 	}
 }
+
+// TestPlaintextNeedsEveryPolicy: tls.mode Disabled is refused with no governing policy, and with any
+// governing policy that does not set allowPlaintext; HTTPS (the default) needs nothing.
+func TestPlaintextNeedsEveryPolicy(t *testing.T) {
+	allow := mcpv1alpha1.MCPServerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "mesh"}, Spec: mcpv1alpha1.MCPServerPolicySpec{Gateway: mcpv1alpha1.GatewayCeiling{AllowPlaintext: true}}}
+	strict := mcpv1alpha1.MCPServerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "strict"}}
+	plain := &mcpv1alpha1.MCPServerSpec{Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, TLS: mcpv1alpha1.GatewayTLS{Mode: mcpv1alpha1.TLSDisabled}}}
+	https := &mcpv1alpha1.MCPServerSpec{Gateway: mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}}}
+	for _, tc := range []struct {
+		name     string
+		spec     *mcpv1alpha1.MCPServerSpec
+		policies []mcpv1alpha1.MCPServerPolicy
+		want     string
+	}{
+		{"no policy", plain, nil, "no policy governs it"},
+		{"a strict policy", plain, []mcpv1alpha1.MCPServerPolicy{strict}, `MCPServerPolicy "strict" does not allow a plaintext gateway`},
+		{"one of two allows", plain, []mcpv1alpha1.MCPServerPolicy{allow, strict}, `MCPServerPolicy "strict"`},
+		{"allowed", plain, []mcpv1alpha1.MCPServerPolicy{allow}, ""},
+		{"https without policy", https, nil, ""},
+	} {
+		errs := CheckGateway(tc.spec, tc.policies)
+		switch {
+		case tc.want == "" && len(errs) > 0:
+			t.Errorf("%s: refused: %v", tc.name, errs)
+		case tc.want != "" && (len(errs) != 1 || errs[0].Field != "spec.gateway.tls.mode" || !strings.Contains(errs[0].Error(), tc.want)):
+			t.Errorf("%s: %v, want one error on spec.gateway.tls.mode with %q", tc.name, errs, tc.want)
+		}
+	}
+}
