@@ -100,7 +100,7 @@ type SessionsConfig struct {
 	// sessions this replica holds, e.g. ":8445". Empty: no relaying; every session is served here.
 	PeerListen string `json:"peerListen,omitempty"`
 	// Advertise is this replica's peer address (pod IP and the peer port), named in the session ids it
-	// issues. Required with peerListen; the gateway binary sets it from $MCP_WARDEN_POD_IP.
+	// issues. Needed with peerListen; when empty the gateway binary sets it from $MCP_WARDEN_POD_IP.
 	Advertise string `json:"advertise,omitempty"`
 	// PeerCIDRs are the ranges a replica's address must be in for a session id naming it to be relayed.
 	// Empty: any address except loopback, link-local, unspecified and multicast ones. The port is always

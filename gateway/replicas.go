@@ -95,6 +95,9 @@ func (c SessionsConfig) validate() error {
 	if err != nil {
 		return fmt.Errorf("sessions.peerListen: %q is not host:port; use e.g. \":8445\"", c.PeerListen)
 	}
+	if c.Advertise == "" {
+		return nil // the gateway binary sets it from the pod's IP; New refuses to start without it
+	}
 	ap, err := netip.ParseAddrPort(c.Advertise)
 	if err != nil || strconv.Itoa(int(ap.Port())) != port {
 		return fmt.Errorf("sessions.advertise: %q must be this replica's IP and the peer port %s, e.g. \"10.244.1.7:%s\" (the gateway sets it from $MCP_WARDEN_POD_IP)", c.Advertise, port, port)
@@ -104,6 +107,9 @@ func (c SessionsConfig) validate() error {
 
 // newSealer derives the id and relay keys from the configured key (or a random one).
 func newSealer(c SessionsConfig, resource string) (*sealer, error) {
+	if c.PeerListen != "" && c.Advertise == "" {
+		return nil, errors.New("sessions.advertise: empty with sessions.peerListen set; set it to this replica's IP and peer port (the gateway binary sets it from $MCP_WARDEN_POD_IP)")
+	}
 	key := make([]byte, 32)
 	if c.KeyPath != "" {
 		b, err := os.ReadFile(c.KeyPath)
