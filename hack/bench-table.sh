@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Turns `go test -bench` output (imageverify, gateway, controllers) into one table per area: admission
 # with the ratio of the cosign CLI baseline (measured in the same run) to each path, the gateway against
-# a direct connection (same run), and reconcile times beside the control plane's floor (same run),
+# a direct connection (same run), sessions across three replicas against one (same run), and reconcile times beside the control plane's floor (same run),
 # requests per server and steady-state writes per fleet size.
 awk '
 function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
@@ -13,6 +13,12 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
     DC=metric("direct-calls/s"); GC=metric("gateway-calls/s"); DPC=metric("direct-parallel-calls/s"); GPC=metric("gateway-parallel-calls/s")
     BP50=metric("bareproxy-p50-µs"); BR=metric("bareproxy/direct-%"); BPR=metric("bareproxy/direct-parallel-%")
+    next
+  }
+  if (name == "SessionsAcrossReplicas") {
+    ns=1
+    S3=metric("3replicas-calls/s"); S1=metric("1replica-calls/s"); S3P=metric("3replicas-p50-µs"); S1P=metric("1replica-p50-µs")
+    SR=metric("3replicas/1replica-%"); SL=metric("reinits/lost-session"); SS=metric("reinits/session/replica-loss"); S404=metric("404-after-loss-p50-µs")
     next
   }
   p50=metric("p50-µs")
@@ -38,6 +44,14 @@ END {
     printf "  %-30s %9s µs %9s µs %12s %20s\n", "gateway", GP50, GP99, GC, GPC
     printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway - direct / ratio", GP50-DP50, GP99-DP99, 100*GC/DC, 100*GPC/DPC
     if (BR != "") printf "  %-30s %9s µs %12s %11.0f%% %19.0f%%\n", "bare proxy (hop alone)", BP50, "", BR, BPR
+  }
+  if (ns > 0) {
+    printf "\nsessions across replicas (one session through a round-robin front, no affinity; alternating in one run)\n"
+    printf "  %-30s %12s %12s\n", "replicas", "p50", "calls/s"
+    printf "  %-30s %9s µs %12s\n", "1", S1P, S1
+    printf "  %-30s %9s µs %12s\n", "3 (2 of 3 requests relayed)", S3P, S3
+    printf "  %-30s %12s %11.0f%%\n", "3 / 1", "", SR
+    printf "  replica loss: %s re-initialize per session it held, %s per session of all; 404 after %s µs (p50)\n", SL, SS, S404
   }
   if (nr > 0) {
     printf "\nreconcile (MCPServers created at once on the local control plane; floor: the same five children per server created directly, same client rate limit, same run)\n"
