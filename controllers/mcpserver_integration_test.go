@@ -316,7 +316,7 @@ func TestFQDNEgressIsReportedNotOpened(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), np); err != nil {
 		t.Fatal(err)
 	}
-	if len(np.Spec.Egress) != 2 { // DNS + the one CIDR entry; nothing for the name
+	if len(np.Spec.Egress) != 3 { // DNS + the one CIDR entry + the replicas' peer port; nothing for the name
 		t.Fatalf("egress rules = %+v", np.Spec.Egress)
 	}
 }
@@ -549,7 +549,7 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 	if err := k8s.Get(ctx, key, np); err != nil {
 		t.Fatal(err)
 	}
-	if got := np.Spec.Egress[len(np.Spec.Egress)-1].To[0].IPBlock.CIDR; got != "10.20.0.0/16" {
+	if got := np.Spec.Egress[len(np.Spec.Egress)-2].To[0].IPBlock.CIDR; got != "10.20.0.0/16" { // the last is the peer port
 		t.Fatalf("last egress rule opens %s, want 10.20.0.0/16", got)
 	}
 
