@@ -109,7 +109,7 @@ test: lint verify-generated control-plane node everything conformance helm-lint 
 	HELM="$(HELM)" COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_CONFORMANCE="$$(hack/conformance.sh)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" MCP_WARDEN_NODE="$$(hack/node.sh)" MCP_WARDEN_EVERYTHING="$$(hack/everything.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, reconcile of 100/500/1000 servers (BENCH_SIZES) beside the control plane's floor, with requests per server.
+bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signature format vs the cosign CLI (v2 and v3), gateway vs direct, sessions across 3 replicas vs 1 and re-initializes per replica loss, reconcile of 100/500/1000 servers (BENCH_SIZES) beside the control plane's floor, with requests per server.
 	@COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | hack/bench-table.sh
 
 ##@ Build and run

@@ -42,6 +42,11 @@ const (
 	// GatewayPort is where the gateway sidecar listens in every server pod; the Service and the
 	// NetworkPolicy send clients there, never to the server's own port.
 	GatewayPort = gatewayconfig.GatewayPort
+	// PeerPort is where a gateway serves the sessions it holds to the other replicas of its server.
+	PeerPort     = gatewayconfig.PeerPort
+	peerPortName = "peer"
+	// podIPEnv gives the gateway its pod's IP, which it names in the session ids it issues.
+	podIPEnv = "MCP_WARDEN_POD_IP"
 	// gatewayConfigDir is where the gateway's configuration is mounted.
 	gatewayConfigDir = "/etc/mcp-warden"
 	// gatewayBinDir is where a stdio server's container gets the gateway binary (for stdio-exec), and
@@ -268,6 +273,7 @@ func desiredPodSpec(s *mcpv1alpha1.MCPServer, gatewayImage string) corev1.PodSpe
 var gatewayPorts = []corev1.ContainerPort{
 	{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
 	{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
+	{Name: peerPortName, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP},
 }
 
 // gatewayContainer is the gateway sidecar. Its startup probe passes once both its ports are bound
@@ -281,6 +287,9 @@ func gatewayContainer(s *mcpv1alpha1.MCPServer, image string) corev1.Container {
 		RestartPolicy:   ptr.To(corev1.ContainerRestartPolicyAlways),
 		Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
 		Ports:           gatewayPorts,
+		Env: []corev1.EnvVar{{Name: podIPEnv, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"},
+		}}},
 		Resources:       gatewayResources,
 		SecurityContext: sandbox.ContainerSecurityContextAs(sandbox.GatewayUID),
 		VolumeMounts:    gatewayMounts(s, corev1.VolumeMount{Name: gatewayName, MountPath: gatewayConfigDir, ReadOnly: true}),
@@ -465,6 +474,13 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 		}
 		ingress = append(ingress, rule)
 	}
+	// The replicas of the server relay sessions to each other's peer port, and only to it; the pods of
+	// other servers, and other pods of the namespace, cannot reach it.
+	peerPort := intstr.FromInt32(PeerPort)
+	replicas := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)}}}
+	peerPorts := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &peerPort}}
+	ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: peerPorts, From: replicas})
+	egress = append(egress, networkingv1.NetworkPolicyEgressRule{Ports: peerPorts, To: replicas})
 	for _, peer := range append([]Peer{operator}, statusPeers...) {
 		if peer.Namespace == "" {
 			continue

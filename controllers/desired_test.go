@@ -120,7 +120,8 @@ func TestServerCannotTouchTheGateway(t *testing.T) {
 			if gu != sandbox.GatewayUID || su != sandbox.UID || gu == su || *gw.SecurityContext.RunAsGroup == *srv.SecurityContext.RunAsGroup {
 				t.Fatalf("gateway runs as %d, server as %d: want %d and %d, different users and groups", gu, su, sandbox.GatewayUID, sandbox.UID)
 			}
-			if len(gw.Env) != 0 || len(gw.EnvFrom) != 0 || len(srv.Env) == 0 {
+			// the gateway gets its pod's IP (for its session ids) and nothing of spec.env
+			if len(gw.Env) != 1 || gw.Env[0].Name != podIPEnv || gw.Env[0].ValueFrom == nil || len(gw.EnvFrom) != 0 || len(srv.Env) == 0 {
 				t.Fatalf("spec.env must reach the server only: gateway env %+v", gw.Env)
 			}
 			gm, sm := mountsOf(&gw), mountsOf(&srv)
@@ -352,7 +353,8 @@ func TestNoClientsMeansNoIngress(t *testing.T) {
 	s := testServer()
 	s.Spec.Clients = nil
 	np, _ := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{})
-	if len(np.Spec.Ingress) != 0 || len(np.Spec.PolicyTypes) != 2 {
+	// only the server's own pods, to the gateways' peer port
+	if len(np.Spec.Ingress) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != PeerPort || len(np.Spec.PolicyTypes) != 2 {
 		t.Fatalf("ingress = %+v, policyTypes = %v", np.Spec.Ingress, np.Spec.PolicyTypes)
 	}
 	policy := matcher.BuildNetworkPolicies(false, []*networkingv1.NetworkPolicy{np})

@@ -49,7 +49,7 @@ func TestPodLayoutAsStored(t *testing.T) {
 		if gw.Name != "gateway" || ptr.Deref(gw.RestartPolicy, "") != corev1.ContainerRestartPolicyAlways || gw.StartupProbe == nil {
 			t.Fatalf("%s: initContainers[0] = %s, restartPolicy %v, startupProbe %v", transport, gw.Name, gw.RestartPolicy, gw.StartupProbe)
 		}
-		if *gw.SecurityContext.RunAsUser != sandbox.GatewayUID || *srv.SecurityContext.RunAsUser != sandbox.UID || len(gw.Env) != 0 || srv.Env[0].Name != "SERVER_ONLY" {
+		if *gw.SecurityContext.RunAsUser != sandbox.GatewayUID || *srv.SecurityContext.RunAsUser != sandbox.UID || len(gw.Env) != 1 || gw.Env[0].Name != "MCP_WARDEN_POD_IP" || gw.Env[0].ValueFrom == nil || srv.Env[0].Name != "SERVER_ONLY" {
 			t.Fatalf("%s: gateway uid %d env %v, server uid %d env %v", transport, *gw.SecurityContext.RunAsUser, gw.Env, *srv.SecurityContext.RunAsUser, srv.Env)
 		}
 		for _, m := range srv.VolumeMounts {

@@ -244,8 +244,9 @@ func TestSchemaRefusesBadSpecs(t *testing.T) {
 			s.Spec.Egress = []mcpv1alpha1.EgressRule{{CIDR: ptr.To("1.1.1.1/32"), FQDN: ptr.To("api.github.com"), Ports: []mcpv1alpha1.EgressPort{{Port: 443}}}}
 		}, "exactly one of cidr or fqdn"},
 		"privileged port":                {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 80 }, "spec.port"},
-		"the gateway's port":             {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8443 }, "8443 and 8444 are the gateway's own ports"},
-		"the gateway's status port":      {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8444 }, "8443 and 8444 are the gateway's own ports"},
+		"the gateway's port":             {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8443 }, "8443, 8444 and 8445 are the gateway's own ports"},
+		"the gateway's status port":      {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8444 }, "8443, 8444 and 8445 are the gateway's own ports"},
+		"the gateway's peer port":        {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8445 }, "8443, 8444 and 8445 are the gateway's own ports"},
 		"gateway auth without an issuer": {func(s *mcpv1alpha1.MCPServer) { s.Spec.Gateway = mcpv1alpha1.GatewaySpec{} }, "gateway.auth.issuer is required unless gateway.auth.disabled"},
 		"stdio without a command":        {func(s *mcpv1alpha1.MCPServer) { s.Spec.Transport = mcpv1alpha1.TransportStdio }, "spec.command is required with transport stdio"},
 	}
@@ -315,7 +316,7 @@ func TestFQDNEgressIsReportedNotOpened(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), np); err != nil {
 		t.Fatal(err)
 	}
-	if len(np.Spec.Egress) != 2 { // DNS + the one CIDR entry; nothing for the name
+	if len(np.Spec.Egress) != 3 { // DNS + the one CIDR entry + the replicas' peer port; nothing for the name
 		t.Fatalf("egress rules = %+v", np.Spec.Egress)
 	}
 }
@@ -548,7 +549,7 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 	if err := k8s.Get(ctx, key, np); err != nil {
 		t.Fatal(err)
 	}
-	if got := np.Spec.Egress[len(np.Spec.Egress)-1].To[0].IPBlock.CIDR; got != "10.20.0.0/16" {
+	if got := np.Spec.Egress[len(np.Spec.Egress)-2].To[0].IPBlock.CIDR; got != "10.20.0.0/16" { // the last is the peer port
 		t.Fatalf("last egress rule opens %s, want 10.20.0.0/16", got)
 	}
 

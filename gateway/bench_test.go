@@ -2,13 +2,20 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,4 +270,127 @@ func benchCert(b *testing.B) (*x509.CertPool, string, string) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return pool, certFile, keyFile
+}
+
+// BenchmarkSessionsAcrossReplicas calls a tool in one session through a round-robin front over three
+// replicas (two of every three requests relayed to the replica that holds the session) and over one
+// replica, alternating in the same run, and reports calls per second and p50 of each. Then it opens
+// sessions spread over three replicas, takes one replica away and counts the re-initializes: one per
+// session that replica held, none for the others.
+func BenchmarkSessionsAcrossReplicas(b *testing.B) {
+	unlimited := func(c *gateway.Config) { c.Limits.RequestsPerSecond, c.Limits.Burst = 1e9, 1<<30 }
+	rs3, _ := newReplicaSet(b, 3, unlimited)
+	rs1, _ := newReplicaSet(b, 1, unlimited)
+	cs3 := rs3.connect(b, rs3.is.token(b, "files:read"), nil)
+	cs1 := rs1.connect(b, rs1.is.token(b, "files:read"), nil)
+	params := &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "docs/readme.md"}}
+	once := func(cs *mcp.ClientSession) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		_, err := cs.CallTool(ctx, params)
+		return time.Since(t0), err
+	}
+	must := func(d time.Duration, err error) time.Duration {
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	for range 30 {
+		must(once(cs3))
+		must(once(cs1))
+	}
+	var three, one []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		three = append(three, must(once(cs3)))
+		one = append(one, must(once(cs1)))
+	}
+	b.StopTimer()
+	p50 := func(s []time.Duration) float64 {
+		s = slices.Clone(s)
+		slices.Sort(s)
+		return float64(s[len(s)/2].Microseconds())
+	}
+	rate := func(s []time.Duration) float64 {
+		var sum time.Duration
+		for _, x := range s {
+			sum += x
+		}
+		return float64(len(s)) / sum.Seconds()
+	}
+	b.ReportMetric(p50(three), "3replicas-p50-µs")
+	b.ReportMetric(p50(one), "1replica-p50-µs")
+	b.ReportMetric(rate(three), "3replicas-calls/s")
+	b.ReportMetric(rate(one), "1replica-calls/s")
+	b.ReportMetric(100*rate(three)/rate(one), "3replicas/1replica-%")
+
+	// a replica's loss
+	rs, _ := newReplicaSet(b, 3, unlimited)
+	token := rs.is.token(b, "files:read")
+	const sessions = 12
+	css := make([]*mcp.ClientSession, sessions)
+	held := 0
+	lost := rs.replicas[0]
+	for i := range css {
+		css[i] = rs.connect(b, token, nil)
+		must(once(css[i]))
+		if ownerOf(b, rs, css[i].ID()) == lost.addr {
+			held++
+		}
+	}
+	rs.kill(lost)
+	reinits, wrong := 0, 0
+	var gone []time.Duration
+	for i, cs := range css {
+		d, err := once(cs)
+		switch {
+		case errors.Is(err, mcp.ErrSessionMissing):
+			reinits++
+			gone = append(gone, d)
+			css[i] = rs.connect(b, token, nil)
+			must(once(css[i]))
+		case err != nil:
+			b.Fatalf("session %d after the loss: %v", i, err)
+		}
+		if (err != nil) != (ownerOf(b, rs, cs.ID()) == lost.addr) {
+			wrong++
+		}
+	}
+	if wrong > 0 || reinits != held {
+		b.Fatalf("after a replica's loss: %d re-initializes for %d sessions it held (%d sessions re-initialized that it did not hold, or kept that it did)", reinits, held, wrong)
+	}
+	b.ReportMetric(float64(reinits)/float64(sessions), "reinits/session/replica-loss")
+	b.ReportMetric(float64(reinits)/float64(max(held, 1)), "reinits/lost-session")
+	if len(gone) > 0 {
+		b.ReportMetric(p50(gone), "404-after-loss-p50-µs")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// ownerOf opens a session id with the replicas' key and returns the replica it names.
+func ownerOf(t testing.TB, rs *replicaSet, id string) string {
+	t.Helper()
+	sub, err := hkdf.Key(sha256.New, rs.key, nil, "mcp-warden session id v1", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(sub)
+	aead, _ := cipher.NewGCM(block)
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(id, "mw1."))
+	if err != nil || len(raw) < aead.NonceSize() {
+		t.Fatalf("session id %q is not sealed", id)
+	}
+	payload, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte("mcp-warden session\x00"+resource))
+	if err != nil {
+		t.Fatalf("session id does not open under the replicas' key: %v", err)
+	}
+	var ss struct {
+		Owner string `json:"o"`
+	}
+	if err := json.Unmarshal(payload, &ss); err != nil {
+		t.Fatal(err)
+	}
+	return ss.Owner
 }

@@ -84,6 +84,8 @@ type Config struct {
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 	// TLS makes the gateway serve HTTPS on Listen. Empty: plaintext HTTP.
 	TLS TLSConfig `json:"tls,omitzero"`
+	// Sessions configures how MCP sessions work across the replicas of one server.
+	Sessions SessionsConfig `json:"sessions,omitzero"`
 }
 
 // TLSConfig is the gateway's serving certificate: PEM files, read again when they change (see
@@ -93,6 +95,28 @@ type TLSConfig struct {
 	CertFile string `json:"certFile,omitempty"`
 	// KeyFile is the certificate's private key (PEM). An absolute path.
 	KeyFile string `json:"keyFile,omitempty"`
+}
+
+// SessionsConfig configures sessions across replicas. The gateway issues its own session ids: the
+// server's id, the caller and the replica that holds the session, sealed (AES-256-GCM) with a key the
+// replicas share. A replica that gets a request for a session another replica holds relays it to that
+// replica's peer port, which does every check; a replica that is gone answers 404, so the client
+// initializes a new session.
+type SessionsConfig struct {
+	// KeyPath is a file with the key (at least 32 bytes) that seals session ids, the same for every
+	// replica of the server. The operator delivers it to the gateway container only. Empty: a random key
+	// per process, so ids do not survive a restart and only one replica can serve them.
+	KeyPath string `json:"keyPath,omitempty"`
+	// PeerListen is the TCP address of the peer port, where the other replicas relay requests of the
+	// sessions this replica holds, e.g. ":8445". Empty: no relaying; every session is served here.
+	PeerListen string `json:"peerListen,omitempty"`
+	// Advertise is this replica's peer address (pod IP and the peer port), named in the session ids it
+	// issues. Needed with peerListen; when empty the gateway binary sets it from $MCP_WARDEN_POD_IP.
+	Advertise string `json:"advertise,omitempty"`
+	// PeerCIDRs are the ranges a replica's address must be in for a session id naming it to be relayed.
+	// Empty: any address except loopback, link-local, unspecified and multicast ones. The port is always
+	// this replica's own peer port.
+	PeerCIDRs []string `json:"peerCIDRs,omitempty"`
 }
 
 // AuthConfig configures the OAuth 2.1 resource server.
@@ -312,6 +336,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("limits.approvalTimeout: %s must be positive (default \"2m\")", l.ApprovalTimeout)
 	case l.StreamTimeout.Duration <= 0:
 		return fmt.Errorf("limits.streamTimeout: %s must be positive (default \"1h\")", l.StreamTimeout)
+	}
+	if err := c.Sessions.validate(); err != nil {
+		return err
 	}
 	for i, o := range c.AllowedOrigins {
 		ou, err := url.Parse(o)

@@ -59,6 +59,10 @@ type Gateway struct {
 	metadataPath    string
 	metadataHandler http.Handler
 
+	// sealer seals session ids and relay tokens; peerProxy relays sessions other replicas hold.
+	sealer    *sealer
+	peerProxy http.Handler
+
 	// stateKey seals approval state handed to clients (multi round-trip approvals).
 	stateKey []byte
 
@@ -110,6 +114,11 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
+	var err error
+	if g.sealer, err = newSealer(c.Sessions, c.Resource); err != nil {
+		return nil, fmt.Errorf("gateway %w", err)
+	}
+	g.peerProxy = g.newPeerProxy()
 	if _, err := rand.Read(g.stateKey); err != nil {
 		return nil, fmt.Errorf("gateway: random state key: %w", err)
 	}
@@ -126,7 +135,6 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 			opts.OnPinChange(ev)
 		}
 	}
-	var err error
 	if g.pins, err = pin.NewStore(c.Pins, c.PinStatePath, onChange); err != nil {
 		return nil, fmt.Errorf("gateway pinStatePath: %w", err)
 	}
@@ -263,8 +271,17 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, fmt.Sprintf("origin %q is not allowed", origin))
 		return
 	}
+	r, ok := g.openSession(w, r)
+	if !ok {
+		return
+	}
 	c, ok := g.authenticate(w, r)
 	if !ok {
+		return
+	}
+	if ss := sealedFrom(r.Context()); ss != nil && ss.Principal != c.name {
+		g.log.Warn("request refused: session belongs to another principal", "principal", c.name)
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
 		return
 	}
 	c.trace = requestTrace(r.Header)
@@ -291,6 +308,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*caller, bool) {
 	if g.verifier == nil {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if client, ok := peerClient(r.Context()); ok {
+			host = client // relayed by a replica: the client's own address
+		}
 		return &caller{name: "anonymous", rateKey: "addr:" + host}, true
 	}
 	tok, ok := auth.BearerToken(r)

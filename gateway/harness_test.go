@@ -111,6 +111,8 @@ type upstreamServer struct {
 	received  bodies
 	// traceparents collects the traceparent header of every request.
 	traceparents bodies
+	// sessionIDs collects the Mcp-Session-Id header of every request.
+	sessionIDs bodies
 }
 
 // bodies collects request bodies concurrently.
@@ -222,6 +224,7 @@ func newUpstream(t testing.TB, opts *mcp.StreamableHTTPOptions, pageSize int) *u
 			u.sawAuth.Store(true)
 		}
 		u.traceparents.Add(r.Header.Get("traceparent"))
+		u.sessionIDs.Add(r.Header.Get("Mcp-Session-Id"))
 		if f := u.intercept.Load(); f != nil && r.Method == http.MethodPost {
 			body, _ := io.ReadAll(r.Body)
 			u.received.Add(string(body))

@@ -24,6 +24,7 @@ type metrics struct {
 	upstream     *prometheus.CounterVec
 	dropped      prometheus.Counter
 	sanitized    *prometheus.CounterVec
+	sessions     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -55,8 +56,11 @@ func newMetrics() *metrics {
 		sanitized: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_warden_gateway_sanitized_total", Help: "Content removed from what the MCP server sent: hidden characters, HTML comments, secrets (redacted).",
 		}, []string{"kind"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_warden_gateway_session_relays_total", Help: "Requests for sessions another replica holds: relayed, owner_gone (answered 404), refused (an id or relay token not issued by this server's gateways, or naming no peer).",
+		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.calls, m.callDuration, m.authFailures, m.upstream, m.dropped, m.sanitized,
+	m.reg.MustRegister(m.requests, m.duration, m.calls, m.callDuration, m.authFailures, m.upstream, m.dropped, m.sanitized, m.sessions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

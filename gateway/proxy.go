@@ -513,8 +513,22 @@ func mediaType(v string) string {
 
 // relay filters the server's response (JSON or event stream) to the client.
 func (g *Gateway) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) {
-	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" && ex.initElicit != nil && resp.StatusCode < 300 {
-		g.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
+	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
+		if ex.initElicit != nil && resp.StatusCode < 300 {
+			g.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
+		}
+		// the client never sees the server's session id, only the sealed one
+		out, err := g.clientSessionID(ctx, sid, ex.caller.name)
+		if err != nil {
+			g.log.Warn("refused the MCP server's session id", "err", err)
+			resp.Header.Del("Mcp-Session-Id")
+			if sw == nil {
+				g.failPending(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server's session id is longer than the gateway accepts", "upstream_error")
+				return
+			}
+		} else {
+			resp.Header.Set("Mcp-Session-Id", out)
+		}
 	}
 	if sw == nil {
 		for _, h := range returnedHeaders {

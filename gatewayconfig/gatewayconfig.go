@@ -22,6 +22,13 @@ const (
 	GatewayPort = 8443
 	// StatusPort is where the gateway serves its status (the pin state) to the operator.
 	StatusPort = 8444
+	// PeerPort is where a gateway serves the sessions it holds to the other replicas of its server,
+	// which relay those sessions' requests there. Only the server's own pods may reach it.
+	PeerPort = 8445
+	// SessionKeyPath is where the gateway reads the key that seals its session ids, the same for every
+	// replica of a server: the ConfigMap's session.key, which the operator generates once and keeps,
+	// mounted with the configuration in the gateway container only.
+	SessionKeyPath = "/etc/mcp-warden/session.key"
 	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
 	// pins.json, mounted with the configuration).
 	KnownPinsPath = "/etc/mcp-warden/pins.json"
@@ -50,8 +57,8 @@ const (
 // gateway uses itself. Errors name the spec field.
 func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	var errs field.ErrorList
-	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort) {
-		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort)))
+	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort || p == PeerPort) {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d, %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort, PeerPort)))
 	}
 	errs = append(errs, guardrails.CheckJWKSURL(s)...)
 	cfg := Render(s, "cluster.local")
@@ -101,6 +108,9 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 		Pins:           g.PinnedTools,
 		AllowedOrigins: g.AllowedOrigins,
 		KnownPinsPath:  KnownPinsPath,
+		// Every replica can relay to the others (the gateway sets sessions.advertise from the pod's IP),
+		// so scaling does not change the configuration.
+		Sessions: gateway.SessionsConfig{KeyPath: SessionKeyPath, PeerListen: fmt.Sprintf(":%d", PeerPort)},
 
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
 	}

@@ -23,8 +23,8 @@ func TestCheckRefusesWhatTheGatewayRefuses(t *testing.T) {
 		`spec.gateway.pinnedTools[read_file]: Invalid value: the gateway would refuse this configuration: pins.read_file: "not-a-hash" is not a tool hash`: func(s *mcpv1alpha1.MCPServer) {
 			s.Spec.Gateway.PinnedTools = map[string]string{"read_file": "not-a-hash"}
 		},
-		"spec.port: Invalid value: 8443: ports 8443 and 8444 are the gateway's own": func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8443 },
-		"spec.port: Invalid value: 8444":                                            func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8444 },
+		"spec.port: Invalid value: 8443: ports 8443, 8444 and 8445 are the gateway's own": func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8443 },
+		"spec.port: Invalid value: 8444": func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8444 },
 	}
 	for want, mutate := range cases {
 		s := server()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Turns `go test -bench` output (imageverify, gateway, controllers) into one table per area: admission
 # with the ratio of the cosign CLI baseline (measured in the same run) to each path, the gateway against
-# a direct connection and, over TLS, against a bare TLS reverse proxy (same run), and reconcile times beside the control plane's floor (same run),
+# a direct connection and, over TLS, against a bare TLS reverse proxy (same run), sessions across three replicas against one (same run), and reconcile times beside the control plane's floor (same run),
 # requests per server and steady-state writes per fleet size.
 awk '
 function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
@@ -19,6 +19,12 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
     nt=1
     split("direct tlsgateway tlsbareproxy", tp, " ")
     for (j=1; j<=3; j++) { k=tp[j]; T50[k]=metric(k "-p50-µs"); T99[k]=metric(k "-p99-µs"); TC[k]=metric(k "-calls/s"); TPC[k]=metric(k "-parallel-calls/s") }
+    next
+  }
+  if (name == "SessionsAcrossReplicas") {
+    ns=1
+    S3=metric("3replicas-calls/s"); S1=metric("1replica-calls/s"); S3P=metric("3replicas-p50-µs"); S1P=metric("1replica-p50-µs")
+    SR=metric("3replicas/1replica-%"); SL=metric("reinits/lost-session"); SS=metric("reinits/session/replica-loss"); S404=metric("404-after-loss-p50-µs")
     next
   }
   p50=metric("p50-µs")
@@ -53,6 +59,14 @@ END {
     printf "  %-30s %9s µs %9s µs %12s %20s\n", "bare TLS proxy", T50["tlsbareproxy"], T99["tlsbareproxy"], TC["tlsbareproxy"], TPC["tlsbareproxy"]
     printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway (TLS) - direct / ratio", T50["tlsgateway"]-T50["direct"], T99["tlsgateway"]-T99["direct"], 100*TC["tlsgateway"]/TC["direct"], 100*TPC["tlsgateway"]/TPC["direct"]
     printf "  %-30s %9d µs %9d µs %11.0f%% %19.0f%%\n", "gateway (TLS) - bare TLS proxy", T50["tlsgateway"]-T50["tlsbareproxy"], T99["tlsgateway"]-T99["tlsbareproxy"], 100*TC["tlsgateway"]/TC["tlsbareproxy"], 100*TPC["tlsgateway"]/TPC["tlsbareproxy"]
+  }
+  if (ns > 0) {
+    printf "\nsessions across replicas (one session through a round-robin front, no affinity; alternating in one run)\n"
+    printf "  %-30s %12s %12s\n", "replicas", "p50", "calls/s"
+    printf "  %-30s %9s µs %12s\n", "1", S1P, S1
+    printf "  %-30s %9s µs %12s\n", "3 (2 of 3 requests relayed)", S3P, S3
+    printf "  %-30s %12s %11.0f%%\n", "3 / 1", "", SR
+    printf "  replica loss: %s re-initialize per session it held, %s per session of all; 404 after %s µs (p50)\n", SL, SS, S404
   }
   if (nr > 0) {
     printf "\nreconcile (MCPServers created at once on the local control plane; floor: the same five children per server created directly, same client rate limit, same run)\n"

@@ -57,10 +57,10 @@ type MCPServerSpec struct {
 	Transport Transport `json:"transport,omitempty"`
 
 	// Port is the TCP port the MCP server listens on inside its pod (streamable-http), and the port of
-	// its Service. 8443 and 8444 are reserved for the gateway.
+	// its Service. 8443, 8444 and 8445 are reserved for the gateway.
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
-	// +kubebuilder:validation:XValidation:rule="self != 8443 && self != 8444",message="spec.port: 8443 and 8444 are the gateway's own ports in the server pod; use another port, e.g. 8080"
+	// +kubebuilder:validation:XValidation:rule="self != 8443 && self != 8444 && self != 8445",message="spec.port: 8443, 8444 and 8445 are the gateway's own ports in the server pod; use another port, e.g. 8080"
 	// +kubebuilder:default=8080
 	// +optional
 	Port int32 `json:"port,omitempty"`
@@ -537,4 +537,11 @@ const (
 	// error): Ready is then False too, as the gateway refuses every token. Absent when authentication
 	// is disabled.
 	ConditionIssuerKeysDelivered = "IssuerKeysDelivered"
+	// ConditionSessionsKept says how MCP sessions fare across the server's replicas. True: every request
+	// of a session reaches the replica that holds it, whichever replica the Service sends it to (reason
+	// SingleReplica or RoutedToOwner); a replica's loss costs its clients one re-initialize. False
+	// (reason ChainRulePerReplica) when a configuration cannot keep all of a session's state across
+	// replicas: the tool-chain rule (privateDataTools, externalWriteTools) follows a principal across
+	// its sessions only on one replica. It is a warning: Ready does not wait on it.
+	ConditionSessionsKept = "SessionsKept"
 )

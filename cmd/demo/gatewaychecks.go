@@ -143,6 +143,17 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 			return
 		}
 	}
+	if cfg.Sessions.KeyPath != "" {
+		// the key that seals session ids, as the pod's gateway reads it; one replica here, so no peer port
+		key := cm.Data["session.key"]
+		d.expect(len(key) == 64, "the operator delivered the key that seals the gateways' session ids (ConfigMap %s, session.key)", cm.Name)
+		cfg.Sessions.KeyPath = filepath.Join(dir, "session.key")
+		cfg.Sessions.PeerListen, cfg.Sessions.Advertise = "", ""
+		if err := os.WriteFile(cfg.Sessions.KeyPath, []byte(key), 0o600); err != nil {
+			d.expect(false, "write the delivered session key: %v", err)
+			return
+		}
+	}
 	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

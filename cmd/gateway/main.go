@@ -268,6 +268,9 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 			}
 		}()
 	}
+	if err := advertise(cfg); err != nil {
+		return fmt.Errorf("config %s: %w", configPath, err)
+	}
 	cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config %s: %w", configPath, err)
@@ -292,11 +295,21 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		srv.TLSConfig = certs.ServerTLSConfig()
 		go certs.Run(ctx, certReloadInterval)
 	}
+	// the peer port is bound before the status port, which the startup probe checks: the server's
+	// container starts only once every gateway port is taken
+	peer, err := servePeers(cfg, g, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	var status *http.Server
 	if cfg.StatusListen != "" {
 		sln, err := net.Listen("tcp", cfg.StatusListen)
 		if err != nil {
 			ln.Close()
+			if peer != nil {
+				_ = peer.Close()
+			}
 			return fmt.Errorf("listen on %s (statusListen): %w", cfg.StatusListen, err)
 		}
 		status = &http.Server{Handler: g.StatusHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
@@ -336,8 +349,47 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 	if status != nil {
 		_ = status.Shutdown(shutdown)
 	}
+	if peer != nil {
+		_ = peer.Shutdown(shutdown)
+	}
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// podIPEnv names the environment variable with the pod's IP (the downward API's status.podIP): the
+// replica's peer address in the session ids it issues.
+const podIPEnv = "MCP_WARDEN_POD_IP"
+
+// advertise sets sessions.advertise from $MCP_WARDEN_POD_IP and the peer port when it is not set.
+func advertise(cfg *gateway.Config) error {
+	s := &cfg.Sessions
+	if s.PeerListen == "" || s.Advertise != "" {
+		return nil
+	}
+	ip := os.Getenv(podIPEnv)
+	_, port, err := net.SplitHostPort(s.PeerListen)
+	if ip == "" || err != nil {
+		return fmt.Errorf("sessions.advertise: empty and $%s is not set; set one to this replica's IP (the operator sets $%s from the pod's IP)", podIPEnv, podIPEnv)
+	}
+	s.Advertise = net.JoinHostPort(ip, port)
+	return nil
+}
+
+// servePeers serves the peer port, where the other replicas relay requests of the sessions this
+// replica holds. Event streams stay open as long as the MCP endpoint's.
+func servePeers(cfg *gateway.Config, g *gateway.Gateway, log *slog.Logger) (*http.Server, error) {
+	if cfg.Sessions.PeerListen == "" {
+		return nil, nil
+	}
+	pln, err := net.Listen("tcp", cfg.Sessions.PeerListen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (sessions.peerListen): %w", cfg.Sessions.PeerListen, err)
+	}
+	srv := &http.Server{Handler: g.PeerHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go func() { _ = srv.Serve(pln) }()
+	log.Info("serving the sessions of this replica to its peers", "listen", pln.Addr().String(), "advertise", cfg.Sessions.Advertise)
+	return srv, nil
 }

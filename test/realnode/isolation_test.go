@@ -39,15 +39,15 @@ const (
 	gatewayUIDs = "65533 65533 65533 65533"
 )
 
-// gatewayFiles are the gateway's configuration, pins, audit head and TLS private key, in the gateway's
-// container.
-var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.key"}
+// gatewayFiles are the gateway's configuration, pins, session key, audit head and TLS private key, in the
+// gateway's container.
+var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/etc/mcp-warden/session.key", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.key"}
 
 // observeIsolation runs `probe isolation` in the pod's server container.
 func observeIsolation(t *testing.T, ns, pod string) isolation {
 	t.Helper()
 	out := execIn(t, ns, pod, "server", "/probe", "isolation",
-		"--bind", "0.0.0.0:8443,127.0.0.1:8443,:8443,0.0.0.0:8444,127.0.0.1:8444",
+		"--bind", "0.0.0.0:8443,127.0.0.1:8443,:8443,0.0.0.0:8444,127.0.0.1:8444,0.0.0.0:8445,127.0.0.1:8445",
 		"--files", strings.Join(gatewayFiles, ","), "--root-file", "etc/mcp-warden/gateway.json")
 	var iso isolation
 	if err := json.Unmarshal(out, &iso); err != nil {
@@ -69,7 +69,7 @@ func assertServerCannotTouchGateway(t *testing.T, iso isolation) {
 			t.Errorf("the server container sees the gateway's process %d (%s, uid %s): kill -0 %q, environ %q", p.Pid, p.Name, p.Uid, p.Kill0, p.Environ)
 		}
 	}
-	if len(iso.Binds) != 10 {
+	if len(iso.Binds) != 14 {
 		t.Fatalf("binds: %+v", iso.Binds)
 	}
 	for _, b := range iso.Binds {
