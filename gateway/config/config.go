@@ -1,20 +1,14 @@
-// Package gateway is the MCP security gateway that the operator runs in front of every MCP server: a
-// JSON-RPC-aware reverse proxy for the streamable HTTP transport that authenticates every request as an
-// OAuth 2.1 resource server, limits each token to the tools its scopes grant, validates tool arguments
-// and structured results against pinned schemas, bounds requests, strips hidden content and secrets from
-// what reaches the model, asks a person before destructive or exfiltrating calls, pins tool definitions,
-// and writes a hash-chained audit record for every tool call.
-//
-// Config is the contract with the operator, which renders it from the MCPServer resource into a JSON
-// file read by Load.
-package gateway
+// Package config is the contract between the operator and the MCP gateway: the configuration the
+// operator renders from the MCPServer resource into a JSON file the gateway reads with Load, its
+// defaults and its validation, and the status the gateway reports back on its status port. It imports
+// no part of the gateway's runtime, so the operator links the contract and not the proxy.
+package config
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -23,10 +17,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcp-warden/mcp-warden/gateway/audit"
-	"github.com/mcp-warden/mcp-warden/gateway/auth"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 )
+
+// Asymmetric lists the signature algorithms the gateway accepts in its configuration; HMAC and "none"
+// are never accepted.
+var Asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Config is the gateway configuration. Zero values of optional fields take the defaults documented on
 // each field (see WithDefaults).
@@ -320,23 +316,6 @@ func (a AuditConfig) validate(pinStatePath string) error {
 	return nil
 }
 
-// openAudit starts the audit logger on w: with the key of keyPath, continuing the head file.
-func (a AuditConfig) openAudit(w io.Writer) (*audit.Logger, error) {
-	opts := audit.Options{StatePath: a.StatePath}
-	if a.KeyPath != "" {
-		key, err := audit.ReadKey(a.KeyPath)
-		if err != nil {
-			return nil, fmt.Errorf("gateway audit.keyPath: %w", err)
-		}
-		opts.Key = key
-	}
-	l, err := audit.Open(w, opts)
-	if err != nil {
-		return nil, fmt.Errorf("gateway audit.statePath: %w", err)
-	}
-	return l, nil
-}
-
 func (c *Config) validateAuth() error {
 	a := c.Auth
 	if a.Disabled {
@@ -362,8 +341,8 @@ func (c *Config) validateAuth() error {
 		return errors.New("auth.algorithms: empty; list asymmetric algorithms such as [\"RS256\", \"ES256\"]")
 	}
 	for _, alg := range a.Algorithms {
-		if !slices.Contains(auth.Asymmetric, alg) {
-			return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (%s)", alg, strings.Join(auth.Asymmetric, ", "))
+		if !slices.Contains(Asymmetric, alg) {
+			return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (%s)", alg, strings.Join(Asymmetric, ", "))
 		}
 	}
 	if a.ClockSkew.Duration < 0 || a.ClockSkew.Duration > 5*time.Minute {
