@@ -44,7 +44,6 @@ import (
 	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
-	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
 // Condition reasons.
@@ -94,7 +93,7 @@ type MCPServerReconciler struct {
 	DNS DNSPeer
 	// Verifier checks image signatures and attestations when a policy asks for them (nil: such
 	// servers stall, failing closed).
-	Verifier webhooks.ImageVerifier
+	Verifier imageverify.ImageVerifier
 	// GatewayImage is the gateway sidecar's image (pinned by digest in releases).
 	GatewayImage string
 	// Discovery confirms a jwksURL against the issuer's metadata where a policy lists allowed issuers
@@ -291,7 +290,7 @@ func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alph
 // so this is normally a cache hit, and it catches images admitted before a policy tightened. A failed
 // check stalls the server; an unreachable registry is retried.
 func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MCPServer, policies []mcpv1alpha1.MCPServerPolicy, st *reconcileState) error {
-	if !webhooks.NeedsVerification(policies) {
+	if !imageverify.NeedsVerification(policies) {
 		s.Status.Image = nil
 		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionVerified)
 		return nil
@@ -299,7 +298,7 @@ func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MC
 	if r.Verifier == nil {
 		return &stallError{reason: ReasonVerificationFailed, message: "a policy requires signed images but the operator runs without an image verifier"}
 	}
-	verdict, err := r.Verifier.VerifyImage(ctx, webhooks.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies})
+	verdict, err := r.Verifier.VerifyImage(ctx, imageverify.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies})
 	var denial *imageverify.Denial
 	switch {
 	case errors.As(err, &denial) && denial.Transient():

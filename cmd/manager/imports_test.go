@@ -40,3 +40,21 @@ func TestManagerDoesNotLinkTheGateway(t *testing.T) {
 		t.Errorf("the manager does not link %sgateway/config: the test no longer sees the operator's import graph", mod)
 	}
 }
+
+// TestControllersAndWebhooksAreSiblings: the control loop and the admission share the domain packages
+// (imageverify, guardrails, gatewayconfig) and import neither each other nor the gateway's runtime.
+func TestControllersAndWebhooksAreSiblings(t *testing.T) {
+	const mod = "github.com/mcp-warden/mcp-warden/"
+	for pkg, forbidden := range map[string][]string{
+		mod + "controllers": {mod + "webhooks", mod + "gateway"},
+		mod + "webhooks":    {mod + "controllers", mod + "gateway"},
+	} {
+		for _, p := range deps(t, pkg) {
+			for _, f := range forbidden {
+				if p == f {
+					t.Errorf("%s imports %s", pkg, f)
+				}
+			}
+		}
+	}
+}
