@@ -407,9 +407,6 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 	return nil
 }
 
-// reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a
-// field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
-// so server-side apply leaves it; the spec is then replaced wholesale.
 // reconcileGatewayConfig renders the gateway's configuration from spec.gateway into a ConfigMap.
 func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain)
@@ -422,6 +419,9 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
 
+// reconcileDeployment applies the Deployment, then checks the live pod template against the sandbox: a
+// field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
+// so server-side apply leaves it; the spec is then replaced wholesale.
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	desired := desiredDeployment(s, r.GatewayImage, st.gatewayHash)
 	st.desiredDeployment = desired.DeepCopy()
