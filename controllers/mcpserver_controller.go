@@ -138,13 +138,6 @@ type MCPServerReconciler struct {
 	statuses statusWrites
 }
 
-// stallError is a spec error: retrying cannot fix it, so the MCPServer stalls until its spec changes.
-type stallError struct {
-	reason, message string
-}
-
-func (e *stallError) Error() string { return e.message }
-
 // reconcileState carries what the sub-reconcilers learned to the status summary.
 type reconcileState struct {
 	ceiling netpol.Ceiling
@@ -229,11 +222,11 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	for _, step := range steps {
 		if err := step(ctx, s, st); err != nil {
-			var stall *stallError
+			var stall *StallingError
 			if errors.As(err, &stall) {
 				// A stall never stops enforcement: the last good children are re-applied.
 				if herr := r.holdLastGood(ctx, s, st, stall); herr != nil {
-					return ctrl.Result{}, fmt.Errorf("%s; holding the last good configuration: %w", stall.message, herr)
+					return ctrl.Result{}, fmt.Errorf("%s; holding the last good configuration: %w", stall.Error(), herr)
 				}
 			}
 			return ctrl.Result{}, err
@@ -266,7 +259,7 @@ func (r *MCPServerReconciler) applyChildResult(ctx context.Context, s *mcpv1alph
 	res, err := r.applier.apply(ctx, s, desired, live)
 	var conflict errNotOwned
 	if errors.As(err, &conflict) {
-		return res, &stallError{reason: ReasonChildConflict, message: conflict.Error()}
+		return res, stalling(ReasonChildConflict, conflict)
 	}
 	if err != nil {
 		return res, err
@@ -296,17 +289,17 @@ func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MC
 		return nil
 	}
 	if r.Verifier == nil {
-		return &stallError{reason: ReasonVerificationFailed, message: "a policy requires signed images but the operator runs without an image verifier"}
+		return stalling(ReasonVerificationFailed, errors.New("a policy requires signed images but the operator runs without an image verifier"))
 	}
 	verdict, err := r.Verifier.VerifyImage(ctx, imageverify.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies})
 	var denial *imageverify.Denial
 	switch {
 	case errors.As(err, &denial) && denial.Transient():
-		return err
+		return transient(ReasonRegistryUnreachable, err)
 	case err != nil:
 		s.Status.Image = nil
 		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionVerified, Status: metav1.ConditionFalse, Reason: string(checkOf(err)), Message: err.Error(), ObservedGeneration: s.Generation})
-		return &stallError{reason: ReasonVerificationFailed, message: err.Error()}
+		return stalling(ReasonVerificationFailed, err)
 	}
 	s.Status.Image = &mcpv1alpha1.VerifiedImage{Digest: verdict.Digest, Signers: verdict.Signers, Attestations: verdict.Attestations}
 	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{
@@ -330,7 +323,7 @@ func checkOf(err error) imageverify.Check {
 func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	policies, err := guardrails.Matching(ctx, r.Client, s.Namespace)
 	if err != nil {
-		return err
+		return transient(ReasonListFailed, err)
 	}
 	st.ceiling = guardrails.Ceiling(policies)
 	st.scaleToZero = guardrails.ScaleToZero(policies)
@@ -342,10 +335,10 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 			// is a violation.
 			reason = ReasonPolicyViolation
 		}
-		return &stallError{reason: reason, message: errs.ToAggregate().Error()}
+		return stalling(reason, errs.ToAggregate())
 	}
 	if errs := gatewayconfig.Check(s); len(errs) > 0 {
-		return &stallError{reason: ReasonInvalidSpec, message: errs.ToAggregate().Error()}
+		return stalling(ReasonInvalidSpec, errs.ToAggregate())
 	}
 	errs = guardrails.CheckRegistry(field.NewPath("spec", "image"), s.Spec.Image, policies)
 	errs = append(errs, guardrails.CheckEgress(&s.Spec, policies)...)
@@ -354,16 +347,16 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	if len(errs) == 0 {
 		jwks, err := guardrails.CheckIssuerJWKS(ctx, s, policies, r.Discovery)
 		if err != nil && r.Discovery == nil {
-			return &stallError{reason: ReasonPolicyViolation, message: err.Error()}
+			return stalling(ReasonPolicyViolation, err)
 		}
 		if err != nil {
 			// The issuer may be down for a moment: retried with backoff.
-			return err
+			return transient(ReasonIssuerUnreachable, err)
 		}
 		errs = jwks
 	}
 	if len(errs) > 0 {
-		return &stallError{reason: ReasonPolicyViolation, message: errs.ToAggregate().Error()}
+		return stalling(ReasonPolicyViolation, errs.ToAggregate())
 	}
 	if err := r.verifyImage(ctx, s, policies, st); err != nil {
 		return err
@@ -390,7 +383,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("get CiliumNetworkPolicy: %w", err)
+			return transient(ReasonReadFailed, fmt.Errorf("get CiliumNetworkPolicy: %w", err))
 		}
 		if metav1.IsControlledBy(cnp, s) {
 			if err := r.Client.Delete(ctx, cnp); client.IgnoreNotFound(err) != nil {
@@ -411,7 +404,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain)
 	if err != nil {
-		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
+		return stalling(ReasonInvalidSpec, err)
 	}
 	st.gatewayHash = hash
 	r.deliverKeys(s, cm, st)
@@ -555,24 +548,10 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
-	var stall *stallError
-	switch {
-	case errors.As(err, &stall):
-		set(mcpv1alpha1.ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
-		set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
-		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
-		s.Status.ObservedGeneration = gen
-		err = nil
-	case err != nil:
-		msg := err.Error()
-		set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, ReasonApplyFailed, "retrying: "+msg)
-		set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, msg)
-		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionStalled)
-	default:
-		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionStalled)
+	var ready readiness
+	if err == nil {
 		s.Status.Endpoint = endpoint(s, r.ClusterDomain)
 		s.Status.ReadyReplicas = st.deployment.Status.ReadyReplicas
-		s.Status.ObservedGeneration = gen
 		keysMissing := st.keys != nil && st.keys.JSON == nil
 		if st.keys != nil {
 			if keysMissing {
@@ -586,13 +565,14 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 		if st.pinsRead && st.mcp.ready {
 			s.Status.ServerInfo, s.Status.ToolCount = st.mcp.info, ptr.To(st.mcp.toolCount)
 		}
-		if status, reason, msg := r.readiness(st); status == metav1.ConditionTrue {
-			set(mcpv1alpha1.ConditionReady, metav1.ConditionTrue, reason, msg)
-			meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionReconciling)
-		} else {
-			set(mcpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-			set(mcpv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, msg)
-		}
+		ready.status, ready.reason, ready.message = r.readiness(st)
+	}
+	succeeded := err == nil
+	observed, err := computeStatus(&s.Status.Conditions, gen, err, ready)
+	if observed {
+		s.Status.ObservedGeneration = gen
+	}
+	if succeeded {
 		switch {
 		case len(st.widening) > 0:
 			set(mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFenceWidened, strings.Join(st.widening, "; "))
@@ -726,7 +706,7 @@ func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1
 	// Read-only: the cache's own objects, not copies (a namespace of a thousand servers holds a
 	// thousand policies, and copying them all on every reconcile was most of the operator's CPU).
 	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return fmt.Errorf("list NetworkPolicies: %w", err)
+		return transient(ReasonListFailed, fmt.Errorf("list NetworkPolicies: %w", err))
 	}
 	st.widening = nil
 	for i := range list.Items {
@@ -741,7 +721,7 @@ func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1
 	}
 	cnps := &ciliumv2.CiliumNetworkPolicyList{}
 	if err := r.Client.List(ctx, cnps, client.InNamespace(s.Namespace)); err != nil {
-		return fmt.Errorf("list CiliumNetworkPolicies: %w", err)
+		return transient(ReasonListFailed, fmt.Errorf("list CiliumNetworkPolicies: %w", err))
 	}
 	for i := range cnps.Items {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cnps.Items[i])
