@@ -20,7 +20,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
 	"github.com/mcp-warden/mcp-warden/fence"
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -524,6 +524,6 @@ func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
 	return gatewayconfig.Endpoint(s, clusterDomain)
 }
 
-func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
+func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gwconfig.Config {
 	return gatewayconfig.Render(s, clusterDomain)
 }

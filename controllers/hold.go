@@ -146,8 +146,8 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 // replicas when the stall is a policy violation the policies scale to zero. With no good generation
 // known since the operator started, the server gets a deny-all NetworkPolicy and a sandboxed
 // Deployment at zero replicas. The stall's message says which.
-func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState, stall *stallError) error {
-	scale := (stall.reason == ReasonPolicyViolation || stall.reason == ReasonVerificationFailed) && st.scaleToZero
+func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState, stall *StallingError) error {
+	scale := (stall.Reason == ReasonPolicyViolation || stall.Reason == ReasonVerificationFailed) && st.scaleToZero
 	g, unknown := r.lastGood(ctx, s)
 	// With no good generation known, nothing new is created: only what exists is fenced off.
 	onlyExisting := g == nil
@@ -159,11 +159,11 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true
-		stall.message += "; " + unknown + ", so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
+		stall.Note += "; " + unknown + ", so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
 	} else {
-		stall.message += fmt.Sprintf("; the children of generation %d stay enforced", g.generation)
+		stall.Note += fmt.Sprintf("; the children of generation %d stay enforced", g.generation)
 		if scale {
-			stall.message += ", scaled to zero replicas until the spec complies (MCPServerPolicy violationAction: ScaleToZero; Report only reports)"
+			stall.Note += ", scaled to zero replicas until the spec complies (MCPServerPolicy violationAction: ScaleToZero; Report only reports)"
 		}
 	}
 	for _, obj := range []client.Object{g.networkPolicy, g.ciliumPolicy, g.configMap} {
@@ -193,19 +193,19 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 	before := &appsv1.Deployment{}
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(d), before)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("get Deployment %s: %w", d.Name, err)
+		return transient(ReasonReadFailed, fmt.Errorf("get Deployment %s: %w", d.Name, err))
 	}
 	if onlyExisting && apierrors.IsNotFound(err) {
 		return nil
 	}
 	if _, err := r.applyDeployment(ctx, s, d); err != nil {
-		if errors.As(err, new(*stallError)) {
+		if errors.As(err, new(*StallingError)) {
 			return nil
 		}
 		return err
 	}
 	if scale && ptr.Deref(before.Spec.Replicas, 0) > 0 {
-		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, ReasonScaledToZero, "Reconcile", "scaled to zero replicas: %s", stall.message)
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, ReasonScaledToZero, "Reconcile", "scaled to zero replicas: %s", stall.Error())
 	}
 	return nil
 }

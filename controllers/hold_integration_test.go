@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -28,7 +29,7 @@ func stalled(t *testing.T, key client.ObjectKey, reason, text string) {
 		if c == nil || c.Reason != reason || !strings.Contains(c.Message, text) || s.Status.ObservedGeneration != s.Generation {
 			return fmt.Errorf("want Stalled %s with %q; conditions: %+v", reason, text, s.Status.Conditions)
 		}
-		return nil
+		return kstatusIs(s, status.FailedStatus)
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -112,6 +113,9 @@ func TestServerBecomesReadyWithRestrictedPods(t *testing.T) {
 	t.Logf("MCPServer Ready after %s", time.Since(start).Round(time.Millisecond))
 
 	assertArgoHealth(t, s, argocd.Healthy)
+	if err := kstatusIs(s, status.CurrentStatus); err != nil {
+		t.Fatal(err)
+	}
 	if want := "https://files." + ns + ".svc.cluster.local:8080/mcp"; s.Status.Endpoint != want {
 		t.Errorf("endpoint = %q, want %q", s.Status.Endpoint, want)
 	}
@@ -526,7 +530,7 @@ func TestPolicyCeilingAndRegistries(t *testing.T) {
 			if c == nil || c.Reason != reason || !strings.Contains(c.Message, text) {
 				return fmt.Errorf("conditions: %+v", s.Status.Conditions)
 			}
-			return nil
+			return kstatusIs(s, status.FailedStatus)
 		}
 	}
 	eventually(t, 30*time.Second, stalledWith(controllers.ReasonInvalidSpec, "spec.egress[1].cidr"))

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 )
@@ -46,7 +46,7 @@ const (
 // StatusReader reads what a server pod's gateway reports on its status port: the pin state of the
 // server's tools and the outcome of the gateway's MCP handshake with the server.
 type StatusReader interface {
-	ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error)
+	ReadStatus(ctx context.Context, pod *corev1.Pod) (gwconfig.Status, error)
 }
 
 // HTTPStatusReader reads GET http://<pod IP>:8444/status under a deadline.
@@ -58,8 +58,8 @@ type HTTPStatusReader struct {
 }
 
 // ReadStatus implements StatusReader.
-func (h *HTTPStatusReader) ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error) {
-	var st gateway.Status
+func (h *HTTPStatusReader) ReadStatus(ctx context.Context, pod *corev1.Pod) (gwconfig.Status, error) {
+	var st gwconfig.Status
 	if pod.Status.PodIP == "" {
 		return st, fmt.Errorf("pod %s has no IP yet", pod.Name)
 	}
@@ -267,7 +267,7 @@ func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCP
 
 type podStatus struct {
 	pod string
-	gateway.Status
+	gwconfig.Status
 }
 
 // mergeMCP merges the gateways' handshakes (states sorted by pod): ready when all completed one, the

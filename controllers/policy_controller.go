@@ -19,7 +19,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/webhooks"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 )
 
 // Reasons of an MCPServerPolicy's Ready condition.
@@ -71,7 +71,7 @@ func (r *MCPServerPolicyReconciler) Reconcile(ctx context.Context, req reconcile
 		cond.Message += "; the webhook denies every image this policy governs until it is fixed"
 	}
 	var result reconcile.Result
-	if webhooks.UsesSecrets(*p) {
+	if imageverify.UsesSecrets(*p) {
 		result.RequeueAfter = SecretRecheckInterval
 	}
 	before := p.DeepCopy()

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,7 +59,7 @@ func (r *MCPServerReconciler) reconcileTLS(ctx context.Context, s *mcpv1alpha1.M
 		return r.reconcileCertificate(ctx, s, names)
 	}
 	if r.CA == nil {
-		return &stallError{reason: ReasonTLSUnavailable, message: "the operator runs without a gateway CA, so it cannot issue the gateway's serving certificate; set spec.gateway.tls.mode: Disabled where a policy allows plaintext, or run the operator with its CA"}
+		return stalling(ReasonTLSUnavailable, errors.New("the operator runs without a gateway CA, so it cannot issue the gateway's serving certificate; set spec.gateway.tls.mode: Disabled where a policy allows plaintext, or run the operator with its CA"))
 	}
 	ca, err := r.CA.Current(ctx)
 	if err != nil {
@@ -162,7 +163,7 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 		probe := &metav1.PartialObjectMetadata{}
 		probe.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
 		if perr := r.APIReader.Get(ctx, key, probe); perr == nil {
-			return &stallError{reason: ReasonChildConflict, message: fmt.Sprintf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace)}
+			return stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
 		}
 	case err != nil:
 		return fmt.Errorf("get ConfigMap %s: %w", key.Name, err)

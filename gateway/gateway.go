@@ -87,7 +87,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	auditLog, aerr := c.Audit.openAudit(opts.AuditWriter)
+	auditLog, aerr := openAudit(c.Audit, opts.AuditWriter)
 	if aerr != nil {
 		return nil, aerr
 	}

@@ -18,8 +18,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
 	"time"
 )
 
@@ -74,35 +72,6 @@ type sealer struct {
 	ad         []byte
 	self       netip.AddrPort
 	peers      []netip.Prefix
-}
-
-func (c SessionsConfig) validate() error {
-	if c.KeyPath != "" && !filepath.IsAbs(c.KeyPath) {
-		return fmt.Errorf("sessions.keyPath: %q must be an absolute path", c.KeyPath)
-	}
-	for i, p := range c.PeerCIDRs {
-		if _, err := netip.ParsePrefix(p); err != nil {
-			return fmt.Errorf("sessions.peerCIDRs[%d]: %q is not a CIDR range, e.g. \"10.244.0.0/16\"", i, p)
-		}
-	}
-	if c.PeerListen == "" {
-		if c.Advertise != "" {
-			return errors.New("sessions.advertise: is set but sessions.peerListen is not; set both, or neither for one replica")
-		}
-		return nil
-	}
-	_, port, err := net.SplitHostPort(c.PeerListen)
-	if err != nil {
-		return fmt.Errorf("sessions.peerListen: %q is not host:port; use e.g. \":8445\"", c.PeerListen)
-	}
-	if c.Advertise == "" {
-		return nil // the gateway binary sets it from the pod's IP; New refuses to start without it
-	}
-	ap, err := netip.ParseAddrPort(c.Advertise)
-	if err != nil || strconv.Itoa(int(ap.Port())) != port {
-		return fmt.Errorf("sessions.advertise: %q must be this replica's IP and the peer port %s, e.g. \"10.244.1.7:%s\" (the gateway sets it from $MCP_WARDEN_POD_IP)", c.Advertise, port, port)
-	}
-	return nil
 }
 
 // newSealer derives the id and relay keys from the configured key (or a random one).

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/config"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/guardrails"
 )
@@ -94,15 +94,15 @@ func specField(msg string) string {
 }
 
 // Render renders the gateway's configuration from the spec.
-func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
+func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 	g := s.Spec.Gateway
-	cfg := &gateway.Config{
+	cfg := &config.Config{
 		Listen:         fmt.Sprintf(":%d", GatewayPort),
 		StatusListen:   fmt.Sprintf(":%d", StatusPort),
 		Upstream:       upstream(s),
 		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
 		Resource:       g.Auth.Resource,
-		Auth:           gateway.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
+		Auth:           config.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
 		Scopes:         map[string][]string{},
 		Destructive:    g.DestructiveTools,
 		Pins:           g.PinnedTools,
@@ -110,7 +110,7 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 		KnownPinsPath:  KnownPinsPath,
 		// Every replica can relay to the others (the gateway sets sessions.advertise from the pod's IP),
 		// so scaling does not change the configuration.
-		Sessions: gateway.SessionsConfig{KeyPath: SessionKeyPath, PeerListen: fmt.Sprintf(":%d", PeerPort)},
+		Sessions: config.SessionsConfig{KeyPath: SessionKeyPath, PeerListen: fmt.Sprintf(":%d", PeerPort)},
 
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
 	}
@@ -118,7 +118,7 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *gateway.Config {
 		cfg.Auth.JWKSFile = KeysPath
 	}
 	if TLSEnabled(s) {
-		cfg.TLS = gateway.TLSConfig{CertFile: TLSDir + "/tls.crt", KeyFile: TLSDir + "/tls.key"}
+		cfg.TLS = config.TLSConfig{CertFile: TLSDir + "/tls.crt", KeyFile: TLSDir + "/tls.key"}
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.

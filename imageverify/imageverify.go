@@ -8,6 +8,10 @@
 // Which digest must be signed: the one in the reference. For a multi-architecture image that is the index
 // digest (what `cosign sign IMAGE@sha256:<index>` signs by default); a signature on a platform manifest
 // does not cover the index, and the reverse.
+//
+// ImageVerifier is what the admission webhooks and the controller ask; CosignVerifier implements it by
+// mapping MCPServerPolicies onto Policy (keys, including those in Secrets, keyless roots, registry
+// credentials). ParseDigest is the operator's one digest parser.
 package imageverify
 
 import (
@@ -307,21 +311,31 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// ParseDigest parses an image reference that must be pinned by digest; a reference with both a tag and a
-// digest is accepted and the digest wins (nothing is resolved by tag).
+// ParseDigest parses an image reference that must be pinned by a sha256 digest; a reference with both a
+// tag and a digest is accepted and the digest wins (nothing is resolved by tag). It is the one digest
+// parser of the operator: admission, reconciliation and verification all call it.
 func ParseDigest(image string) (name.Digest, error) {
 	if !strings.Contains(image, "@") {
-		base := image
-		if slash, colon := strings.LastIndex(base, "/"), strings.LastIndex(base, ":"); colon > slash {
-			base = base[:colon]
-		}
-		return name.Digest{}, &Denial{Image: image, Check: CheckNotDigest, Detail: fmt.Sprintf("use %s@sha256:<digest>", base)}
+		return name.Digest{}, &Denial{Image: image, Check: CheckNotDigest, Detail: PinHint(image)}
 	}
 	d, err := name.NewDigest(image, name.StrictValidation)
 	if err != nil {
 		return name.Digest{}, &Denial{Image: image, Check: CheckNotDigest, Detail: err.Error()}
 	}
+	if !strings.HasPrefix(d.DigestStr(), "sha256:") {
+		return name.Digest{}, &Denial{Image: image, Check: CheckNotDigest, Detail: "only sha256 digests are accepted; " + PinHint(image)}
+	}
 	return d, nil
+}
+
+// PinHint tells how to pin image: its repository, without a tag or a digest, followed by a sha256
+// digest placeholder, e.g. "use ghcr.io/acme/files@sha256:<digest>".
+func PinHint(image string) string {
+	base, _, _ := strings.Cut(image, "@")
+	if slash, colon := strings.LastIndex(base, "/"), strings.LastIndex(base, ":"); colon > slash {
+		base = base[:colon]
+	}
+	return fmt.Sprintf("use %s@sha256:<digest>", base)
 }
 
 // Verify checks the image against every policy; all must pass. Decisions are cached per policy identity

@@ -343,3 +343,34 @@ func TestRegistryDownThenBack(t *testing.T) {
 		t.Fatalf("after the registry came back: %v", err)
 	}
 }
+
+// TestParseDigestOnlySha256: a reference is pinned only by one sha256 digest of a named repository: a
+// sha512 digest (which the CRD, the admission and the gateway image pins do not accept), a second "@",
+// or no repository is a NotDigest denial with the hint; a tag beside the digest is ignored.
+func TestParseDigestOnlySha256(t *testing.T) {
+	hex := strings.Repeat("0123456789abcdef", 4)
+	for image, hint := range map[string]string{
+		"ghcr.io/acme/files@sha512:" + hex + hex:              "use ghcr.io/acme/files@sha256:<digest>",
+		"ghcr.io/acme/files@sha256:" + hex + "@sha256:" + hex: "",
+		"@sha256:" + hex:                     "",
+		"ghcr.io/acme/files:1.2":             "use ghcr.io/acme/files@sha256:<digest>",
+		"127.0.0.1:5000/acme/files:1.2@sha1": "",
+	} {
+		_, err := imageverify.ParseDigest(image)
+		var d *imageverify.Denial
+		if !errors.As(err, &d) || d.Check != imageverify.CheckNotDigest {
+			t.Errorf("ParseDigest(%q) = %v, want a NotDigest denial", image, err)
+			continue
+		}
+		if !strings.Contains(d.Error(), hint) {
+			t.Errorf("ParseDigest(%q) = %q, want the hint %q", image, d.Error(), hint)
+		}
+	}
+	d, err := imageverify.ParseDigest("ghcr.io/acme/files:1.2@sha256:" + hex)
+	if err != nil || d.DigestStr() != "sha256:"+hex || d.Context().String() != "ghcr.io/acme/files" {
+		t.Fatalf("tag and digest: %v %v, want the digest of ghcr.io/acme/files", d, err)
+	}
+	if got := imageverify.PinHint("127.0.0.1:5000/acme/files:1.2@sha256:abc"); got != "use 127.0.0.1:5000/acme/files@sha256:<digest>" {
+		t.Errorf("PinHint = %q", got)
+	}
+}

@@ -107,7 +107,7 @@ type Options struct {
 	Namespace string
 	// Verifier checks image signatures and attestations for the webhooks (default: cosign against the
 	// registries, with a cache).
-	Verifier webhooks.ImageVerifier
+	Verifier imageverify.ImageVerifier
 	// VerifyTimeout bounds one whole admission, every policy and image (default
 	// webhooks.DefaultVerifyTimeout, 8s, below the 10s webhook timeout), and one verification.
 	VerifyTimeout time.Duration
@@ -279,7 +279,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.Verifier == nil {
 		// One verifier (and cache) for the webhooks and the controller: the controller's check right
 		// after an admission is a cache hit.
-		o.Verifier = &webhooks.CosignVerifier{
+		o.Verifier = &imageverify.CosignVerifier{
 			Verifier:        imageverify.New(imageverify.Options{Timeout: o.VerifyTimeout, Registerer: ctrlmetrics.Registry}),
 			Reader:          mgr.GetAPIReader(),
 			SecretNamespace: o.Namespace,

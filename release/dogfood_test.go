@@ -39,7 +39,7 @@ func TestWebhookAdmitsTheReleasedImages(t *testing.T) {
 		localcluster.Options{WebhookInstall: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}}},
 		func(c *localcluster.Cluster) operator.Options {
 			o := testenv.WebhookOptions(c)
-			o.Verifier = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{})}
+			o.Verifier = &imageverify.CosignVerifier{Verifier: imageverify.New(imageverify.Options{})}
 			return o
 		})
 	defer env.Stop()

@@ -1,6 +1,7 @@
 // Package sandbox defines the security context every MCP server pod runs with, and checks a pod spec
 // against it. The controller builds pods from these values and uses Violations to detect drift; the
-// admission webhook uses Violations for raw workloads.
+// workload admission webhook (webhooks.WorkloadValidator) uses Violations for the pods and pod
+// controllers of namespaces that opt in. The MCPServer webhook does not: the spec has no pod fields.
 package sandbox
 
 import (

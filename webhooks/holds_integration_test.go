@@ -97,7 +97,7 @@ func TestHangingRegistryThroughTheAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := hang.Listener.Addr().String()
-	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	verifier.v = &imageverify.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
 	t.Cleanup(func() { verifier.v = nil })
 	ns := namespace(t, nil, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{host},
 		Authorities: []mcpv1alpha1.Authority{{Name: "release-key", Key: &mcpv1alpha1.KeyAuthority{Data: string(key.PublicPEM())}}}})

@@ -14,6 +14,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 )
 
 // +kubebuilder:webhook:path=/validate-mcp-warden-dev-v1alpha1-mcpserver,mutating=false,failurePolicy=fail,sideEffects=None,groups=mcp.warden.dev,resources=mcpservers,verbs=create;update,versions=v1alpha1,name=vmcpserver.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10
@@ -24,7 +25,7 @@ type MCPServerValidator struct {
 	// Reader reads policies and namespaces (the manager's cache).
 	Reader client.Reader
 	// Verifier checks signatures and attestations; nil denies any image a policy requires to be signed.
-	Verifier ImageVerifier
+	Verifier imageverify.ImageVerifier
 	// Timeout bounds the whole admission (default DefaultVerifyTimeout); keep it below the webhook's
 	// timeoutSeconds.
 	Timeout time.Duration
@@ -84,8 +85,8 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 		}
 		errs = append(errs, jwks...)
 	}
-	if len(errs) == 0 && NeedsVerification(policies) {
-		if err := v.verify(ctx, ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
+	if len(errs) == 0 && imageverify.NeedsVerification(policies) {
+		if err := v.verify(ctx, imageverify.ImageRequest{Image: s.Spec.Image, Namespace: s.Namespace, Policies: policies}); err != nil {
 			errs = append(errs, field.Forbidden(imagePath, err.Error()))
 		}
 	}
@@ -95,7 +96,7 @@ func (v *MCPServerValidator) validate(ctx context.Context, s *mcpv1alpha1.MCPSer
 	return nil
 }
 
-func (v *MCPServerValidator) verify(ctx context.Context, req ImageRequest) error {
+func (v *MCPServerValidator) verify(ctx context.Context, req imageverify.ImageRequest) error {
 	return verifyImage(ctx, v.Verifier, req)
 }
 
@@ -113,7 +114,7 @@ func admissionContext(ctx context.Context, timeout time.Duration) (context.Conte
 }
 
 // verifyImage runs the verifier under the admission's deadline, failing closed without a verifier.
-func verifyImage(ctx context.Context, verifier ImageVerifier, req ImageRequest) error {
+func verifyImage(ctx context.Context, verifier imageverify.ImageVerifier, req imageverify.ImageRequest) error {
 	if verifier == nil {
 		return fmt.Errorf("image %s must be verified against MCPServerPolicy signatures, but the operator runs without an image verifier", req.Image)
 	}

@@ -13,10 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
-	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
 // The suite registers the webhooks from config/webhook in a real kube-apiserver, which calls the
@@ -29,9 +29,9 @@ var (
 )
 
 // switchableVerifier lets a test install the verifier the webhooks call.
-type switchableVerifier struct{ v webhooks.ImageVerifier }
+type switchableVerifier struct{ v imageverify.ImageVerifier }
 
-func (s *switchableVerifier) VerifyImage(ctx context.Context, req webhooks.ImageRequest) (*webhooks.ImageVerdict, error) {
+func (s *switchableVerifier) VerifyImage(ctx context.Context, req imageverify.ImageRequest) (*imageverify.ImageVerdict, error) {
 	if s.v == nil {
 		return nil, fmt.Errorf("no verifier installed for this test")
 	}

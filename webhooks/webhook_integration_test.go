@@ -125,7 +125,7 @@ func TestSignedImagesRequiredFailClosed(t *testing.T) {
 
 type refusingVerifier struct{}
 
-func (refusingVerifier) VerifyImage(_ context.Context, req webhooks.ImageRequest) (*webhooks.ImageVerdict, error) {
+func (refusingVerifier) VerifyImage(_ context.Context, req imageverify.ImageRequest) (*imageverify.ImageVerdict, error) {
 	return nil, fmt.Errorf("image %s has no signature from policy %q authority %q (registry reachable, 0 signatures found)", req.Image, req.Policies[0].Name, req.Policies[0].Spec.Authorities[0].Name)
 }
 
@@ -181,7 +181,7 @@ func TestCosignThroughTheAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	verifier.v = &imageverify.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
 	t.Cleanup(func() { verifier.v = nil })
 
 	ns := namespace(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{
@@ -228,7 +228,7 @@ func TestKeylessThroughTheAPIServer(t *testing.T) {
 	if err := signer.Sign(img); err != nil {
 		t.Fatal(err)
 	}
-	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
+	verifier.v = &imageverify.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s}
 	t.Cleanup(func() { verifier.v = nil })
 	keyless := func(subject string) mcpv1alpha1.MCPServerPolicySpec {
 		return mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{reg.Host}, Authorities: []mcpv1alpha1.Authority{{Name: "ci", Keyless: &mcpv1alpha1.KeylessAuthority{
@@ -272,7 +272,7 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	if err := k8s.Create(ctx, pull); err != nil {
 		t.Fatal(err)
 	}
-	verifier.v = &webhooks.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s, SecretNamespace: secrets.Name}
+	verifier.v = &imageverify.CosignVerifier{Verifier: imageverify.New(imageverify.Options{}), Reader: k8s, SecretNamespace: secrets.Name}
 	t.Cleanup(func() { verifier.v = nil })
 	spec := mcpv1alpha1.MCPServerPolicySpec{
 		AllowedRegistries: []string{reg.Host + "/acme/"},

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/mcp-warden/mcp-warden/guardrails"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
@@ -48,7 +49,7 @@ type WorkloadValidator struct {
 	// Reader reads namespaces and policies (the manager's cache).
 	Reader client.Reader
 	// Verifier checks signatures and attestations.
-	Verifier ImageVerifier
+	Verifier imageverify.ImageVerifier
 	// Timeout bounds the whole admission (default DefaultVerifyTimeout); keep it below the webhook's
 	// timeoutSeconds.
 	Timeout time.Duration
@@ -92,7 +93,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		if !enforce && v.GatewayImage != "" {
 			images = slices.DeleteFunc(images, func(i podImage) bool { return i.image == v.GatewayImage })
 		}
-		errs = append(errs, checkImages(ctx, v.Verifier, ImageRequest{Namespace: req.Namespace, PullSecrets: w.spec.ImagePullSecrets, Policies: policies}, images)...)
+		errs = append(errs, checkImages(ctx, v.Verifier, imageverify.ImageRequest{Namespace: req.Namespace, PullSecrets: w.spec.ImagePullSecrets, Policies: policies}, images)...)
 	}
 	if len(errs) == 0 {
 		return admission.Allowed("")
@@ -134,7 +135,7 @@ func podImages(base *field.Path, spec *corev1.PodSpec) []podImage {
 
 // checkImages checks each image (digest, registry) and verifies the distinct ones concurrently under
 // ctx, the admission's one deadline. Each error names the field.
-func checkImages(ctx context.Context, verifier ImageVerifier, base ImageRequest, images []podImage) field.ErrorList {
+func checkImages(ctx context.Context, verifier imageverify.ImageVerifier, base imageverify.ImageRequest, images []podImage) field.ErrorList {
 	var errs field.ErrorList
 	verify := map[string][]*field.Path{}
 	var order []string
@@ -145,7 +146,7 @@ func checkImages(ctx context.Context, verifier ImageVerifier, base ImageRequest,
 		}
 		reg := guardrails.CheckRegistry(im.path, im.image, base.Policies)
 		errs = append(errs, reg...)
-		if len(reg) == 0 && NeedsVerification(base.Policies) {
+		if len(reg) == 0 && imageverify.NeedsVerification(base.Policies) {
 			if _, ok := verify[im.image]; !ok {
 				order = append(order, im.image)
 			}

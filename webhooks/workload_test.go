@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/imageverify"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 	"github.com/mcp-warden/mcp-warden/webhooks"
@@ -36,7 +37,7 @@ type recordingVerifier struct {
 	deny, hang map[string]bool
 }
 
-func (r *recordingVerifier) VerifyImage(ctx context.Context, req webhooks.ImageRequest) (*webhooks.ImageVerdict, error) {
+func (r *recordingVerifier) VerifyImage(ctx context.Context, req imageverify.ImageRequest) (*imageverify.ImageVerdict, error) {
 	r.mu.Lock()
 	r.asked = append(r.asked, req.Image)
 	r.mu.Unlock()
@@ -47,7 +48,7 @@ func (r *recordingVerifier) VerifyImage(ctx context.Context, req webhooks.ImageR
 	if r.deny[req.Image] {
 		return nil, fmt.Errorf("image %s has no signature", req.Image)
 	}
-	return &webhooks.ImageVerdict{}, nil
+	return &imageverify.ImageVerdict{}, nil
 }
 
 func reader(t *testing.T, nsLabels map[string]string, spec mcpv1alpha1.MCPServerPolicySpec) client.Reader {
@@ -185,5 +186,20 @@ func TestPolicyWithoutRegistriesWarns(t *testing.T) {
 	w, err := webhooks.PolicyValidator{}.ValidateCreate(context.Background(), p)
 	if len(w) != 1 || !strings.Contains(w[0], "spec.allowedRegistries is empty") {
 		t.Fatalf("warnings = %v (err %v)", w, err)
+	}
+}
+
+// TestDigestParsedAsTheVerifierParsesIt: the admission parses digests with the verifier's parser, so a
+// reference that only ends like a digest (a second "@", a sha512 digest, no repository) is refused with
+// the hint, not admitted as pinned.
+func TestDigestParsedAsTheVerifierParsesIt(t *testing.T) {
+	v := &webhooks.WorkloadValidator{Reader: reader(t, map[string]string{webhooks.LabelImagePolicy: "enforce"}, mcpv1alpha1.MCPServerPolicySpec{AllowedRegistries: []string{"ghcr.io/acme"}})}
+	hex := strings.Repeat("0", 64)
+	for _, image := range []string{
+		"ghcr.io/acme/files@latest@sha256:" + hex,
+		"ghcr.io/acme/files@sha512:" + hex + hex,
+	} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "w"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "server", Image: image}}}}
+		denied(t, v.Handle(context.Background(), request(t, "Pod", "", pod)), "spec.containers[0].image", "is not pinned by digest; use ghcr.io/acme/files@sha256:<digest>")
 	}
 }

@@ -248,7 +248,9 @@ type GatewayAuth struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
-	// JWKSURL is where the issuer's signing keys are (default: issuer + /.well-known/jwks.json). Never
+	// JWKSURL is where the issuer's signing keys are (default: the jwks_uri of the issuer's metadata,
+	// found by OpenID Connect discovery, then RFC 8414; the operator fetches the keys and delivers them
+	// to the gateway). Never
 	// a loopback, link-local or localhost address or the server's own Service; where a policy lists
 	// allowed issuers, it must be absent or equal to the jwks_uri the issuer publishes.
 	// +kubebuilder:validation:MaxLength=2048

@@ -25,11 +25,13 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mcp-warden/mcp-warden/gateway/config"
 )
 
 // Asymmetric lists the signature algorithms the gateway accepts in its configuration; HMAC and "none"
-// are never accepted.
-var Asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+// are never accepted. The configuration contract (package config) owns the list.
+var Asymmetric = config.Asymmetric
 
 // Options configure a Verifier.
 type Options struct {

@@ -1,32 +1,30 @@
-// Package gateway is the MCP security gateway that the operator runs in front of every MCP server: a
-// JSON-RPC-aware reverse proxy for the streamable HTTP transport that authenticates every request as an
-// OAuth 2.1 resource server, limits each token to the tools its scopes grant, validates tool arguments
-// and structured results against pinned schemas, bounds requests, strips hidden content and secrets from
-// what reaches the model, asks a person before destructive or exfiltrating calls, pins tool definitions,
-// and writes a hash-chained audit record for every tool call.
-//
-// Config is the contract with the operator, which renders it from the MCPServer resource into a JSON
-// file read by Load.
-package gateway
+// Package config is the contract between the operator and the MCP gateway: the configuration the
+// operator renders from the MCPServer resource into a JSON file the gateway reads with Load, its
+// defaults and its validation, and the status the gateway reports back on its status port. It imports
+// no part of the gateway's runtime, so the operator links the contract and not the proxy.
+package config
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/mcp-warden/mcp-warden/gateway/audit"
-	"github.com/mcp-warden/mcp-warden/gateway/auth"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
 )
+
+// Asymmetric lists the signature algorithms the gateway accepts in its configuration; HMAC and "none"
+// are never accepted.
+var Asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Config is the gateway configuration. Zero values of optional fields take the defaults documented on
 // each field (see WithDefaults).
@@ -376,23 +374,6 @@ func (a AuditConfig) validate(pinStatePath string) error {
 	return nil
 }
 
-// openAudit starts the audit logger on w: with the key of keyPath, continuing the head file.
-func (a AuditConfig) openAudit(w io.Writer) (*audit.Logger, error) {
-	opts := audit.Options{StatePath: a.StatePath}
-	if a.KeyPath != "" {
-		key, err := audit.ReadKey(a.KeyPath)
-		if err != nil {
-			return nil, fmt.Errorf("gateway audit.keyPath: %w", err)
-		}
-		opts.Key = key
-	}
-	l, err := audit.Open(w, opts)
-	if err != nil {
-		return nil, fmt.Errorf("gateway audit.statePath: %w", err)
-	}
-	return l, nil
-}
-
 func (c *Config) validateAuth() error {
 	a := c.Auth
 	if a.Disabled {
@@ -418,8 +399,8 @@ func (c *Config) validateAuth() error {
 		return errors.New("auth.algorithms: empty; list asymmetric algorithms such as [\"RS256\", \"ES256\"]")
 	}
 	for _, alg := range a.Algorithms {
-		if !slices.Contains(auth.Asymmetric, alg) {
-			return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (%s)", alg, strings.Join(auth.Asymmetric, ", "))
+		if !slices.Contains(Asymmetric, alg) {
+			return fmt.Errorf("auth.algorithms: %q is not allowed; use asymmetric algorithms only (%s)", alg, strings.Join(Asymmetric, ", "))
 		}
 	}
 	if a.ClockSkew.Duration < 0 || a.ClockSkew.Duration > 5*time.Minute {
@@ -450,4 +431,33 @@ func validHash(h string) bool {
 		}
 	}
 	return true
+}
+
+func (c SessionsConfig) validate() error {
+	if c.KeyPath != "" && !filepath.IsAbs(c.KeyPath) {
+		return fmt.Errorf("sessions.keyPath: %q must be an absolute path", c.KeyPath)
+	}
+	for i, p := range c.PeerCIDRs {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			return fmt.Errorf("sessions.peerCIDRs[%d]: %q is not a CIDR range, e.g. \"10.244.0.0/16\"", i, p)
+		}
+	}
+	if c.PeerListen == "" {
+		if c.Advertise != "" {
+			return errors.New("sessions.advertise: is set but sessions.peerListen is not; set both, or neither for one replica")
+		}
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.PeerListen)
+	if err != nil {
+		return fmt.Errorf("sessions.peerListen: %q is not host:port; use e.g. \":8445\"", c.PeerListen)
+	}
+	if c.Advertise == "" {
+		return nil // the gateway binary sets it from the pod's IP; New refuses to start without it
+	}
+	ap, err := netip.ParseAddrPort(c.Advertise)
+	if err != nil || strconv.Itoa(int(ap.Port())) != port {
+		return fmt.Errorf("sessions.advertise: %q must be this replica's IP and the peer port %s, e.g. \"10.244.1.7:%s\" (the gateway sets it from $MCP_WARDEN_POD_IP)", c.Advertise, port, port)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package gateway_test
+package config_test
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gateway/config"
 )
 
 const exampleConfig = `{
@@ -36,7 +36,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	if err := os.WriteFile(path, []byte(exampleConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := gateway.Load(path)
+	c, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,28 +46,28 @@ func TestLoadExampleConfig(t *testing.T) {
 }
 
 func TestValidateNamesTheBadField(t *testing.T) {
-	valid := func() *gateway.Config {
-		return &gateway.Config{Upstream: "http://127.0.0.1:8080/mcp", Resource: "https://files.mcp.example.com/mcp",
-			Auth: gateway.AuthConfig{Issuer: "https://auth.example.com"}, Scopes: map[string][]string{"mcp": {"*"}}}
+	valid := func() *config.Config {
+		return &config.Config{Upstream: "http://127.0.0.1:8080/mcp", Resource: "https://files.mcp.example.com/mcp",
+			Auth: config.AuthConfig{Issuer: "https://auth.example.com"}, Scopes: map[string][]string{"mcp": {"*"}}}
 	}
-	for field, mutate := range map[string]func(*gateway.Config){
-		"upstream:":            func(c *gateway.Config) { c.Upstream = "http://10.0.0.8:8080/mcp" },
-		"resource:":            func(c *gateway.Config) { c.Resource = "files.mcp.example.com" },
-		"auth.issuer:":         func(c *gateway.Config) { c.Auth.Issuer = "http://auth.example.com" },
-		"auth.algorithms:":     func(c *gateway.Config) { c.Auth.Algorithms = []string{"HS256"} },
-		"auth.jwksURL:":        func(c *gateway.Config) { c.Auth.JWKSURL = "ftp://x" },
-		"auth.clockSkew:":      func(c *gateway.Config) { c.Auth.ClockSkew.Duration = 1 << 40 },
-		"scopes:":              func(c *gateway.Config) { c.Scopes = nil },
-		"scopes.mcp:":          func(c *gateway.Config) { c.Scopes["mcp"] = nil },
-		"toolLabels.x:":        func(c *gateway.Config) { c.ToolLabels = map[string][]string{"x": {"dangerous"}} },
-		"audit.keyPath:":       func(c *gateway.Config) { c.Audit.KeyPath = "secrets/audit-key" },
-		"audit.statePath:":     func(c *gateway.Config) { c.Audit.StatePath, c.PinStatePath = "/run/state.json", "/run/state.json" },
-		"pins.x:":              func(c *gateway.Config) { c.Pins = map[string]string{"x": "abc"} },
-		"limits.burst:":        func(c *gateway.Config) { c.Limits.Burst = -1 },
-		"limits.maxBodyBytes:": func(c *gateway.Config) { c.Limits.MaxBodyBytes = 10 },
-		"allowedOrigins[0]:":   func(c *gateway.Config) { c.AllowedOrigins = []string{"app.example.com"} },
-		"listen:":              func(c *gateway.Config) { c.Listen = "8443" },
-		"auth.disabled:":       func(c *gateway.Config) { c.Auth.Disabled = true },
+	for field, mutate := range map[string]func(*config.Config){
+		"upstream:":            func(c *config.Config) { c.Upstream = "http://10.0.0.8:8080/mcp" },
+		"resource:":            func(c *config.Config) { c.Resource = "files.mcp.example.com" },
+		"auth.issuer:":         func(c *config.Config) { c.Auth.Issuer = "http://auth.example.com" },
+		"auth.algorithms:":     func(c *config.Config) { c.Auth.Algorithms = []string{"HS256"} },
+		"auth.jwksURL:":        func(c *config.Config) { c.Auth.JWKSURL = "ftp://x" },
+		"auth.clockSkew:":      func(c *config.Config) { c.Auth.ClockSkew.Duration = 1 << 40 },
+		"scopes:":              func(c *config.Config) { c.Scopes = nil },
+		"scopes.mcp:":          func(c *config.Config) { c.Scopes["mcp"] = nil },
+		"toolLabels.x:":        func(c *config.Config) { c.ToolLabels = map[string][]string{"x": {"dangerous"}} },
+		"audit.keyPath:":       func(c *config.Config) { c.Audit.KeyPath = "secrets/audit-key" },
+		"audit.statePath:":     func(c *config.Config) { c.Audit.StatePath, c.PinStatePath = "/run/state.json", "/run/state.json" },
+		"pins.x:":              func(c *config.Config) { c.Pins = map[string]string{"x": "abc"} },
+		"limits.burst:":        func(c *config.Config) { c.Limits.Burst = -1 },
+		"limits.maxBodyBytes:": func(c *config.Config) { c.Limits.MaxBodyBytes = 10 },
+		"allowedOrigins[0]:":   func(c *config.Config) { c.AllowedOrigins = []string{"app.example.com"} },
+		"listen:":              func(c *config.Config) { c.Listen = "8443" },
+		"auth.disabled:":       func(c *config.Config) { c.Auth.Disabled = true },
 	} {
 		t.Run(field, func(t *testing.T) {
 			c := valid()
@@ -91,7 +91,7 @@ func TestLoadRefusesUnknownFields(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"upstream":"http://127.0.0.1:1/mcp","resource":"https://x/mcp","auth":{"disabled":true},"authDisabled":true}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gateway.Load(path); err == nil || !strings.Contains(err.Error(), "authDisabled") {
+	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "authDisabled") {
 		t.Fatalf("err %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package webhooks
+package imageverify
 
 import (
 	"bytes"
@@ -16,13 +16,54 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/imageverify"
 )
+
+// ImageVerifier checks an image's cosign signatures and attestations against the policies that govern it.
+// Implementations must bound every registry call by ctx and fail closed: an unreachable registry is a
+// denial.
+type ImageVerifier interface {
+	// VerifyImage returns what was verified, or an error whose message is the denial a person reads
+	// (which image, which policy and authority, which check failed).
+	VerifyImage(ctx context.Context, req ImageRequest) (*ImageVerdict, error)
+}
+
+// ImageRequest is one image to verify.
+type ImageRequest struct {
+	// Image is the reference as written in the object.
+	Image string
+	// Namespace is the workload's namespace; pull secrets are read there.
+	Namespace string
+	// PullSecrets are the workload's imagePullSecrets (and its service account's).
+	PullSecrets []corev1.LocalObjectReference
+	// Policies are the MCPServerPolicies that govern the namespace; each must be satisfied.
+	Policies []mcpv1alpha1.MCPServerPolicy
+}
+
+// ImageVerdict is what a successful verification established.
+type ImageVerdict struct {
+	// Digest is the verified manifest digest.
+	Digest string
+	// Signers are the identities whose signatures verified (key authority names or certificate
+	// subject and issuer).
+	Signers []string
+	// Attestations are the predicate types verified.
+	Attestations []string
+}
+
+// NeedsVerification reports whether any policy asks for signatures or attestations.
+func NeedsVerification(policies []mcpv1alpha1.MCPServerPolicy) bool {
+	for _, p := range policies {
+		if len(p.Spec.Authorities) > 0 || len(p.Spec.Attestations) > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // CosignVerifier verifies images with the cosign library against MCPServerPolicy authorities.
 type CosignVerifier struct {
 	// Verifier does the verification and caching.
-	Verifier *imageverify.Verifier
+	Verifier *Verifier
 	// Reader reads Secrets holding public keys.
 	Reader client.Reader
 	// SecretNamespace is where key Secrets live (the operator's namespace).
@@ -37,16 +78,16 @@ var _ ImageVerifier = &CosignVerifier{}
 
 // VerifyImage maps the policies onto the verifier's and verifies the image.
 func (c *CosignVerifier) VerifyImage(ctx context.Context, req ImageRequest) (*ImageVerdict, error) {
-	policies := make([]imageverify.Policy, 0, len(req.Policies))
+	policies := make([]Policy, 0, len(req.Policies))
 	for _, p := range req.Policies {
 		key := string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)
 		if ip, ok := c.converted.Load(key); ok && p.UID != "" {
-			policies = append(policies, ip.(imageverify.Policy))
+			policies = append(policies, ip.(Policy))
 			continue
 		}
 		ip, err := c.policy(ctx, p)
 		if err != nil {
-			return nil, &imageverify.Denial{Image: req.Image, Policy: p.Name, Check: imageverify.CheckPolicyInvalid, Detail: err.Error()}
+			return nil, &Denial{Image: req.Image, Policy: p.Name, Check: CheckPolicyInvalid, Detail: err.Error()}
 		}
 		if p.UID != "" && !usesSecrets(p) {
 			c.converted.Store(key, ip)
@@ -84,15 +125,15 @@ func usesSecrets(p mcpv1alpha1.MCPServerPolicy) bool {
 	return false
 }
 
-func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) (imageverify.Policy, error) {
-	out := imageverify.Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10), Registries: p.Spec.AllowedRegistries}
+func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPolicy) (Policy, error) {
+	out := Policy{Name: p.Name, Identity: string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10), Registries: p.Spec.AllowedRegistries}
 	for _, a := range p.Spec.Authorities {
 		if a.Keyless != nil {
 			k, err := keyless(a.Keyless)
 			if err != nil {
 				return out, fmt.Errorf("authority %q: %w", a.Name, err)
 			}
-			out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, Keyless: k})
+			out.Authorities = append(out.Authorities, Authority{Name: a.Name, Keyless: k})
 			continue
 		}
 		if a.Key == nil {
@@ -112,10 +153,10 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 		if err != nil {
 			return out, fmt.Errorf("authority %q: not a PEM public key: %w", a.Name, err)
 		}
-		out.Authorities = append(out.Authorities, imageverify.Authority{Name: a.Name, PublicKey: pub})
+		out.Authorities = append(out.Authorities, Authority{Name: a.Name, PublicKey: pub})
 	}
 	for _, att := range p.Spec.Attestations {
-		out.Attestations = append(out.Attestations, imageverify.AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
+		out.Attestations = append(out.Attestations, AttestationRequirement{Name: att.Name, PredicateType: att.PredicateType, Authorities: att.Authorities})
 	}
 	if len(p.Spec.RegistryCredentials) > 0 {
 		secrets := make([]corev1.Secret, 0, len(p.Spec.RegistryCredentials))
@@ -143,12 +184,12 @@ func (c *CosignVerifier) policy(ctx context.Context, p mcpv1alpha1.MCPServerPoli
 
 // keyless maps a keyless authority: self-signed certificates in roots are trust anchors, the others
 // intermediates. Transparency checks need their public keys, since verification runs offline.
-func keyless(k *mcpv1alpha1.KeylessAuthority) (*imageverify.Keyless, error) {
+func keyless(k *mcpv1alpha1.KeylessAuthority) (*Keyless, error) {
 	certs, err := cryptoutils.UnmarshalCertificatesFromPEM([]byte(k.Roots))
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("keyless.roots: no PEM certificates (%v)", err) //nolint:errorlint // err is nil when the PEM holds no certificate
 	}
-	out := &imageverify.Keyless{
+	out := &Keyless{
 		Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(),
 		Identity:    cosign.Identity{Issuer: k.Issuer, IssuerRegExp: k.IssuerRegExp, Subject: k.Subject, SubjectRegExp: k.SubjectRegExp},
 		RequireSCT:  k.RequireSCT == nil || *k.RequireSCT,
