@@ -77,15 +77,23 @@ func TestBurstOfCreates(t *testing.T) {
 // scheduled and running on the simulated node) on the local control plane, beside the control plane's
 // own floor measured in the same run just before: the same five children per server (ServiceAccount,
 // NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
-// until every Deployment has its replica available. It also reports the operator's API requests per
-// server, from create to Ready.
+// until every Deployment has its replica available. With MCP_WARDEN_TOOLHIVE set (hack/toolhive.sh),
+// ToolHive's operator is measured on the same N in the same run (see createToolhiveFleet). It also
+// reports the operator's API requests per server, from create to Ready.
 func BenchmarkReconcileToReady(b *testing.B) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			var total, floor time.Duration
+			var total, floor, toolhive time.Duration
 			var writes, requests float64
+			thv := toolhiveDir()
+			if thv != "" {
+				installToolhiveCRDs(b, thv)
+			}
 			for b.Loop() {
 				floor += createFloorFleet(b, n, 10*time.Minute)
+				if thv != "" {
+					toolhive += createToolhiveFleet(b, thv, n, 15*time.Minute)
+				}
 				took, ns := createFleet(b, n, 10*time.Minute)
 				total += took
 				_, reqs := operatorRequests.of(ns)
@@ -95,6 +103,10 @@ func BenchmarkReconcileToReady(b *testing.B) {
 			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-ready")
 			b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s")
 			b.ReportMetric(total.Seconds()/floor.Seconds(), "x-floor")
+			if thv != "" {
+				b.ReportMetric(toolhive.Seconds()/float64(b.N), "toolhive-s")
+				b.ReportMetric(toolhive.Seconds()/total.Seconds(), "toolhive/mcp-warden")
+			}
 			b.ReportMetric(requests/float64(b.N), "requests/server")
 			b.ReportMetric(writes/float64(b.N), "writes/reconcile")
 		})
