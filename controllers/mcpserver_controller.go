@@ -672,6 +672,9 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &networkingv1.NetworkPolicy{}, wideningIndex, indexWidening); err != nil {
 		return fmt.Errorf("index the NetworkPolicies that may widen a fence: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podServerIndex, indexPodServer); err != nil {
+		return fmt.Errorf("index the pods by server: %w", err)
+	}
 	r.poller = newPinPoller()
 	var keyEvents chan event.GenericEvent
 	if r.Keys != nil {

@@ -42,3 +42,13 @@ func indexWidening(o client.Object) []string {
 	}
 	return []string{"true"}
 }
+
+// podServerIndex indexes the cached pods by the server they run (their LabelServer label).
+const podServerIndex = "mcp.warden.dev/server"
+
+func indexPodServer(o client.Object) []string {
+	if name := o.GetLabels()[LabelServer]; name != "" {
+		return []string{name}
+	}
+	return nil
+}

@@ -85,7 +85,7 @@ func startToolhive(tb testing.TB, dir, ns string) func() {
 	cmd := exec.Command(filepath.Join(dir, "bin", "thv-operator"),
 		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(port), "--metrics-bind-address=127.0.0.1:"+strconv.Itoa(metrics))
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "WATCH_NAMESPACE="+ns, "POD_NAMESPACE="+ns)
-	logf, err := os.Create(filepath.Join(os.TempDir(), "mcp-warden-bench-toolhive-"+ns+".log"))
+	logf, err := os.CreateTemp("", "mcp-warden-bench-toolhive-"+ns+"-*.log")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func startToolhive(tb testing.TB, dir, ns string) func() {
 	go func() { exited <- cmd.Wait() }()
 	stop := func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		_ = <-exited // killed: the exit status says so
 		_ = logf.Close()
 	}
 	hc := &http.Client{Timeout: time.Second}
