@@ -97,7 +97,7 @@ func startToolhive(tb testing.TB, dir, ns string) func() {
 	go func() { exited <- cmd.Wait() }()
 	stop := func() {
 		_ = cmd.Process.Kill()
-		_ = <-exited // killed: the exit status says so
+		tb.Logf("ToolHive's operator stopped: %v", <-exited)
 		_ = logf.Close()
 	}
 	hc := &http.Client{Timeout: time.Second}
