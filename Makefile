@@ -35,7 +35,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 export GOLANGCI_LINT_VERSION
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
-BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 40m
+BENCH_FLAGS ?= -run '^$$' -benchtime 2s -timeout 90m
 ## Fleet sizes of the reconcile benchmark.
 BENCH_SIZES ?= 100,500,1000
 
