@@ -231,16 +231,15 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}()
 
 	// The spec is validated before anything is applied, and the NetworkPolicy lands before the
-	// Deployment, so a server pod never runs without its egress and ingress fences.
-	steps := []func(context.Context, *mcpv1alpha1.MCPServer, *reconcileState) error{
+	// Deployment, so a server pod never runs without its egress and ingress fences. The children the
+	// Deployment's pods need (their ServiceAccount, fences, Service and gateway configuration) do not
+	// depend on one another: they are applied at once, and the Deployment waits for all of them.
+	steps := []step{
 		r.reconcileSpec,
-		r.reconcileServiceAccount,
-		r.reconcileNetworkPolicy,
-		r.reconcileFence,
-		r.reconcileCiliumPolicy,
-		r.reconcileService,
-		r.reconcileTLS,
-		r.reconcileGatewayConfig,
+		func(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
+			return concurrently(ctx, s, st, r.reconcileServiceAccount, r.reconcileNetworkPolicy, r.reconcileFence,
+				r.reconcileCiliumPolicy, r.reconcileService, r.reconcileTLS, r.reconcileGatewayConfig)
+		},
 		r.reconcileDeployment,
 		r.reconcilePins,
 	}
@@ -682,6 +681,12 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.DNS = DefaultDNSPeer
 	}
 	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &networkingv1.NetworkPolicy{}, wideningIndex, indexWidening); err != nil {
+		return fmt.Errorf("index the NetworkPolicies that may widen a fence: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podServerIndex, indexPodServer); err != nil {
+		return fmt.Errorf("index the pods by server: %w", err)
+	}
 	r.poller = newPinPoller()
 	var keyEvents chan event.GenericEvent
 	if r.Keys != nil {
@@ -745,9 +750,10 @@ func ManagedObjectsSelector() map[string]string {
 // the server's pods and allow traffic: NetworkPolicies add up, so each widens the fence.
 func (r *MCPServerReconciler) reconcileFence(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	list := &networkingv1.NetworkPolicyList{}
-	// Read-only: the cache's own objects, not copies (a namespace of a thousand servers holds a
-	// thousand policies, and copying them all on every reconcile was most of the operator's CPU).
-	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+	// Only the policies that may widen a fence (wideningIndex), read-only: the cache's own objects, not
+	// copies (a namespace of a thousand servers holds a thousand policies of the operator's; listing
+	// and copying them all on every reconcile was most of the operator's CPU).
+	if err := r.Client.List(ctx, list, client.InNamespace(s.Namespace), client.MatchingFields{wideningIndex: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		return transient(ReasonListFailed, fmt.Errorf("list NetworkPolicies: %w", err))
 	}
 	st.widening = nil

@@ -207,8 +207,9 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 // if none does.
 func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, mcp mcpState, read bool) {
 	pods := &corev1.PodList{}
-	// Served from the manager's cache, which holds the pods the operator's Deployments run.
-	if err := r.Client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelServer: s.Name}); err != nil {
+	// Served from the manager's cache, which holds the pods the operator's Deployments run, through its
+	// index of them by server (a label selector would scan every pod of the namespace).
+	if err := r.Client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingFields{podServerIndex: s.Name}); err != nil {
 		log.FromContext(ctx).V(1).Info("list pods for the gateway status", "err", err.Error())
 		return nil, mcp, false
 	}

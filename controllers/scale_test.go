@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -14,14 +13,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
@@ -77,15 +73,23 @@ func TestBurstOfCreates(t *testing.T) {
 // scheduled and running on the simulated node) on the local control plane, beside the control plane's
 // own floor measured in the same run just before: the same five children per server (ServiceAccount,
 // NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
-// until every Deployment has its replica available. It also reports the operator's API requests per
-// server, from create to Ready.
+// until every Deployment has its replica available. With MCP_WARDEN_TOOLHIVE set (hack/toolhive.sh),
+// ToolHive's operator is measured on the same N in the same run (see createToolhiveFleet). It also
+// reports the operator's API requests per server, from create to Ready.
 func BenchmarkReconcileToReady(b *testing.B) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			var total, floor time.Duration
+			var total, floor, toolhive time.Duration
 			var writes, requests float64
+			thv := toolhiveDir()
+			if thv != "" {
+				installToolhiveCRDs(b, thv)
+			}
 			for b.Loop() {
 				floor += createFloorFleet(b, n, 10*time.Minute)
+				if thv != "" {
+					toolhive += createToolhiveFleet(b, thv, n, 15*time.Minute)
+				}
 				took, ns := createFleet(b, n, 10*time.Minute)
 				total += took
 				_, reqs := operatorRequests.of(ns)
@@ -95,6 +99,10 @@ func BenchmarkReconcileToReady(b *testing.B) {
 			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-ready")
 			b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s")
 			b.ReportMetric(total.Seconds()/floor.Seconds(), "x-floor")
+			if thv != "" {
+				b.ReportMetric(toolhive.Seconds()/float64(b.N), "toolhive-s")
+				b.ReportMetric(toolhive.Seconds()/total.Seconds(), "toolhive/mcp-warden")
+			}
 			b.ReportMetric(requests/float64(b.N), "requests/server")
 			b.ReportMetric(writes/float64(b.N), "writes/reconcile")
 		})
@@ -219,34 +227,36 @@ func benchSizes() []int {
 }
 
 // steadyStateWrites makes the operator reconcile every server of a Ready fleet once more (a label change,
-// which does not change the spec) and returns the API writes it made per reconcile: changed
-// resourceVersions of the children and changed MCPServer statuses. The target is zero.
+// which does not change the spec) and returns the API writes it sent per reconcile: every request of
+// the operator in the namespace other than a read (applies, creates, updates, patches of children,
+// statuses and events), counted at its client. It first waits until the writes that trail Ready (a
+// pins.json written, a held status) have settled, so only the re-reconciles are counted. The target is
+// zero. (Comparing resourceVersions would also count the Deployment controller's status updates,
+// which trail on a loaded machine.)
 func steadyStateWrites(tb testing.TB, ns string, n int) float64 {
 	ctx := context.Background()
-	snapshot := func() (map[string]string, map[string]string) {
-		rvs, statuses := map[string]string{}, map[string]string{}
-		for kind, list := range map[string]client.ObjectList{"Deployment": &appsv1.DeploymentList{}, "Service": &corev1.ServiceList{}, "ServiceAccount": &corev1.ServiceAccountList{},
-			"NetworkPolicy": &networkingv1.NetworkPolicyList{}, "ConfigMap": &corev1.ConfigMapList{}} {
-			if err := k8s.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{controllers.LabelManagedBy: "mcp-warden"}); err != nil {
-				tb.Fatal(err)
+	writes := func() (int, map[string]int) {
+		counts, _ := operatorRequests.of(ns)
+		total, out := 0, map[string]int{}
+		for k, v := range counts {
+			if verb := strings.SplitN(k, " ", 2)[0]; verb != "GET" && verb != "LIST" && verb != "WATCH" {
+				total += v
+				out[k] = v
 			}
-			_ = meta.EachListItem(list, func(o runtime.Object) error {
-				m := o.(client.Object)
-				rvs[kind+"/"+m.GetName()] = m.GetResourceVersion()
-				return nil
-			})
 		}
-		servers := &mcpv1alpha1.MCPServerList{}
-		if err := k8s.List(ctx, servers, client.InNamespace(ns)); err != nil {
-			tb.Fatal(err)
-		}
-		for _, s := range servers.Items {
-			b, _ := json.Marshal(s.Status)
-			statuses[s.Name] = string(b)
-		}
-		return rvs, statuses
+		return total, out
 	}
-	rvs, statuses := snapshot()
+	// Settled: no write for three seconds (at most a minute).
+	last, _ := writes()
+	for quiet, deadline := 0, time.Now().Add(time.Minute); quiet < 3 && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		if w, _ := writes(); w == last {
+			quiet++
+		} else {
+			last, quiet = w, 0
+		}
+	}
+	before, beforeBy := writes()
 	servers := &mcpv1alpha1.MCPServerList{}
 	if err := k8s.List(ctx, servers, client.InNamespace(ns)); err != nil {
 		tb.Fatal(err)
@@ -261,17 +271,12 @@ func steadyStateWrites(tb testing.TB, ns string, n int) float64 {
 	}
 	// Give the operator time to reconcile each one (its queue drains at well over 10 per second).
 	time.Sleep(5*time.Second + time.Duration(n)*10*time.Millisecond)
-	rvs2, statuses2 := snapshot()
-	writes := 0
-	for k, v := range rvs {
-		if rvs2[k] != v {
-			writes++
+	after, afterBy := writes()
+	if after > before {
+		for k, v := range afterBy {
+			afterBy[k] = v - beforeBy[k]
 		}
+		tb.Logf("steady state: %d writes after re-reconciling %d servers:\n%s", after-before, n, table(afterBy, n))
 	}
-	for k, v := range statuses {
-		if statuses2[k] != v {
-			writes++
-		}
-	}
-	return float64(writes) / float64(n)
+	return float64(after-before) / float64(n)
 }

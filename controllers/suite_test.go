@@ -30,6 +30,8 @@ var (
 	issuer *testenv.Issuer
 	// restConfig is the admin configuration of the control plane (the operator's rate limit).
 	restConfig *rest.Config
+	// kubeconfig is the path of the control plane's admin kubeconfig (for processes the tests run).
+	kubeconfig string
 )
 
 func TestMain(m *testing.M) {
@@ -59,6 +61,7 @@ func run(m *testing.M) int {
 	issuer = env.Issuer
 	clients = kubernetes.NewForConfigOrDie(env.Cluster.Config)
 	restConfig = env.Cluster.Config
+	kubeconfig = env.Cluster.Kubeconfig
 	return m.Run()
 }
 
