@@ -313,10 +313,13 @@ func (d *demo) podAudit(ctx context.Context, key client.ObjectKey) {
 		return
 	}
 	p := pods.Items[0]
+	// The gateway is the native sidecar (an init container that keeps running) with the gateway
+	// image; a stdio server's pod also runs that image as the init container that installs the bridge.
 	container := ""
-	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
-		if c.Image == d.gatewayImage {
+	for _, c := range p.Spec.InitContainers {
+		if c.Image == d.gatewayImage && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
 			container = c.Name
+			break
 		}
 	}
 	cs, err := kubernetes.NewForConfig(d.cluster.Config)
