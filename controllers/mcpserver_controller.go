@@ -92,6 +92,9 @@ type MCPServerReconciler struct {
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
 	DNS DNSPeer
+	// Telemetry is the platform's trace collector: rendered into every gateway's configuration, and
+	// the one destination it adds to every server's egress.
+	Telemetry Telemetry
 	// Verifier checks image signatures and attestations when a policy asks for them (nil: such
 	// servers stall, failing closed).
 	Verifier webhooks.ImageVerifier
@@ -336,6 +339,9 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	st.ceiling = guardrails.Ceiling(policies)
 	st.scaleToZero = guardrails.ScaleToZero(policies)
 	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling, r.MetricsScraper)
+	if rule := r.Telemetry.egressRule(); np != nil && rule != nil {
+		np.Spec.Egress = append(np.Spec.Egress, *rule)
+	}
 	if len(errs) > 0 {
 		reason := ReasonInvalidSpec
 		if len(policies) > 0 {
@@ -413,7 +419,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 // so server-side apply leaves it; the spec is then replaced wholesale.
 // reconcileGatewayConfig renders the gateway's configuration from spec.gateway into a ConfigMap.
 func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain)
+	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain, r.Telemetry)
 	if err != nil {
 		return &stallError{reason: ReasonInvalidSpec, message: err.Error()}
 	}

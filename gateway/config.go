@@ -82,6 +82,20 @@ type Config struct {
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed to call the gateway; requests
 	// with any other Origin header are refused. Requests without an Origin header are not affected.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+	// Telemetry configures trace export. The platform sets it (the operator's --otlp-endpoint), never
+	// the MCPServer's author.
+	Telemetry TelemetryConfig `json:"telemetry,omitzero"`
+}
+
+// TelemetryConfig configures OpenTelemetry trace export.
+type TelemetryConfig struct {
+	// OTLPEndpoint is the OTLP/HTTP (protobuf) traces URL of the platform's collector, e.g.
+	// "http://otel-collector.observability.svc:4318/v1/traces" (a URL without a path gets /v1/traces).
+	// The gateway then exports one span per request, with the W3C trace context it passes to the
+	// server and the trace id of the audit record; spans carry the decision, the method and the tool,
+	// never arguments, results or tokens. Export never blocks a request: spans wait in a bounded queue
+	// (dropped when it is full) and each export has a deadline. Empty: no export.
+	OTLPEndpoint string `json:"otlpEndpoint,omitempty"`
 }
 
 // AuthConfig configures the OAuth 2.1 resource server.
@@ -248,6 +262,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateAuth(); err != nil {
 		return err
+	}
+	if c.Telemetry.OTLPEndpoint != "" {
+		if _, err := otlpTracesURL(c.Telemetry.OTLPEndpoint); err != nil {
+			return err
+		}
 	}
 	for scope, tools := range c.Scopes {
 		if scope == "" || strings.ContainsAny(scope, " \"\\") {
