@@ -154,7 +154,7 @@ func DefaultMaxConcurrentReconciles() int {
 func (o Options) Validate() error {
 	var errs []error
 	if err := o.Telemetry.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Telemetry: %w", err))
+		errs = append(errs, fmt.Errorf("telemetry: %w", err))
 	}
 	if o.MaxConcurrentReconciles < 0 {
 		errs = append(errs, fmt.Errorf("MaxConcurrentReconciles is %d: expected at least 1 (or 0 for the default, %d)", o.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles()))
