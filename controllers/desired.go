@@ -180,8 +180,10 @@ func env(s *mcpv1alpha1.MCPServer) []corev1.EnvVar {
 }
 
 // desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
-func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string) (*corev1.ConfigMap, string, error) {
+func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string, tel Telemetry) (*corev1.ConfigMap, string, error) {
 	cfg := gatewayConfig(s, clusterDomain)
+	// The platform's collector, never the spec's.
+	cfg.Telemetry.OTLPEndpoint = tel.OTLPEndpoint
 	cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, "", fmt.Errorf("spec.gateway: %w", err)

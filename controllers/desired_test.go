@@ -214,7 +214,7 @@ func TestStdioDeployment(t *testing.T) {
 	if _, ok := mounts["/etc/mcp-warden"]; ok {
 		t.Fatalf("the stdio server container mounts the gateway's configuration: %+v", c.VolumeMounts)
 	}
-	cm, _, err := desiredGatewayConfigMap(s, "cluster.local")
+	cm, _, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestGatewayConfig(t *testing.T) {
 		PrivateDataTools:   []string{"read_file"},
 		ExternalWriteTools: []string{"send_mail"},
 	}
-	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local")
+	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,11 +391,11 @@ func TestGatewayConfig(t *testing.T) {
 		t.Fatalf("gateway config = %+v", cfg)
 	}
 	s.Spec.Gateway.Scopes[0].Tools = append(s.Spec.Gateway.Scopes[0].Tools, "write_file")
-	if _, hash2, _ := desiredGatewayConfigMap(s, "cluster.local"); hash2 == hash {
+	if _, hash2, _ := desiredGatewayConfigMap(s, "cluster.local", Telemetry{}); hash2 == hash {
 		t.Fatal("a changed gateway configuration keeps the same hash, so pods would not roll")
 	}
 	s.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{}
-	if _, _, err := desiredGatewayConfigMap(s, "cluster.local"); err == nil || !strings.Contains(err.Error(), "auth.issuer") {
+	if _, _, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{}); err == nil || !strings.Contains(err.Error(), "auth.issuer") {
 		t.Fatalf("missing issuer: %v", err)
 	}
 }
@@ -412,7 +412,7 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 	s := testServer()
 	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
 		Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}}
-	_, hash, err := desiredGatewayConfigMap(s, "cluster.local")
+	_, hash, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 		{Name: "read_file", Status: "pinned", PinnedHash: "sha256:aa", ObservedHash: "sha256:aa"},
 		{Name: "send_email", Status: "changed", PinnedHash: "sha256:bb", ObservedHash: "sha256:cc"},
 	}
-	cm, hash2, err := desiredGatewayConfigMap(s, "cluster.local")
+	cm, hash2, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 	if r.Cilium && len(st.fqdns) > 0 {
 		g.ciliumPolicy = desiredCiliumPolicy(prev, r.DNS, st.ceiling)
 	}
-	cm, hash, err := desiredGatewayConfigMap(prev, r.ClusterDomain)
+	cm, hash, err := desiredGatewayConfigMap(prev, r.ClusterDomain, r.Telemetry)
 	if err != nil {
 		return nil, err
 	}

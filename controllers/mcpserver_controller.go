@@ -102,6 +102,9 @@ type MCPServerReconciler struct {
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
 	DNS DNSPeer
+	// Telemetry is the platform's trace collector: rendered into every gateway's configuration, and
+	// the one destination it adds to every server's egress.
+	Telemetry Telemetry
 	// Verifier checks image signatures and attestations when a policy asks for them (nil: such
 	// servers stall, failing closed).
 	Verifier imageverify.ImageVerifier
@@ -356,6 +359,9 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	st.ceiling = guardrails.Ceiling(policies)
 	st.scaleToZero = guardrails.ScaleToZero(policies)
 	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling, r.MetricsScraper)
+	if rule := r.Telemetry.egressRule(); np != nil && rule != nil {
+		np.Spec.Egress = append(np.Spec.Egress, *rule)
+	}
 	if len(errs) > 0 {
 		reason := ReasonInvalidSpec
 		if len(policies) > 0 {
@@ -430,7 +436,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 
 // reconcileGatewayConfig renders the gateway's configuration from spec.gateway into a ConfigMap.
 func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain)
+	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain, r.Telemetry)
 	if err != nil {
 		return stalling(ReasonInvalidSpec, err)
 	}

@@ -38,6 +38,8 @@ type (
 	TLSConfig = config.TLSConfig
 	// SessionsConfig configures sessions across replicas (see config.SessionsConfig).
 	SessionsConfig = config.SessionsConfig
+	// TelemetryConfig configures trace export (see config.TelemetryConfig).
+	TelemetryConfig = config.TelemetryConfig
 )
 
 // Read decodes a configuration file without validating it (see config.Read).

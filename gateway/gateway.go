@@ -17,6 +17,10 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
@@ -52,6 +56,7 @@ type Gateway struct {
 	approval *approvals
 	origins  map[string]bool
 	metrics  *metrics
+	tracer   *tracer
 	// handler is ServeHTTP's instrumented serve.
 	handler http.Handler
 
@@ -119,6 +124,14 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %w", err)
 	}
 	g.peerProxy = g.newPeerProxy()
+	if g.tracer, err = newTracer(c.Telemetry, c.Resource); err != nil {
+		return nil, err
+	}
+	if c.Telemetry.OTLPEndpoint != "" {
+		// The exporter's errors (a collector down, a queue full) go to the gateway's log, not to the
+		// standard logger. The handler is process-wide; the gateway binary runs one gateway.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { opts.Logger.Warn("trace export failed; spans dropped", "err", err) }))
+	}
 	if _, err := rand.Read(g.stateKey); err != nil {
 		return nil, fmt.Errorf("gateway: random state key: %w", err)
 	}
@@ -236,6 +249,13 @@ func (g *Gateway) Close() error {
 	}
 	g.wg.Wait()
 	g.tools.close()
+	// Flush the spans still queued, within a deadline: a collector that is down does not hold a
+	// shutdown.
+	ctx, cancel := context.WithTimeout(context.Background(), spanExportTimeout)
+	defer cancel()
+	if err := g.tracer.shutdown(ctx); err != nil {
+		g.log.Warn("exporting the last spans failed", "err", err)
+	}
 	return nil
 }
 
@@ -249,6 +269,41 @@ type caller struct {
 	principal *auth.Principal
 	rateKey   string
 	trace     traceContext
+	// span is the request's span (non-recording without trace export).
+	span trace.Span
+}
+
+// spanMethod records a JSON-RPC method on the request's span: a name the gateway knows, else "other"
+// (the method is the client's text).
+func (c *caller) spanMethod(method string) {
+	if c.span == nil || method == "" {
+		return
+	}
+	if !knownMethods[method] {
+		method = "other"
+	}
+	c.span.SetAttributes(attribute.String("mcp.method.name", method))
+}
+
+// spanCall records a tools/call's tool, decision and result class on the request's span (never its
+// arguments or result). A tool that is not known is "unknown": the name is the client's text.
+func (c *caller) spanCall(tool string, listed bool, decision, result string) {
+	if c.span == nil {
+		return
+	}
+	if !listed {
+		tool = "unknown"
+	}
+	c.span.SetAttributes(attribute.String("mcp.tool.name", tool), attribute.String("mcp.decision", decision), attribute.String("mcp.result", result))
+}
+
+// knownMethods are the MCP methods a span names; any other is "other".
+var knownMethods = map[string]bool{
+	"initialize": true, "notifications/initialized": true, "ping": true, "tools/list": true, "tools/call": true,
+	"resources/list": true, "resources/read": true, "resources/templates/list": true, "resources/subscribe": true,
+	"resources/unsubscribe": true, "prompts/list": true, "prompts/get": true, "completion/complete": true,
+	"logging/setLevel": true, "notifications/cancelled": true, "notifications/progress": true,
+	"notifications/roots/list_changed": true, "subscriptions/listen": true,
 }
 
 // ServeHTTP serves the protected resource metadata, health checks and the proxied MCP endpoint.
@@ -284,8 +339,18 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
 		return
 	}
-	c.trace = requestTrace(r.Header)
-	r = r.WithContext(withTrace(r.Context(), c.trace))
+	ctx, span, tc := g.tracer.start(r.Context(), requestTrace(r.Header), r)
+	rec := &statusRecorder{ResponseWriter: w}
+	w = rec
+	defer func() {
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
+		if rec.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(rec.status))
+		}
+		span.End()
+	}()
+	c.trace, c.span = tc, span
+	r = r.WithContext(withTrace(ctx, tc))
 	if !g.limiter.allow(c.rateKey) {
 		w.Header().Set("Retry-After", "1")
 		writeHTTPError(w, http.StatusTooManyRequests, codePolicy, "rate limit exceeded for "+c.name+"; retry later")

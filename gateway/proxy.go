@@ -168,6 +168,7 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, c *caller) {
 	var denials []*denial
 	var needsApproval *pendingCall
 	for _, m := range msgs {
+		c.spanMethod(m.Method)
 		switch {
 		case m.isResponse():
 			if g.approval.deliver(sess, m) {
@@ -417,6 +418,9 @@ func (g *Gateway) auditCall(pc *pendingCall, decision, reason, result string) {
 	if err := g.audit.Write(rec); err != nil {
 		g.log.Error("audit record lost", "err", err, "tool", pc.name, "principal", pc.caller.name)
 	}
+	// A name the server lists or the scopes grant; any other is the client's text.
+	known := pc.tool != nil || g.tools.get(pc.name) != nil || g.policy.ScopesFor(pc.name) != ""
+	pc.caller.spanCall(pc.name, known, decision, result)
 }
 
 func (g *Gateway) newUpstreamRequest(ctx context.Context, method string, r *http.Request, body []byte) (*http.Request, error) {

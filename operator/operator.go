@@ -120,6 +120,9 @@ type Options struct {
 	// MetricsScraper selects the pods that scrape the gateways' metrics (e.g. Prometheus); empty:
 	// only the operator reaches the gateways' status port.
 	MetricsScraper controllers.Peer
+	// Telemetry is the platform's OpenTelemetry collector the gateways export spans to (empty endpoint:
+	// none); server NetworkPolicies open egress to its pods.
+	Telemetry controllers.Telemetry
 	// IssuerKeys fetches the token issuers' signing keys for the gateways (default: a fetcher with the
 	// guarded HTTPS client, trusting the system roots and IssuerCAs).
 	IssuerKeys *issuerkeys.Fetcher
@@ -159,6 +162,9 @@ func DefaultMaxConcurrentReconciles() int {
 // Validate reports options that cannot work, naming the option and what it needs.
 func (o Options) Validate() error {
 	var errs []error
+	if err := o.Telemetry.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("telemetry: %w", err))
+	}
 	if o.MaxConcurrentReconciles < 0 {
 		errs = append(errs, fmt.Errorf("MaxConcurrentReconciles is %d: expected at least 1 (or 0 for the default, %d)", o.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles()))
 	}
@@ -301,6 +307,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	r := &controllers.MCPServerReconciler{
 		Keys:            o.IssuerKeys,
 		MetricsScraper:  o.MetricsScraper,
+		Telemetry:       o.Telemetry,
 		Discovery:       o.Discovery,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),

@@ -1,8 +1,13 @@
 // Command demo starts a local Kubernetes control plane (etcd, kube-apiserver with Pod Security Admission,
-// kube-controller-manager, kube-scheduler and a KWOK node), runs the mcp-warden operator against it,
-// applies config/samples and reports what the operator did: each MCPServer's status, its sandbox, and its
-// network policy as a connectivity table evaluated by an independent NetworkPolicy engine. It also shows
-// the API refusing unsafe specs. It exits non-zero if any expectation fails.
+// kube-controller-manager, kube-scheduler) with a real node where it can (Linux, root: containerd, runc,
+// the kubelet, kube-router), else a simulated KWOK node, runs the mcp-warden operator against it, applies
+// config/samples and reports what happened: each MCPServer's status and its sandbox. On the real node it
+// reports what the kernel and the network did: each container's processes as /proc shows them, TCP
+// connects from the server's pod and from client pods to the fence's test hosts and the gateway, and a
+// go-sdk MCP client in a client pod talking to the pod's gateway through its Service. On the simulated
+// node the network policy is a table evaluated by an independent NetworkPolicy engine and the gateway
+// runs in this process with the configuration the operator rendered. It also shows the API refusing
+// unsafe specs. It exits non-zero if any expectation fails.
 //
 //	go run ./cmd/demo [--keep]
 package main
@@ -70,6 +75,12 @@ type demo struct {
 	// realNode: the pods run on a real node (containerd, runc, the kubelet, kube-router).
 	realNode bool
 	cluster  *localcluster.Cluster
+	// gatewayImage is the gateway sidecar's image on the real node; probes observe the node.
+	gatewayImage string
+	// dnsImage is the real node's cluster DNS, started once the operator's webhooks serve (the demo
+	// registers them with the cluster, for every pod).
+	dnsImage string
+	probes   nodeProbes
 }
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
@@ -112,17 +123,22 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		Controllers:    true,
 		Out:            func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
 	}
-	var gatewayImage string
 	if d.realNode {
-		step("building the pod sandbox and gateway images for the real node")
+		step("building the pod sandbox, gateway, cluster DNS and probe images for the real node")
 		if opts.SandboxImage, err = localcluster.PushSandboxImage(ctx, root, images.reg.Host); err != nil {
 			return err
 		}
-		if gatewayImage, err = localcluster.PushImage(ctx, root, images.reg.Host, release.Components[1]); err != nil {
+		if d.gatewayImage, err = localcluster.PushImage(ctx, root, images.reg.Host, release.Components[1]); err != nil {
+			return err
+		}
+		if d.dnsImage, err = localcluster.PushClusterDNSImage(ctx, root, images.reg.Host); err != nil {
+			return err
+		}
+		if d.probes.probeImage, err = localcluster.PushImage(ctx, root, images.reg.Host, localcluster.ProbeComponent); err != nil {
 			return err
 		}
 		opts.RealNode, opts.Registries = true, []string{images.reg.Host}
-		fmt.Printf("    sandbox %s\n    gateway %s\n", opts.SandboxImage, gatewayImage)
+		fmt.Printf("    sandbox %s\n    gateway %s\n    cluster DNS %s\n    probe %s\n", opts.SandboxImage, d.gatewayImage, d.dnsImage, d.probes.probeImage)
 	}
 
 	step("starting a local control plane")
@@ -145,6 +161,12 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	}
 	d.cluster = cluster
 	fmt.Printf("    control plane up in %s (kube-apiserver %s)\n", time.Since(start).Round(100*time.Millisecond), cluster.Config.Host)
+	if d.realNode {
+		if err := d.startTestHosts(); err != nil {
+			return err
+		}
+		defer d.stopTestHosts()
+	}
 
 	is, err := startIssuer()
 	if err != nil {
@@ -159,7 +181,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		IssuerKeys:  &issuerkeys.Fetcher{Client: &http.Client{Timeout: 5 * time.Second}},
 		MetricsAddr: "0", ProbeAddr: "0",
 		Webhooks: true, WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
-		GatewayImage: gatewayImage,
+		GatewayImage: d.gatewayImage,
 	})
 	if err != nil {
 		return err
@@ -168,6 +190,12 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	go func() { mgrErr <- mgr.Start(ctx) }()
 	if d.c, err = client.New(cluster.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
 		return err
+	}
+	if d.realNode {
+		fmt.Printf("    starting the cluster DNS (kube-system/kube-dns, %s): public.test -> %s\n", localcluster.ClusterDNSIP, localcluster.PublicHostIP)
+		if err := d.startClusterDNS(ctx); err != nil {
+			return err
+		}
 	}
 
 	step("applying the platform's MCPServerPolicy (registries, signer, provenance, egress ceiling, token issuer)")
@@ -182,6 +210,9 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		return err
 	}
 	d.refusals(ctx, images, is.srv.URL)
+	if d.realNode && len(applied) > 0 {
+		d.startClientPods(ctx, applied[0].Namespace)
+	}
 
 	step("waiting for the samples to become Ready")
 	for _, s := range applied {
@@ -189,7 +220,11 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	}
 	for _, s := range applied {
 		d.report(ctx, s)
-		d.gatewayChecks(ctx, s, is, images.serverBinary)
+		if d.realNode {
+			d.podGatewayChecks(ctx, s, is)
+		} else {
+			d.gatewayChecks(ctx, s, is, images.serverBinary)
+		}
 	}
 
 	select {
@@ -232,7 +267,7 @@ func fileExists(p string) bool {
 func banner(nodeErr error) {
 	line := strings.Repeat("*", 100)
 	if nodeErr == nil {
-		fmt.Printf("%s\n*  PODS RUN ON A REAL NODE (containerd, runc, kubelet, kube-router in network namespace mcp-warden-node):\n*  the sandbox facts below are read from the kernel (/proc of each container's processes).\n%s\n", line, line)
+		fmt.Printf("%s\n*  PODS RUN ON A REAL NODE (containerd, runc, kubelet, kube-router in network namespace mcp-warden-node):\n*  the sandbox facts below are read from the kernel (/proc of each container's processes), the fence is\n*  dialled from the pods, and tokens are checked by the gateway in each server's pod.\n%s\n", line, line)
 		return
 	}
 	fmt.Printf("%s\n*  PODS ARE SIMULATED (KWOK): a real node cannot run here: %v.\n*  The sandbox and NetworkPolicy below are the operator's spec, checked by evaluators. On Linux as root,\n*  make demo runs them on a real node; go test ./test/realnode (part of make test) observes them there.\n%s\n", line, nodeErr, line)
@@ -278,13 +313,23 @@ func (d *demo) applySamples(ctx context.Context, dir, image, issuer string) ([]c
 	return servers, nil
 }
 
-// realNodeArgs gives a streamable-HTTP sample the demo server's own arguments on a real node, where
-// they matter: the sample's args (--root) are for the sample's image, and the demo server (cmd/mcp-files)
-// refuses them and exits; it also listens on loopback by default, which the kubelet's readiness probe
-// (on the pod IP) cannot reach. A simulated node runs nothing, so it never showed.
+// realNodeArgs adapts a sample to the real node. Its egress allow-list (GitHub's API range on 443)
+// becomes the node's allow-listed test host on 443, so the fence's allowed port and its blocked one are
+// dialled for real and nothing outside the harness's namespaces is ever a target. A streamable-HTTP
+// sample also gets the demo server's own arguments: the sample's args (--root) are for the sample's
+// image, and the demo server (cmd/mcp-files) refuses them and exits; it also listens on loopback by
+// default, which the kubelet's readiness probe (on the pod IP) cannot reach.
 func (d *demo) realNodeArgs(u *unstructured.Unstructured) error {
+	if !d.realNode {
+		return nil
+	}
+	egress := []any{map[string]any{"cidr": localcluster.PublicHostIP + "/32", "ports": []any{map[string]any{"port": int64(443)}}}}
+	fmt.Printf("    %s: egress allow-list replaced with %s/32 port 443 (the node's allow-listed test host)\n", u.GetName(), localcluster.PublicHostIP)
+	if err := unstructured.SetNestedSlice(u.Object, egress, "spec", "egress"); err != nil {
+		return err
+	}
 	transport, _, _ := unstructured.NestedString(u.Object, "spec", "transport")
-	if !d.realNode || transport == string(mcpv1alpha1.TransportStdio) {
+	if transport == string(mcpv1alpha1.TransportStdio) {
 		return nil
 	}
 	port, found, _ := unstructured.NestedInt64(u.Object, "spec", "port")
@@ -602,8 +647,16 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 	_ = d.c.Get(ctx, client.ObjectKey{Name: key.Namespace}, ns)
 	d.expect(running > 0 && ns.Labels["pod-security.kubernetes.io/enforce"] == "restricted",
 		"%d pod(s) running, admitted by Pod Security Admission at level %q", running, ns.Labels["pod-security.kubernetes.io/enforce"])
+	if d.realNode && running == 0 {
+		return
+	}
 	if len(pods.Items) > 0 {
 		p := pods.Items[0]
+		for _, q := range pods.Items {
+			if q.Status.Phase == corev1.PodRunning && q.DeletionTimestamp == nil {
+				p = q
+			}
+		}
 		server := p.Spec.Containers[len(p.Spec.Containers)-1]
 		psc, csc := p.Spec.SecurityContext, server.SecurityContext
 		if len(p.Spec.InitContainers) > 0 {
@@ -622,6 +675,8 @@ func (d *demo) report(ctx context.Context, key client.ObjectKey) {
 		d.expect(len(v) == 0, "pod spec has no sandbox violations %v", v)
 		if d.realNode {
 			d.observed(&p)
+			d.observedConnectivity(ctx, s, &p)
+			return
 		}
 	}
 

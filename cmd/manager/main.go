@@ -60,8 +60,11 @@ func run() error {
 	flag.StringVar(&fenceGroups, "fence-exempt-groups", "system:masters", "Groups (comma-separated) that may write such NetworkPolicies.")
 	scaleFlags(flag.CommandLine, &o)
 	zapOpts := zap.Options{}
-	var issuerCAFile, scraperLabels string
+	var issuerCAFile, scraperLabels, collectorLabels string
 	flag.StringVar(&o.MetricsScraper.Namespace, "gateway-metrics-scraper-namespace", "", "Namespace of the pods that scrape the gateways' metrics (e.g. monitoring); with --gateway-metrics-scraper-pod-labels, server NetworkPolicies open the gateway's status port (8444) to them and Services expose it as port \"metrics\". Empty: only the operator reaches it.")
+	flag.StringVar(&o.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP traces URL of the platform's OpenTelemetry collector (e.g. http://otel-collector.observability.svc:4318/v1/traces): every gateway exports a span per request there, and server NetworkPolicies open egress to the collector's pods (--otlp-collector-namespace, --otlp-collector-pod-labels) on its port. Empty: no trace export.")
+	flag.StringVar(&o.Telemetry.Collector.Namespace, "otlp-collector-namespace", "", "Namespace of the OpenTelemetry collector's pods (with --otlp-endpoint).")
+	flag.StringVar(&collectorLabels, "otlp-collector-pod-labels", "", "Labels (k=v,...) of the OpenTelemetry collector's pods (with --otlp-endpoint), e.g. app.kubernetes.io/name=opentelemetry-collector.")
 	flag.StringVar(&scraperLabels, "gateway-metrics-scraper-pod-labels", "", "Labels (k=v,...) of the metrics scraper's pods, e.g. app.kubernetes.io/name=prometheus.")
 	flag.StringVar(&issuerCAFile, "issuer-ca-file", "", "PEM file of CA certificates trusted for token issuers besides the system roots (e.g. an in-cluster issuer's private CA).")
 	flag.DurationVar(&o.IssuerKeysRefresh, "issuer-keys-refresh", issuerkeys.DefaultRefresh, "How often each token issuer's signing keys are fetched again and delivered to the gateways; a key the issuer rotates in is used within this interval plus the kubelet's ConfigMap sync period.")
@@ -103,6 +106,14 @@ func run() error {
 		if o.MetricsScraper.PodLabels, err = labels.ConvertSelectorToLabelsMap(scraperLabels); err != nil || len(o.MetricsScraper.PodLabels) == 0 {
 			return fmt.Errorf("--gateway-metrics-scraper-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=prometheus", scraperLabels)
 		}
+	}
+	if collectorLabels != "" {
+		if o.Telemetry.Collector.PodLabels, err = labels.ConvertSelectorToLabelsMap(collectorLabels); err != nil || len(o.Telemetry.Collector.PodLabels) == 0 {
+			return fmt.Errorf("--otlp-collector-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=opentelemetry-collector", collectorLabels)
+		}
+	}
+	if err := o.Telemetry.Validate(); err != nil {
+		return fmt.Errorf("--otlp-endpoint: %w", err)
 	}
 	if issuerCAFile != "" {
 		if o.IssuerCABundle, err = os.ReadFile(issuerCAFile); err != nil {

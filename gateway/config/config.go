@@ -84,6 +84,9 @@ type Config struct {
 	TLS TLSConfig `json:"tls,omitzero"`
 	// Sessions configures how MCP sessions work across the replicas of one server.
 	Sessions SessionsConfig `json:"sessions,omitzero"`
+	// Telemetry configures trace export. The platform sets it (the operator's --otlp-endpoint), never
+	// the MCPServer's author.
+	Telemetry TelemetryConfig `json:"telemetry,omitzero"`
 }
 
 // TLSConfig is the gateway's serving certificate: PEM files, read again when they change (see
@@ -115,6 +118,17 @@ type SessionsConfig struct {
 	// Empty: any address except loopback, link-local, unspecified and multicast ones. The port is always
 	// this replica's own peer port.
 	PeerCIDRs []string `json:"peerCIDRs,omitempty"`
+}
+
+// TelemetryConfig configures OpenTelemetry trace export.
+type TelemetryConfig struct {
+	// OTLPEndpoint is the OTLP/HTTP (protobuf) traces URL of the platform's collector, e.g.
+	// "http://otel-collector.observability.svc:4318/v1/traces" (a URL without a path gets /v1/traces).
+	// The gateway then exports one span per request, with the W3C trace context it passes to the
+	// server and the trace id of the audit record; spans carry the decision, the method and the tool,
+	// never arguments, results or tokens. Export never blocks a request: spans wait in a bounded queue
+	// (dropped when it is full) and each export has a deadline. Empty: no export.
+	OTLPEndpoint string `json:"otlpEndpoint,omitempty"`
 }
 
 // AuthConfig configures the OAuth 2.1 resource server.
@@ -281,6 +295,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateAuth(); err != nil {
 		return err
+	}
+	if c.Telemetry.OTLPEndpoint != "" {
+		if _, err := OTLPTracesURL(c.Telemetry.OTLPEndpoint); err != nil {
+			return err
+		}
 	}
 	for scope, tools := range c.Scopes {
 		if scope == "" || strings.ContainsAny(scope, " \"\\") {
@@ -460,4 +479,16 @@ func (c SessionsConfig) validate() error {
 		return fmt.Errorf("sessions.advertise: %q must be this replica's IP and the peer port %s, e.g. \"10.244.1.7:%s\" (the gateway sets it from $MCP_WARDEN_POD_IP)", c.Advertise, port, port)
 	}
 	return nil
+}
+
+// OTLPTracesURL checks an OTLP/HTTP endpoint and returns the traces URL it names.
+func OTLPTracesURL(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("telemetry.otlpEndpoint: %q must be an http:// or https:// URL of an OTLP/HTTP collector without credentials, query or fragment, e.g. \"http://otel-collector.observability.svc:4318/v1/traces\"", endpoint)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces"
+	}
+	return u.String(), nil
 }

@@ -21,10 +21,18 @@ import (
 type Netns struct {
 	// Name is the namespace's name, e.g. mcp-warden-node.
 	Name string
+	// path, when set, is the namespace's file instead of /run/netns/Name (a container's, see
+	// Cluster.ContainerNetns).
+	path string
 }
 
 // Path is the namespace's bind mount, for nsenter --net.
-func (n Netns) Path() string { return filepath.Join("/run/netns", n.Name) }
+func (n Netns) Path() string {
+	if n.path != "" {
+		return n.path
+	}
+	return filepath.Join("/run/netns", n.Name)
+}
 
 // createNetns creates a network namespace with its loopback up, deleting a leftover one of the same name
 // first (a run that was killed).

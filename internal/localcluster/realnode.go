@@ -25,6 +25,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -242,6 +243,20 @@ const KubernetesServiceIP = "10.96.0.1"
 // ClusterDNSIP is the kube-dns Service's address, the pods' nameserver.
 const ClusterDNSIP = "10.96.0.10"
 
+// StartClusterDNS starts the real node's cluster DNS (see Options.DNSImage) on a running cluster: for a
+// caller whose admission webhooks, registered with the cluster, must be serving before a pod is
+// created.
+func (c *Cluster) StartClusterDNS(ctx context.Context, image string, records map[string]string) error {
+	if c.node == nil {
+		return errors.New("the cluster has no real node")
+	}
+	cl, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	return startClusterDNS(ctx, cl, image, records)
+}
+
 // startClusterDNS runs ./clusterdns as kube-system's kube-dns (the labels a NetworkPolicy's DNS rule
 // selects), behind the Service the kubelet's clusterDNS names, and waits for it to answer.
 func startClusterDNS(ctx context.Context, cl client.Client, image string, records map[string]string) error {
@@ -281,7 +296,8 @@ func startClusterDNS(ctx context.Context, cl client.Client, image string, record
 		},
 	}
 	for _, obj := range []client.Object{svc, pod} {
-		if err := cl.Create(ctx, obj); err != nil {
+		// Already there: a retry after a webhook that was not serving yet refused the pod.
+		if err := cl.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create the cluster DNS %s: %w", obj.GetName(), err)
 		}
 	}

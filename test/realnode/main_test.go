@@ -4,25 +4,18 @@
 package realnode
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/remotecommand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
@@ -30,7 +23,6 @@ import (
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/release"
-	"github.com/mcp-warden/mcp-warden/sandbox"
 )
 
 var (
@@ -52,14 +44,8 @@ var (
 	// MCP_WARDEN_EVERYTHING is not set.
 	everythingImage, everythingSkip string
 	// hosts are the test hosts' listeners in the hosts namespace, by address, counting connections.
-	hosts = map[string]*testHost{}
+	hosts = map[string]*localcluster.TestHost{}
 )
-
-// testHost answers HTTP on one address in the hosts namespace and counts accepted connections.
-type testHost struct {
-	conns atomic.Int64
-	srv   *http.Server
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -98,7 +84,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	gatewayImage = gw
-	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, release.Component{Name: "probe", Package: "./test/realnode/probe", Binary: "/probe"}); err != nil {
+	if probeImage, err = localcluster.PushImage(ctx, root, reg.Host, localcluster.ProbeComponent); err != nil {
 		fmt.Fprintln(os.Stderr, "build the probe image:", err)
 		return 1
 	}
@@ -154,37 +140,18 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	for _, a := range []string{localcluster.MetadataIP + ":80", localcluster.PrivateHostIP + ":80", localcluster.PublicHostIP + ":443", localcluster.PublicHostIP + ":80", localcluster.PrivateHostIP + ":53"} {
-		h, err := startHost(env.Cluster.Hosts(), a)
+	for _, a := range append(localcluster.TestHostAddrs, localcluster.PrivateHostIP+":53") {
+		h, err := localcluster.StartTestHost(env.Cluster.Hosts(), a)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "test host:", err)
+			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer h.srv.Close()
+		defer h.Close()
 		hosts[a] = h
 	}
 	code := m.Run()
 	fmt.Fprintf(os.Stderr, "real node: memory (RSS) %s\n", rssReport())
 	return code
-}
-
-func startHost(ns *localcluster.Netns, addr string) (*testHost, error) {
-	l, err := ns.Listen(addr)
-	if err != nil {
-		return nil, err
-	}
-	h := &testHost{}
-	h.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "test host %s\n", addr) }),
-		ReadHeaderTimeout: 5 * time.Second,
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				h.conns.Add(1)
-			}
-		},
-	}
-	go func() { _ = h.srv.Serve(l) }()
-	return h, nil
 }
 
 func needNode(t *testing.T) {
@@ -198,20 +165,7 @@ func needNode(t *testing.T) {
 // run.
 func clientPod(t *testing.T, ns, name string, labels map[string]string) *corev1.Pod {
 	t.Helper()
-	vols, mounts := sandbox.Volumes()
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken:  ptrTo(false),
-			SecurityContext:               sandbox.PodSecurityContext(),
-			Volumes:                       vols,
-			TerminationGracePeriodSeconds: ptrTo(int64(1)),
-			Containers: []corev1.Container{{
-				Name: "probe", Image: probeImage, Args: []string{"sleep"},
-				SecurityContext: sandbox.ContainerSecurityContext(), VolumeMounts: mounts,
-			}},
-		},
-	}
+	p := localcluster.ClientPod(ns, name, probeImage, labels)
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
@@ -261,17 +215,11 @@ func execIn(t *testing.T, ns, pod, container string, cmd ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	ex, err := remotecommand.NewSPDYExecutor(env.Cluster.Config, http.MethodPost, req.URL())
+	out, err := localcluster.Exec(ctx, env.Cluster.Config, ns, pod, container, cmd...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr bytes.Buffer
-	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr}); err != nil {
-		t.Fatalf("exec %v in %s/%s (%s): %v\nstderr: %s", cmd, ns, pod, container, err, stderr.String())
-	}
-	return stdout.Bytes()
+	return out
 }
 
 // rssReport sums the resident memory of the node's processes by name (from /proc).

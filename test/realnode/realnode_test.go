@@ -194,19 +194,13 @@ func TestSandboxObservedInServerPod(t *testing.T) {
 	}
 }
 
-// dialResult mirrors the probe's DialResult.
-type dialResult struct{ Addr, Result string }
-
 func dialFrom(t *testing.T, ns, pod, container string, addrs ...string) map[string]string {
 	t.Helper()
-	out := execIn(t, ns, pod, container, append([]string{"/probe", "dial"}, addrs...)...)
-	var rs []dialResult
-	if err := json.Unmarshal(out, &rs); err != nil {
-		t.Fatalf("probe dial: %v: %s", err, out)
-	}
-	m := map[string]string{}
-	for _, r := range rs {
-		m[r.Addr] = r.Result
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m, err := localcluster.ExecDial(ctx, env.Cluster.Config, ns, pod, container, addrs...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return m
 }
@@ -226,7 +220,7 @@ func TestEgressFenceEnforced(t *testing.T) {
 			t.Errorf("control: from a pod no policy selects, %s: %s, want connected (the test host must be reachable)", a, control[a])
 		}
 	}
-	before := hosts[metadata].conns.Load()
+	before := hosts[metadata].Conns()
 	got := dialFrom(t, f.ns, f.pod.Name, "server", addrs...)
 	if got[allowed] != "connected" {
 		t.Errorf("from the server container, the allow-listed %s: %s, want connected", allowed, got[allowed])
@@ -236,14 +230,13 @@ func TestEgressFenceEnforced(t *testing.T) {
 			t.Errorf("from the server container, %s: %s, want blocked (refused by the firewall, or timeout)", a, got[a])
 		}
 	}
-	if n := hosts[metadata].conns.Load() - before; n != 0 {
+	if n := hosts[metadata].Conns() - before; n != 0 {
 		t.Errorf("the metadata host accepted %d connection(s) from the server pod", n)
 	}
 	t.Logf("from the server container: %v; from an unselected pod: %v", got, control)
 }
 
-// blocked says a dial did not connect because something refused or dropped it (kube-router rejects).
-func blocked(result string) bool { return result == "refused" || result == "timeout" }
+func blocked(result string) bool { return localcluster.Blocked(result) }
 
 // TestIngressFenceEnforced connects to the server pod from a listed client (app=agent) and from an
 // unlisted one: only the listed one reaches the gateway port, and nobody reaches the server's own port.
