@@ -8,6 +8,8 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -288,13 +290,14 @@ func (g *Gateway) newPeerProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			d, _ := pr.In.Context().Value(relayDestKey{}).(relayDest)
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", d.addr.String()
+			pr.Out.URL.Scheme, pr.Out.URL.Host = g.peerScheme(), d.addr.String()
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Set(relayHeader, d.token)
 		},
 		Transport: &http.Transport{
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: peerDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialTLSContext:      g.dialPeerTLS,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
@@ -315,6 +318,36 @@ func (g *Gateway) newPeerProxy() *httputil.ReverseProxy {
 			writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: the gateway replica that held it is gone; initialize a new session")
 		},
 	}
+}
+
+// peerScheme is how the peer port is dialled: TLS when the gateway serves TLS, so a relayed request
+// (its bearer token too) never crosses the pod network in plaintext.
+func (g *Gateway) peerScheme() string {
+	if g.cfg.TLS.Enabled() {
+		return "https"
+	}
+	return "http"
+}
+
+// dialPeerTLS dials a replica's peer port over TLS and verifies its certificate against
+// sessions.peerCAFile, read again at each connection (a rotated CA is picked up), for
+// sessions.peerServerName: all replicas serve the one certificate issued for the Service's names. A
+// listener with any other certificate gets no request.
+func (g *Gateway) dialPeerTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	s := g.cfg.Sessions
+	pemBytes, err := readBounded(s.PeerCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("sessions.peerCAFile: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("sessions.peerCAFile: %s holds no PEM certificate; the peer hop needs the CA of the serving certificate (the TLS Secret's ca.crt)", s.PeerCAFile)
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: peerDialTimeout, KeepAlive: 30 * time.Second},
+		Config: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: s.PeerServerName}}
+	hctx, cancel := context.WithTimeout(ctx, 2*peerDialTimeout) // the dial and the handshake
+	defer cancel()
+	return d.DialContext(hctx, network, addr)
 }
 
 // PeerHandler serves the peer port: requests other replicas relay for the sessions this replica holds,

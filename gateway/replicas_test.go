@@ -1,19 +1,27 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -120,8 +128,17 @@ func newReplicaSet(t testing.TB, n int, mutate func(*gateway.Config)) (*replicaS
 		ctx, cancel := context.WithCancel(context.Background())
 		gw.Start(ctx)
 		rp.gw, rp.srv = gw, httptest.NewServer(gw)
-		rp.peer = &http.Server{Handler: gw.PeerHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func(ln net.Listener) { _ = rp.peer.Serve(ln) }(lns[i-1])
+		rp.peer = &http.Server{Handler: gw.PeerHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		if cfg.TLS.Enabled() { // as cmd/gateway serves it: the gateway's own certificate
+			certs, err := gateway.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rp.peer.TLSConfig = certs.ServerTLSConfig()
+			go func(ln net.Listener) { _ = rp.peer.ServeTLS(ln, "", "") }(lns[i-1])
+		} else {
+			go func(ln net.Listener) { _ = rp.peer.Serve(ln) }(lns[i-1])
+		}
 		rp.alive.Store(true)
 		t.Cleanup(func() { rs.kill(rp); cancel() })
 		rs.replicas = append(rs.replicas, rp)
@@ -372,5 +389,212 @@ func TestForgedSessionIDRefusedNeverDialled(t *testing.T) {
 	}
 	if got := rs.replicas[0].up.sessionIDs.List(); len(got) != len(callsBefore) {
 		t.Fatalf("a request refused at the peer port reached the server")
+	}
+}
+
+// peerCA is a CA for the peer hop's certificates.
+type peerCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newPeerCA(t testing.TB) *peerCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "peer test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &peerCA{cert: cert, key: key}
+}
+
+// issue writes dir/{tls.crt,tls.key,ca.crt}: a serving certificate for dns, as the TLS Secret holds it.
+func (ca *peerCA) issue(t testing.TB, dir, dns string) (certFile, keyFile, caFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{dns}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for f, b := range map[string]*pem.Block{"tls.crt": {Type: "CERTIFICATE", Bytes: der}, "tls.key": {Type: "PRIVATE KEY", Bytes: kder}, "ca.crt": {Type: "CERTIFICATE", Bytes: ca.cert.Raw}} {
+		if err := os.WriteFile(filepath.Join(dir, f), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+}
+
+// impostor listens on addr as a replica's peer port would and records whatever HTTP request bytes reach
+// it, over TLS (with its own certificate) or in plaintext.
+type impostor struct {
+	ln         net.Listener
+	handshakes atomic.Int32
+	got        atomic.Value // string: the first request line and headers received
+}
+
+func newImpostor(t testing.TB, addr string, cert tls.Certificate) *impostor {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := &impostor{ln: ln}
+	im.got.Store("")
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				first, err := br.Peek(1)
+				if err != nil {
+					return
+				}
+				var r io.Reader = br
+				if first[0] == 0x16 { // a TLS handshake
+					im.handshakes.Add(1)
+					tc := tls.Server(&peekedConn{Conn: c, r: br}, &tls.Config{Certificates: []tls.Certificate{cert}})
+					if tc.Handshake() != nil {
+						return
+					}
+					r = tc
+				}
+				req, err := http.ReadRequest(bufio.NewReader(r))
+				if err != nil {
+					return
+				}
+				im.got.Store(req.Method + " " + req.URL.String() + " Authorization=" + req.Header.Get("Authorization"))
+			}(c)
+		}
+	}()
+	return im
+}
+
+type peekedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+const peerServerName = "github.tools.svc.cluster.local"
+
+// tlsPeers gives every replica the TLS Secret's files: one serving certificate for the Service's names.
+func tlsPeers(t testing.TB, ca *peerCA) func(*gateway.Config) {
+	certFile, keyFile, caFile := ca.issue(t, filepath.Join(t.TempDir(), "tls"), peerServerName)
+	return func(cfg *gateway.Config) {
+		cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
+		cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = caFile, peerServerName
+	}
+}
+
+// TestPeerHopOverTLS: with TLS on, the relay to the replica that holds a session runs over TLS with the
+// gateways' certificate, so it works across three replicas; the peer port refuses plaintext. The
+// attacker's test: the owner is gone and something else listens on its peer address (a pod that got its
+// IP) with a certificate not from the CA, or from the CA for another name. Before, the relaying replica
+// sent it the client's request, bearer token included, in plaintext; now the handshake fails, the
+// impostor gets no request, and the client gets 404.
+func TestPeerHopOverTLS(t *testing.T) {
+	ca := newPeerCA(t)
+	rs, _ := newReplicaSet(t, 3, tlsPeers(t, ca))
+	token := rs.is.token(t, "files:read")
+	cs := rs.connect(t, token, nil)
+	for i := range 6 {
+		res, err := call(t, cs, "read_file", map[string]any{"path": fmt.Sprint(i)})
+		if err != nil || res.IsError || resultText(res) != fmt.Sprintf("contents of %d", i) {
+			t.Fatalf("call %d across replicas over the TLS peer hop: %v %+v", i, err, res)
+		}
+	}
+	owner := rs.owner(t)
+	if owner.up.calls.Load() != 6 {
+		t.Fatalf("the owner's server ran %d of 6 calls: requests were not relayed", owner.up.calls.Load())
+	}
+	for i, rp := range rs.replicas {
+		if rp.hits.Load() < 2 {
+			t.Fatalf("replica %d got %d requests: the front did not spread them", i, rp.hits.Load())
+		}
+	}
+
+	// plaintext to the TLS peer port
+	req, _ := http.NewRequest(http.MethodPost, "http://"+owner.addr+"/mcp", strings.NewReader(listBody))
+	req.Header.Set("Mcp-Session-Id", cs.ID())
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("plaintext to the TLS peer port: status %d, want the TLS server's 400", resp.StatusCode)
+		}
+	}
+	if owner.up.calls.Load() != 6 {
+		t.Fatal("a plaintext request to the TLS peer port reached the server")
+	}
+
+	rs.kill(owner)
+	other := newPeerCA(t)
+	for name, issue := range map[string]func() (string, string, string){
+		"another CA":                  func() (string, string, string) { return other.issue(t, t.TempDir(), peerServerName) },
+		"the CA, another server name": func() (string, string, string) { return ca.issue(t, t.TempDir(), "evil.tools.svc.cluster.local") },
+	} {
+		certFile, keyFile, _ := issue()
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im := newImpostor(t, owner.addr, cert)
+		for i := range 2 { // reaches both live replicas, each relays to the owner's address
+			req, _ := http.NewRequest(http.MethodPost, rs.front.URL+"/mcp", strings.NewReader(listBody))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Mcp-Session-Id", cs.ID())
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("%s on the owner's peer address (try %d): status %d, want 404", name, i, resp.StatusCode)
+			}
+		}
+		if got := im.got.Load().(string); got != "" {
+			t.Fatalf("%s on the owner's peer address got the relayed request: %s", name, got)
+		}
+		if im.handshakes.Load() == 0 {
+			t.Fatalf("%s: the relay never dialled the owner's address; the test proves nothing", name)
+		}
+		im.ln.Close()
+	}
+}
+
+// TestPeerTLSConfigRequired: a gateway with TLS and a peer port must be told how to check its peers.
+func TestPeerTLSConfigRequired(t *testing.T) {
+	is := newIssuer(t)
+	cfg := baseConfig(is, newUpstream(t, nil, 0), t.TempDir())
+	cfg.TLS = gateway.TLSConfig{CertFile: "/etc/mcp-warden-tls/tls.crt", KeyFile: "/etc/mcp-warden-tls/tls.key"}
+	cfg.Sessions = gateway.SessionsConfig{PeerListen: ":8445", Advertise: "10.0.0.1:8445"}
+	cfg.WithDefaults()
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "sessions.peerCAFile") {
+		t.Fatalf("tls with a peer port and no peerCAFile: %v, want an error naming sessions.peerCAFile", err)
+	}
+	cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = "/etc/mcp-warden-tls/ca.crt", peerServerName
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

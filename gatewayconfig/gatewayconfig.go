@@ -119,6 +119,9 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 	}
 	if TLSEnabled(s) {
 		cfg.TLS = config.TLSConfig{CertFile: TLSDir + "/tls.crt", KeyFile: TLSDir + "/tls.key"}
+		// the peer hop runs over TLS too: every replica serves the same certificate, issued for the
+		// Service's names, and checks a peer's against the CA in the same Secret
+		cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = TLSDir+"/"+CABundleKey, DNSNames(s, clusterDomain)[3]
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.

@@ -297,7 +297,7 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 	}
 	// the peer port is bound before the status port, which the startup probe checks: the server's
 	// container starts only once every gateway port is taken
-	peer, err := servePeers(cfg, g, log)
+	peer, err := servePeers(cfg, g, certs, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -379,7 +379,9 @@ func advertise(cfg *gateway.Config) error {
 
 // servePeers serves the peer port, where the other replicas relay requests of the sessions this
 // replica holds. Event streams stay open as long as the MCP endpoint's.
-func servePeers(cfg *gateway.Config, g *gateway.Gateway, log *slog.Logger) (*http.Server, error) {
+// With TLS the peer port serves the gateway's own certificate, so the relayed requests and their bearer
+// tokens never cross the pod network in plaintext.
+func servePeers(cfg *gateway.Config, g *gateway.Gateway, certs *gateway.CertReloader, log *slog.Logger) (*http.Server, error) {
 	if cfg.Sessions.PeerListen == "" {
 		return nil, nil
 	}
@@ -389,7 +391,12 @@ func servePeers(cfg *gateway.Config, g *gateway.Gateway, log *slog.Logger) (*htt
 	}
 	srv := &http.Server{Handler: g.PeerHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() { _ = srv.Serve(pln) }()
-	log.Info("serving the sessions of this replica to its peers", "listen", pln.Addr().String(), "advertise", cfg.Sessions.Advertise)
+	if certs != nil {
+		srv.TLSConfig = certs.ServerTLSConfig()
+		go func() { _ = srv.ServeTLS(pln, "", "") }()
+	} else {
+		go func() { _ = srv.Serve(pln) }()
+	}
+	log.Info("serving the sessions of this replica to its peers", "listen", pln.Addr().String(), "advertise", cfg.Sessions.Advertise, "tls", certs != nil)
 	return srv, nil
 }

@@ -118,6 +118,13 @@ type SessionsConfig struct {
 	// Empty: any address except loopback, link-local, unspecified and multicast ones. The port is always
 	// this replica's own peer port.
 	PeerCIDRs []string `json:"peerCIDRs,omitempty"`
+	// PeerCAFile is the CA bundle (PEM) a replica's peer certificate must chain to, read again at each
+	// new peer connection so a rotated CA is picked up. Needed with tls and peerListen: the peer hop then
+	// runs over TLS with this replica's own serving certificate. An absolute path.
+	PeerCAFile string `json:"peerCAFile,omitempty"`
+	// PeerServerName is the DNS name a replica's peer certificate must carry (all replicas serve the
+	// same certificate, issued for the Service's names). Needed with tls and peerListen.
+	PeerServerName string `json:"peerServerName,omitempty"`
 }
 
 // TelemetryConfig configures OpenTelemetry trace export.
@@ -357,6 +364,9 @@ func (c *Config) Validate() error {
 	if err := c.Sessions.validate(); err != nil {
 		return err
 	}
+	if s := c.Sessions; c.TLS.Enabled() && s.PeerListen != "" && (s.PeerCAFile == "" || s.PeerServerName == "") {
+		return fmt.Errorf("sessions.peerCAFile %q and sessions.peerServerName %q: both are needed with tls and sessions.peerListen, so the peer hop runs over TLS; set them to the CA bundle of the serving certificate and one of its DNS names, e.g. \"/etc/mcp-warden-tls/ca.crt\" and \"github.tools.svc.cluster.local\"", s.PeerCAFile, s.PeerServerName)
+	}
 	for i, o := range c.AllowedOrigins {
 		ou, err := url.Parse(o)
 		if err != nil || ou.Scheme == "" || ou.Host == "" || (ou.Path != "" && ou.Path != "/") || ou.RawQuery != "" {
@@ -455,6 +465,9 @@ func validHash(h string) bool {
 func (c SessionsConfig) validate() error {
 	if c.KeyPath != "" && !filepath.IsAbs(c.KeyPath) {
 		return fmt.Errorf("sessions.keyPath: %q must be an absolute path", c.KeyPath)
+	}
+	if c.PeerCAFile != "" && !filepath.IsAbs(c.PeerCAFile) {
+		return fmt.Errorf("sessions.peerCAFile: %q must be an absolute path, e.g. \"/etc/mcp-warden-tls/ca.crt\"", c.PeerCAFile)
 	}
 	for i, p := range c.PeerCIDRs {
 		if _, err := netip.ParsePrefix(p); err != nil {
