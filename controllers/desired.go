@@ -371,6 +371,9 @@ const (
 	// gatewayTLS is the gateway's serving certificate and key (Secret <name>-gateway-tls), mounted into
 	// the gateway container only.
 	gatewayTLS = "gateway-tls"
+	// gatewaySessionKey is the key that seals the gateway's session ids (Secret <name>-gateway-session),
+	// mounted into the gateway container only.
+	gatewaySessionKey = "gateway-session"
 )
 
 // gatewayFileMode is the mode of the gateway's ConfigMap and Secret files: owner root, group the pod's
@@ -383,12 +386,15 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 			LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"}, DefaultMode: ptr.To(gatewayFileMode),
 		}}},
 		{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
+		{Name: gatewaySessionKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: gatewayconfig.SessionSecretName(s), DefaultMode: ptr.To(gatewayFileMode),
+			Items: []corev1.KeyToPath{{Key: gatewayconfig.SessionKeyFile, Path: gatewayconfig.SessionKeyFile}},
+		}}},
 	}
 	if gatewayconfig.TLSEnabled(s) {
 		vols = append(vols, corev1.Volume{Name: gatewayTLS, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: gatewayconfig.TLSSecretName(s), DefaultMode: ptr.To(gatewayFileMode),
-			Items: []corev1.KeyToPath{{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey}, {Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey}},
-		}}})
+		}}}) // tls.crt, tls.key and ca.crt, which the peer hop verifies replicas against
 	}
 	if name := s.Spec.Gateway.AuditKeySecretName; name != "" {
 		vols = append(vols, corev1.Volume{Name: gatewayAuditKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -399,7 +405,8 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 }
 
 func gatewayMounts(s *mcpv1alpha1.MCPServer, config corev1.VolumeMount) []corev1.VolumeMount {
-	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir}}
+	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir},
+		{Name: gatewaySessionKey, MountPath: gatewayconfig.SessionKeyDir, ReadOnly: true}}
 	if gatewayconfig.TLSEnabled(s) {
 		m = append(m, corev1.VolumeMount{Name: gatewayTLS, MountPath: gatewayconfig.TLSDir, ReadOnly: true})
 	}

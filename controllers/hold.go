@@ -127,9 +127,6 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 	if err != nil {
 		return nil, err
 	}
-	if err := r.deliverSessionKey(ctx, s, cm); err != nil {
-		return nil, err
-	}
 	g.configMap = cm
 	g.deployment = desiredDeployment(prev, r.GatewayImage, hash)
 	r.mem.mu.Lock()

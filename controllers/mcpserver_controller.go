@@ -241,7 +241,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reconcileSpec,
 		func(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 			return concurrently(ctx, s, st, r.reconcileServiceAccount, r.reconcileNetworkPolicy, r.reconcileFence,
-				r.reconcileCiliumPolicy, r.reconcileService, r.reconcileTLS, r.reconcileGatewayConfig)
+				r.reconcileCiliumPolicy, r.reconcileService, r.reconcileTLS, r.reconcileGatewayConfig, r.reconcileSessionKey)
 		},
 		r.reconcileDeployment,
 		r.reconcilePins,
@@ -442,9 +442,6 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 	}
 	st.gatewayHash = hash
 	r.deliverKeys(ctx, s, cm, st)
-	if err := r.deliverSessionKey(ctx, s, cm); err != nil {
-		return err
-	}
 	st.configMap = cm
 	return r.applyChild(ctx, s, cm, &corev1.ConfigMap{})
 }
@@ -955,36 +952,40 @@ func sessionsKept(s *mcpv1alpha1.MCPServer) (metav1.ConditionStatus, string, str
 	}
 }
 
-// sessionKeyFile is the ConfigMap key of the key that seals the gateway's session ids.
-const sessionKeyFile = "session.key"
-
-// deliverSessionKey puts the key that seals the gateway's session ids into its ConfigMap: the key
-// already there, or a new random one. Every replica of the server reads the same key, so a session id
-// one replica issued opens on every other; it is outside the configuration hash, and kept as long as
-// the ConfigMap lives. Only the gateway container mounts it. A key generated here is remembered by the
-// server's UID, so that a reconcile that runs before the cache has seen the new ConfigMap delivers the
-// same key, not another.
-func (r *MCPServerReconciler) deliverSessionKey(ctx context.Context, s *mcpv1alpha1.MCPServer, cm *corev1.ConfigMap) error {
-	live := &corev1.ConfigMap{}
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(cm), live)
-	switch {
-	case err == nil && validSessionKey(live.Data[sessionKeyFile]):
-		cm.Data[sessionKeyFile] = live.Data[sessionKeyFile]
-		return nil
-	case err != nil && !apierrors.IsNotFound(err):
-		return fmt.Errorf("read ConfigMap %s for its session key: %w", cm.Name, err)
+// reconcileSessionKey keeps the key that seals the gateway's session ids in the Secret
+// <name>-gateway-session: the key already there, or a new random one. Every replica of the server reads
+// the same key, so a session id one replica issued opens on every other; it is outside the
+// configuration hash and kept as long as the Secret lives, across spec changes and rollouts. It is a
+// Secret, not a line of the ConfigMap, so that namespace view does not read it; only the gateway
+// container mounts it. A key generated here is remembered by the server's UID, so that a reconcile that
+// runs before the cache has seen the new Secret delivers the same key, not another.
+func (r *MCPServerReconciler) reconcileSessionKey(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
+	meta := objectMeta(s)
+	meta.Name = gatewayconfig.SessionSecretName(s)
+	live := &corev1.Secret{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: meta.Name}, live)
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("read Secret %s for its session key: %w", meta.Name, err)
 	}
-	if k, ok := r.sessionKeys.Load(s.UID); ok {
-		cm.Data[sessionKeyFile] = k.(string)
-		return nil
+	var k string
+	if err == nil && metav1.IsControlledBy(live, s) && validSessionKey(string(live.Data[gatewayconfig.SessionKeyFile])) {
+		k = string(live.Data[gatewayconfig.SessionKeyFile])
+	} else if v, ok := r.sessionKeys.Load(s.UID); ok {
+		k = v.(string)
+	} else {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return fmt.Errorf("session key: %w", err)
+		}
+		v, _ := r.sessionKeys.LoadOrStore(s.UID, hex.EncodeToString(key))
+		k = v.(string)
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("session key: %w", err)
-	}
-	k, _ := r.sessionKeys.LoadOrStore(s.UID, hex.EncodeToString(key))
-	cm.Data[sessionKeyFile] = k.(string)
-	return nil
+	return r.applyChild(ctx, s, &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: meta,
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{gatewayconfig.SessionKeyFile: []byte(k)},
+	}, &corev1.Secret{})
 }
 
 // validSessionKey reports whether a delivered session key is one the operator generates (32 bytes in hex).

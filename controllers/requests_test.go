@@ -108,8 +108,9 @@ func table(counts map[string]int, servers int) string {
 	return b.String()
 }
 
-// The floor of one server from create to Ready: its six children created (ServiceAccount,
-// NetworkPolicy, Service, gateway serving-certificate Secret, gateway ConfigMap, Deployment; the
+// The floor of one server from create to Ready: its seven children created (ServiceAccount,
+// NetworkPolicy, Service, gateway serving-certificate Secret, gateway session-key Secret, gateway
+// ConfigMap, Deployment; the
 // namespace's CA bundle ConfigMap is written once for the whole fleet), and three status writes (Progressing with the
 // endpoint and observedGeneration, WaitingForMCP once the pods run, then Ready when a gateway reports
 // its MCP handshake with the server), and the gateway ConfigMap written once more when the tools the
@@ -117,10 +118,10 @@ func table(counts map[string]int, servers int) string {
 // the cache holds only objects the operator labels, so before creating a child the operator reads its
 // name around the cache, and never adopts an object someone else put there.
 const (
-	floorCreates      = 6
+	floorCreates      = 7
 	floorPinsWrite    = 1
 	floorStatusWrites = 3
-	existenceProbes   = 6
+	existenceProbes   = 7
 	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
 	// applies more where a reconcile raced the cache or a gateway's report.
 	requestSlack = 2.5

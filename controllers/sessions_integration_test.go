@@ -21,7 +21,7 @@ import (
 )
 
 // TestSessionKeyDeliveredAndSessionsKept: a server with three replicas gets one key that seals its
-// gateways' session ids, in the gateway's ConfigMap (mounted by the gateway container alone), kept
+// gateways' session ids, in a Secret of its own, not the ConfigMap (mounted by the gateway container alone), kept
 // across spec changes; each gateway learns its pod's IP for the ids it issues; the NetworkPolicy opens
 // the peer port to the server's own pods only; and SessionsKept says that sessions are routed to the
 // replica that holds them, turning False when the tool-chain rule cannot follow a principal across
@@ -44,7 +44,18 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway"}, cm); err != nil {
 		t.Fatal(err)
 	}
-	sessionKey := cm.Data["session.key"]
+	// the key is in a Secret of its own: the ConfigMap, which namespace view reads, does not carry it
+	if _, ok := cm.Data["session.key"]; ok {
+		t.Fatal("the gateway's ConfigMap carries session.key: anyone with namespace view could seal session ids and relay tokens")
+	}
+	sec := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, sec); err != nil {
+		t.Fatalf("the session key Secret: %v", err)
+	}
+	if !metav1.IsControlledBy(sec, got) || sec.Labels["app.kubernetes.io/managed-by"] == "" {
+		t.Fatalf("the session key Secret is not the server's own, labelled child: owners %+v, labels %v", sec.OwnerReferences, sec.Labels)
+	}
+	sessionKey := string(sec.Data["session.key"])
 	if b, err := hex.DecodeString(sessionKey); err != nil || len(b) != 32 {
 		t.Fatalf("session.key is not 32 bytes in hex: %q", sessionKey)
 	}
@@ -52,7 +63,7 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sessions.KeyPath != "/etc/mcp-warden/session.key" || cfg.Sessions.PeerListen != ":8445" || cfg.Sessions.Advertise != "" {
+	if cfg.Sessions.KeyPath != "/etc/mcp-warden-session/session.key" || cfg.Sessions.PeerListen != ":8445" || cfg.Sessions.Advertise != "" {
 		t.Fatalf("gateway sessions config: %+v", cfg.Sessions)
 	}
 
@@ -72,10 +83,23 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if !hasPodIP || !hasPeerPort {
 		t.Fatalf("gateway container: pod IP env %v, peer port %v: %+v %+v", hasPodIP, hasPeerPort, gw.Env, gw.Ports)
 	}
+	sessionVolume := ""
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "sessions-gateway-session" {
+			sessionVolume = v.Name
+		}
+	}
+	mountsKey := false
+	for _, m := range gw.VolumeMounts {
+		mountsKey = mountsKey || (m.Name == sessionVolume && m.MountPath == "/etc/mcp-warden-session")
+	}
+	if sessionVolume == "" || !mountsKey {
+		t.Fatalf("the gateway container does not mount the session key Secret: volumes %+v, mounts %+v", pod.Volumes, gw.VolumeMounts)
+	}
 	for _, c := range pod.Containers {
 		for _, m := range c.VolumeMounts {
-			if m.Name == "gateway" {
-				t.Fatalf("container %s mounts the gateway's ConfigMap, with the session key", c.Name)
+			if m.Name == "gateway" || m.Name == sessionVolume {
+				t.Fatalf("container %s mounts the gateway's ConfigMap or the session key Secret", c.Name)
 			}
 		}
 	}
@@ -134,10 +158,10 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if dep.Spec.Template.Annotations["mcp.warden.dev/gateway-config"] == hash {
 		t.Fatal("the chain labels did not change the gateway configuration")
 	}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway"}, cm); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, sec); err != nil {
 		t.Fatal(err)
 	}
-	if cm.Data["session.key"] != sessionKey {
+	if string(sec.Data["session.key"]) != sessionKey {
 		t.Fatal("the session key changed with the spec: ids the old replicas issued would not open on the new ones")
 	}
 

@@ -25,10 +25,14 @@ const (
 	// PeerPort is where a gateway serves the sessions it holds to the other replicas of its server,
 	// which relay those sessions' requests there. Only the server's own pods may reach it.
 	PeerPort = 8445
+	// SessionKeyDir is where the Secret with the key that seals the gateway's session ids
+	// (SessionSecretName) is mounted, in the gateway container only.
+	SessionKeyDir = "/etc/mcp-warden-session"
+	// SessionKeyFile is the key's name in that Secret and in SessionKeyDir.
+	SessionKeyFile = "session.key"
 	// SessionKeyPath is where the gateway reads the key that seals its session ids, the same for every
-	// replica of a server: the ConfigMap's session.key, which the operator generates once and keeps,
-	// mounted with the configuration in the gateway container only.
-	SessionKeyPath = "/etc/mcp-warden/session.key"
+	// replica of a server: the Secret's session.key, which the operator generates once and keeps.
+	SessionKeyPath = SessionKeyDir + "/" + SessionKeyFile
 	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
 	// pins.json, mounted with the configuration).
 	KnownPinsPath = "/etc/mcp-warden/pins.json"
@@ -198,6 +202,9 @@ func TLSEnabled(s *mcpv1alpha1.MCPServer) bool {
 // TLSSecretName is the Secret, in the server's namespace, that holds the gateway's serving certificate
 // (type kubernetes.io/tls), mounted into the gateway container only.
 func TLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-tls" }
+
+// SessionSecretName is the Secret with the key that seals the gateway's session ids.
+func SessionSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-session" }
 
 // DNSNames are the names the gateway's serving certificate is for: the server's Service, short and
 // qualified.

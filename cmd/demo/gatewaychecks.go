@@ -145,8 +145,14 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 	}
 	if cfg.Sessions.KeyPath != "" {
 		// the key that seals session ids, as the pod's gateway reads it; one replica here, so no peer port
-		key := cm.Data["session.key"]
-		d.expect(len(key) == 64, "the operator delivered the key that seals the gateways' session ids (ConfigMap %s, session.key)", cm.Name)
+		sec := &corev1.Secret{}
+		if err := d.c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-gateway-session"}, sec); err != nil {
+			d.expect(false, "the gateway's session key Secret: %v", err)
+			return
+		}
+		_, inConfigMap := cm.Data["session.key"]
+		key := string(sec.Data["session.key"])
+		d.expect(len(key) == 64 && !inConfigMap, "the operator delivered the key that seals the gateways' session ids (Secret %s, session.key; not in the ConfigMap)", sec.Name)
 		cfg.Sessions.KeyPath = filepath.Join(dir, "session.key")
 		cfg.Sessions.PeerListen, cfg.Sessions.Advertise = "", ""
 		if err := os.WriteFile(cfg.Sessions.KeyPath, []byte(key), 0o600); err != nil {
