@@ -385,7 +385,7 @@ func TestGatewayConfig(t *testing.T) {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Upstream != "http://127.0.0.1:8080/mcp" || cfg.Resource != "http://files.tools.svc.cluster.local:8080/mcp" || cfg.Auth.Issuer != "https://auth.example.com" ||
+	if cfg.Upstream != "http://127.0.0.1:8080/mcp" || cfg.Resource != "https://files.tools.svc.cluster.local:8080/mcp" || cfg.Auth.Issuer != "https://auth.example.com" ||
 		cfg.Scopes["files:read"][0] != "read_file" || cfg.Destructive[0] != "delete_all" ||
 		cfg.ToolLabels["read_file"][0] != gwpolicy.ReadsPrivate || cfg.ToolLabels["send_mail"][0] != gwpolicy.WritesExternal {
 		t.Fatalf("gateway config = %+v", cfg)

@@ -74,11 +74,15 @@ func TestManagerHasLeastPrivilege(t *testing.T) {
 		{"list", "networking.k8s.io", "networkpolicies", "", "", true},
 		{"create", "apps", "deployments", "team-a", "", true},
 		{"patch", "policy.networking.k8s.io", "clusternetworkpolicies", "", "mcp-warden-protected-ranges", true},
+		// The gateways' serving certificates are Secrets in the servers' namespaces: the manager reads
+		// and writes Secrets in every namespace (its cache holds only those it labels), but deletes none
+		// outside its own (owner references remove a server's).
+		{"create", "", "secrets", "team-a", "", true},
+		{"get", "", "secrets", "kube-system", "", true},
 		// What it must not do.
-		{"get", "", "secrets", "kube-system", "", false},
-		{"list", "", "secrets", "", "", false},
-		{"create", "", "secrets", "kube-system", "", false},
-		{"create", "", "secrets", "team-a", "", false},
+		{"delete", "", "secrets", "team-a", "", false},
+		{"delete", "", "secrets", "kube-system", "", false},
+		{"deletecollection", "", "secrets", "", "", false},
 		{"patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "someone-elses-webhook", false},
 		{"create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", false},
 		{"delete", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "mcp-warden-validating-webhook-configuration", false},

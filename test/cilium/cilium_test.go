@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -93,8 +94,14 @@ func TestFQDNEgressBecomesCiliumPolicy(t *testing.T) {
 	}
 
 	// Dropping the name removes the Cilium policy; the NetworkPolicy keeps the CIDR entry.
-	s.Spec.Egress = s.Spec.Egress[1:]
-	if err := k8s.Update(ctx, s); err != nil {
+	// The controller writes the server's status meanwhile: edit the latest version.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil {
+			return err
+		}
+		s.Spec.Egress = s.Spec.Egress[1:]
+		return k8s.Update(ctx, s)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() error {
