@@ -123,8 +123,9 @@ const (
 	floorStatusWrites = 3
 	existenceProbes   = 7
 	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
-	// applies more where a reconcile raced the cache or a gateway's report.
-	requestSlack = 2.5
+	// applies more where a reconcile raced the cache or a gateway's report (measured 20.17-20.53 per
+	// server with the two Secrets, status patches 3.3-3.7 of them).
+	requestSlack = 3
 )
 
 // TestRequestsPerServer counts the operator's API requests for a fleet created at once, from create
