@@ -125,7 +125,7 @@ const (
 	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
 	// applies more where a reconcile raced the cache or a gateway's report (measured 20.17-20.53 per
 	// server with the two Secrets, status patches 3.3-3.7 of them).
-	requestSlack = 3
+	requestSlack = 3.0
 )
 
 // TestRequestsPerServer counts the operator's API requests for a fleet created at once, from create
