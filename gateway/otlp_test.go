@@ -191,6 +191,8 @@ func TestOTLPExportNeverBlocksRequests(t *testing.T) {
 	recv := newOTLPReceiver(t, true)
 	f := newFixture(t, fixtureOpts{mutate: func(c *gateway.Config) {
 		c.Telemetry.OTLPEndpoint = recv.srv.URL + "/v1/traces"
+		// the requests come as fast as the machine serves them: the rate limit is not under test
+		c.Limits.RequestsPerSecond, c.Limits.Burst = 1e9, 1<<30
 	}})
 	tok := f.is.token(t, "files:read")
 	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
