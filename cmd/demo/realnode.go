@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/gateway/audit"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/internal/demoserver"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 )
@@ -259,12 +261,38 @@ func (d *demo) podGatewayChecks(ctx context.Context, key client.ObjectKey, is *i
 	if !d.clientPodReady(ctx, d.probes.agent) {
 		return
 	}
-	url := fmt.Sprintf("http://%s/mcp", net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(svc.Spec.Ports[0].Port)))
+	// The client trusts only the CA bundle the operator publishes in the namespace and verifies the
+	// gateway's certificate for the host of status.endpoint, the Service's DNS name; it dials the
+	// Service's cluster IP (the node's DNS serves no Service records).
+	s := &mcpv1alpha1.MCPServer{}
+	bundle := &corev1.ConfigMap{}
+	if err := d.c.Get(ctx, key, s); err != nil {
+		d.expect(false, "MCPServer %s: %v", key, err)
+		return
+	}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: gatewayconfig.CABundleConfigMap}, bundle); err != nil {
+		d.expect(false, "the published CA bundle ConfigMap %s/%s: %v", key.Namespace, gatewayconfig.CABundleConfigMap, err)
+		return
+	}
+	scheme, host := "http", ""
+	if u, err := neturl.Parse(s.Status.Endpoint); err == nil {
+		scheme, host = u.Scheme, u.Hostname()
+	}
+	trust := []string{}
+	if scheme == "https" {
+		trust = []string{"--ca-pem", bundle.Data[gatewayconfig.CABundleKey], "--server-name", host}
+	}
+	url := fmt.Sprintf("%s://%s/mcp", scheme, net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(svc.Spec.Ports[0].Port)))
 	fmt.Printf("    endpoint %s (Service %s, cluster IP), resource (token audience) %s\n", url, key, cfg.Resource)
-	probe := func(args ...string) mcpResult {
+	if scheme == "https" {
+		fmt.Printf("    the client trusts only %s of ConfigMap %s/%s and verifies the certificate for %s\n",
+			gatewayconfig.CABundleKey, key.Namespace, gatewayconfig.CABundleConfigMap, host)
+	}
+	probeTrusting := func(trust []string, args ...string) mcpResult {
 		ectx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
-		out, err := localcluster.Exec(ectx, d.cluster.Config, d.probes.agent.Namespace, d.probes.agent.Name, "probe", append([]string{"/probe", "mcp"}, args...)...)
+		argv := append(append([]string{"/probe", "mcp"}, trust...), args...)
+		out, err := localcluster.Exec(ectx, d.cluster.Config, d.probes.agent.Namespace, d.probes.agent.Name, "probe", argv...)
 		var r mcpResult
 		if err == nil {
 			err = json.Unmarshal(out, &r)
@@ -275,6 +303,14 @@ func (d *demo) podGatewayChecks(ctx context.Context, key client.ObjectKey, is *i
 		return r
 	}
 
+	probe := func(args ...string) mcpResult { return probeTrusting(trust, args...) }
+	if scheme == "https" {
+		r := probeTrusting(nil, url)
+		d.expect(r.Status == -1 && strings.Contains(r.ConnectError, "x509"),
+			"a client trusting only the system roots -> no HTTP exchange: %s", firstN(r.ConnectError, 120))
+		r = probeTrusting(nil, "http"+strings.TrimPrefix(url, "https"))
+		d.expect(r.Status == 400, "plaintext http:// to the TLS port -> HTTP %d", r.Status)
+	}
 	r := probe(url)
 	d.expect(r.Status == 401 && r.ConnectError != "" && len(r.Tools) == 0 && strings.Contains(r.WWWAuthenticate, "resource_metadata="),
 		"no token -> HTTP %d, WWW-Authenticate: %s", r.Status, r.WWWAuthenticate)
