@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -60,33 +62,21 @@ func (e errNotOwned) Error() string {
 
 // apply makes live (a typed object of desired's kind, read from the cache) match desired. On return live
 // holds the object as the API server has it.
+//
+// A child the cache does not hold is created (one request). The cache only sees objects the operator
+// labels, so an object of that name may still exist; then the create fails with AlreadyExists and only
+// then is the object read around the cache: one the MCPServer does not control is a conflict and is
+// never written. A child the operator created is later changed with server-side apply; the first such
+// apply first moves the create's field ownership to the apply's (csaupgrade), so a field dropped from
+// the desired object is removed from the live one.
 func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desired, live client.Object) (applyResult, error) {
 	var res applyResult
 	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
 		return res, fmt.Errorf("set owner of %s: %w", desired.GetName(), err)
 	}
-	kind := desired.GetObjectKind().GroupVersionKind().Kind
+	gvk := desired.GetObjectKind().GroupVersionKind()
+	kind := gvk.Kind
 	key := client.ObjectKeyFromObject(desired)
-	exists := true
-	if err := a.client.Get(ctx, key, live); apierrors.IsNotFound(err) {
-		exists = false
-		// The cache only sees labelled objects; make sure an unlabelled one of that name is not there.
-		probe := &metav1.PartialObjectMetadata{}
-		probe.SetGroupVersionKind(desired.GetObjectKind().GroupVersionKind())
-		if err := a.reader.Get(ctx, key, probe); err == nil {
-			if !metav1.IsControlledBy(probe, owner) {
-				return res, errNotOwned{kind: kind, name: key.Name}
-			}
-			exists = true
-		} else if !apierrors.IsNotFound(err) {
-			return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
-		}
-	} else if err != nil {
-		return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
-	} else if !metav1.IsControlledBy(live, owner) {
-		return res, errNotOwned{kind: kind, name: key.Name}
-	}
-	res.Created = !exists
 
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
 	if err != nil {
@@ -100,13 +90,51 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 	}
 	hash := sha256.Sum256(body)
 	id := kind + "/" + key.String()
-	if exists {
+
+	cached := true
+	if err := a.client.Get(ctx, key, live); apierrors.IsNotFound(err) {
+		cached = false
+		obj := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(u)}
+		obj.SetGroupVersionKind(gvk)
+		err := a.client.Create(ctx, obj, client.FieldOwner(FieldOwner))
+		switch {
+		case err == nil:
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, live); err != nil {
+				return res, fmt.Errorf("decode %s %s: %w", kind, key.Name, err)
+			}
+			a.remember(id, hash, live)
+			res.Created = true
+			return res, nil
+		case !apierrors.IsAlreadyExists(err):
+			return res, fmt.Errorf("create %s %s: %w", kind, key.Name, err)
+		}
+		probe := &metav1.PartialObjectMetadata{}
+		probe.SetGroupVersionKind(gvk)
+		if err := a.reader.Get(ctx, key, probe); err != nil {
+			return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
+		}
+		if !metav1.IsControlledBy(probe, owner) {
+			return res, errNotOwned{kind: kind, name: key.Name}
+		}
+		if err := a.upgradeOwnership(ctx, probe); err != nil {
+			return res, fmt.Errorf("field ownership of %s %s: %w", kind, key.Name, err)
+		}
+	} else if err != nil {
+		return res, fmt.Errorf("get %s %s: %w", kind, key.Name, err)
+	} else if !metav1.IsControlledBy(live, owner) {
+		return res, errNotOwned{kind: kind, name: key.Name}
+	}
+
+	if cached {
 		a.mu.Lock()
 		prev, ok := a.last[id]
 		a.mu.Unlock()
 		if ok && prev.hash == hash && (prev.resourceVersion == live.GetResourceVersion() || sameFingerprint(prev.live, live)) {
 			res.Skipped = true
 			return res, nil
+		}
+		if err := a.upgradeOwnership(ctx, live); err != nil {
+			return res, fmt.Errorf("field ownership of %s %s: %w", kind, key.Name, err)
 		}
 	}
 	obj := &unstructured.Unstructured{Object: u}
@@ -118,6 +146,18 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 	}
 	a.remember(id, hash, live)
 	return res, nil
+}
+
+// upgradeOwnership moves the fields the operator's create owns (manager FieldOwner, operation Update)
+// to its server-side apply entry, so the next apply owns, and may remove, every field the operator
+// wrote. It sends nothing when there is no such entry, which is the case for every object after its
+// first change.
+func (a *applier) upgradeOwnership(ctx context.Context, live client.Object) error {
+	patch, err := csaupgrade.UpgradeManagedFieldsPatch(live, sets.New(FieldOwner), FieldOwner)
+	if err != nil || patch == nil {
+		return err
+	}
+	return a.client.Patch(ctx, live, client.RawPatch(types.JSONPatchType, patch))
 }
 
 func (a *applier) remember(id string, hash [32]byte, live client.Object) {

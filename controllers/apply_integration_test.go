@@ -1,0 +1,112 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
+)
+
+// serverContainerEnv is the names of the server container's variables in d.
+func serverContainerEnv(d *appsv1.Deployment) map[string]bool {
+	names := map[string]bool{}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name != "server" {
+			continue
+		}
+		for _, e := range c.Env {
+			names[e.Name] = true
+		}
+	}
+	return names
+}
+
+// TestFieldDroppedAfterCreateIsRemoved: the operator creates a new child in one request (a create, not
+// a server-side apply) and changes it later with server-side apply. A field dropped from the spec after
+// the create must leave the live object: the create's field ownership (operation Update) is moved to the
+// apply's first, otherwise the dropped variable would stay in the Deployment, owned by the create.
+func TestFieldDroppedAfterCreateIsRemoved(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	dumpOnFailure(t, ns)
+	s := newServer(ns, "dropped")
+	s.Spec.Env = []mcpv1alpha1.EnvVar{{Name: "KEEP", Value: ptr.To("1")}, {Name: "DROP_ME", Value: ptr.To("2")}}
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	s = waitReady(t, key)
+	d := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, key, d); err != nil {
+		t.Fatal(err)
+	}
+	if env := serverContainerEnv(d); !env["KEEP"] || !env["DROP_ME"] {
+		t.Fatalf("server env before the change: %v", env)
+	}
+	s.Spec.Env = s.Spec.Env[:1]
+	if err := k8s.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(ctx, key, d); err != nil {
+			return err
+		}
+		if env := serverContainerEnv(d); !env["KEEP"] || env["DROP_ME"] {
+			return fmt.Errorf("server env after dropping DROP_ME: %v", env)
+		}
+		return nil
+	})
+	for _, m := range d.ManagedFields {
+		if m.Manager == controllers.FieldOwner && m.Operation != metav1.ManagedFieldsOperationApply {
+			t.Errorf("the operator still owns fields of the Deployment through a %s entry: %+v", m.Operation, m)
+		}
+	}
+}
+
+// TestCreateFindsUnlabelledOwnedChild: a child the MCPServer controls but whose labels someone removed
+// is not in the operator's cache; the create finds its name taken, the read around the cache shows it is
+// the MCPServer's own, and it is adopted again with its labels restored (not a conflict).
+func TestCreateFindsUnlabelledOwnedChild(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	dumpOnFailure(t, ns)
+	s := newServer(ns, "relabel")
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	waitReady(t, key)
+	sa := &corev1.ServiceAccount{}
+	if err := k8s.Get(ctx, key, sa); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(sa.DeepCopy())
+	sa.Labels = nil
+	if err := k8s.Patch(ctx, sa, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(ctx, key, sa); err != nil {
+			return err
+		}
+		if sa.Labels[controllers.LabelServer] != key.Name {
+			return fmt.Errorf("labels of the unlabelled ServiceAccount: %v", sa.Labels)
+		}
+		return nil
+	})
+	if err := k8s.Get(ctx, key, s); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(s, mcpv1alpha1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue {
+		t.Fatalf("stalled on its own child: %+v", c)
+	}
+}
