@@ -239,12 +239,14 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// depend on one another: they are applied at once, and the Deployment waits for all of them.
 	steps := []step{
 		r.reconcileSpec,
+		// The gateways' last reported tools, first: this reconcile writes them into status.tools and
+		// into the gateway ConfigMap's pins.json alike.
+		r.reconcilePins,
 		func(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 			return concurrently(ctx, s, st, r.reconcileServiceAccount, r.reconcileNetworkPolicy, r.reconcileFence,
 				r.reconcileCiliumPolicy, r.reconcileService, r.reconcileTLS, r.reconcileGatewayConfig, r.reconcileSessionKey)
 		},
 		r.reconcileDeployment,
-		r.reconcilePins,
 	}
 	for _, step := range steps {
 		if err := step(ctx, s, st); err != nil {
@@ -436,7 +438,14 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 
 // reconcileGatewayConfig renders the gateway's configuration from spec.gateway into a ConfigMap.
 func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	cm, hash, err := desiredGatewayConfigMap(s, r.ClusterDomain, r.Telemetry)
+	src := s
+	if st.pinsRead {
+		// pins.json carries the tools this reconcile reports in status.tools, not those of the last
+		// status written: a server whose tools arrive is not left with stale pins until its next poll.
+		src = s.DeepCopy()
+		src.Status.Tools = st.tools
+	}
+	cm, hash, err := desiredGatewayConfigMap(src, r.ClusterDomain, r.Telemetry)
 	if err != nil {
 		return stalling(ReasonInvalidSpec, err)
 	}

@@ -124,6 +124,9 @@ type polledPins struct {
 	tools    []mcpv1alpha1.ToolPin
 	mcp      mcpState
 	inflight bool
+	// again is set by a reconcile that found a read in flight: that read may have listed the pods
+	// before the change that caused the reconcile (a pod now running), so another read follows it.
+	again bool
 }
 
 // mcpState merges the gateways' MCP handshakes with the server: ready when every gateway that answered
@@ -168,6 +171,7 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 	st.pinsRead, st.tools, st.mcp = cur.read, slices.Clone(cur.tools), cur.mcp
 	start := !cur.inflight
 	cur.inflight = true
+	cur.again = !start
 	p.mu.Unlock()
 	if start {
 		go r.refreshPins(log.IntoContext(context.Background(), log.FromContext(ctx)), s.DeepCopy())
@@ -181,23 +185,31 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 	if budget == 0 {
 		budget = DefaultPinBudget
 	}
-	ctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
-	tools, mcp, read := r.readStatus(ctx, s)
 	key := client.ObjectKeyFromObject(s)
 	p := r.poller
-	p.mu.Lock()
-	cur, ok := p.state[key]
-	changed := false
-	if ok {
-		cur.inflight = false
-		if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {
-			cur.read, cur.tools, cur.mcp, changed = true, tools, mcp, true
+	for {
+		rctx, cancel := context.WithTimeout(ctx, budget)
+		tools, mcp, read := r.readStatus(rctx, s)
+		cancel()
+		p.mu.Lock()
+		cur, ok := p.state[key]
+		changed, again := false, false
+		if ok {
+			if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {
+				cur.read, cur.tools, cur.mcp, changed = true, tools, mcp, true
+			}
+			// A change is reported by reconciling the server, which reads again itself.
+			again = cur.again && !changed
+			cur.again = false
+			cur.inflight = again
 		}
-	}
-	p.mu.Unlock()
-	if changed {
-		p.events <- event.GenericEvent{Object: s}
+		p.mu.Unlock()
+		if changed {
+			p.events <- event.GenericEvent{Object: s}
+		}
+		if !again {
+			return
+		}
 	}
 }
 
