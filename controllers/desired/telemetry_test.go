@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ var testTelemetry = Telemetry{
 // platform's (the operator's), and a spec has no way to set it.
 func TestTelemetryRendersPlatformEndpoint(t *testing.T) {
 	s := testServer()
-	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local", testTelemetry)
+	cm, hash, err := GatewayConfigMap(s, Options{ClusterDomain: "cluster.local", Telemetry: testTelemetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestTelemetryRendersPlatformEndpoint(t *testing.T) {
 	if cfg.Telemetry.OTLPEndpoint != testTelemetry.OTLPEndpoint {
 		t.Errorf("rendered telemetry.otlpEndpoint %q, want the operator's %q", cfg.Telemetry.OTLPEndpoint, testTelemetry.OTLPEndpoint)
 	}
-	off, hashOff, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	off, hashOff, err := GatewayConfigMap(s, Options{ClusterDomain: "cluster.local"})
 	if err != nil {
 		t.Fatal(err)
 	}
