@@ -18,7 +18,7 @@ import (
 	"k8s.io/pod-security-admission/policy"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	gwpolicy "github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -224,7 +224,7 @@ func TestStdioDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil || !cfg.Stdio || cfg.Upstream != "" {
 		t.Fatalf("stdio gateway config: %+v %v", cfg, err)
 	}
@@ -387,7 +387,7 @@ func TestGatewayConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 	if hash2 != hash {
 		t.Fatal("a newly recorded pin changes the config hash, so every new tool would roll the pods")
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 )
 
 var testTelemetry = Telemetry{
@@ -23,7 +23,7 @@ func TestTelemetryRendersPlatformEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
