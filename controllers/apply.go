@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 )
@@ -32,7 +31,6 @@ type applier struct {
 	client client.Client
 	// reader reads around the cache, which only holds objects the operator labels.
 	reader client.Reader
-	scheme *runtime.Scheme
 	mu     sync.Mutex
 	last   map[string]appliedState
 }
@@ -61,7 +59,8 @@ func (e errNotOwned) Error() string {
 }
 
 // apply makes live (a typed object of desired's kind, read from the cache) match desired. On return live
-// holds the object as the API server has it.
+// holds the object as the API server has it. desired must carry owner's controller reference (the
+// builders of package desired set it): an object without it is refused, never applied.
 //
 // A child the cache does not hold is created (one request). The cache only sees objects the operator
 // labels, so an object of that name may still exist; then the create fails with AlreadyExists and only
@@ -71,12 +70,12 @@ func (e errNotOwned) Error() string {
 // the desired object is removed from the live one.
 func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desired, live client.Object) (applyResult, error) {
 	var res applyResult
-	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
-		return res, fmt.Errorf("set owner of %s: %w", desired.GetName(), err)
-	}
 	gvk := desired.GetObjectKind().GroupVersionKind()
 	kind := gvk.Kind
 	key := client.ObjectKeyFromObject(desired)
+	if ref := metav1.GetControllerOf(desired); ref == nil || ref.UID != owner.UID || ref.Kind != "MCPServer" || ref.APIVersion != mcpv1alpha1.GroupVersion.String() {
+		return res, fmt.Errorf("%s %s: the object to apply does not name MCPServer %s/%s (uid %s) as its controller (controller reference %v); build it with package desired, which sets the reference", kind, key.Name, owner.Namespace, owner.Name, owner.UID, ref)
+	}
 
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
 	if err != nil {

@@ -46,7 +46,7 @@ const maxNetworksPerPeer = 25
 type ClusterFenceReconciler struct {
 	Client client.Client
 	// DNS is where the cluster DNS pods run.
-	DNS  DNSPeer
+	DNS  Peer
 	kick chan event.GenericEvent
 }
 
@@ -90,7 +90,7 @@ func OpenedClasses(policies []mcpv1alpha1.MCPServerPolicy) []netpol.Class {
 
 // DesiredClusterFence builds the ClusterNetworkPolicy: a Pass rule for DNS to the cluster DNS pods,
 // then one Deny rule per protected class not in opened, listing each of the class's ranges.
-func DesiredClusterFence(dns DNSPeer, opened []netpol.Class) *policyv1beta1.ClusterNetworkPolicy {
+func DesiredClusterFence(dns Peer, opened []netpol.Class) *policyv1beta1.ClusterNetworkPolicy {
 	dnsPort := &policyv1beta1.Port{Number: 53}
 	egress := []policyv1beta1.ClusterNetworkPolicyEgressRule{{
 		Name:   "dns-to-namespace-policies",

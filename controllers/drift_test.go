@@ -58,7 +58,7 @@ func TestDriftIsAnythingNotDesired(t *testing.T) {
 		{"gateway not a sidecar", "template.spec.initContainers[0].restartPolicy", func(p *corev1.PodSpec) { p.InitContainers[0].RestartPolicy = nil }},
 		{"shared PID namespace", "template.spec.shareProcessNamespace", func(p *corev1.PodSpec) { p.ShareProcessNamespace = ptr.To(true) }},
 	}
-	desired := desiredDeployment(testServer(), DefaultGatewayImage, "abc")
+	desired := testDeployment(testServer(), "abc")
 	// What the API server stores is the desired spec plus defaults; here the desired spec stands for it.
 	want := desired.Spec.DeepCopy()
 	if d := specDiff(want, desired.Spec.DeepCopy()); len(d) > 0 {

@@ -24,6 +24,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers/desired"
 )
 
 // ReasonScaledToZero is the event reason when a server is scaled to zero because it violates a policy
@@ -121,14 +122,14 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 	}
 	g := &goodState{generation: lg.Generation, networkPolicy: st.networkPolicy}
 	if r.Cilium && len(st.fqdns) > 0 {
-		g.ciliumPolicy = desiredCiliumPolicy(prev, r.DNS, st.ceiling)
+		g.ciliumPolicy = desired.CiliumNetworkPolicy(prev, r.options(), st.ceiling)
 	}
-	cm, hash, err := desiredGatewayConfigMap(prev, r.ClusterDomain, r.Telemetry)
+	cm, hash, err := desired.GatewayConfigMap(prev, r.options())
 	if err != nil {
 		return nil, err
 	}
 	g.configMap = cm
-	g.deployment = desiredDeployment(prev, r.GatewayImage, hash)
+	g.deployment = desired.Deployment(prev, r.options(), hash)
 	r.mem.mu.Lock()
 	defer r.mem.mu.Unlock()
 	if r.mem.good == nil {
@@ -151,8 +152,9 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 	if g == nil {
 		closed := s.DeepCopy()
 		closed.Spec.Egress, closed.Spec.Clients = nil, nil
-		np, _ := desiredNetworkPolicy(closed, r.DNS, r.Operator, st.ceiling)
-		d := desiredDeployment(s, r.GatewayImage, "")
+		// DNS and the operator only: no clients, no egress, no scraper, no collector.
+		np, _ := desired.NetworkPolicy(closed, desired.Options{DNS: r.DNS, Operator: r.Operator}, st.ceiling)
+		d := desired.Deployment(s, r.options(), "")
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true

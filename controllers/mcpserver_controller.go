@@ -43,6 +43,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers/desired"
 	"github.com/mcp-warden/mcp-warden/fence"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/guardrails"
@@ -101,7 +102,7 @@ type MCPServerReconciler struct {
 	// ClusterDomain is the cluster's DNS domain, for status.endpoint.
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
-	DNS DNSPeer
+	DNS Peer
 	// Telemetry is the platform's trace collector: rendered into every gateway's configuration, and
 	// the one destination it adds to every server's egress.
 	Telemetry Telemetry
@@ -305,11 +306,11 @@ func (r *MCPServerReconciler) applyChildResult(ctx context.Context, s *mcpv1alph
 }
 
 func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
-	return r.applyChild(ctx, s, desiredServiceAccount(s), &corev1.ServiceAccount{})
+	return r.applyChild(ctx, s, desired.ServiceAccount(s), &corev1.ServiceAccount{})
 }
 
 func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
-	return r.applyChild(ctx, s, desiredService(s, r.MetricsScraper.Namespace != ""), &corev1.Service{})
+	return r.applyChild(ctx, s, desired.Service(s, r.options()), &corev1.Service{})
 }
 
 // verifyImage verifies the image when a policy requires signatures; the admission webhook did the same,
@@ -360,10 +361,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	}
 	st.ceiling = guardrails.Ceiling(policies)
 	st.scaleToZero = guardrails.ScaleToZero(policies)
-	np, errs := desiredNetworkPolicy(s, r.DNS, r.Operator, st.ceiling, r.MetricsScraper)
-	if rule := r.Telemetry.egressRule(); np != nil && rule != nil {
-		np.Spec.Egress = append(np.Spec.Egress, *rule)
-	}
+	np, errs := desired.NetworkPolicy(s, r.options(), st.ceiling)
 	if len(errs) > 0 {
 		reason := ReasonInvalidSpec
 		if len(policies) > 0 {
@@ -398,7 +396,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 		return err
 	}
 	st.networkPolicy = np
-	st.fqdns = fqdnEgress(s)
+	st.fqdns = desired.FQDNEgress(s)
 	return nil
 }
 
@@ -428,7 +426,7 @@ func (r *MCPServerReconciler) reconcileCiliumPolicy(ctx context.Context, s *mcpv
 		}
 		return nil
 	}
-	st.ciliumPolicy = desiredCiliumPolicy(s, r.DNS, st.ceiling)
+	st.ciliumPolicy = desired.CiliumNetworkPolicy(s, r.options(), st.ceiling)
 	if err := r.applyChild(ctx, s, st.ciliumPolicy, &ciliumv2.CiliumNetworkPolicy{}); err != nil {
 		return err
 	}
@@ -445,7 +443,7 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 		src = s.DeepCopy()
 		src.Status.Tools = st.tools
 	}
-	cm, hash, err := desiredGatewayConfigMap(src, r.ClusterDomain, r.Telemetry)
+	cm, hash, err := desired.GatewayConfigMap(src, r.options())
 	if err != nil {
 		return stalling(ReasonInvalidSpec, err)
 	}
@@ -459,9 +457,9 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 // field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
 // so server-side apply leaves it; the spec is then replaced wholesale.
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	desired := desiredDeployment(s, r.GatewayImage, st.gatewayHash)
-	st.desiredDeployment = desired.DeepCopy()
-	live, err := r.applyDeployment(ctx, s, desired)
+	d := desired.Deployment(s, r.options(), st.gatewayHash)
+	st.desiredDeployment = d.DeepCopy()
+	live, err := r.applyDeployment(ctx, s, d)
 	if err != nil {
 		return err
 	}
@@ -593,7 +591,7 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	}
 	var ready readiness
 	if err == nil {
-		s.Status.Endpoint = endpoint(s, r.ClusterDomain)
+		s.Status.Endpoint = gatewayconfig.Endpoint(s, r.ClusterDomain)
 		s.Status.ReadyReplicas = st.deployment.Status.ReadyReplicas
 		keysMissing := st.keys != nil && st.keys.JSON == nil
 		if st.keys != nil {
@@ -692,7 +690,7 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.DNS.Namespace == "" {
 		r.DNS = DefaultDNSPeer
 	}
-	r.applier = &applier{client: r.Client, reader: r.APIReader, scheme: r.Scheme}
+	r.applier = &applier{client: r.Client, reader: r.APIReader}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &networkingv1.NetworkPolicy{}, wideningIndex, indexWidening); err != nil {
 		return fmt.Errorf("index the NetworkPolicies that may widen a fence: %w", err)
 	}
@@ -810,7 +808,7 @@ func ciliumOperatorRule(cnp *ciliumv2.CiliumNetworkPolicy, rule fence.CiliumRule
 	}
 	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: cnp.Name}}
 	sel := rule.EndpointSelector
-	return len(sel.MatchExpressions) == 0 && equality.Semantic.DeepEqual(sel.MatchLabels, selectorLabels(want))
+	return len(sel.MatchExpressions) == 0 && equality.Semantic.DeepEqual(sel.MatchLabels, desired.SelectorLabels(want))
 }
 
 // operatorOwned reports whether the NetworkPolicy is one the operator writes: controlled by the
@@ -822,7 +820,7 @@ func operatorOwned(np *networkingv1.NetworkPolicy) bool {
 		return false
 	}
 	want := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Name: np.Name}}
-	return len(np.Spec.PodSelector.MatchExpressions) == 0 && equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, selectorLabels(want))
+	return len(np.Spec.PodSelector.MatchExpressions) == 0 && equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, desired.SelectorLabels(want))
 }
 
 // serverOfLabels enqueues the MCPServer an object's labels name.

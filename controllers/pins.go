@@ -32,8 +32,7 @@ import (
 const (
 	// StatusPort is where every server pod's gateway serves its status (the pin state) to the operator;
 	// the NetworkPolicy opens it to the operator's pods alone.
-	StatusPort     = gatewayconfig.StatusPort
-	statusPortName = "status"
+	StatusPort = gatewayconfig.StatusPort
 	// DefaultPinPollInterval is how often the operator reads each server's pin state.
 	DefaultPinPollInterval = 30 * time.Second
 	// ReasonToolDefinitionChanged is the ToolsPinned reason (and event reason) when a tool changed after

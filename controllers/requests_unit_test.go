@@ -16,7 +16,7 @@ import (
 // API server and the Deployment controller write) keeps its fingerprint, so it is not applied again;
 // any change to its spec, labels, annotations or owner changes it, so drift is still reverted.
 func TestFingerprintSeesEveryChangeButStatus(t *testing.T) {
-	applied := desiredDeployment(testServer(), DefaultGatewayImage, "abc")
+	applied := testDeployment(testServer(), "abc")
 	applied.ResourceVersion, applied.Generation = "100", 1
 	applied.OwnerReferences = []metav1.OwnerReference{{APIVersion: "mcp.warden.dev/v1alpha1", Kind: "MCPServer", Name: "files", UID: "u1", Controller: ptr.To(true)}}
 	want := fingerprint(applied)

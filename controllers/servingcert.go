@@ -11,37 +11,26 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers/desired"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/servingcert"
 )
 
 // CertIssuer is the cert-manager issuer the gateways' Certificates name, where the operator leaves
 // issuance to cert-manager.
-type CertIssuer struct {
-	// Kind is Issuer (in each server's namespace) or ClusterIssuer.
-	Kind string
-	// Name is the issuer's name.
-	Name string
-}
+type CertIssuer = desired.CertIssuer
 
 // CertificateGVK is cert-manager's Certificate.
-var CertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
+var CertificateGVK = desired.CertificateGVK
 
 // ReasonTLSUnavailable is the Ready reason (a stall) when the gateway's certificate cannot be issued
 // because the operator has no CA.
 const ReasonTLSUnavailable = "TLSUnavailable"
-
-// Certificate lifetimes asked of cert-manager: as the operator's own (30 days, renewed at day 20).
-const (
-	certManagerDuration    = "720h"
-	certManagerRenewBefore = "240h"
-)
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
@@ -56,7 +45,7 @@ func (r *MCPServerReconciler) reconcileTLS(ctx context.Context, s *mcpv1alpha1.M
 	}
 	names := gatewayconfig.DNSNames(s, r.ClusterDomain)
 	if r.CertIssuer != nil {
-		return r.reconcileCertificate(ctx, s, names)
+		return r.reconcileCertificate(ctx, s)
 	}
 	if r.CA == nil {
 		return stalling(ReasonTLSUnavailable, errors.New("the operator runs without a gateway CA, so it cannot issue the gateway's serving certificate; set spec.gateway.tls.mode: Disabled where a policy allows plaintext, or run the operator with its CA"))
@@ -98,11 +87,11 @@ func (r *MCPServerReconciler) reconcileTLS(ctx context.Context, s *mcpv1alpha1.M
 // reconcileCertificate asks cert-manager for the certificate: a Certificate owned by the server whose
 // Secret, of the same name as the operator's own, carries the operator's labels (so the operator sees
 // it) and is mounted by the gateway alone. Its ca.crt, once issued, is published as the bundle.
-func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, s *mcpv1alpha1.MCPServer, names []string) error {
-	desired := desiredCertificate(s, names, *r.CertIssuer)
+func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, s *mcpv1alpha1.MCPServer) error {
+	cert := desired.Certificate(s, r.options())
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(CertificateGVK)
-	if err := r.applyChild(ctx, s, desired, live); err != nil {
+	if err := r.applyChild(ctx, s, cert, live); err != nil {
 		return err
 	}
 	sec := &corev1.Secret{}
@@ -117,36 +106,6 @@ func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, s *mcpv1
 		return r.publishCABundle(ctx, s, ca)
 	}
 	return nil
-}
-
-// desiredCertificate is the cert-manager Certificate for the gateway's Service names.
-func desiredCertificate(s *mcpv1alpha1.MCPServer, names []string, issuer CertIssuer) *unstructured.Unstructured {
-	dns := make([]any, len(names))
-	for i, n := range names {
-		dns[i] = n
-	}
-	labels := map[string]any{}
-	for k, v := range objectLabels(s) {
-		labels[k] = v
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"spec": map[string]any{
-			"secretName":     gatewayconfig.TLSSecretName(s),
-			"secretTemplate": map[string]any{"labels": labels},
-			"commonName":     names[0],
-			"dnsNames":       dns,
-			"duration":       certManagerDuration,
-			"renewBefore":    certManagerRenewBefore,
-			"usages":         []any{"digital signature", "server auth"},
-			"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
-			"issuerRef":      map[string]any{"group": "cert-manager.io", "kind": issuer.Kind, "name": issuer.Name},
-		},
-	}}
-	u.SetGroupVersionKind(CertificateGVK)
-	u.SetNamespace(s.Namespace)
-	u.SetName(gatewayconfig.TLSSecretName(s))
-	u.SetLabels(objectLabels(s))
-	return u
 }
 
 // publishCABundle writes the bundle into the namespace's ConfigMap mcp-warden-ca (key ca.crt), for
@@ -168,12 +127,7 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 	case err != nil:
 		return fmt.Errorf("get ConfigMap %s: %w", key.Name, err)
 	}
-	cm := &corev1.ConfigMap{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{LabelManagedBy: managerName}},
-		Data:       map[string]string{gatewayconfig.CABundleKey: string(bundle)},
-	}
-	u, err := toUnstructured(cm)
+	u, err := toUnstructured(desired.CABundleConfigMap(key.Namespace, bundle))
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ type Options struct {
 	// ClusterDomain is the cluster's DNS domain (default cluster.local).
 	ClusterDomain string
 	// DNS is where the cluster DNS pods run (default kube-system, k8s-app=kube-dns).
-	DNS controllers.DNSPeer
+	DNS controllers.Peer
 
 	// Webhooks serves the admission webhooks (MCPServer and opted-in workloads).
 	Webhooks bool

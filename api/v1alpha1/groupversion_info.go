@@ -5,16 +5,21 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the API group and version of the mcp-warden resources.
 	GroupVersion = schema.GroupVersion{Group: "mcp.warden.dev", Version: "v1alpha1"}
 
-	// SchemeBuilder registers the mcp-warden types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion} //nolint:staticcheck // the kubebuilder layout: controller-gen and every caller register through it
+	// SchemeBuilder registers the mcp-warden types with a runtime.Scheme (each type's file registers its
+	// kinds in init); the api package depends on apimachinery alone.
+	SchemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
+		metav1.AddToGroupVersion(s, GroupVersion)
+		return nil
+	})
 
 	// AddToScheme adds the mcp-warden types to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme

@@ -510,7 +510,10 @@ type MCPServerList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&MCPServer{}, &MCPServerList{})
+	SchemeBuilder.Register(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, &MCPServer{}, &MCPServerList{})
+		return nil
+	})
 }
 
 // Condition types an MCPServer reports.

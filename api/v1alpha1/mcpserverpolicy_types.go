@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // MCPServerPolicySpec is a platform team's guardrail for the MCP servers in the namespaces it selects:
@@ -284,5 +285,8 @@ type MCPServerPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&MCPServerPolicy{}, &MCPServerPolicyList{})
+	SchemeBuilder.Register(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, &MCPServerPolicy{}, &MCPServerPolicyList{})
+		return nil
+	})
 }

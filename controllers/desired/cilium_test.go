@@ -1,4 +1,4 @@
-package ciliumpolicy
+package desired
 
 import (
 	"encoding/json"
@@ -11,12 +11,12 @@ import (
 )
 
 var (
-	dns    = DNS{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
+	dns    = Peer{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
 	labels = map[string]string{"mcp.warden.dev/server": "gh"}
 )
 
 func TestDesiredIsAValidCiliumRule(t *testing.T) {
-	cnp := Desired(metav1.ObjectMeta{Name: "gh", Namespace: "tools"}, labels, []Entry{
+	cnp := ciliumPolicy(metav1.ObjectMeta{Name: "gh", Namespace: "tools"}, labels, []fqdnEntry{
 		{FQDN: "api.github.com", Ports: []netpol.Port{{Port: 443}}},
 		{FQDN: "*.githubusercontent.com", Ports: []netpol.Port{{Port: 443}, {Port: 8443, Protocol: "UDP"}}},
 	}, dns, netpol.Ceiling{})
@@ -50,7 +50,7 @@ func TestDesiredIsAValidCiliumRule(t *testing.T) {
 }
 
 func TestCeilingLiftsOnlyItsClass(t *testing.T) {
-	cnp := Desired(metav1.ObjectMeta{Name: "gh", Namespace: "tools"}, labels, []Entry{{FQDN: "db.internal.example", Ports: []netpol.Port{{Port: 5432}}}},
+	cnp := ciliumPolicy(metav1.ObjectMeta{Name: "gh", Namespace: "tools"}, labels, []fqdnEntry{{FQDN: "db.internal.example", Ports: []netpol.Port{{Port: 5432}}}},
 		dns, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}})
 	body, _ := json.Marshal(cnp.Spec.EgressDeny)
 	if strings.Contains(string(body), "10.0.0.0/8") || !strings.Contains(string(body), "169.254.0.0/16") {

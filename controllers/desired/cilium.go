@@ -1,7 +1,8 @@
-// Package ciliumpolicy builds the CiliumNetworkPolicy that enforces an MCPServer's DNS-name egress
-// entries (toFQDNs) on clusters running Cilium. A Kubernetes NetworkPolicy cannot express DNS names, so
-// without Cilium such entries open nothing.
-package ciliumpolicy
+package desired
+
+// The CiliumNetworkPolicy enforces an MCPServer's DNS-name egress entries (toFQDNs) on clusters running
+// Cilium. A Kubernetes NetworkPolicy cannot express DNS names, so without Cilium such entries open
+// nothing.
 
 import (
 	"strconv"
@@ -13,27 +14,21 @@ import (
 	"github.com/mcp-warden/mcp-warden/netpol"
 )
 
-// Entry is one DNS-name egress destination.
-type Entry struct {
+// fqdnEntry is one DNS-name egress destination.
+type fqdnEntry struct {
 	// FQDN is a name (api.github.com) or a wildcard (*.github.com).
 	FQDN string
 	// Ports are the allowed destination ports.
 	Ports []netpol.Port
 }
 
-// DNS says where the cluster DNS pods run.
-type DNS struct {
-	Namespace string
-	PodLabels map[string]string
-}
-
-// Desired returns the CiliumNetworkPolicy for the entries, selecting the server's pods by podLabels:
+// ciliumPolicy returns the CiliumNetworkPolicy for the entries, selecting the server's pods by podLabels:
 //   - DNS to the cluster DNS pods through Cilium's DNS proxy (required for toFQDNs to learn addresses);
 //   - each name on its ports only;
 //   - an egressDeny for every protected range the ceiling does not allow, so a name that resolves to
 //     cloud metadata or a private address (DNS rebinding) is still refused: in Cilium a deny wins over
 //     any allow.
-func Desired(meta metav1.ObjectMeta, podLabels map[string]string, entries []Entry, dns DNS, ceiling netpol.Ceiling) *ciliumv2.CiliumNetworkPolicy {
+func ciliumPolicy(meta metav1.ObjectMeta, podLabels map[string]string, entries []fqdnEntry, dns Peer, ceiling netpol.Ceiling) *ciliumv2.CiliumNetworkPolicy {
 	dnsPeer := map[string]string{"k8s:io.kubernetes.pod.namespace": dns.Namespace}
 	for k, v := range dns.PodLabels {
 		dnsPeer["k8s:"+k] = v

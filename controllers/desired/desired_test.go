@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -18,12 +18,18 @@ import (
 	"k8s.io/pod-security-admission/policy"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	gwpolicy "github.com/mcp-warden/mcp-warden/gateway/policy"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/sandbox"
 )
+
+// testGatewayImage is the gateway image the tests build pods with (the operator's default).
+const testGatewayImage = "mcp-warden/gateway:dev"
+
+// testOptions are the operator's settings the tests build with: no collector, no scraper.
+var testOptions = Options{GatewayImage: testGatewayImage, ClusterDomain: "cluster.local", DNS: DefaultDNSPeer}
 
 const testImage = "ghcr.io/acme/files@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -51,7 +57,7 @@ func testServer() *mcpv1alpha1.MCPServer {
 }
 
 func TestDesiredDeploymentIsSandboxed(t *testing.T) {
-	d := desiredDeployment(testServer(), DefaultGatewayImage, "hash")
+	d := Deployment(testServer(), testOptions, "hash")
 	pod := d.Spec.Template.Spec
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Fatalf("desired pod violates the sandbox: %v", v)
@@ -99,7 +105,7 @@ func TestServerCannotTouchTheGateway(t *testing.T) {
 			s := testServer()
 			s.Spec.Transport, s.Spec.Command = transport, []string{"mcp-server"}
 			s.Spec.Gateway.AuditKeySecretName = "files-audit"
-			pod := desiredDeployment(s, DefaultGatewayImage, "hash").Spec.Template.Spec
+			pod := Deployment(s, testOptions, "hash").Spec.Template.Spec
 			if v := sandbox.Violations(&pod); len(v) != 0 {
 				t.Fatalf("sandbox: %v", v)
 			}
@@ -161,7 +167,7 @@ func TestServerCannotTouchTheGateway(t *testing.T) {
 // TestDesiredPodPassesRestrictedPodSecurity checks the pod template with Pod Security Admission's own
 // evaluator at the "restricted" level, independently of the sandbox package's checks.
 func TestDesiredPodPassesRestrictedPodSecurity(t *testing.T) {
-	d := desiredDeployment(testServer(), DefaultGatewayImage, "hash")
+	d := Deployment(testServer(), testOptions, "hash")
 	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -181,12 +187,12 @@ func TestStdioDeployment(t *testing.T) {
 	s.Spec.Transport = mcpv1alpha1.TransportStdio
 	s.Spec.Command = []string{"npx", "mcp-server-files"}
 	s.Spec.Args = []string{"/data"}
-	d := desiredDeployment(s, DefaultGatewayImage, "hash")
+	d := Deployment(s, testOptions, "hash")
 	pod := d.Spec.Template.Spec
 	if v := sandbox.Violations(&pod); len(v) != 0 {
 		t.Fatalf("stdio pod violates the sandbox: %v", v)
 	}
-	if len(pod.InitContainers) != 2 || pod.InitContainers[0].Name != gatewayName || pod.InitContainers[1].Image != DefaultGatewayImage ||
+	if len(pod.InitContainers) != 2 || pod.InitContainers[0].Name != gatewayName || pod.InitContainers[1].Image != testGatewayImage ||
 		strings.Join(pod.InitContainers[1].Args, " ") != "install /opt/mcp-warden/gateway" {
 		t.Fatalf("init containers = %+v", pod.InitContainers)
 	}
@@ -214,11 +220,11 @@ func TestStdioDeployment(t *testing.T) {
 	if _, ok := mounts["/etc/mcp-warden"]; ok {
 		t.Fatalf("the stdio server container mounts the gateway's configuration: %+v", c.VolumeMounts)
 	}
-	cm, _, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	cm, _, err := GatewayConfigMap(s, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil || !cfg.Stdio || cfg.Upstream != "" {
 		t.Fatalf("stdio gateway config: %+v %v", cfg, err)
 	}
@@ -234,7 +240,7 @@ func TestStdioDeployment(t *testing.T) {
 }
 
 func TestDesiredDeploymentIsDeterministic(t *testing.T) {
-	a, b := desiredDeployment(testServer(), DefaultGatewayImage, "hash"), desiredDeployment(testServer(), DefaultGatewayImage, "hash")
+	a, b := Deployment(testServer(), testOptions, "hash"), Deployment(testServer(), testOptions, "hash")
 	for i := range a.Spec.Template.Spec.Containers[0].Env {
 		if a.Spec.Template.Spec.Containers[0].Env[i].Name != b.Spec.Template.Spec.Containers[0].Env[i].Name {
 			t.Fatal("env order differs between two builds")
@@ -270,7 +276,7 @@ func TestResourcesDefaulting(t *testing.T) {
 }
 
 func TestDesiredServiceAccountHasNoToken(t *testing.T) {
-	if sa := desiredServiceAccount(testServer()); sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+	if sa := ServiceAccount(testServer()); sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 		t.Fatal("service account mounts a token")
 	}
 }
@@ -278,11 +284,11 @@ func TestDesiredServiceAccountHasNoToken(t *testing.T) {
 func TestDesiredNetworkPolicyRefusesPrivateEgress(t *testing.T) {
 	s := testServer()
 	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("10.0.0.0/8"), Ports: []mcpv1alpha1.EgressPort{{Port: 5432}}})
-	_, errs := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{})
+	_, errs := NetworkPolicy(s, Options{DNS: DefaultDNSPeer}, netpol.Ceiling{})
 	if len(errs) != 1 || errs[0].Field != "spec.egress[2].cidr" {
 		t.Fatalf("errors = %v, want one on spec.egress[2].cidr", errs)
 	}
-	if _, errs := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}}); len(errs) != 0 {
+	if _, errs := NetworkPolicy(s, Options{DNS: DefaultDNSPeer}, netpol.Ceiling{AllowedClasses: []netpol.Class{netpol.ClassPrivate}}); len(errs) != 0 {
 		t.Fatalf("a ceiling allowing private ranges still refused: %v", errs)
 	}
 }
@@ -293,7 +299,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	s := testServer()
 	s.Spec.Egress = append(s.Spec.Egress, mcpv1alpha1.EgressRule{CIDR: ptr.To("0.0.0.0/0"), Ports: []mcpv1alpha1.EgressPort{{Port: 8443}}})
 	operator := Peer{Namespace: "mcp-warden-system", PodLabels: map[string]string{"app.kubernetes.io/name": "mcp-warden"}}
-	np, errs := desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{})
+	np, errs := NetworkPolicy(s, Options{DNS: DefaultDNSPeer, Operator: operator}, netpol.Ceiling{})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -352,7 +358,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 func TestNoClientsMeansNoIngress(t *testing.T) {
 	s := testServer()
 	s.Spec.Clients = nil
-	np, _ := desiredNetworkPolicy(s, DefaultDNSPeer, Peer{}, netpol.Ceiling{})
+	np, _ := NetworkPolicy(s, Options{DNS: DefaultDNSPeer}, netpol.Ceiling{})
 	// only the server's own pods, to the gateways' peer port
 	if len(np.Spec.Ingress) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != PeerPort || len(np.Spec.PolicyTypes) != 2 {
 		t.Fatalf("ingress = %+v, policyTypes = %v", np.Spec.Ingress, np.Spec.PolicyTypes)
@@ -377,11 +383,11 @@ func TestGatewayConfig(t *testing.T) {
 		PrivateDataTools:   []string{"read_file"},
 		ExternalWriteTools: []string{"send_mail"},
 	}
-	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	cm, hash, err := GatewayConfigMap(s, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -391,17 +397,17 @@ func TestGatewayConfig(t *testing.T) {
 		t.Fatalf("gateway config = %+v", cfg)
 	}
 	s.Spec.Gateway.Scopes[0].Tools = append(s.Spec.Gateway.Scopes[0].Tools, "write_file")
-	if _, hash2, _ := desiredGatewayConfigMap(s, "cluster.local", Telemetry{}); hash2 == hash {
+	if _, hash2, _ := GatewayConfigMap(s, testOptions); hash2 == hash {
 		t.Fatal("a changed gateway configuration keeps the same hash, so pods would not roll")
 	}
 	s.Spec.Gateway.Auth = mcpv1alpha1.GatewayAuth{}
-	if _, _, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{}); err == nil || !strings.Contains(err.Error(), "auth.issuer") {
+	if _, _, err := GatewayConfigMap(s, testOptions); err == nil || !strings.Contains(err.Error(), "auth.issuer") {
 		t.Fatalf("missing issuer: %v", err)
 	}
 }
 
 func TestEndpoint(t *testing.T) {
-	if got := endpoint(testServer(), "cluster.local"); got != "https://files.tools.svc.cluster.local:8080/mcp" {
+	if got := gatewayconfig.Endpoint(testServer(), "cluster.local"); got != "https://files.tools.svc.cluster.local:8080/mcp" {
 		t.Fatal(got)
 	}
 }
@@ -412,7 +418,7 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 	s := testServer()
 	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"},
 		Scopes: []mcpv1alpha1.ScopeGrant{{Scope: "files:read", Tools: []string{"read_file"}}}}
-	_, hash, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	_, hash, err := GatewayConfigMap(s, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,14 +426,14 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 		{Name: "read_file", Status: "pinned", PinnedHash: "sha256:aa", ObservedHash: "sha256:aa"},
 		{Name: "send_email", Status: "changed", PinnedHash: "sha256:bb", ObservedHash: "sha256:cc"},
 	}
-	cm, hash2, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	cm, hash2, err := GatewayConfigMap(s, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if hash2 != hash {
 		t.Fatal("a newly recorded pin changes the config hash, so every new tool would roll the pods")
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +454,7 @@ func TestKnownPinsRenderedOutsideTheHash(t *testing.T) {
 func TestAuditKeyReachesTheGatewayOnly(t *testing.T) {
 	s := testServer()
 	s.Spec.Gateway = mcpv1alpha1.GatewaySpec{Auth: mcpv1alpha1.GatewayAuth{Issuer: "https://auth.example.com"}, AuditKeySecretName: "files-audit"}
-	d := desiredDeployment(s, "gw@sha256:"+strings.Repeat("a", 64), "h")
+	d := Deployment(s, Options{GatewayImage: "gw@sha256:" + strings.Repeat("a", 64)}, "h")
 	gw, srv := &d.Spec.Template.Spec.InitContainers[0], &d.Spec.Template.Spec.Containers[0]
 	mounted := func(c *corev1.Container, vol string) bool {
 		for _, m := range c.VolumeMounts {
@@ -496,11 +502,11 @@ func TestMetricsScraperReachesOnlyTheStatusPort(t *testing.T) {
 	for _, withScraper := range []bool{false, true} {
 		var np *networkingv1.NetworkPolicy
 		var errs field.ErrorList
+		o := Options{DNS: DefaultDNSPeer, Operator: operator}
 		if withScraper {
-			np, errs = desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{}, scraper)
-		} else {
-			np, errs = desiredNetworkPolicy(s, DefaultDNSPeer, operator, netpol.Ceiling{})
+			o.MetricsScraper = scraper
 		}
+		np, errs = NetworkPolicy(s, o, netpol.Ceiling{})
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}
@@ -517,7 +523,7 @@ func TestMetricsScraperReachesOnlyTheStatusPort(t *testing.T) {
 		if allowed(other, StatusPort, statusPortName) {
 			t.Errorf("scraper configured %v: another pod of the scraper's namespace reaches the status port", withScraper)
 		}
-		svc := desiredService(s, withScraper)
+		svc := Service(s, o)
 		if got := len(svc.Spec.Ports) == 2 && svc.Spec.Ports[1].Name == MetricsPortName && svc.Spec.Ports[1].TargetPort.IntVal == StatusPort; got != withScraper {
 			t.Errorf("scraper configured %v: Service ports %+v", withScraper, svc.Spec.Ports)
 		}

@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/mcp-warden/mcp-warden/gateway"
+	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 )
 
 var testTelemetry = Telemetry{
@@ -19,18 +19,18 @@ var testTelemetry = Telemetry{
 // platform's (the operator's), and a spec has no way to set it.
 func TestTelemetryRendersPlatformEndpoint(t *testing.T) {
 	s := testServer()
-	cm, hash, err := desiredGatewayConfigMap(s, "cluster.local", testTelemetry)
+	cm, hash, err := GatewayConfigMap(s, Options{ClusterDomain: "cluster.local", Telemetry: testTelemetry})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &gateway.Config{}
+	cfg := &gwconfig.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Telemetry.OTLPEndpoint != testTelemetry.OTLPEndpoint {
 		t.Errorf("rendered telemetry.otlpEndpoint %q, want the operator's %q", cfg.Telemetry.OTLPEndpoint, testTelemetry.OTLPEndpoint)
 	}
-	off, hashOff, err := desiredGatewayConfigMap(s, "cluster.local", Telemetry{})
+	off, hashOff, err := GatewayConfigMap(s, Options{ClusterDomain: "cluster.local"})
 	if err != nil {
 		t.Fatal(err)
 	}

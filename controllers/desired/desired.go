@@ -1,4 +1,9 @@
-package controllers
+// Package desired builds the objects the operator keeps for each MCPServer: its ServiceAccount,
+// Service, NetworkPolicy, CiliumNetworkPolicy, gateway ConfigMap, Deployment and cert-manager
+// Certificate, each by a pure function of the MCPServer and the operator's Options, with the
+// MCPServer's controller reference already set. Nothing here reads the cluster: the reconciler applies
+// what these functions return, and the golden files in testdata pin every object.
+package desired
 
 import (
 	"crypto/sha256"
@@ -18,9 +23,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/ciliumpolicy"
 	"github.com/mcp-warden/mcp-warden/fence"
-	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 	"github.com/mcp-warden/mcp-warden/netpol"
@@ -56,6 +59,11 @@ const (
 	gatewayInstallName = "gateway-install"
 	// AnnotationGatewayConfig carries a hash of the gateway configuration so a change rolls the pods.
 	AnnotationGatewayConfig = "mcp.warden.dev/gateway-config"
+	// StatusPort is where every server pod's gateway serves its status (the pin state, the MCP
+	// handshake, metrics) to the operator.
+	StatusPort = gatewayconfig.StatusPort
+	// statusPortName names the status port in the gateway container (its probes use it).
+	statusPortName = "status"
 )
 
 // Peer selects pods by namespace name and labels, for a NetworkPolicy rule.
@@ -66,11 +74,37 @@ type Peer struct {
 	PodLabels map[string]string
 }
 
-// DNSPeer says where the cluster's DNS servers run, for the egress rule every server gets.
-type DNSPeer = Peer
-
 // DefaultDNSPeer is kube-dns/CoreDNS as most distributions deploy it.
-var DefaultDNSPeer = DNSPeer{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
+var DefaultDNSPeer = Peer{Namespace: "kube-system", PodLabels: map[string]string{"k8s-app": "kube-dns"}}
+
+// Options are the operator's settings that shape every server's objects (its flags, never a spec).
+type Options struct {
+	// GatewayImage is the gateway sidecar's image (pinned by digest in releases).
+	GatewayImage string
+	// ClusterDomain is the cluster's DNS domain (cluster.local), for the gateway's resource and
+	// certificate names.
+	ClusterDomain string
+	// DNS is where the cluster DNS pods run; every server may reach them on port 53.
+	DNS Peer
+	// Operator selects the operator's own pods, which alone (with MetricsScraper) reach the gateway's
+	// status port. Empty: no ingress to the status port.
+	Operator Peer
+	// MetricsScraper selects the pods that scrape the gateways' metrics: the NetworkPolicy opens the
+	// status port to them and the Service exposes it as port "metrics". Empty: neither.
+	MetricsScraper Peer
+	// Telemetry is the platform's trace collector: rendered into every gateway's configuration, and
+	// the one destination it adds to every server's egress.
+	Telemetry Telemetry
+	// CertIssuer, when set, is the cert-manager issuer of the gateways' serving certificates.
+	CertIssuer *CertIssuer
+}
+
+// OwnerReference is the controller reference every object built here carries: the MCPServer owns
+// it, so the garbage collector removes it with the server and the operator refuses to take over an
+// object of the same name that someone else controls.
+func OwnerReference(s *mcpv1alpha1.MCPServer) metav1.OwnerReference {
+	return *metav1.NewControllerRef(s, mcpv1alpha1.GroupVersion.WithKind("MCPServer"))
+}
 
 // Defaults for container resources when the spec leaves them out.
 var (
@@ -78,7 +112,9 @@ var (
 	defaultLimits   = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
 )
 
-// selectorLabels select the server's pods; they never change for the life of the MCPServer.
+// SelectorLabels select the server's pods; they never change for the life of the MCPServer.
+func SelectorLabels(s *mcpv1alpha1.MCPServer) map[string]string { return selectorLabels(s) }
+
 func selectorLabels(s *mcpv1alpha1.MCPServer) map[string]string {
 	return map[string]string{LabelName: serverAppName, LabelInstance: s.Name, LabelServer: s.Name}
 }
@@ -90,12 +126,16 @@ func objectLabels(s *mcpv1alpha1.MCPServer) map[string]string {
 	return l
 }
 
+// ObjectMeta is the metadata of a child object named after the server: its namespace, the operator's
+// labels and the server's controller reference.
+func ObjectMeta(s *mcpv1alpha1.MCPServer) metav1.ObjectMeta { return objectMeta(s) }
+
 func objectMeta(s *mcpv1alpha1.MCPServer) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: objectLabels(s)}
+	return metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: objectLabels(s), OwnerReferences: []metav1.OwnerReference{OwnerReference(s)}}
 }
 
-// desiredServiceAccount is the server's identity: it carries no API token.
-func desiredServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
+// ServiceAccount is the server's identity: it carries no API token.
+func ServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{
 		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta:                   objectMeta(s),
@@ -103,9 +143,10 @@ func desiredServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
 	}
 }
 
-// desiredService exposes the server's port (the gateway's) inside the cluster, and with metrics the
+// Service exposes the server's port (the gateway's) inside the cluster, and with a metrics scraper the
 // gateway's status port as "metrics", for a Prometheus ServiceMonitor.
-func desiredService(s *mcpv1alpha1.MCPServer, metrics bool) *corev1.Service {
+func Service(s *mcpv1alpha1.MCPServer, o Options) *corev1.Service {
+	metrics := o.MetricsScraper.Namespace != ""
 	svc := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: objectMeta(s),
@@ -179,11 +220,12 @@ func env(s *mcpv1alpha1.MCPServer) []corev1.EnvVar {
 	return out
 }
 
-// desiredGatewayConfigMap holds the gateway's configuration; it returns the config's hash too.
-func desiredGatewayConfigMap(s *mcpv1alpha1.MCPServer, clusterDomain string, tel Telemetry) (*corev1.ConfigMap, string, error) {
-	cfg := gatewayConfig(s, clusterDomain)
+// GatewayConfigMap holds the gateway's configuration (gatewayconfig.Render) and the pins seen so far;
+// it returns the configuration's hash too, for the Deployment's AnnotationGatewayConfig.
+func GatewayConfigMap(s *mcpv1alpha1.MCPServer, o Options) (*corev1.ConfigMap, string, error) {
+	cfg := gatewayconfig.Render(s, o.ClusterDomain)
 	// The platform's collector, never the spec's.
-	cfg.Telemetry.OTLPEndpoint = tel.OTLPEndpoint
+	cfg.Telemetry.OTLPEndpoint = o.Telemetry.OTLPEndpoint
 	cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, "", fmt.Errorf("spec.gateway: %w", err)
@@ -224,9 +266,11 @@ func knownPins(s *mcpv1alpha1.MCPServer) ([]byte, error) {
 	return json.MarshalIndent(st, "", "  ")
 }
 
-// desiredDeployment runs the server sandboxed behind the gateway: nothing in the spec can change the
+// Deployment runs the server sandboxed behind the gateway: nothing in the spec can change the
 // security context, the volumes or the host settings (see desiredPodSpec for the pod's layout).
-func desiredDeployment(s *mcpv1alpha1.MCPServer, gatewayImage, configHash string) *appsv1.Deployment {
+// configHash is GatewayConfigMap's hash: a changed configuration rolls the pods.
+func Deployment(s *mcpv1alpha1.MCPServer, o Options, configHash string) *appsv1.Deployment {
+	gatewayImage := o.GatewayImage
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: objectMeta(s),
@@ -430,8 +474,8 @@ func egressPorts(e mcpv1alpha1.EgressRule) []netpol.Port {
 	return ports
 }
 
-// fqdnEgress lists the allow-list's DNS-name entries, which a NetworkPolicy cannot express.
-func fqdnEgress(s *mcpv1alpha1.MCPServer) []string {
+// FQDNEgress lists the allow-list's DNS-name entries, which a NetworkPolicy cannot express.
+func FQDNEgress(s *mcpv1alpha1.MCPServer) []string {
 	var names []string
 	for _, e := range s.Spec.Egress {
 		if e.FQDN != nil {
@@ -441,12 +485,13 @@ func fqdnEgress(s *mcpv1alpha1.MCPServer) []string {
 	return names
 }
 
-// desiredNetworkPolicy denies all ingress and egress except: ingress to the server port from the listed
-// clients, egress to the cluster DNS, and egress to the CIDR allow-list (protected ranges excluded). An
-// allow-list entry the ceiling refuses is returned as a field error and the policy is not built.
-// Besides the operator, the status port (pin state and metrics) is opened to each of statusPeers (a
-// metrics scraper).
-func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, ceiling netpol.Ceiling, statusPeers ...Peer) (*networkingv1.NetworkPolicy, field.ErrorList) {
+// NetworkPolicy denies all ingress and egress except: ingress to the server port from the listed
+// clients, egress to the cluster DNS, egress to the CIDR allow-list (protected ranges excluded, unless
+// the governing policies' ceiling allows them) and to the trace collector. An allow-list entry the
+// ceiling refuses is returned as a field error and the policy is not built. The status port (pin state
+// and metrics) is opened to the operator and the metrics scraper.
+func NetworkPolicy(s *mcpv1alpha1.MCPServer, o Options, ceiling netpol.Ceiling) (*networkingv1.NetworkPolicy, field.ErrorList) {
+	dns, operator := o.DNS, o.Operator
 	var errs field.ErrorList
 	var allowed []networkingv1.NetworkPolicyEgressRule
 	for i, e := range s.Spec.Egress {
@@ -476,7 +521,7 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 
 	ingress := []networkingv1.NetworkPolicyIngressRule{}
 	if len(s.Spec.Clients) > 0 {
-		serverPort := intstr.FromInt32(GatewayPort) // by number, see desiredService
+		serverPort := intstr.FromInt32(GatewayPort) // by number, see Service
 		rule := networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &serverPort}}}
 		for _, c := range s.Spec.Clients {
 			rule.From = append(rule.From, networkingv1.NetworkPolicyPeer{NamespaceSelector: c.NamespaceSelector, PodSelector: c.PodSelector})
@@ -490,7 +535,7 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 	peerPorts := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &peerPort}}
 	ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: peerPorts, From: replicas})
 	egress = append(egress, networkingv1.NetworkPolicyEgressRule{Ports: peerPorts, To: replicas})
-	for _, peer := range append([]Peer{operator}, statusPeers...) {
+	for _, peer := range []Peer{operator, o.MetricsScraper} {
 		if peer.Namespace == "" {
 			continue
 		}
@@ -502,6 +547,9 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 				PodSelector:       &metav1.LabelSelector{MatchLabels: peer.PodLabels},
 			}},
 		})
+	}
+	if rule := o.Telemetry.egressRule(); rule != nil {
+		egress = append(egress, *rule)
 	}
 	return &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
@@ -515,24 +563,15 @@ func desiredNetworkPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, operator Peer, 
 	}, nil
 }
 
-// desiredCiliumPolicy enforces the allow-list's DNS-name entries (see package ciliumpolicy).
-func desiredCiliumPolicy(s *mcpv1alpha1.MCPServer, dns DNSPeer, ceiling netpol.Ceiling) *ciliumv2.CiliumNetworkPolicy {
-	var entries []ciliumpolicy.Entry
+// CiliumNetworkPolicy enforces the allow-list's DNS-name entries (see ciliumPolicy).
+func CiliumNetworkPolicy(s *mcpv1alpha1.MCPServer, o Options, ceiling netpol.Ceiling) *ciliumv2.CiliumNetworkPolicy {
+	var entries []fqdnEntry
 	for _, e := range s.Spec.Egress {
 		if e.FQDN != nil {
-			entries = append(entries, ciliumpolicy.Entry{FQDN: *e.FQDN, Ports: egressPorts(e)})
+			entries = append(entries, fqdnEntry{FQDN: *e.FQDN, Ports: egressPorts(e)})
 		}
 	}
-	return ciliumpolicy.Desired(objectMeta(s), selectorLabels(s), entries, ciliumpolicy.DNS(dns), ceiling)
+	return ciliumPolicy(objectMeta(s), selectorLabels(s), entries, o.DNS, ceiling)
 }
 
 func port(s *mcpv1alpha1.MCPServer) int32 { return gatewayconfig.Port(s) }
-
-// endpoint is the in-cluster URL of the server's MCP endpoint (through the gateway).
-func endpoint(s *mcpv1alpha1.MCPServer, clusterDomain string) string {
-	return gatewayconfig.Endpoint(s, clusterDomain)
-}
-
-func gatewayConfig(s *mcpv1alpha1.MCPServer, clusterDomain string) *gwconfig.Config {
-	return gatewayconfig.Render(s, clusterDomain)
-}
