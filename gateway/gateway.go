@@ -217,29 +217,38 @@ func (g *Gateway) Start(ctx context.Context) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		backoff := 500 * time.Millisecond
-		for {
-			err := g.tools.refresh(ctx, 0)
-			wait := 5 * time.Minute
-			if err != nil {
-				g.log.Warn("listing the server's tools failed; retrying", "err", err, "in", backoff)
-				// Until the server has answered once, retry often: readiness waits on it.
-				ceiling := 30 * time.Second
-				if !g.tools.answered.Load() {
-					ceiling = 5 * time.Second
-				}
-				wait, backoff = backoff, min(backoff*2, ceiling)
-			} else {
-				backoff = 500 * time.Millisecond
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			case <-g.tools.kick: // notifications/tools/list_changed
-			}
-		}
+		g.refreshLoop(ctx)
 	}()
+}
+
+// refreshLoop is the gateway's one refresh of the server's tools: at start (retrying with backoff),
+// every five minutes, and at once when a listing is asked for (notifications/tools/list_changed on
+// the gateway's own session or relayed to a client, a readiness probe). It runs on the gateway's
+// lifetime (Start's context, cancelled by Close, which waits for it): a listing in flight at Close
+// is cancelled, never left running.
+func (g *Gateway) refreshLoop(ctx context.Context) {
+	backoff := 500 * time.Millisecond
+	for {
+		err := g.tools.refresh(ctx, 0)
+		wait := 5 * time.Minute
+		if err != nil {
+			g.log.Warn("listing the server's tools failed; retrying", "err", err, "in", backoff)
+			// Until the server has answered once, retry often: readiness waits on it.
+			ceiling := 30 * time.Second
+			if !g.tools.answered.Load() {
+				ceiling = 5 * time.Second
+			}
+			wait, backoff = backoff, min(backoff*2, ceiling)
+		} else {
+			backoff = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		case <-g.tools.kick: // notifications/tools/list_changed
+		}
+	}
 }
 
 // Close stops background work and ends the gateway's session with the server.
