@@ -20,7 +20,8 @@ import (
 func (g *Gateway) serveApproval(w http.ResponseWriter, r *http.Request, ex *exchange, body []byte, pc *pendingCall) {
 	if !ex.sess.elicit {
 		msg := fmt.Sprintf("tool %s needs a person's approval (%s), but this client cannot ask for it: it did not declare the MCP elicitation capability; use a client that supports elicitation", quoteName(pc.name), pc.approval)
-		g.auditCall(pc, audit.Deny, msg, "-")
+		pc.settle(audit.Deny, msg, audit.ResultNone)
+		ex.commit()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(errorResponse(pc.id, codePolicy, msg))
@@ -36,7 +37,7 @@ func (g *Gateway) serveApproval(w http.ResponseWriter, r *http.Request, ex *exch
 	defer g.approval.remove(id)
 	req := &message{JSONRPC: "2.0", ID: id, Method: "elicitation/create", Params: approvalParams(pc)}
 	if err := sw.writeFlush(sseEvent{data: encodeMessage(req)}); err != nil {
-		g.auditCall(pc, audit.Deny, "approval could not be requested: client went away", "-")
+		pc.settle(audit.Deny, "approval could not be requested: client went away", audit.ResultNone)
 		return
 	}
 	timer := time.NewTimer(g.cfg.Limits.ApprovalTimeout.Duration)
@@ -46,13 +47,14 @@ func (g *Gateway) serveApproval(w http.ResponseWriter, r *http.Request, ex *exch
 	case answer = <-wait.answer:
 	case <-timer.C:
 	case <-r.Context().Done():
-		g.auditCall(pc, audit.Deny, "approval not given: client went away", "-")
+		pc.settle(audit.Deny, "approval not given: client went away", audit.ResultNone)
 		return
 	}
 	approved, why := approvalAnswer(answer)
 	if !approved {
 		msg := fmt.Sprintf("tool %s was not approved (%s): %s", quoteName(pc.name), pc.approval, why)
-		g.auditCall(pc, audit.Deny, msg, "-")
+		pc.settle(audit.Deny, msg, audit.ResultNone)
+		ex.commit()
 		_ = sw.writeFlush(sseEvent{data: errorResponse(pc.id, codePolicy, msg)})
 		return
 	}
@@ -193,7 +195,7 @@ func callMeta(r *http.Request, params json.RawMessage) (newProtocol, canElicit b
 func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request, ex *exchange, m *message, pc *pendingCall, canElicit bool) {
 	var params map[string]json.RawMessage
 	if err := decode(m.Params, &params); err != nil {
-		g.writeDenials(w, false, nil, []*denial{g.deny(pc, http.StatusOK, codeInvalidParams, "malformed tools/call params", "")}, ex)
+		g.deny(w, ex, pc, refuse(pc, http.StatusOK, codeInvalidParams, "malformed tools/call params", ""))
 		return
 	}
 	digest := argsDigest(pc.args)
@@ -209,7 +211,7 @@ func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request,
 			ok, why := approvalAnswer(&message{Result: raw})
 			if !ok {
 				msg := fmt.Sprintf("tool %s was not approved (%s): %s", quoteName(pc.name), pc.approval, why)
-				g.writeDenials(w, false, nil, []*denial{g.deny(pc, http.StatusOK, codePolicy, msg, "")}, ex)
+				g.deny(w, ex, pc, refuse(pc, http.StatusOK, codePolicy, msg, ""))
 				return
 			}
 			approved = true
@@ -218,7 +220,7 @@ func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request,
 	if !approved {
 		if !canElicit {
 			msg := fmt.Sprintf("tool %s needs a person's approval (%s), but this client cannot ask for it: it did not declare the MCP elicitation capability; use a client that supports elicitation", quoteName(pc.name), pc.approval)
-			g.writeDenials(w, false, nil, []*denial{g.deny(pc, http.StatusOK, codePolicy, msg, "")}, ex)
+			g.deny(w, ex, pc, refuse(pc, http.StatusOK, codePolicy, msg, ""))
 			return
 		}
 		var ask map[string]any
@@ -236,7 +238,8 @@ func (g *Gateway) serveRoundTripApproval(w http.ResponseWriter, r *http.Request,
 			"requestState": g.seal(approvalState{Subject: pc.caller.name, Tool: pc.name, Args: digest,
 				Expires: time.Now().Add(g.cfg.Limits.ApprovalTimeout.Duration).Unix(), Upstream: upstream}),
 		})
-		g.auditCall(pc, audit.Ask, "asked the user for approval: "+pc.approval, "input_required")
+		pc.settle(audit.Ask, "asked the user for approval: "+pc.approval, audit.ResultInputRequired)
+		ex.commit()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(encodeMessage(&message{JSONRPC: "2.0", ID: m.ID, Result: result}))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,11 +18,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
-	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/auth"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
 	"github.com/mcp-warden/mcp-warden/gateway/policy"
@@ -41,17 +38,16 @@ type Options struct {
 	AuthHTTPClient *http.Client
 }
 
-// Gateway is the MCP security gateway: an http.Handler in front of one MCP server.
+// Gateway is the MCP security gateway: an http.Handler in front of one MCP server. A client's request
+// passes its stages in order: intake (serve: HTTP, strict parse, session, the request's exchange),
+// admission (decides), upstream (forwards), relay (frames the response) and filter (the controls on
+// every message from the server); the exchange writes the request's audit records through the auditor.
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
-	upstream *http.Client
-	verifier *auth.Verifier
 	policy   *policy.Policy
 	pins     *pin.Store
 	tools    *catalog
-	audit    *audit.Logger
-	limiter  *limiter
 	sessions *sessionTable
 	approval *approvals
 	origins  map[string]bool
@@ -59,6 +55,13 @@ type Gateway struct {
 	tracer   *tracer
 	// handler is ServeHTTP's instrumented serve.
 	handler http.Handler
+
+	// the stages after intake
+	admission *admission
+	upstream  *forwarder
+	relay     *relay
+	filter    *filter
+	auditor   *auditor
 
 	metadataURL     string
 	metadataPath    string
@@ -101,23 +104,11 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		cfg:      c,
 		log:      opts.Logger,
 		policy:   policy.New(c.Scopes, c.Destructive, c.ToolLabels),
-		audit:    auditLog,
-		limiter:  newLimiter(rate.Limit(c.Limits.RequestsPerSecond), c.Limits.Burst),
 		sessions: newSessionTable(10000),
 		approval: newApprovals(),
 		origins:  map[string]bool{},
 		stateKey: make([]byte, 32),
-		upstream: &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        256,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		},
-			// a redirect would send a checked call (307 and 308 keep the body) past the loopback upstream
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		upstream: newForwarder(c.Upstream),
 	}
 	var err error
 	if g.sealer, err = newSealer(c.Sessions, c.Resource); err != nil {
@@ -158,12 +149,21 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		}
 		g.pins.Seed(known)
 	}
-	g.tools = newCatalog(g.pins, g.log, c.Upstream, g.upstream, c.Limits.CallTimeout.Duration)
+	g.tools = newCatalog(g.pins, g.log, c.Upstream, g.upstream.client, c.Limits.CallTimeout.Duration)
+	g.auditor = &auditor{log: g.log, audit: auditLog, metrics: g.metrics,
+		known: func(name string) bool { return g.tools.get(name) != nil || g.policy.ScopesFor(name) != "" }}
+	g.filter = &filter{log: g.log, metrics: g.metrics, tools: g.tools, policy: g.policy, seal: g.seal, approvalTimeout: c.Limits.ApprovalTimeout.Duration}
+	g.relay = &relay{log: g.log, metrics: g.metrics, filter: g.filter, sessions: g.sessions, maxResponse: c.Limits.MaxResponseBytes,
+		callTimeout: c.Limits.CallTimeout.Duration, sessionID: g.clientSessionID}
+	g.admission = &admission{log: g.log, metrics: g.metrics, policy: g.policy, tools: g.tools,
+		limiter: newLimiter(rate.Limit(c.Limits.RequestsPerSecond), c.Limits.Burst), resource: c.Resource,
+		requiredScopes: c.Auth.RequiredScopes, blockSecrets: c.BlockSecretsInArguments}
 
 	if g.metadataPath, err = auth.MetadataPath(c.Resource); err != nil {
 		return nil, fmt.Errorf("gateway resource: %w", err)
 	}
 	g.metadataURL, _ = auth.MetadataURL(c.Resource)
+	g.admission.metadataURL = g.metadataURL
 	meta := &oauthex.ProtectedResourceMetadata{
 		Resource:               c.Resource,
 		BearerMethodsSupported: []string{"header"},
@@ -177,7 +177,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		}
 		sort.Strings(scopes)
 		meta.ScopesSupported = scopes
-		g.verifier, err = auth.NewVerifier(auth.Options{
+		g.admission.verifier, err = auth.NewVerifier(auth.Options{
 			Issuer: c.Auth.Issuer, JWKSURL: c.Auth.JWKSURL, KeysFile: c.Auth.JWKSFile, Audience: c.Resource,
 			Algorithms: c.Auth.Algorithms, ClockSkew: c.Auth.ClockSkew.Duration, HTTPClient: opts.AuthHTTPClient,
 		})
@@ -217,29 +217,38 @@ func (g *Gateway) Start(ctx context.Context) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		backoff := 500 * time.Millisecond
-		for {
-			err := g.tools.refresh(ctx, 0)
-			wait := 5 * time.Minute
-			if err != nil {
-				g.log.Warn("listing the server's tools failed; retrying", "err", err, "in", backoff)
-				// Until the server has answered once, retry often: readiness waits on it.
-				ceiling := 30 * time.Second
-				if !g.tools.answered.Load() {
-					ceiling = 5 * time.Second
-				}
-				wait, backoff = backoff, min(backoff*2, ceiling)
-			} else {
-				backoff = 500 * time.Millisecond
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			case <-g.tools.kick: // notifications/tools/list_changed
-			}
-		}
+		g.refreshLoop(ctx)
 	}()
+}
+
+// refreshLoop is the gateway's one refresh of the server's tools: at start (retrying with backoff),
+// every five minutes, and at once when a listing is asked for (notifications/tools/list_changed on
+// the gateway's own session or relayed to a client, a readiness probe). It runs on the gateway's
+// lifetime (Start's context, cancelled by Close, which waits for it): a listing in flight at Close
+// is cancelled, never left running.
+func (g *Gateway) refreshLoop(ctx context.Context) {
+	backoff := 500 * time.Millisecond
+	for {
+		err := g.tools.refresh(ctx, 0)
+		wait := 5 * time.Minute
+		if err != nil {
+			g.log.Warn("listing the server's tools failed; retrying", "err", err, "in", backoff)
+			// Until the server has answered once, retry often: readiness waits on it.
+			ceiling := 30 * time.Second
+			if !g.tools.answered.Load() {
+				ceiling = 5 * time.Second
+			}
+			wait, backoff = backoff, min(backoff*2, ceiling)
+		} else {
+			backoff = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		case <-g.tools.kick: // notifications/tools/list_changed
+		}
+	}
 }
 
 // Close stops background work and ends the gateway's session with the server.
@@ -311,146 +320,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.handler.ServeHTTP(w, r)
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case g.metadataPath, "/.well-known/oauth-protected-resource":
-		g.metadataHandler.ServeHTTP(w, r)
-		return
-	case "/healthz":
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, "ok\n")
-		return
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && !g.origins[origin] {
-		g.log.Warn("request refused: origin not allowed", "origin", origin)
-		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, fmt.Sprintf("origin %q is not allowed", origin))
-		return
-	}
-	r, ok := g.openSession(w, r)
-	if !ok {
-		return
-	}
-	c, ok := g.authenticate(w, r)
-	if !ok {
-		return
-	}
-	if ss := sealedFrom(r.Context()); ss != nil && ss.Principal != c.name {
-		g.log.Warn("request refused: session belongs to another principal", "principal", c.name)
-		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
-		return
-	}
-	ctx, span, tc := g.tracer.start(r.Context(), requestTrace(r.Header), r)
-	rec := &statusRecorder{ResponseWriter: w}
-	w = rec
-	defer func() {
-		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
-		if rec.status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(rec.status))
-		}
-		span.End()
-	}()
-	c.trace, c.span = tc, span
-	r = r.WithContext(withTrace(ctx, tc))
-	if !g.limiter.allow(c.rateKey) {
-		w.Header().Set("Retry-After", "1")
-		writeHTTPError(w, http.StatusTooManyRequests, codePolicy, "rate limit exceeded for "+c.name+"; retry later")
-		return
-	}
-	switch r.Method {
-	case http.MethodPost:
-		g.servePOST(w, r, c)
-	case http.MethodGet:
-		g.serveGET(w, r, c)
-	case http.MethodDelete:
-		g.serveDELETE(w, r, c)
-	default:
-		w.Header().Set("Allow", "GET, POST, DELETE")
-		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "method not allowed")
-	}
-}
-
-// authenticate verifies the bearer token; on failure it has written a 401 or 403 with a challenge.
-func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*caller, bool) {
-	if g.verifier == nil {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if client, ok := peerClient(r.Context()); ok {
-			host = client // relayed by a replica: the client's own address
-		}
-		return &caller{name: "anonymous", rateKey: "addr:" + host}, true
-	}
-	tok, ok := auth.BearerToken(r)
-	if !ok {
-		g.metrics.authFailures.WithLabelValues("no token").Inc()
-		w.Header().Set("WWW-Authenticate", auth.Challenge(g.metadataURL, "", "", ""))
-		writeHTTPError(w, http.StatusUnauthorized, codePolicy, "authentication required: send an OAuth bearer token for "+g.cfg.Resource)
-		return nil, false
-	}
-	p, err := g.verifier.Verify(r.Context(), tok)
-	if err != nil {
-		desc := "invalid token"
-		var ae *auth.Error
-		if errors.As(err, &ae) {
-			desc = ae.Description
-		}
-		g.metrics.authFailures.WithLabelValues(desc).Inc()
-		g.log.Warn("token refused", "reason", desc, "err", err, "remote", r.RemoteAddr)
-		w.Header().Set("WWW-Authenticate", auth.Challenge(g.metadataURL, "invalid_token", desc, ""))
-		writeHTTPError(w, http.StatusUnauthorized, codePolicy, "invalid token: "+desc)
-		return nil, false
-	}
-	for _, s := range g.cfg.Auth.RequiredScopes {
-		if !p.HasScope(s) {
-			need := strings.Join(g.cfg.Auth.RequiredScopes, " ")
-			w.Header().Set("WWW-Authenticate", auth.Challenge(g.metadataURL, "insufficient_scope", "token lacks scope "+s, need))
-			writeHTTPError(w, http.StatusForbidden, codePolicy, "insufficient scope: this server requires "+need)
-			return nil, false
-		}
-	}
-	return &caller{name: p.Subject, tokenID: p.TokenID, principal: p, rateKey: "sub:" + p.Subject}, true
-}
-
 // writeHTTPError writes a JSON-RPC error (id null) with an HTTP status.
 func writeHTTPError(w http.ResponseWriter, status, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(errorResponse(nil, code, msg))
-}
-
-// limiter keeps a token bucket per principal.
-type limiter struct {
-	mu        sync.Mutex
-	limit     rate.Limit
-	burst     int
-	buckets   map[string]*bucket
-	lastSweep time.Time
-}
-
-type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-func newLimiter(l rate.Limit, burst int) *limiter {
-	return &limiter{limit: l, burst: burst, buckets: map[string]*bucket{}, lastSweep: time.Now()}
-}
-
-func (l *limiter) allow(key string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	if now.Sub(l.lastSweep) > time.Minute {
-		for k, b := range l.buckets {
-			if now.Sub(b.seen) > 10*time.Minute {
-				delete(l.buckets, k)
-			}
-		}
-		l.lastSweep = now
-	}
-	b := l.buckets[key]
-	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[key] = b
-	}
-	b.seen = now
-	l.mu.Unlock()
-	return b.lim.AllowN(now, 1)
 }

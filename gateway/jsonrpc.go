@@ -240,6 +240,35 @@ func encodeMessage(m *message) []byte {
 	return b
 }
 
+// encodeBatch encodes the messages the gateway forwards or passes on: one message, or a batch.
+func encodeBatch(msgs []*message, batch bool) []byte {
+	if !batch && len(msgs) == 1 {
+		return encodeMessage(msgs[0])
+	}
+	parts := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		parts[i] = encodeMessage(m)
+	}
+	return joinBatch(parts)
+}
+
+// joinBatch is the one place a batch array is built: encoded messages, in order, as one JSON array.
+func joinBatch(parts [][]byte) []byte {
+	n := 2
+	for _, p := range parts {
+		n += len(p) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, p...)
+	}
+	return append(b, ']')
+}
+
 // decode decodes a member the gateway reads (params, results) strictly, with exact member names.
 func decode(data []byte, v any) error { return strictjson.Unmarshal(data, v) }
 

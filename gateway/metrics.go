@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mcp-warden/mcp-warden/gateway/audit"
 	"github.com/mcp-warden/mcp-warden/gateway/sanitize"
 )
 
@@ -83,14 +84,15 @@ func (m *metrics) countSanitized(f sanitize.Findings) {
 
 // callResults are the tools/call result labels; anything else is "other".
 var callResults = map[string]bool{
-	"ok": true, "tool_error": true, "rpc_error": true, "upstream_error": true, "no_response": true, "input_required": true,
-	"output_invalid": true, "timeout": true, "-": true,
+	audit.ResultOK: true, audit.ResultToolError: true, audit.ResultRPCError: true, audit.ResultUpstreamError: true,
+	audit.ResultNoResponse: true, audit.ResultInputRequired: true, audit.ResultOutputInvalid: true, audit.ResultTimeout: true,
+	audit.ResultNone: true,
 }
 
 // upstreamKind is the upstream error label of a failed exchange's result.
 func upstreamKind(result string) string {
 	switch result {
-	case "timeout", "no_response", "upstream_error":
+	case audit.ResultTimeout, audit.ResultNoResponse, audit.ResultUpstreamError:
 		return result
 	}
 	return "other"
@@ -100,7 +102,7 @@ func (m *metrics) countCall(decision, result string, seconds float64) {
 	if !callResults[result] {
 		result = "other"
 	}
-	if result == "-" {
+	if result == audit.ResultNone {
 		result = "none"
 	}
 	m.calls.WithLabelValues(decision, result).Inc()

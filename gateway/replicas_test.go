@@ -51,6 +51,7 @@ type replica struct {
 	addr  string // peer address
 	alive atomic.Bool
 	hits  atomic.Int32
+	audit *syncbuf.Buffer
 }
 
 // replicaSet is n replicas behind a round-robin front, as a Service without affinity spreads requests.
@@ -115,13 +116,13 @@ func newReplicaSet(t testing.TB, n int, mutate func(*gateway.Config)) (*replicaS
 		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	for i := 1; i <= n; i++ {
-		rp := &replica{up: newUpstream(t, nil, 0), addr: fmt.Sprintf("127.0.0.%d:%d", i, port)}
+		rp := &replica{up: newUpstream(t, nil, 0), addr: fmt.Sprintf("127.0.0.%d:%d", i, port), audit: &syncbuf.Buffer{}}
 		cfg := baseConfig(rs.is, rp.up, t.TempDir())
 		cfg.Sessions = gateway.SessionsConfig{KeyPath: keyPath, PeerListen: rp.addr, Advertise: rp.addr, PeerCIDRs: cidrs}
 		if mutate != nil {
 			mutate(cfg)
 		}
-		gw, err := gateway.New(cfg, gateway.Options{AuditWriter: &syncbuf.Buffer{}, Logger: log})
+		gw, err := gateway.New(cfg, gateway.Options{AuditWriter: rp.audit, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -115,4 +120,70 @@ func writeStatusJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// forwardedHeaders are the only request headers passed to the server (with Mcp-Param-* headers):
+// never Authorization or cookies. Mcp-Method and Mcp-Name (protocol 2026-07-28) are checked against the
+// body first.
+var forwardedHeaders = []string{"Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id", "Mcp-Method", "Mcp-Name"}
+
+// paramHeaderPrefix starts the per-argument headers of protocol 2026-07-28; the server checks them
+// against the body's arguments, which the gateway has validated.
+const paramHeaderPrefix = "Mcp-Param-"
+
+// forwarder is the upstream stage: it sends a client's request (POST, GET or DELETE; a stdio server
+// is served on a loopback HTTP endpoint, so the same path) to the server, with only the headers the
+// server needs and the request's trace context, never a redirect followed.
+type forwarder struct {
+	client   *http.Client
+	endpoint string
+}
+
+// newForwarder is the upstream stage's HTTP client: no proxy, no compression, bounded dials.
+func newForwarder(endpoint string) *forwarder {
+	return &forwarder{endpoint: endpoint, client: &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	},
+		// a redirect would send a checked call (307 and 308 keep the body) past the loopback upstream
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// send sends method with body (nil for GET and DELETE) under ctx, which carries the deadline; the
+// caller closes the response body.
+func (f *forwarder) send(ctx context.Context, method string, r *http.Request, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, f.endpoint, rd)
+	if err != nil {
+		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	if tc, ok := traceFrom(r.Context()); ok {
+		req.Header.Set("traceparent", tc.traceparent())
+		if tc.state != "" {
+			req.Header.Set("tracestate", tc.state)
+		}
+	}
+	for _, h := range forwardedHeaders {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Header[h] = v
+		}
+	}
+	for k, v := range r.Header {
+		if strings.HasPrefix(k, paramHeaderPrefix) {
+			req.Header[k] = v
+		}
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", method, err)
+	}
+	return resp, nil
 }

@@ -46,6 +46,29 @@ const (
 	Drop = "drop"
 )
 
+// Result values: the outcome of a call, as Record.Result and the gateway's metrics name it.
+const (
+	// ResultOK is a tool result the gateway passed on.
+	ResultOK = "ok"
+	// ResultToolError is a tool result with isError set.
+	ResultToolError = "tool_error"
+	// ResultRPCError is a JSON-RPC error response from the server.
+	ResultRPCError = "rpc_error"
+	// ResultOutputInvalid is a result withheld because it does not match the tool's pinned output schema.
+	ResultOutputInvalid = "output_invalid"
+	// ResultInputRequired is a result asking the client for input (multi round-trip requests).
+	ResultInputRequired = "input_required"
+	// ResultTimeout is a call the server did not answer within the call timeout.
+	ResultTimeout = "timeout"
+	// ResultUpstreamError is a call the server answered with something the gateway could not pass on.
+	ResultUpstreamError = "upstream_error"
+	// ResultNoResponse is a forwarded call whose exchange ended without an answer.
+	ResultNoResponse = "no_response"
+	// ResultNone is the result of a call that was not forwarded (denied, or still asking) and of a
+	// dropped message.
+	ResultNone = "-"
+)
+
 // Record is one audit record: one per tool call, and one per message from the server that was dropped.
 type Record struct {
 	// Time is when the call arrived at the gateway.
@@ -63,7 +86,7 @@ type Record struct {
 	Tool string `json:"tool"`
 	// Arguments are the call's arguments with secrets redacted.
 	Arguments any `json:"arguments,omitempty"`
-	// Decision is "allow", "deny" or "ask".
+	// Decision is Allow, Deny, Ask or Drop.
 	Decision string `json:"decision"`
 	// Reason explains the decision.
 	Reason string `json:"reason,omitempty"`
@@ -73,8 +96,8 @@ type Record struct {
 	Session string `json:"session,omitempty"`
 	// RequestID is the JSON-RPC id of the call.
 	RequestID string `json:"requestId,omitempty"`
-	// Result is the outcome: ok, tool_error, rpc_error, output_invalid, input_required, timeout,
-	// upstream_error, no_response, or "-" when the call was denied.
+	// Result is the outcome (the Result* constants): ok, tool_error, rpc_error, output_invalid,
+	// input_required, timeout, upstream_error, no_response, or "-" when the call was not forwarded.
 	Result string `json:"result"`
 	// LatencyMS is the time from arrival to the result, in milliseconds.
 	LatencyMS float64 `json:"latencyMs"`
