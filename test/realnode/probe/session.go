@@ -159,7 +159,7 @@ func sessions(args []string) (*SessionReport, error) {
 		return nil, err
 	}
 	if fs.NArg() < 3 {
-		return nil, errors.New("usage: probe session [flags] TOKEN URL URL...")
+		return nil, errors.New("usage: probe session [flags] TOKEN URL URL [URL ...]")
 	}
 	token, urls := fs.Arg(0), fs.Args()[1:]
 	transport, err := tlsTransport(*caFile, *caPEM, *serverName)
@@ -171,8 +171,11 @@ func sessions(args []string) (*SessionReport, error) {
 	var hosts []string
 	for _, u := range urls {
 		p, err := url.Parse(u)
-		if err != nil || p.Host == "" {
-			return nil, fmt.Errorf("URL %q: %v", u, err)
+		if err != nil {
+			return nil, fmt.Errorf("URL %q: %w", u, err)
+		}
+		if p.Host == "" {
+			return nil, fmt.Errorf("URL %q: no host; want https://POD-IP:PORT/mcp", u)
 		}
 		hosts = append(hosts, p.Host)
 	}
