@@ -175,7 +175,13 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	defer is.srv.Close()
 	step("starting the mcp-warden operator and its admission webhooks")
 	wh := cluster.Env.WebhookInstallOptions
+	var scraper controllers.Peer
+	if d.realNode {
+		// The platform's Prometheus (--gateway-metrics-scraper-*): the gateways' metrics port opens to it.
+		scraper = controllers.Peer{Namespace: scraperNamespace, PodLabels: scraperLabels}
+	}
 	mgr, err := operator.New(cluster.Config, operator.Options{
+		MetricsScraper: scraper,
 		// The demo's issuer is its own plain-HTTP server on loopback, which the operator's guarded
 		// client would refuse; it fetches the keys the gateways get from there.
 		IssuerKeys:  &issuerkeys.Fetcher{Client: &http.Client{Timeout: 5 * time.Second}},
@@ -212,6 +218,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	d.refusals(ctx, images, is.srv.URL)
 	if d.realNode && len(applied) > 0 {
 		d.startClientPods(ctx, applied[0].Namespace)
+		d.startScraperPod(ctx)
 	}
 
 	step("waiting for the samples to become Ready")
@@ -222,6 +229,10 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		d.report(ctx, s)
 		if d.realNode {
 			d.podGatewayChecks(ctx, s, is)
+			if d.streamable(ctx, s) {
+				d.telemetryChecks(ctx, s, is)
+				d.sessionChecks(ctx, s, is)
+			}
 		} else {
 			d.gatewayChecks(ctx, s, is, images.serverBinary)
 		}

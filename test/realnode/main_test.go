@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
@@ -122,7 +123,11 @@ func run(m *testing.M) int {
 			return operator.Options{GatewayImage: gw}
 		}
 		issuer = testenv.StartIssuerOn(l, c.Hosts().DialContext)
-		return operator.Options{GatewayImage: gw, IssuerKeys: issuer.Fetcher(2 * time.Second)}
+		return operator.Options{GatewayImage: gw, IssuerKeys: issuer.Fetcher(2 * time.Second),
+			// A Prometheus and an OpenTelemetry collector, as a platform runs them (telemetry_test.go).
+			MetricsScraper: controllers.Peer{Namespace: scraperNamespace, PodLabels: scraperLabels},
+			Telemetry: controllers.Telemetry{OTLPEndpoint: collectorEndpoint,
+				Collector: controllers.Peer{Namespace: collectorNamespace, PodLabels: collectorLabels}}}
 	})
 	defer env.Stop()
 	if err != nil {

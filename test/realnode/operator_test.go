@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -129,7 +130,11 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 			d.Spec.Replicas = ptrTo(int32(1))
 			c := &d.Spec.Template.Spec.Containers[0]
 			c.Image = managerImage
-			c.Args = append(c.Args, "--read-tool-pins=false", "--issuer-ca-file=/etc/issuer-ca/ca.crt")
+			c.Args = append(c.Args, "--read-tool-pins=false", "--issuer-ca-file=/etc/issuer-ca/ca.crt",
+				// The tests' manager's telemetry (see telemetry_test.go), so both want the same Services,
+				// NetworkPolicies and gateway configurations.
+				"--gateway-metrics-scraper-namespace="+scraperNamespace, "--gateway-metrics-scraper-pod-labels="+labels.SelectorFromSet(scraperLabels).String(),
+				"--otlp-endpoint="+collectorEndpoint, "--otlp-collector-namespace="+collectorNamespace, "--otlp-collector-pod-labels="+labels.SelectorFromSet(collectorLabels).String())
 			// The tests' issuer has a private CA, as an in-cluster issuer would: the pod's manager
 			// trusts it, so it delivers the same keys as the tests' manager.
 			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "issuer-ca", VolumeSource: corev1.VolumeSource{

@@ -1,7 +1,8 @@
 // Command probe runs in pods on the real node and reports what the kernel and the network do, as one
 // JSON object on stdout per command:
 //
-//	probe serve [--port 8080]    an MCP server (streamable HTTP at /mcp), the demo server's tools
+//	probe serve [--port 8080]    an MCP server (streamable HTTP at /mcp), the demo server's tools; each
+//	                             request's traceparent header is reported on stdout ({"Traceparent":...})
 //	probe serve --stdio          the same MCP server on stdin/stdout
 //	probe isolation [--bind A,B] [--files P,Q] [--root-file P]
 //	                             what this process can do to the other processes it sees (signal, read
@@ -9,8 +10,16 @@
 //	probe get URL                an HTTP GET (5 s): status and body (at most 64 KiB)
 //	probe facts                  this process's and PID 1's identity, capabilities, seccomp, writes
 //	probe dial HOST:PORT...      a TCP connect to each address, 2 s each
-//	probe mcp [--call TOOL --arguments JSON] [--ca FILE|--ca-pem PEM] [--server-name NAME] URL [TOKEN]
-//	                             an MCP client (go-sdk): connect, list tools, call one; and the raw HTTP status
+//	probe mcp [--call TOOL --arguments JSON] [--ca FILE|--ca-pem PEM] [--server-name NAME] [--traceparent TP] URL [TOKEN]
+//	                             an MCP client (go-sdk): connect, list tools, call one; and the raw HTTP
+//	                             status; --traceparent is sent on every request
+//	probe session [--ca FILE|--ca-pem PEM] [--server-name NAME] [--rounds N] [--ready ADDR] TOKEN URL...
+//	                             go-sdk sessions whose requests rotate across the URLs (the replicas'
+//	                             pod IPs), one session initialized at each; waits for the first URL's
+//	                             pod to go and continues, re-initializing a session the gateway
+//	                             answers 404 for (see session.go)
+//	probe otlp [--port 4318]     an OTLP/HTTP trace collector that counts the spans it receives by
+//	                             trace id (GET /spans reports them)
 //	probe sleep                  wait for SIGTERM (a client pod to exec in)
 //	probe resolve NAME...        look each name up with the pod's resolver (its /etc/resolv.conf)
 package main
@@ -33,6 +42,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,6 +67,10 @@ func main() {
 		out = dial(os.Args[2:])
 	case "mcp":
 		out, err = mcpClient(os.Args[2:])
+	case "session":
+		out, err = sessions(os.Args[2:])
+	case "otlp":
+		err = collector(os.Args[2:])
 	case "resolve":
 		out = resolve(os.Args[2:])
 	case "isolation":
@@ -95,7 +109,17 @@ func serve(args []string) error {
 	_ = json.NewEncoder(os.Stdout).Encode(facts())
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", h)
+	// The trace context the gateway passes on, as the server sees it.
+	var logMu sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	mux.Handle("/mcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp := r.Header.Get("traceparent"); tp != "" {
+			logMu.Lock()
+			_ = enc.Encode(struct{ Traceparent string }{tp})
+			logMu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	}))
 	srv := &http.Server{Addr: fmt.Sprintf(":%d", *port), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -239,6 +263,7 @@ func mcpClient(args []string) (*MCPResult, error) {
 	caFile := fs.String("ca", "", "PEM file of the CAs to trust for an https URL (e.g. the mounted mcp-warden-ca ConfigMap); default the system roots")
 	caPEM := fs.String("ca-pem", "", "PEM CAs to trust, inline")
 	serverName := fs.String("server-name", "", "the name to verify the server's certificate for (default the URL's host)")
+	traceparent := fs.String("traceparent", "", "a W3C traceparent header to send on every request")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -260,6 +285,9 @@ func mcpClient(args []string) (*MCPResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if *traceparent != "" {
+		transport = header{"traceparent", *traceparent, transport}
+	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: bearer{token, transport}}
 	res := &MCPResult{}
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "probe", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
@@ -376,6 +404,18 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(r)
+}
+
+// header sets one request header.
+type header struct {
+	name, value string
+	next        http.RoundTripper
+}
+
+func (h header) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.name, h.value)
+	return h.next.RoundTrip(r)
 }
 
 // ResolveResult is one lookup: the addresses, or the error.
