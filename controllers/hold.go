@@ -128,7 +128,7 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 		return nil, err
 	}
 	g.configMap = cm
-	g.deployment = desiredDeployment(prev, r.GatewayImage, hash)
+	g.deployment = r.withCertSource(desiredDeployment(prev, r.GatewayImage, hash), prev)
 	r.mem.mu.Lock()
 	defer r.mem.mu.Unlock()
 	if r.mem.good == nil {
@@ -152,7 +152,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		closed := s.DeepCopy()
 		closed.Spec.Egress, closed.Spec.Clients = nil, nil
 		np, _ := desiredNetworkPolicy(closed, r.DNS, r.Operator, st.ceiling)
-		d := desiredDeployment(s, r.GatewayImage, "")
+		d := r.withCertSource(desiredDeployment(s, r.GatewayImage, ""), s)
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true
