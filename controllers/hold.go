@@ -129,7 +129,7 @@ func (r *MCPServerReconciler) rebuildGood(ctx context.Context, s *mcpv1alpha1.MC
 		return nil, err
 	}
 	g.configMap = cm
-	g.deployment = desired.Deployment(prev, r.options(), hash)
+	g.deployment = r.withCertSource(desired.Deployment(prev, r.options(), hash), prev)
 	r.mem.mu.Lock()
 	defer r.mem.mu.Unlock()
 	if r.mem.good == nil {
@@ -154,7 +154,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 		closed.Spec.Egress, closed.Spec.Clients = nil, nil
 		// DNS and the operator only: no clients, no egress, no scraper, no collector.
 		np, _ := desired.NetworkPolicy(closed, desired.Options{DNS: r.DNS, Operator: r.Operator}, st.ceiling)
-		d := desired.Deployment(s, r.options(), "")
+		d := r.withCertSource(desired.Deployment(s, r.options(), ""), s)
 		d.Spec.Replicas = ptr.To(int32(0))
 		g = &goodState{networkPolicy: np, deployment: d}
 		scale = true

@@ -186,8 +186,9 @@ type reconcileState struct {
 	issuer string
 	// mcp is the gateways' MCP handshake with the server, read with the pins.
 	mcp mcpState
-	// tlsRenewAt is when the gateway's self-issued serving certificate is due (zero: none).
-	tlsRenewAt time.Time
+	// caDueAt is when the operator's gateway CA is due for rotation (zero: not the operator's CA), when
+	// the bundle is published again with the next CA in it.
+	caDueAt time.Time
 }
 
 // +kubebuilder:rbac:groups=mcp.warden.dev,resources=mcpservers,verbs=get;list;watch
@@ -208,7 +209,6 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				r.applier.forget(kind, req.NamespacedName)
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
-			r.applier.forget("Secret", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
 			r.applier.forget("Certificate", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
 			r.mem.forget(req.NamespacedName)
 			r.poller.forget(req.NamespacedName)
@@ -278,7 +278,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
-	// The serving certificate is renewed when due.
+	// The CA bundle is published again when the CA is rotated.
 	return ctrl.Result{RequeueAfter: renew}, nil
 }
 
@@ -457,7 +457,7 @@ func (r *MCPServerReconciler) reconcileGatewayConfig(ctx context.Context, s *mcp
 // field another writer added (a capability, a host namespace, a sidecar) is not owned by the operator,
 // so server-side apply leaves it; the spec is then replaced wholesale.
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
-	d := desired.Deployment(s, r.options(), st.gatewayHash)
+	d := r.withCertSource(desired.Deployment(s, r.options(), st.gatewayHash), s)
 	st.desiredDeployment = d.DeepCopy()
 	live, err := r.applyDeployment(ctx, s, d)
 	if err != nil {

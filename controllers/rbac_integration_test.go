@@ -74,9 +74,20 @@ func TestManagerHasLeastPrivilege(t *testing.T) {
 		{"list", "networking.k8s.io", "networkpolicies", "", "", true},
 		{"create", "apps", "deployments", "team-a", "", true},
 		{"patch", "policy.networking.k8s.io", "clusternetworkpolicies", "", "mcp-warden-protected-ranges", true},
-		// The gateways' serving certificates are Secrets in the servers' namespaces: the manager reads
-		// and writes Secrets in every namespace (its cache holds only those it labels), but deletes none
-		// outside its own (owner references remove a server's).
+		// The gateways' serving certificates are pod certificates the manager signs: it reads the
+		// requests and sets their status for its own signer only, and for no other signer.
+		{"list", "certificates.k8s.io", "podcertificaterequests", "", "", true},
+		{"update", "certificates.k8s.io", "podcertificaterequests/status", "team-a", "", true},
+		{"sign", "certificates.k8s.io", "signers", "", "mcp.warden.dev/gateway-serving", true},
+		{"sign", "certificates.k8s.io", "signers", "", "mcp.warden.dev/other", false},
+		{"sign", "certificates.k8s.io", "signers", "", "kubernetes.io/kube-apiserver-client-pod", false},
+		{"sign", "certificates.k8s.io", "signers", "", "kubernetes.io/kube-apiserver-client", false},
+		{"approve", "certificates.k8s.io", "signers", "", "kubernetes.io/kube-apiserver-client", false},
+		{"create", "certificates.k8s.io", "podcertificaterequests", "team-a", "", false},
+		{"update", "certificates.k8s.io", "certificatesigningrequests/approval", "", "", false},
+		// The session keys are still Secrets in the servers' namespaces (<name>-gateway-session): the
+		// manager reads and writes Secrets in every namespace (its cache holds only those it labels),
+		// but deletes none outside its own (owner references remove a server's).
 		{"create", "", "secrets", "team-a", "", true},
 		{"get", "", "secrets", "kube-system", "", true},
 		// What it must not do.

@@ -6,19 +6,19 @@ import (
 	"fmt"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
 	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/servingcert"
 )
 
 // CertIssuer is the cert-manager issuer the gateways' Certificates name, where the operator leaves
@@ -35,15 +35,15 @@ const ReasonTLSUnavailable = "TLSUnavailable"
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 
-// reconcileTLS gives the gateway its serving certificate, in the Secret <name>-gateway-tls that only
-// the gateway container mounts: issued by cert-manager (a Certificate) where the operator names an
-// issuer, otherwise by the operator's CA, renewed at two thirds of its life; and publishes the CA
-// bundle in the namespace's ConfigMap mcp-warden-ca.
+// reconcileTLS publishes the CA bundle the gateway's serving certificate chains to in the namespace's
+// ConfigMap mcp-warden-ca. The certificate itself is a pod certificate: the kubelet generates the key
+// on the node and the operator signs it (PodCertSigner), so neither the key nor the certificate is in
+// a Secret. Where the operator names a cert-manager issuer, cert-manager issues it instead (a
+// Certificate whose Secret cert-manager writes).
 func (r *MCPServerReconciler) reconcileTLS(ctx context.Context, s *mcpv1alpha1.MCPServer, st *reconcileState) error {
 	if !gatewayconfig.TLSEnabled(s) {
 		return nil
 	}
-	names := gatewayconfig.DNSNames(s, r.ClusterDomain)
 	if r.CertIssuer != nil {
 		return r.reconcileCertificate(ctx, s)
 	}
@@ -54,35 +54,41 @@ func (r *MCPServerReconciler) reconcileTLS(ctx context.Context, s *mcpv1alpha1.M
 	if err != nil {
 		return err
 	}
-	if err := r.publishCABundle(ctx, s, ca.Bundle); err != nil {
-		return err
-	}
-	live := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: s.Namespace, Name: gatewayconfig.TLSSecretName(s)}
-	if err := r.Client.Get(ctx, key, live); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("get Secret %s: %w", key.Name, err)
-	}
-	var certPEM, keyPEM []byte
-	if metav1.IsControlledBy(live, s) {
-		certPEM, keyPEM = live.Data[corev1.TLSCertKey], live.Data[corev1.TLSPrivateKeyKey]
-	}
-	if why := r.CA.Renewal(ca, certPEM, keyPEM, names); why != "" {
-		log.FromContext(ctx).Info("issuing the gateway's serving certificate", "why", why)
-		if certPEM, keyPEM, err = r.CA.Issue(ca, names); err != nil {
-			return err
-		}
-	}
-	st.tlsRenewAt = servingcert.RenewAt(certPEM)
-	meta := objectMeta(s)
-	meta.Name = key.Name
-	desired := &corev1.Secret{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: meta,
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, gatewayconfig.CABundleKey: ca.Bundle},
-	}
-	return r.applyChild(ctx, s, desired, &corev1.Secret{})
+	st.caDueAt = ca.RotateAt()
+	return r.publishCABundle(ctx, s, ca.Bundle)
 }
+
+// renewIn is how long until the CA is due (0: not the operator's CA).
+func renewIn(st *reconcileState, now time.Time) time.Duration {
+	if st.caDueAt.IsZero() {
+		return 0
+	}
+	return max(st.caDueAt.Sub(now), time.Second)
+}
+
+// withCertSource mounts cert-manager's Secret in place of the pod certificate where cert-manager
+// issues the gateways' certificates: its tls-combined.pem (key, then chain) as the credential bundle
+// and its ca.crt, at the same paths, so the gateway's configuration is the same in both modes.
+func (r *MCPServerReconciler) withCertSource(d *appsv1.Deployment, s *mcpv1alpha1.MCPServer) *appsv1.Deployment {
+	if r.CertIssuer == nil {
+		return d
+	}
+	vols := d.Spec.Template.Spec.Volumes
+	for i := range vols {
+		if vols[i].Name != desired.GatewayTLSVolume {
+			continue
+		}
+		vols[i].VolumeSource = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: gatewayconfig.TLSSecretName(s), DefaultMode: ptr.To(desired.GatewayFileMode),
+			Items: []corev1.KeyToPath{{Key: certManagerCombinedPEM, Path: gatewayconfig.TLSBundleFile}, {Key: gatewayconfig.CABundleKey, Path: gatewayconfig.CABundleKey}},
+		}}
+	}
+	return d
+}
+
+// certManagerCombinedPEM is the Secret key of cert-manager's CombinedPEM output format: the private
+// key, then the certificate chain.
+const certManagerCombinedPEM = "tls-combined.pem"
 
 // reconcileCertificate asks cert-manager for the certificate: a Certificate owned by the server whose
 // Secret, of the same name as the operator's own, carries the operator's labels (so the operator sees
@@ -135,14 +141,6 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 		return fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
 	}
 	return nil
-}
-
-// renewIn is how long until the serving certificate is due (0: not self-issued).
-func renewIn(st *reconcileState, now time.Time) time.Duration {
-	if st.tlsRenewAt.IsZero() {
-		return 0
-	}
-	return max(st.tlsRenewAt.Sub(now), time.Second)
 }
 
 func toUnstructured(o client.Object) (*unstructured.Unstructured, error) {

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,52 +23,11 @@ import (
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
-// verifyServing checks that the Secret's certificate chains to the published bundle for every Service
-// name of the server and for nothing else, and returns it.
-func verifyServing(t *testing.T, ns, name string) *x509.Certificate {
-	t.Helper()
-	ctx := context.Background()
-	sec := &corev1.Secret{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name + "-gateway-tls"}, sec); err != nil {
-		t.Fatal(err)
-	}
-	if sec.Type != corev1.SecretTypeTLS {
-		t.Errorf("Secret type %s, want %s", sec.Type, corev1.SecretTypeTLS)
-	}
-	bundle := &corev1.ConfigMap{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mcp-warden-ca"}, bundle); err != nil {
-		t.Fatalf("the CA bundle ConfigMap: %v", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(bundle.Data["ca.crt"])) {
-		t.Fatalf("mcp-warden-ca ca.crt holds no certificate: %q", bundle.Data["ca.crt"])
-	}
-	blk, _ := pem.Decode(sec.Data["tls.crt"])
-	if blk == nil {
-		t.Fatal("tls.crt holds no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dns := range []string{name, name + "." + ns, name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"} {
-		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			t.Errorf("the serving certificate does not verify for %s against the published bundle: %v", dns, err)
-		}
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "other." + ns + ".svc", Roots: roots}); err == nil {
-		t.Error("the serving certificate verifies for another server's name")
-	}
-	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 31*24*time.Hour {
-		t.Errorf("serving certificate lives %s, want about 30 days", life)
-	}
-	return leaf
-}
-
-// TestGatewayServesTLSByDefault: a server with no TLS settings gets an https endpoint, a serving
-// certificate for its Service names from the operator's CA in a Secret that only the gateway container
-// mounts, a gateway configuration that serves it, and the CA bundle in the namespace's mcp-warden-ca
-// ConfigMap; a certificate someone replaces (for other names) is reissued.
+// TestGatewayServesTLSByDefault: a server with no TLS settings gets an https endpoint, a gateway
+// configuration that serves the credential bundle of a pod certificate (the kubelet's key, the
+// operator's signature; see TestGatewayPodCertificates) which only the gateway container mounts, and
+// the CA bundle in the namespace's mcp-warden-ca ConfigMap, mounted beside it for the peer hop. The
+// operator writes no Secret in the server's namespace for it.
 func TestGatewayServesTLSByDefault(t *testing.T) {
 	ctx := context.Background()
 	ns := restrictedNamespace(t)
@@ -80,13 +39,19 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 	if want := "https://secure." + ns + ".svc.cluster.local:8080/mcp"; got.Status.Endpoint != want {
 		t.Errorf("endpoint %q, want %q", got.Status.Endpoint, want)
 	}
-	first := verifyServing(t, ns, "secure")
+	bundle := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mcp-warden-ca"}, bundle); err != nil {
+		t.Fatalf("the CA bundle ConfigMap: %v", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM([]byte(bundle.Data["ca.crt"])) {
+		t.Fatalf("mcp-warden-ca ca.crt holds no certificate: %q", bundle.Data["ca.crt"])
+	}
 
 	cm := &corev1.ConfigMap{}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway"}, cm); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"certFile": "/etc/mcp-warden-tls/tls.crt"`, `"keyFile": "/etc/mcp-warden-tls/tls.key"`, `"resource": "https://secure.`} {
+	for _, want := range []string{`"certFile": "/etc/mcp-warden-tls/tls.pem"`, `"keyFile": "/etc/mcp-warden-tls/tls.pem"`, `"peerCAFile": "/etc/mcp-warden-tls/ca.crt"`, `"resource": "https://secure.`} {
 		if !strings.Contains(cm.Data["gateway.json"], want) {
 			t.Errorf("gateway.json lacks %s:\n%s", want, cm.Data["gateway.json"])
 		}
@@ -99,12 +64,20 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 	pod := dep.Spec.Template.Spec
 	var tlsVolume string
 	for _, v := range pod.Volumes {
-		if v.Secret != nil && v.Secret.SecretName == "secure-gateway-tls" {
+		if v.Projected == nil {
+			continue
+		}
+		var cert, ca bool
+		for _, src := range v.Projected.Sources {
+			cert = cert || (src.PodCertificate != nil && src.PodCertificate.SignerName == "mcp.warden.dev/gateway-serving" && src.PodCertificate.CredentialBundlePath == "tls.pem")
+			ca = ca || (src.ConfigMap != nil && src.ConfigMap.Name == "mcp-warden-ca")
+		}
+		if cert && ca {
 			tlsVolume = v.Name
 		}
 	}
 	if tlsVolume == "" {
-		t.Fatalf("no volume of Secret secure-gateway-tls: %+v", pod.Volumes)
+		t.Fatalf("no projected volume of a pod certificate and the CA bundle: %+v", pod.Volumes)
 	}
 	mounts := func(c corev1.Container) bool {
 		for _, m := range c.VolumeMounts {
@@ -121,11 +94,9 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 		if mounts(c) {
 			t.Errorf("container %s mounts the gateway's key", c.Name)
 		}
-		for _, e := range c.Env {
-			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == "secure-gateway-tls" {
-				t.Errorf("container %s reads the gateway's key through env %s", c.Name, e.Name)
-			}
-		}
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway-tls"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Secret secure-gateway-tls: %v, want none", err)
 	}
 
 	ca := &corev1.Secret{}
@@ -134,46 +105,6 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 	}
 	if len(ca.Data["ca.key"]) == 0 {
 		t.Error("the CA Secret holds no key")
-	}
-
-	// Someone swaps in a certificate of another server's: the operator issues a right one again.
-	other := &corev1.Secret{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway-tls"}, other); err != nil {
-		t.Fatal(err)
-	}
-	s2 := newServer(ns, "other")
-	if err := k8s.Create(ctx, s2); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, client.ObjectKeyFromObject(s2))
-	foreign := &corev1.Secret{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "other-gateway-tls"}, foreign); err != nil {
-		t.Fatal(err)
-	}
-	other.Data["tls.crt"], other.Data["tls.key"] = foreign.Data["tls.crt"], foreign.Data["tls.key"]
-	if err := k8s.Update(ctx, other); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 15*time.Second, func() error {
-		sec := &corev1.Secret{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway-tls"}, sec); err != nil {
-			return err
-		}
-		blk, _ := pem.Decode(sec.Data["tls.crt"])
-		if blk == nil {
-			return errors.New("no certificate")
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return err
-		}
-		if c.VerifyHostname("secure."+ns+".svc") != nil {
-			return fmt.Errorf("still serving a certificate for %v", c.DNSNames)
-		}
-		return nil
-	})
-	if again := verifyServing(t, ns, "secure"); again.SerialNumber.Cmp(first.SerialNumber) == 0 {
-		t.Error("the replaced certificate was not reissued")
 	}
 }
 

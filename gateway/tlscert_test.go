@@ -172,6 +172,43 @@ func TestCertReloaderRunPicksUpChange(t *testing.T) {
 	}
 }
 
+// TestCertReloaderCredentialBundle: the kubelet's credential bundle of a pod certificate (one file:
+// the PKCS#8 key, then the chain) serves as both certFile and keyFile, and a refreshed bundle, swapped
+// in as the kubelet does, is served on the next handshake.
+func TestCertReloaderCredentialBundle(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	bundle := func(name string, serial int64) string {
+		d := ca.leaf(t, dir, name, serial)
+		crt, _ := os.ReadFile(filepath.Join(d, "tls.crt"))
+		key, _ := os.ReadFile(filepath.Join(d, "tls.key"))
+		if err := os.WriteFile(filepath.Join(d, "tls.pem"), append(key, crt...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	live := filepath.Join(dir, "live")
+	if err := os.Mkdir(live, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	swap(t, live, bundle("v1", 1))
+	if err := os.Symlink("..data/tls.pem", filepath.Join(live, "tls.pem")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(live, "tls.pem")
+	r, err := NewCertReloader(path, path, nil)
+	if err != nil {
+		t.Fatalf("the credential bundle does not load as certificate and key: %v", err)
+	}
+	if got := r.Leaf().SerialNumber.Int64(); got != 1 {
+		t.Fatalf("serial %d, want 1", got)
+	}
+	swap(t, live, bundle("v2", 2))
+	if changed, err := r.Reload(); err != nil || !changed || r.Leaf().SerialNumber.Int64() != 2 {
+		t.Fatalf("after the refresh: changed %v, err %v, serial %d; want the new bundle", changed, err, r.Leaf().SerialNumber.Int64())
+	}
+}
+
 // TestTLSConfigValidated: a certificate without its key, or relative paths, are refused at start.
 func TestTLSConfigValidated(t *testing.T) {
 	for _, tc := range []struct {

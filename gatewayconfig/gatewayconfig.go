@@ -45,9 +45,21 @@ const (
 	StateDir = "/var/lib/mcp-warden"
 	// AuditKeyDir is where the audit key Secret is mounted, in the gateway container only.
 	AuditKeyDir = "/etc/mcp-warden-audit"
-	// TLSDir is where the gateway's serving certificate (tls.crt, tls.key) is mounted, in the gateway
-	// container only; the gateway reloads it when the kubelet updates the files.
+	// TLSDir is where the gateway's credential bundle (TLSBundleFile) and the CA bundle (CABundleKey)
+	// are mounted, in the gateway container only; the gateway reloads the bundle when the kubelet
+	// refreshes it.
 	TLSDir = "/etc/mcp-warden-tls"
+	// TLSBundleFile holds the gateway's private key and then its certificate chain (PEM), in one file
+	// so that one read sees a key and the certificate issued for it.
+	TLSBundleFile = "tls.pem"
+	// GatewaySigner is the signer the gateways' pod certificates are requested from: the operator, which
+	// issues them only to its own gateway pods, from its CA, for the server's Service names.
+	GatewaySigner = "mcp.warden.dev/gateway-serving"
+	// GatewayKeyType is the key the kubelet generates for a gateway's pod certificate.
+	GatewayKeyType = "ECDSAP256"
+	// GatewayCertSeconds is the longest a gateway's pod certificate lives (24 hours); the kubelet
+	// refreshes it at two thirds of its life.
+	GatewayCertSeconds int32 = 24 * 60 * 60
 	// CABundleConfigMap is the ConfigMap, in every namespace with servers, whose key CABundleKey holds
 	// the CA certificates the gateways' serving certificates chain to, for clients to mount.
 	CABundleConfigMap = "mcp-warden-ca"
@@ -122,9 +134,10 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 		cfg.Auth.JWKSFile = KeysPath
 	}
 	if TLSEnabled(s) {
-		cfg.TLS = config.TLSConfig{CertFile: TLSDir + "/tls.crt", KeyFile: TLSDir + "/tls.key"}
-		// the peer hop runs over TLS too: every replica serves the same certificate, issued for the
-		// Service's names, and checks a peer's against the CA in the same Secret
+		bundle := TLSDir + "/" + TLSBundleFile
+		cfg.TLS = config.TLSConfig{CertFile: bundle, KeyFile: bundle}
+		// the peer hop runs over TLS too: every replica serves a certificate issued for the Service's
+		// names, and checks a peer's against the CA bundle mounted beside it
 		cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = TLSDir+"/"+CABundleKey, DNSNames(s, clusterDomain)[3]
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
@@ -199,8 +212,9 @@ func TLSEnabled(s *mcpv1alpha1.MCPServer) bool {
 	return s.Spec.Gateway.TLS.Mode != mcpv1alpha1.TLSDisabled
 }
 
-// TLSSecretName is the Secret, in the server's namespace, that holds the gateway's serving certificate
-// (type kubernetes.io/tls), mounted into the gateway container only.
+// TLSSecretName is the Secret, in the server's namespace, where cert-manager writes the gateway's
+// serving certificate when the operator leaves issuance to cert-manager (type kubernetes.io/tls, with
+// tls-combined.pem), mounted into the gateway container only.
 func TLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-tls" }
 
 // SessionSecretName is the Secret with the key that seals the gateway's session ids.

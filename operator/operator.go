@@ -336,6 +336,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
 	}
+	if r.CA != nil {
+		signer := &controllers.PodCertSigner{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CA: r.CA, GatewayImage: o.GatewayImage, ClusterDomain: o.ClusterDomain}
+		if err := signer.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("set up the gateway signer: %w", err)
+		}
+	}
 	pr := &controllers.MCPServerPolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mcp-warden")}
 	if checker, ok := o.Verifier.(controllers.PolicyChecker); ok {
 		pr.Checker = checker

@@ -109,8 +109,8 @@ func Violations(spec *corev1.PodSpec) []string {
 		add("spec.securityContext.seccompProfile.type: must be RuntimeDefault")
 	}
 	for i, vol := range spec.Volumes {
-		if vol.EmptyDir == nil && vol.ConfigMap == nil && vol.Secret == nil {
-			add("spec.volumes[%d] (%s): only emptyDir, configMap and secret volumes are allowed", i, vol.Name)
+		if vol.EmptyDir == nil && vol.ConfigMap == nil && vol.Secret == nil && !projectsFiles(vol.Projected) {
+			add("spec.volumes[%d] (%s): only emptyDir, configMap, secret and projected volumes of configMap, secret and podCertificate sources are allowed", i, vol.Name)
 		}
 	}
 	check := func(path string, c *corev1.Container) {
@@ -161,4 +161,18 @@ func Violations(spec *corev1.PodSpec) []string {
 		add("spec.ephemeralContainers: not allowed")
 	}
 	return v
+}
+
+// projectsFiles reports whether a projected volume holds only configMap, secret and podCertificate
+// sources (no service account token, no downward API).
+func projectsFiles(p *corev1.ProjectedVolumeSource) bool {
+	if p == nil {
+		return false
+	}
+	for _, src := range p.Sources {
+		if src.ConfigMap == nil && src.Secret == nil && src.PodCertificate == nil {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ package servingcert
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -92,6 +93,9 @@ func (a *Authority) LeafLifetimeOrDefault() time.Duration {
 	}
 	return LeafLifetime
 }
+
+// RotateAt is when the CA is due for rotation (two thirds into its life).
+func (c *CA) RotateAt() time.Time { return dueAt(c.Cert) }
 
 // dueAt is two thirds into [notBefore, notAfter].
 func dueAt(c *x509.Certificate) time.Time {
@@ -261,6 +265,34 @@ func (a *Authority) Issue(ca *CA, names []string) (certPEM, keyPEM []byte, err e
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// IssueFor makes a serving certificate for names and a public key someone else holds the private key
+// of (the kubelet's, for a pod certificate), signed by the current CA and valid for lifetime from now
+// (capped at the CA's own end). notBefore is a minute back, on a whole second, so that it survives the
+// round trip through an API timestamp unchanged.
+func (a *Authority) IssueFor(ca *CA, names []string, pub crypto.PublicKey, lifetime time.Duration) (certPEM []byte, leaf *x509.Certificate, err error) {
+	if len(names) == 0 {
+		return nil, nil, errors.New("issue a serving certificate: no DNS names")
+	}
+	notBefore := a.now().Add(-time.Minute).Truncate(time.Second)
+	notAfter := notBefore.Add(lifetime)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: names[0]}, DNSNames: slices.Clone(names),
+		NotBefore: notBefore, NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue a serving certificate for %s: %w", names[0], err)
+	}
+	if leaf, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), leaf, nil
 }
 
 // Renewal says why the pair must be (re)issued, or "" when it is good: it holds a certificate and its

@@ -54,7 +54,9 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *unstructured.Unstructured
 			"renewBefore":    certManagerRenewBefore,
 			"usages":         []any{"digital signature", "server auth"},
 			"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
-			"issuerRef":      map[string]any{"group": "cert-manager.io", "kind": o.CertIssuer.Kind, "name": o.CertIssuer.Name},
+			// the key and chain in one file, which the gateway reads as its credential bundle
+			"additionalOutputFormats": []any{map[string]any{"type": "CombinedPEM"}},
+			"issuerRef":               map[string]any{"group": "cert-manager.io", "kind": o.CertIssuer.Kind, "name": o.CertIssuer.Name},
 		},
 	}}
 	u.SetGroupVersionKind(CertificateGVK)

@@ -412,8 +412,8 @@ func attachStdio(s *mcpv1alpha1.MCPServer, gw, server *corev1.Container) {
 const (
 	gatewayStateVolume = "gateway-state"
 	gatewayAuditKey    = "gateway-audit-key"
-	// gatewayTLS is the gateway's serving certificate and key (Secret <name>-gateway-tls), mounted into
-	// the gateway container only.
+	// gatewayTLS is the gateway's serving key and certificate, mounted into the gateway container only:
+	// a pod certificate (the kubelet generates the key on the node; see gatewayTLSVolume).
 	gatewayTLS = "gateway-tls"
 	// gatewaySessionKey is the key that seals the gateway's session ids (Secret <name>-gateway-session),
 	// mounted into the gateway container only.
@@ -436,9 +436,7 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 		}}},
 	}
 	if gatewayconfig.TLSEnabled(s) {
-		vols = append(vols, corev1.Volume{Name: gatewayTLS, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: gatewayconfig.TLSSecretName(s), DefaultMode: ptr.To(gatewayFileMode),
-		}}}) // tls.crt, tls.key and ca.crt, which the peer hop verifies replicas against
+		vols = append(vols, gatewayTLSVolume())
 	}
 	if name := s.Spec.Gateway.AuditKeySecretName; name != "" {
 		vols = append(vols, corev1.Volume{Name: gatewayAuditKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -446,6 +444,27 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 		}}})
 	}
 	return vols
+}
+
+// gatewayTLSVolume holds the gateway's credential bundle (tls.pem: its private key, then its
+// certificate chain) as a pod certificate: the kubelet generates the key on the node, asks the signer
+// gatewayconfig.GatewaySigner (the operator) for a certificate with a PodCertificateRequest, and
+// refreshes it before it expires; the key is never in the API. Beside it, ca.crt from the namespace's
+// CA bundle ConfigMap, which the peer hop verifies replicas against.
+func gatewayTLSVolume() corev1.Volume {
+	return corev1.Volume{Name: gatewayTLS, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: ptr.To(gatewayFileMode),
+		Sources: []corev1.VolumeProjection{
+			{PodCertificate: &corev1.PodCertificateProjection{
+				SignerName: gatewayconfig.GatewaySigner, KeyType: gatewayconfig.GatewayKeyType,
+				MaxExpirationSeconds: ptr.To(gatewayconfig.GatewayCertSeconds), CredentialBundlePath: gatewayconfig.TLSBundleFile,
+			}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: gatewayconfig.CABundleConfigMap},
+				Items:                []corev1.KeyToPath{{Key: gatewayconfig.CABundleKey, Path: gatewayconfig.CABundleKey}},
+			}},
+		},
+	}}}
 }
 
 func gatewayMounts(s *mcpv1alpha1.MCPServer, config corev1.VolumeMount) []corev1.VolumeMount {
@@ -575,3 +594,10 @@ func CiliumNetworkPolicy(s *mcpv1alpha1.MCPServer, o Options, ceiling netpol.Cei
 }
 
 func port(s *mcpv1alpha1.MCPServer) int32 { return gatewayconfig.Port(s) }
+
+// GatewayTLSVolume is the name of the gateway's credential-bundle volume, and GatewayFileMode the
+// mode of its files, for the reconciler that swaps the pod certificate for cert-manager's Secret.
+const (
+	GatewayTLSVolume = gatewayTLS
+	GatewayFileMode  = gatewayFileMode
+)

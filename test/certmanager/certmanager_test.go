@@ -66,7 +66,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 
 // TestCertificateFromCertManager: with cert-manager's Certificate served and an issuer configured, the
 // operator creates a Certificate for the server's Service names from that issuer (and issues nothing
-// itself), the Deployment mounts the Certificate's Secret into the gateway container alone, and once
+// itself; no pod certificate), the Deployment mounts the Certificate's Secret (its CombinedPEM output as
+// the gateway's credential bundle) into the gateway container alone, and once
 // cert-manager has written the Secret its ca.crt is published in mcp-warden-ca.
 func TestCertificateFromCertManager(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -123,6 +124,19 @@ func TestCertificateFromCertManager(t *testing.T) {
 	}
 	if vol == "" {
 		t.Fatalf("the Deployment does not mount the Certificate's Secret: %+v", pod.Volumes)
+	}
+	// The gateway reads the same credential bundle as a pod certificate's: cert-manager's CombinedPEM.
+	formats, _, _ := unstructured.NestedSlice(cert.Object, "spec", "additionalOutputFormats")
+	if len(formats) != 1 || formats[0].(map[string]any)["type"] != "CombinedPEM" {
+		t.Errorf("Certificate additionalOutputFormats %v, want [{type: CombinedPEM}]", formats)
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == vol && !slices.Contains(v.Secret.Items, corev1.KeyToPath{Key: "tls-combined.pem", Path: "tls.pem"}) {
+			t.Errorf("the Secret volume does not mount tls-combined.pem as tls.pem: %+v", v.Secret.Items)
+		}
+		if v.Projected != nil {
+			t.Errorf("a projected volume %s with cert-manager issuing: %+v", v.Name, v.Projected)
+		}
 	}
 	for _, c := range append(pod.InitContainers, pod.Containers...) {
 		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol })

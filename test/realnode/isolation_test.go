@@ -2,9 +2,17 @@ package realnode
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +23,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
+	"github.com/mcp-warden/mcp-warden/gatewayconfig"
 )
 
 // isolation mirrors the probe's Isolation.
@@ -39,9 +48,9 @@ const (
 	gatewayUIDs = "65533 65533 65533 65533"
 )
 
-// gatewayFiles are the gateway's configuration, pins, session key, audit head and TLS private key, in the
+// gatewayFiles are the gateway's configuration, pins, session key, audit head and TLS credential bundle, in the
 // gateway's container.
-var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/etc/mcp-warden-session/session.key", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.key"}
+var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/etc/mcp-warden-session/session.key", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.pem"}
 
 // observeIsolation runs `probe isolation` in the pod's server container.
 func observeIsolation(t *testing.T, ns, pod string) isolation {
@@ -209,6 +218,9 @@ func TestServerCannotTouchGateway(t *testing.T) {
 	ctl := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "shared-pid", Namespace: f.ns}, Spec: *f.pod.Spec.DeepCopy()}
 	ctl.Spec.ShareProcessNamespace = ptrTo(true)
 	ctl.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1))
+	// The copy is no gateway pod of the operator's, so the operator's signer denies its pod
+	// certificate: it serves a certificate of the test's own from a Secret instead.
+	controlCertificate(t, f.ns, ctl)
 	if err := k8s.Create(ctx, ctl); err != nil {
 		t.Fatal(err)
 	}
@@ -303,4 +315,38 @@ func TestStdioServerInItsOwnContainer(t *testing.T) {
 func readEnviron(pid string) (string, error) {
 	raw, err := os.ReadFile("/proc/" + pid + "/environ")
 	return strings.ReplaceAll(string(raw), "\x00", "\n"), err
+}
+
+// controlCertificate swaps the pod's podCertificate volume for a Secret with a credential bundle and
+// CA the test issues itself (a throwaway CA, for localhost).
+func controlCertificate(t *testing.T, ns string, pod *corev1.Pod) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "control CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	bundle := append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})...)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod.Name + "-control-tls"},
+		Data: map[string][]byte{gatewayconfig.TLSBundleFile: bundle, gatewayconfig.CABundleKey: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}}
+	if err := k8s.Create(context.Background(), sec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), sec) })
+	for i, v := range pod.Spec.Volumes {
+		if v.Projected != nil && slices.ContainsFunc(v.Projected.Sources, func(p corev1.VolumeProjection) bool { return p.PodCertificate != nil }) {
+			pod.Spec.Volumes[i].VolumeSource = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: sec.Name, DefaultMode: v.Projected.DefaultMode}}
+		}
+	}
 }
