@@ -236,7 +236,7 @@ func TestChartToggles(t *testing.T) {
 	}
 	cm := byKind(all, "ConfigMap", "argocd-health")
 	for kind, file := range map[string]string{"MCPServer": "mcpserver-health.lua", "MCPServerPolicy": "mcpserverpolicy-health.lua"} {
-		lua, err := os.ReadFile("../argocd/" + file)
+		lua, err := os.ReadFile("../integrations/argocd/" + file)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/mcp-warden/mcp-warden/servingcert"
+	"github.com/mcp-warden/mcp-warden/trust/servingcert"
 )
 
 func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {

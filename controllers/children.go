@@ -5,7 +5,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
-	"github.com/mcp-warden/mcp-warden/fence"
+	"github.com/mcp-warden/mcp-warden/policy/fence"
 )
 
 // The objects the reconciler applies are built by package desired; these are its names as the

@@ -21,7 +21,7 @@ import (
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 // ClusterFenceName is the name of the one ClusterNetworkPolicy the operator writes.

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
 
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
 )
 
 // TestDriftIsAnythingNotDesired: every field another writer may add to the pod template is drift, not

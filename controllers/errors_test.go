@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
 )
 
 // kstatusOf is what kstatus (the status library of kubectl wait, Flux, Argo CD's and Config Sync's

@@ -13,7 +13,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
 )
 
 // TestPodLayoutAsStored: the pods the API server (v1.37) admits at Pod Security "restricted" for both

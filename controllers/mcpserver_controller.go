@@ -44,14 +44,14 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
-	"github.com/mcp-warden/mcp-warden/fence"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/imageverify"
-	"github.com/mcp-warden/mcp-warden/issuerkeys"
-	"github.com/mcp-warden/mcp-warden/netpol"
-	"github.com/mcp-warden/mcp-warden/sandbox"
-	"github.com/mcp-warden/mcp-warden/servingcert"
+	"github.com/mcp-warden/mcp-warden/policy/fence"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
+	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
+	"github.com/mcp-warden/mcp-warden/trust/servingcert"
 )
 
 // Condition reasons.

@@ -19,10 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/argocd"
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/integrations/argocd"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
 )
 
 const digestImage = "registry.example/acme/files@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -26,7 +26,7 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
 )
 
 const (

@@ -28,8 +28,8 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/servingcert"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/trust/servingcert"
 )
 
 // Reasons of a PodCertificateRequest the gateway signer denies or fails.

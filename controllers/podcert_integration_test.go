@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
 )
 
 // requestPodCert makes the PodCertificateRequest the kubelet makes for a pod's podCertificate volume:

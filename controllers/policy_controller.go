@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
 )
 
 // Reasons of an MCPServerPolicy's Ready condition.

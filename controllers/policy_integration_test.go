@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/argocd"
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/integrations/argocd"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
 )
 
 // TestPolicyReadyReportsWhetherItCanBeEnforced: a policy whose key does not parse, or whose attestation

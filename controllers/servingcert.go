@@ -18,7 +18,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
 )
 
 // CertIssuer is the cert-manager issuer the gateways' Certificates name, where the operator leaves

@@ -9,7 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/fence"
+	"github.com/mcp-warden/mcp-warden/policy/fence"
 )
 
 // step is one sub-reconciler of Reconcile.

@@ -45,10 +45,10 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/imageverify"
-	"github.com/mcp-warden/mcp-warden/issuerkeys"
-	"github.com/mcp-warden/mcp-warden/servingcert"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
+	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
+	"github.com/mcp-warden/mcp-warden/trust/servingcert"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 

@@ -12,9 +12,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
 )
 
 // +kubebuilder:webhook:path=/validate-mcp-warden-dev-v1alpha1-mcpserver,mutating=false,failurePolicy=fail,sideEffects=None,groups=mcp.warden.dev,resources=mcpservers,verbs=create;update,versions=v1alpha1,name=vmcpserver.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10

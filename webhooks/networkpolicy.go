@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/fence"
+	"github.com/mcp-warden/mcp-warden/policy/fence"
 )
 
 // NetworkPolicyPath is where the NetworkPolicy fence webhook is served.

@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/guardrails"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
 )
 
 // +kubebuilder:webhook:path=/validate-mcp-warden-dev-v1alpha1-mcpserverpolicy,mutating=false,failurePolicy=fail,sideEffects=None,groups=mcp.warden.dev,resources=mcpserverpolicies,verbs=create;update,versions=v1alpha1,name=vmcpserverpolicy.mcp.warden.dev,admissionReviewVersions=v1,timeoutSeconds=10

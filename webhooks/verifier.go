@@ -3,7 +3,7 @@ package webhooks
 import (
 	"fmt"
 
-	"github.com/mcp-warden/mcp-warden/imageverify"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
 )
 
 // digestPinned returns a denial for an image not pinned by digest, telling how to pin it. The digest

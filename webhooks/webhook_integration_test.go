@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/imageverify"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 

@@ -20,9 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/mcp-warden/mcp-warden/guardrails"
-	"github.com/mcp-warden/mcp-warden/imageverify"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/guardrails"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
 )
 
 // LabelImagePolicy opts a namespace in to image checks on raw workloads: with the value "enforce", Pods

@@ -43,12 +43,12 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
-	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/operator"
-	"github.com/mcp-warden/mcp-warden/release"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
+	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
 )
 
 func main() {

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/issuerkeys"
 	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
 )
 
 func main() {

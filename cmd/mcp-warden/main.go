@@ -22,9 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
-	"github.com/mcp-warden/mcp-warden/inventory"
+	"github.com/mcp-warden/mcp-warden/cli/inventory"
+	"github.com/mcp-warden/mcp-warden/cli/scan"
 	"github.com/mcp-warden/mcp-warden/operator"
-	"github.com/mcp-warden/mcp-warden/scan"
 )
 
 const usage = `usage:

@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/cli/inventory"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
-	"github.com/mcp-warden/mcp-warden/inventory"
 	"github.com/mcp-warden/mcp-warden/operator"
 )
 
@@ -123,11 +123,11 @@ func TestScanExitCodes(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"scan", "../../scan/testdata/good"}, 0, "2 object(s) scanned: 0 critical, 0 high, 0 medium, 0 low"},
-		{[]string{"scan", "../../scan/testdata/bad"}, 1, "MCPW001"},
-		{[]string{"scan", "--fail-on", "critical", "../../scan/testdata/bad/scopes.yaml"}, 0, "MCPW007"},
-		{[]string{"scan", "--format", "sarif", "../../scan/testdata/bad/tag.yaml"}, 1, `"version": "2.1.0"`},
-		{[]string{"scan", "--format", "json", "../../scan/testdata/bad/tag.yaml"}, 1, `"ruleId": "MCPW001"`},
+		{[]string{"scan", "../../cli/scan/testdata/good"}, 0, "2 object(s) scanned: 0 critical, 0 high, 0 medium, 0 low"},
+		{[]string{"scan", "../../cli/scan/testdata/bad"}, 1, "MCPW001"},
+		{[]string{"scan", "--fail-on", "critical", "../../cli/scan/testdata/bad/scopes.yaml"}, 0, "MCPW007"},
+		{[]string{"scan", "--format", "sarif", "../../cli/scan/testdata/bad/tag.yaml"}, 1, `"version": "2.1.0"`},
+		{[]string{"scan", "--format", "json", "../../cli/scan/testdata/bad/tag.yaml"}, 1, `"ruleId": "MCPW001"`},
 		{[]string{"scan", "--fail-on", "severe", "x"}, 2, ""},
 		{[]string{"scan"}, 2, ""},
 		{[]string{"scan", "no/such/dir"}, 2, ""},

@@ -7,7 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
 )
 
 // CertIssuer is the cert-manager issuer the gateways' Certificates name, where the operator leaves

@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/cilium/pkg/policy/api"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 // fqdnEntry is one DNS-name egress destination.

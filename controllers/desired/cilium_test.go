@@ -7,7 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 var (

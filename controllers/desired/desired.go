@@ -23,11 +23,11 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/fence"
 	"github.com/mcp-warden/mcp-warden/gateway/pin"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/netpol"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/fence"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
 )
 
 // Labels the operator puts on every child object.

@@ -20,9 +20,9 @@ import (
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
 	gwpolicy "github.com/mcp-warden/mcp-warden/gateway/policy"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/netpol"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
 )
 
 // testGatewayImage is the gateway image the tests build pods with (the operator's default).

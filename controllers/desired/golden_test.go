@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the builders' output")

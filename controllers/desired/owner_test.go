@@ -7,7 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
-	"github.com/mcp-warden/mcp-warden/netpol"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 // TestEveryObjectIsControlledByItsServer: each object built for a server names that server (and no

@@ -29,8 +29,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
-	"github.com/mcp-warden/mcp-warden/imagesign"
-	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/supplychain/imagesign"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 )
 
 // options are the command's flags.

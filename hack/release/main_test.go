@@ -14,10 +14,10 @@ import (
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 
-	"github.com/mcp-warden/mcp-warden/imageverify"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
-	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 )
 
 // TestReleaseCommand runs the command as `make release` does, with a cosign key file and its password

@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 )
 
 // PushSandboxImage builds the pod sandbox image (a static binary that waits for SIGTERM, see ./pause)

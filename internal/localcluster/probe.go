@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/ptr"
 
-	"github.com/mcp-warden/mcp-warden/release"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 )
 
 // What the real-node tests and the demo share to observe the node: the probe image (test/realnode/probe)

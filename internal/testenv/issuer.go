@@ -21,7 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/mcp-warden/mcp-warden/issuerkeys"
+	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
 )
 
 // Issuer is an in-process OAuth issuer that answers for every https issuer name the suites use

@@ -33,8 +33,8 @@ import (
 	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
-	"github.com/mcp-warden/mcp-warden/netpol"
 	"github.com/mcp-warden/mcp-warden/operator"
+	"github.com/mcp-warden/mcp-warden/policy/netpol"
 )
 
 // clusterNetworkPolicyCRD reads the standard-channel ClusterNetworkPolicy CRD the network-policy-api

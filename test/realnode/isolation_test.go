@@ -23,7 +23,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/gateway"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
 )
 
 // isolation mirrors the probe's Isolation.

@@ -19,11 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/imageverify/imagetest"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
 	"github.com/mcp-warden/mcp-warden/internal/testenv"
 	"github.com/mcp-warden/mcp-warden/operator"
-	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/supplychain/imageverify/imagetest"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 )
 
 var (

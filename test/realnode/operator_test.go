@@ -34,7 +34,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
-	"github.com/mcp-warden/mcp-warden/release"
+	"github.com/mcp-warden/mcp-warden/supplychain/release"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 

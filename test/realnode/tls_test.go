@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcp-warden/mcp-warden/controllers"
-	"github.com/mcp-warden/mcp-warden/gatewayconfig"
-	"github.com/mcp-warden/mcp-warden/sandbox"
+	"github.com/mcp-warden/mcp-warden/policy/gatewayconfig"
+	"github.com/mcp-warden/mcp-warden/policy/sandbox"
 )
 
 // gatewayURL is the https URL of the pod's gateway (by pod IP) and the probe mcp flags that trust the
