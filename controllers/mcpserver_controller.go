@@ -316,7 +316,7 @@ func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alph
 // verifyImage verifies the image when a policy requires signatures; the admission webhook did the same,
 // so this is normally a cache hit, and it catches images admitted before a policy tightened. A failed
 // check stalls the server; an unreachable registry is retried.
-func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MCPServer, policies []mcpv1alpha1.MCPServerPolicy, st *reconcileState) error {
+func (r *MCPServerReconciler) verifyImage(ctx context.Context, s *mcpv1alpha1.MCPServer, policies []mcpv1alpha1.MCPServerPolicy) error {
 	if !imageverify.NeedsVerification(policies) {
 		s.Status.Image = nil
 		meta.RemoveStatusCondition(&s.Status.Conditions, mcpv1alpha1.ConditionVerified)
@@ -392,7 +392,7 @@ func (r *MCPServerReconciler) reconcileSpec(ctx context.Context, s *mcpv1alpha1.
 	if len(errs) > 0 {
 		return stalling(ReasonPolicyViolation, errs.ToAggregate())
 	}
-	if err := r.verifyImage(ctx, s, policies, st); err != nil {
+	if err := r.verifyImage(ctx, s, policies); err != nil {
 		return err
 	}
 	st.networkPolicy = np

@@ -281,8 +281,8 @@ func BenchmarkSessionsAcrossReplicas(b *testing.B) {
 	unlimited := func(c *gateway.Config) { c.Limits.RequestsPerSecond, c.Limits.Burst = 1e9, 1<<30 }
 	rs3, _ := newReplicaSet(b, 3, unlimited)
 	rs1, _ := newReplicaSet(b, 1, unlimited)
-	cs3 := rs3.connect(b, rs3.is.token(b, "files:read"), nil)
-	cs1 := rs1.connect(b, rs1.is.token(b, "files:read"), nil)
+	cs3 := rs3.connect(b, rs3.is.token(b, "files:read"))
+	cs1 := rs1.connect(b, rs1.is.token(b, "files:read"))
 	params := &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "docs/readme.md"}}
 	once := func(cs *mcp.ClientSession) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -334,7 +334,7 @@ func BenchmarkSessionsAcrossReplicas(b *testing.B) {
 	held := 0
 	lost := rs.replicas[0]
 	for i := range css {
-		css[i] = rs.connect(b, token, nil)
+		css[i] = rs.connect(b, token)
 		must(once(css[i]))
 		if ownerOf(b, rs, css[i].ID()) == lost.addr {
 			held++
@@ -349,7 +349,7 @@ func BenchmarkSessionsAcrossReplicas(b *testing.B) {
 		case errors.Is(err, mcp.ErrSessionMissing):
 			reinits++
 			gone = append(gone, d)
-			css[i] = rs.connect(b, token, nil)
+			css[i] = rs.connect(b, token)
 			must(once(css[i]))
 		case err != nil:
 			b.Fatalf("session %d after the loss: %v", i, err)

@@ -24,7 +24,7 @@ type sdkView struct {
 	args               any
 }
 
-func viewSDK(t *testing.T, data []byte) (sdkView, error) {
+func viewSDK(_ *testing.T, data []byte) (sdkView, error) {
 	msg, err := jsonrpc.DecodeMessage(data)
 	if err != nil {
 		return sdkView{}, err

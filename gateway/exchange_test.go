@@ -188,7 +188,7 @@ func TestEveryRequestPathWritesOneRecord(t *testing.T) {
 // to the one that does; the call is audited there, once, and not by the replica that relayed it.
 func TestRelayedCallHasOneRecord(t *testing.T) {
 	rs, _ := newReplicaSet(t, 2, nil)
-	cs := rs.connect(t, rs.is.token(t, "files:read"), nil)
+	cs := rs.connect(t, rs.is.token(t, "files:read"))
 	for i := range 4 {
 		if res, err := call(t, cs, "read_file", map[string]any{"path": fmt.Sprint(i)}); err != nil || res.IsError {
 			t.Fatalf("call %d: %v %+v", i, err, res)

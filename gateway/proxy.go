@@ -40,7 +40,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, 
 			result, status, msg = audit.ResultTimeout, http.StatusGatewayTimeout, "the MCP server did not answer within "+g.cfg.Limits.CallTimeout.String()
 		}
 		g.log.Warn("upstream request failed", "err", err)
-		g.relay.fail(w, ex, sw, status, codeUpstream, msg, result)
+		g.relay.fail(w, ex, sw, status, msg, result)
 		return
 	}
 	defer resp.Body.Close()
@@ -63,7 +63,8 @@ type relay struct {
 }
 
 // fail answers every unanswered request of an exchange with an error and audits its calls.
-func (rl *relay) fail(w http.ResponseWriter, ex *exchange, sw *sseWriter, status, code int, msg, result string) {
+func (rl *relay) fail(w http.ResponseWriter, ex *exchange, sw *sseWriter, status int, msg, result string) {
+	const code = codeUpstream
 	rl.metrics.upstream.WithLabelValues(upstreamKind(result)).Inc()
 	ids := ex.unanswered()
 	ex.settleAll(audit.Allow, msg, result)
@@ -113,7 +114,7 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 			rl.log.Warn("refused the MCP server's session id", "err", err)
 			resp.Header.Del("Mcp-Session-Id")
 			if sw == nil {
-				rl.fail(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server's session id is longer than the gateway accepts", audit.ResultUpstreamError)
+				rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server's session id is longer than the gateway accepts", audit.ResultUpstreamError)
 				return
 			}
 		} else {
@@ -133,7 +134,7 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 		rl.error(w, resp, ex, sw)
 	case resp.StatusCode >= 300:
 		w.Header().Del("Content-Type")
-		rl.fail(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server answered with a redirect, which the gateway does not follow", audit.ResultUpstreamError)
+		rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server answered with a redirect, which the gateway does not follow", audit.ResultUpstreamError)
 	case ct == "text/event-stream":
 		if sw == nil {
 			w.Header().Del("Content-Length")
@@ -152,13 +153,13 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 				msg = fmt.Sprintf("the MCP server's response exceeds %d bytes", rl.maxResponse)
 			}
 			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, codeUpstream, msg, audit.ResultUpstreamError)
+			rl.fail(w, ex, sw, http.StatusBadGateway, msg, audit.ResultUpstreamError)
 			return
 		}
 		out := rl.filter.payload(data, ex)
 		if out == nil {
 			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, codeUpstream, "the gateway refused the MCP server's response: it is not strict JSON-RPC or answers no request of this exchange", audit.ResultUpstreamError)
+			rl.fail(w, ex, sw, http.StatusBadGateway, "the gateway refused the MCP server's response: it is not strict JSON-RPC or answers no request of this exchange", audit.ResultUpstreamError)
 			return
 		}
 		ex.commit()
@@ -174,7 +175,7 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 		if n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 1)); n > 0 {
 			ex.drop("the MCP server answered with content type " + strictjson.Quote(ct) + ", which is neither application/json nor text/event-stream")
 			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, codeUpstream, "the MCP server answered with a content type that is not JSON-RPC", audit.ResultUpstreamError)
+			rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server answered with a content type that is not JSON-RPC", audit.ResultUpstreamError)
 			return
 		}
 		if sw == nil {
@@ -195,7 +196,7 @@ func (rl *relay) error(w http.ResponseWriter, resp *http.Response, ex *exchange,
 	}
 	msg = sanitize.Error(msg)
 	w.Header().Del("Content-Length")
-	rl.fail(w, ex, sw, resp.StatusCode, codeUpstream, msg, audit.ResultUpstreamError)
+	rl.fail(w, ex, sw, resp.StatusCode, msg, audit.ResultUpstreamError)
 }
 
 // stream filters an event stream event by event.
@@ -206,13 +207,13 @@ func (rl *relay) stream(ctx context.Context, body io.Reader, ex *exchange, sw *s
 		ev, err := rd.next()
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				rl.fail(nil, ex, sw, 0, codeUpstream, "the MCP server did not answer within "+rl.callTimeout.String(), audit.ResultTimeout)
+				rl.fail(nil, ex, sw, 0, "the MCP server did not answer within "+rl.callTimeout.String(), audit.ResultTimeout)
 			} else if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				rl.log.Warn("event stream from the MCP server ended with an error", "err", err)
-				rl.fail(nil, ex, sw, 0, codeUpstream, "the MCP server's event stream failed", audit.ResultUpstreamError)
+				rl.fail(nil, ex, sw, 0, "the MCP server's event stream failed", audit.ResultUpstreamError)
 			} else if !ex.stream && len(ex.unanswered()) > 0 {
 				// a response the gateway refused, or one the server never sent: the client is not left waiting
-				rl.fail(nil, ex, sw, 0, codeUpstream, "the MCP server ended its event stream without an answer the gateway could pass on", audit.ResultNoResponse)
+				rl.fail(nil, ex, sw, 0, "the MCP server ended its event stream without an answer the gateway could pass on", audit.ResultNoResponse)
 			}
 			return
 		}

@@ -172,11 +172,11 @@ func (rs *replicaSet) kill(rp *replica) {
 	rp.up.srv.CloseClientConnections()
 }
 
-func (rs *replicaSet) connect(t testing.TB, token string, opts *mcp.ClientOptions) *mcp.ClientSession {
+func (rs *replicaSet) connect(t testing.TB, token string) *mcp.ClientSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c := mcp.NewClient(&mcp.Implementation{Name: "test-client", Version: "1"}, opts)
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client", Version: "1"}, nil)
 	// the SDK's default retries: a broken event stream is resumed, as real clients do
 	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: rs.front.URL + "/mcp", HTTPClient: httpClient(token)}, nil)
 	if err != nil {
@@ -213,7 +213,7 @@ func (rs *replicaSet) owner(t testing.TB) *replica {
 func TestSessionsAcrossReplicas(t *testing.T) {
 	rs, _ := newReplicaSet(t, 3, nil)
 	// the client cannot ask a person, so a call that needs approval is refused outright
-	cs := rs.connect(t, rs.is.token(t, "files:read mail:send"), nil)
+	cs := rs.connect(t, rs.is.token(t, "files:read mail:send"))
 	if !strings.HasPrefix(cs.ID(), "mw1.") {
 		t.Fatalf("the client got session id %q, not a sealed one", cs.ID())
 	}
@@ -259,7 +259,7 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 func TestReplicaLossCostsOneReinitialize(t *testing.T) {
 	rs, _ := newReplicaSet(t, 3, nil)
 	token := rs.is.token(t, "files:read")
-	cs := rs.connect(t, token, nil)
+	cs := rs.connect(t, token)
 	if _, err := call(t, cs, "read_file", map[string]any{"path": "a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestReplicaLossCostsOneReinitialize(t *testing.T) {
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Fatalf("the 404 took %s", d)
 	}
-	cs2 := rs.connect(t, token, nil)
+	cs2 := rs.connect(t, token)
 	for i := range 4 {
 		res, err := call(t, cs2, "read_file", map[string]any{"path": fmt.Sprint(i)})
 		if err != nil || res.IsError {
@@ -370,7 +370,7 @@ func TestForgedSessionIDRefusedNeverDialled(t *testing.T) {
 	}
 
 	// a genuine id, stolen by another principal
-	cs := rs.connect(t, token, nil)
+	cs := rs.connect(t, token)
 	other := rs.is.claims("files:read")
 	other.Subject = "mallory"
 	if resp := post(rs.front.URL+"/mcp", cs.ID(), rs.is.mint(t, other), nil); resp.StatusCode != http.StatusNotFound {
@@ -513,7 +513,7 @@ func TestPeerHopOverTLS(t *testing.T) {
 	ca := newPeerCA(t)
 	rs, _ := newReplicaSet(t, 3, tlsPeers(t, ca))
 	token := rs.is.token(t, "files:read")
-	cs := rs.connect(t, token, nil)
+	cs := rs.connect(t, token)
 	for i := range 6 {
 		res, err := call(t, cs, "read_file", map[string]any{"path": fmt.Sprint(i)})
 		if err != nil || res.IsError || resultText(res) != fmt.Sprintf("contents of %d", i) {

@@ -54,8 +54,12 @@ func startIssuer() (*issuer, error) {
 	return is, nil
 }
 
-// token mints an RS256 access token for audience aud with the given scopes.
-func (is *issuer) token(aud, scope string) (string, error) {
+// demoScope is the scope of every token the demo mints: its client reads files.
+const demoScope = "files:read"
+
+// token mints an RS256 access token for audience aud with the demo's scope.
+func (is *issuer) token(aud string) (string, error) {
+	scope := demoScope
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo"))
 	if err != nil {
 		return "", err
@@ -192,12 +196,12 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 	resp, err := post("")
 	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata="),
 		"no token -> %s, WWW-Authenticate: %s", status(resp, err), header(resp, "WWW-Authenticate"))
-	wrong, _ := is.token("https://other-server.example/mcp", "files:read")
+	wrong, _ := is.token("https://other-server.example/mcp")
 	resp, err = post(wrong)
 	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized, "token for another audience -> %s", status(resp, err))
 
 	// A token for this server with scope files:read.
-	tok, err := is.token(cfg.Resource, "files:read")
+	tok, err := is.token(cfg.Resource)
 	if err != nil {
 		d.expect(false, "mint token: %v", err)
 		return

@@ -314,11 +314,11 @@ func (d *demo) podGatewayChecks(ctx context.Context, key client.ObjectKey, is *i
 	r := probe(url)
 	d.expect(r.Status == 401 && r.ConnectError != "" && len(r.Tools) == 0 && strings.Contains(r.WWWAuthenticate, "resource_metadata="),
 		"no token -> HTTP %d, WWW-Authenticate: %s", r.Status, r.WWWAuthenticate)
-	wrong, _ := is.token("https://other-server.example/mcp", "files:read")
+	wrong, _ := is.token("https://other-server.example/mcp")
 	r = probe(url, wrong)
 	d.expect(r.Status == 401, "token for another audience -> HTTP %d", r.Status)
 
-	tok, err := is.token(cfg.Resource, "files:read")
+	tok, err := is.token(cfg.Resource)
 	if err != nil {
 		d.expect(false, "mint token: %v", err)
 		return

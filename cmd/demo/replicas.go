@@ -70,7 +70,7 @@ func (d *demo) gatewayClient(ctx context.Context, key client.ObjectKey, is *issu
 		d.expect(false, "the rendered gateway configuration names no resource (%v)", err)
 		return nil, false
 	}
-	tok, err := is.token(cfg.Resource, "files:read")
+	tok, err := is.token(cfg.Resource)
 	if err != nil {
 		d.expect(false, "mint token: %v", err)
 		return nil, false
