@@ -119,8 +119,14 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	goodImage := serverImage(d.Spec.Template.Spec.Containers)
 
 	// The CRD accepts a spec without scopes; the gateway refuses it (this cluster runs no webhook).
-	s.Spec.Gateway.Scopes = nil
-	if err := k8s.Update(ctx, s); err != nil {
+	// The operator writes the status meanwhile: retry on a conflict with a fresh read.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		s.Spec.Gateway.Scopes = nil
+		return k8s.Update(ctx, s)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	stalled := func(text string) {
