@@ -299,13 +299,18 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 	// The owner is gone once its peer port, where the other replicas relay its sessions, refuses
 	// (its gateway serves there while the pod terminates): dialled from a surviving replica's pod.
 	deleted := time.Now()
+	// Its MCP port too, seen from the client pod: the gateway closes its listeners one after the
+	// other, and the client checks the MCP port after the cue.
 	peer := net.JoinHostPort(pods[0].Status.PodIP, fmt.Sprint(controllers.PeerPort))
+	mcpPort := net.JoinHostPort(pods[0].Status.PodIP, fmt.Sprint(controllers.GatewayPort))
 	if len(pods[1].Status.ContainerStatuses) > 0 {
 		if netns, err := d.cluster.ContainerNetns(pods[1].Status.ContainerStatuses[0].ContainerID); err == nil {
-			poll(ctx, 90*time.Second, func() bool { return netns.DialEach(peer)[peer] != "connected" })
+			poll(ctx, 90*time.Second, func() bool {
+				return netns.DialEach(peer)[peer] != "connected" && d.dialFrom(ctx, d.probes.agent, mcpPort)[mcpPort] != "connected"
+			})
 		}
 	}
-	fmt.Printf("    pod %s deleted; its peer port %s closed %s later\n", pods[0].Name, peer, time.Since(deleted).Round(10*time.Millisecond))
+	fmt.Printf("    pod %s deleted; its peer port %s and MCP port %s closed %s later\n", pods[0].Name, peer, mcpPort, time.Since(deleted).Round(10*time.Millisecond))
 	d.dialFrom(ctx, d.probes.agent, "127.0.0.1:7070")
 	res = <-done
 	var rep sessionReport

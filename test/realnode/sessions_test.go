@@ -138,14 +138,18 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 	// The owner is gone once its peer port, where the other replicas relay its sessions, stops
 	// accepting connections (its gateway serves there while the pod terminates); seen from a surviving
 	// replica's pod, which the NetworkPolicy lets reach it. Then the second cue.
+	// Its MCP port too, seen from the client pod: the gateway closes its listeners one after the
+	// other, and the client checks the MCP port after the cue.
 	peer := fmt.Sprintf("%s:%d", owner.Status.PodIP, controllers.PeerPort)
-	var peerState string
-	for peerState = "connected"; peerState == "connected"; {
+	mcpPort := fmt.Sprintf("%s:%d", owner.Status.PodIP, controllers.GatewayPort)
+	var peerState, mcpState string
+	for peerState, mcpState = "connected", "connected"; peerState == "connected" || mcpState == "connected"; {
 		if time.Since(deleted) > 90*time.Second {
-			t.Fatalf("the deleted owner's peer port %s still accepts connections after 90s", peer)
+			t.Fatalf("the deleted owner's peer port %s (%s) or MCP port %s (%s) still accepts connections after 90s", peer, peerState, mcpPort, mcpState)
 		}
 		time.Sleep(200 * time.Millisecond)
 		peerState = dialFrom(t, f.ns, pods[1].Name, "server", peer)[peer]
+		mcpState = dialFrom(t, f.ns, f.agent.Name, "probe", mcpPort)[mcpPort]
 	}
 	peerGone := time.Since(deleted)
 	if got := dialFrom(t, f.ns, f.agent.Name, "probe", "127.0.0.1:7070"); got["127.0.0.1:7070"] != "connected" {
