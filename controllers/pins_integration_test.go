@@ -101,7 +101,7 @@ func (ts *toolServer) setDescription(d string) {
 
 // runGateway starts a gateway (auth off) in front of upstream with the approved pins, serving MCP and
 // its status endpoint on loopback; it returns the MCP URL and the status address.
-func runGateway(t *testing.T, ctx context.Context, upstream string, pins map[string]string) (string, string) {
+func runGateway(ctx context.Context, t *testing.T, upstream string, pins map[string]string) (string, string) {
 	t.Helper()
 	cfg := &gateway.Config{Upstream: upstream, Resource: "http://files.test/mcp", Auth: gateway.AuthConfig{Disabled: true}, Pins: pins}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: io.Discard, Logger: slog.New(slog.DiscardHandler)})
@@ -172,7 +172,7 @@ func TestToolDefinitionChangeIsSurfaced(t *testing.T) {
 	tools := newToolServer("Read a file.")
 	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return tools.srv }, nil))
 	t.Cleanup(func() { upstream.CloseClientConnections(); upstream.Close() }) // after the gateways' cleanups
-	gwURL, statusAddr := runGateway(t, ctx, upstream.URL, nil)
+	gwURL, statusAddr := runGateway(ctx, t, upstream.URL, nil)
 	testPins.addrs.Store(key.Name, statusAddr)
 	defer testPins.addrs.Delete(key.Name)
 
@@ -252,7 +252,7 @@ func TestToolDefinitionChangeIsSurfaced(t *testing.T) {
 		return nil
 	})
 	// The pods roll with the new configuration; here the gateway restarts with it.
-	_, statusAddr = runGateway(t, ctx, upstream.URL, cfg.Pins)
+	_, statusAddr = runGateway(ctx, t, upstream.URL, cfg.Pins)
 	testPins.addrs.Store(key.Name, statusAddr)
 	s = waitTools(t, key, metav1.ConditionTrue, "approved")
 	if s.Status.Tools[0].PinnedHash != observed {
@@ -369,7 +369,7 @@ func TestReadyNeedsMCP(t *testing.T) {
 		_, _ = io.WriteString(w, "<html>not an MCP server</html>")
 	}))
 	t.Cleanup(web.Close)
-	_, statusAddr := runGateway(t, ctx, web.URL+"/mcp", nil)
+	_, statusAddr := runGateway(ctx, t, web.URL+"/mcp", nil)
 	testPins.addrs.Store(key.Name, statusAddr)
 	defer testPins.addrs.Delete(key.Name)
 	if err := k8s.Create(ctx, newServer(ns, key.Name)); err != nil {
@@ -402,7 +402,7 @@ func TestReadyNeedsMCP(t *testing.T) {
 	tools := newToolServer("Read a file.")
 	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return tools.srv }, nil))
 	t.Cleanup(func() { upstream.CloseClientConnections(); upstream.Close() })
-	_, statusAddr = runGateway(t, ctx, upstream.URL, nil)
+	_, statusAddr = runGateway(ctx, t, upstream.URL, nil)
 	testPins.addrs.Store(key.Name, statusAddr)
 	s = waitReady(t, key)
 	if s.Status.ServerInfo == nil || s.Status.ServerInfo.Name != "files" || s.Status.ServerInfo.Version != "1" || s.Status.ServerInfo.ProtocolVersion == "" ||

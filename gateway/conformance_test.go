@@ -42,11 +42,11 @@ func TestConformance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	upstream := startEverythingServer(t, ctx)
+	upstream := startEverythingServer(ctx, t)
 	gwURL := startConformanceGateway(t, upstream)
 
-	direct := runConformance(t, ctx, cli, upstream, "direct")
-	through := runConformance(t, ctx, cli, gwURL, "gateway")
+	direct := runConformance(ctx, t, cli, upstream, "direct")
+	through := runConformance(ctx, t, cli, gwURL, "gateway")
 
 	names := make([]string, 0, len(direct.scenarios))
 	for n := range direct.scenarios {
@@ -98,7 +98,7 @@ func TestConformance(t *testing.T) {
 
 // startEverythingServer builds the SDK's conformance server and runs it on loopback (stateful streamable
 // HTTP, so that it can send requests to the client: sampling, elicitation); it returns its MCP URL.
-func startEverythingServer(t *testing.T, ctx context.Context) string {
+func startEverythingServer(ctx context.Context, t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "everything-server")
 	bctx, bcancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -294,7 +294,7 @@ var (
 
 // runConformance runs all the suite's server scenarios (active and pending) against url and reads each
 // scenario's checks.json from the output directory.
-func runConformance(t *testing.T, ctx context.Context, cli, url, label string) *conformanceRun {
+func runConformance(ctx context.Context, t *testing.T, cli, url, label string) *conformanceRun {
 	t.Helper()
 	dir := t.TempDir()
 	rctx, cancel := context.WithTimeout(ctx, 4*time.Minute)

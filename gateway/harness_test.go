@@ -55,10 +55,10 @@ type testIssuer struct {
 func newIssuer(t testing.TB) *testIssuer {
 	is := &testIssuer{key: signingKey(t)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/jwks"})
 	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
 		is.jwksHits.Add(1)
 		keys := append([]jose.JSONWebKey{{Key: &is.key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}, is.otherKeys...)
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: keys})

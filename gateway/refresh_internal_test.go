@@ -20,7 +20,7 @@ import (
 func TestCloseCancelsAndWaitsForTheRefresh(t *testing.T) {
 	var started, cancelled atomic.Int32
 	inFlight := make(chan struct{}, 16)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		started.Add(1)
 		_, _ = io.Copy(io.Discard, r.Body) // the server notices a client gone only once the body is read
 		select {

@@ -58,8 +58,8 @@ type principalChain struct {
 	lastUsed time.Time
 }
 
-func newSessionTable(max int) *sessionTable {
-	return &sessionTable{m: map[string]*session{}, max: max, chains: map[string]*principalChain{}}
+func newSessionTable(limit int) *sessionTable {
+	return &sessionTable{m: map[string]*session{}, max: limit, chains: map[string]*principalChain{}}
 }
 
 // chainLocked returns the tool-chain state of a principal, evicting the least recently used principal

@@ -33,10 +33,10 @@ type sseReader struct {
 // readers are reused: one event stream is read per proxied request.
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func newSSEReader(r io.Reader, max int64) *sseReader {
+func newSSEReader(r io.Reader, limit int64) *sseReader {
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(r)
-	return &sseReader{br: br, max: max}
+	return &sseReader{br: br, max: limit}
 }
 
 // release returns the reader's buffer to the pool; the reader must not be used afterwards.

@@ -105,7 +105,7 @@ func TestCertReloaderServesRenewedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(_ http.ResponseWriter, _ *http.Request) {}))
 	srv.TLS = r.ServerTLSConfig()
 	srv.StartTLS()
 	defer srv.Close()

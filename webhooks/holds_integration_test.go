@@ -84,7 +84,7 @@ func TestPolicyValidatedAtTheDoor(t *testing.T) {
 func TestHangingRegistryThroughTheAPIServer(t *testing.T) {
 	needCluster(t)
 	release := make(chan struct{})
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():

@@ -364,7 +364,7 @@ func egressCIDR(cidr string, i, line int, add func(Rule, int, string, ...any)) {
 			return
 		}
 	}
-	if min := 8; (p.Addr().Is4() && p.Bits() < min) || (!p.Addr().Is4() && p.Bits() < 16) {
+	if minV4 := 8; (p.Addr().Is4() && p.Bits() < minV4) || (!p.Addr().Is4() && p.Bits() < 16) {
 		add(ruleEgressBroad, line, "spec.egress[%d].cidr %s opens a /%d (the operator still excludes protected ranges, but the rest of the internet is open)", i, cidr, p.Bits())
 	}
 }

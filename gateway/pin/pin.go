@@ -25,11 +25,11 @@ import (
 type Status string
 
 const (
-	// Pinned: the tool matches the hash recorded when it was first seen.
+	// Pinned means the tool matches the hash recorded when it was first seen.
 	Pinned Status = "pinned"
-	// Approved: the tool matches the hash approved in the configuration.
+	// Approved means the tool matches the hash approved in the configuration.
 	Approved Status = "approved"
-	// Changed: the tool differs from its pinned or approved hash; it is hidden and refused until a person
+	// Changed means the tool differs from its pinned or approved hash; it is hidden and refused until a person
 	// approves the observed hash.
 	Changed Status = "changed"
 )

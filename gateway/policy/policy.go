@@ -18,7 +18,7 @@ const (
 	WritesExternal = "writes-external"
 )
 
-// AllTools, as a tool name in the scope map, grants every tool.
+// AllTools is the tool name that, in the scope map, grants every tool.
 const AllTools = "*"
 
 // Policy is the compiled tool policy; it is read-only after New.

@@ -25,8 +25,10 @@ const (
 	TmpDir = "/tmp"
 	// HomeDir is the writable home directory (an emptyDir), so npx/uvx-style servers can cache packages.
 	HomeDir = "/home/mcp"
-	// TmpVolume and HomeVolume are the names of the writable emptyDir volumes.
-	TmpVolume, HomeVolume = "tmp", "home"
+	// TmpVolume is the name of the writable emptyDir volume mounted at TmpDir.
+	TmpVolume = "tmp"
+	// HomeVolume is the name of the writable emptyDir volume mounted at HomeDir.
+	HomeVolume = "home"
 )
 
 // PodSecurityContext returns the pod-level security context: non-root with a fixed UID/GID and seccomp

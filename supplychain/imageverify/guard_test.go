@@ -24,7 +24,7 @@ const secret = "AKIA-SECRET-FROM-THE-METADATA-SERVICE"
 
 func newSink(t *testing.T, tls bool, status int) *sink {
 	s := &sink{}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s.hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -126,7 +126,7 @@ func TestRedirectsAreChecked(t *testing.T) {
 func TestTokenRealmIsChecked(t *testing.T) {
 	f := newFixture(t)
 	realm := newSink(t, false, http.StatusOK)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.srv.URL+`/token",service="registry"`)
 		w.WriteHeader(http.StatusUnauthorized)
 	}))

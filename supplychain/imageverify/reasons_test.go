@@ -65,7 +65,7 @@ func TestRightReasons(t *testing.T) {
 func TestOneDeadline(t *testing.T) {
 	f := newFixture(t)
 	release := make(chan struct{})
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():

@@ -173,7 +173,7 @@ func newGuardedTransport(open http.RoundTripper, maxBody int64, maxEntries int) 
 
 // refuseProtected is the guarded dialer's Control: it runs after name resolution, on the address about
 // to be connected.
-func refuseProtected(network, address string, _ syscall.RawConn) error {
+func refuseProtected(_, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return &BlockedError{Host: address, Reason: "unparsable address"}

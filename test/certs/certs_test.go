@@ -138,13 +138,13 @@ func TestSelfManagedCertificates(t *testing.T) {
 		return nil
 	})
 
-	rotateUnderLoad(t, ctx, k8s, s, port)
+	rotateUnderLoad(ctx, t, k8s, s, port)
 }
 
 // rotateUnderLoad forces a new CA and serving certificate (the Secret's content is removed, as if it
 // had been lost or had expired) while admissions flow every 50 ms, and checks that the webhook serves
 // the new certificate, that the API server trusts it, and how long admissions failed in between.
-func rotateUnderLoad(t *testing.T, ctx context.Context, k8s client.Client, s *mcpv1alpha1.MCPServer, port int) {
+func rotateUnderLoad(ctx context.Context, t *testing.T, k8s client.Client, s *mcpv1alpha1.MCPServer, port int) {
 	before := servedSerial(t, port)
 	type outcome struct {
 		at      time.Time

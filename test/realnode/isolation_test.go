@@ -31,7 +31,8 @@ type isolation struct {
 	Self      map[string]string
 	Processes []struct {
 		Pid                      int
-		Name, Uid                string
+		Name                     string
+		UID                      string `json:"Uid"`
 		Kill0, Environ, RootFile string
 		SameUserAs               bool
 	}
@@ -74,8 +75,8 @@ func assertServerCannotTouchGateway(t *testing.T, iso isolation) {
 		t.Errorf("the server container runs as %q, want %s", iso.Self["Uid"], serverUIDs)
 	}
 	for _, p := range iso.Processes {
-		if p.Uid == gatewayUIDs || p.Name == "gateway" {
-			t.Errorf("the server container sees the gateway's process %d (%s, uid %s): kill -0 %q, environ %q", p.Pid, p.Name, p.Uid, p.Kill0, p.Environ)
+		if p.UID == gatewayUIDs || p.Name == "gateway" {
+			t.Errorf("the server container sees the gateway's process %d (%s, uid %s): kill -0 %q, environ %q", p.Pid, p.Name, p.UID, p.Kill0, p.Environ)
 		}
 	}
 	if len(iso.Binds) != 14 {
@@ -233,9 +234,9 @@ func TestServerCannotTouchGateway(t *testing.T) {
 			continue
 		}
 		seen = true
-		t.Logf("with a shared PID namespace, the server sees gateway pid %d (uid %s): kill -0: %q; environ: %q; /proc/%d/root/etc/mcp-warden/gateway.json: %q", p.Pid, p.Uid, p.Kill0, p.Environ, p.Pid, p.RootFile)
-		if p.Uid != gatewayUIDs {
-			t.Errorf("gateway uid %q", p.Uid)
+		t.Logf("with a shared PID namespace, the server sees gateway pid %d (uid %s): kill -0: %q; environ: %q; /proc/%d/root/etc/mcp-warden/gateway.json: %q", p.Pid, p.UID, p.Kill0, p.Environ, p.Pid, p.RootFile)
+		if p.UID != gatewayUIDs {
+			t.Errorf("gateway uid %q", p.UID)
 		}
 		if !strings.Contains(p.Kill0, "operation not permitted") {
 			t.Errorf("kill -0 of the gateway from the server's user: %q, want operation not permitted", p.Kill0)

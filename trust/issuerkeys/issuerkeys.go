@@ -470,9 +470,9 @@ func (f *Fetcher) get(ctx context.Context, u string) ([]byte, error) {
 	if c == nil {
 		c = defaultClient
 	}
-	max := f.MaxBytes
-	if max <= 0 {
-		max = DefaultMaxBytes
+	limit := f.MaxBytes
+	if limit <= 0 {
+		limit = DefaultMaxBytes
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -487,12 +487,12 @@ func (f *Fetcher) get(ctx context.Context, u string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: HTTP %d (redirects are not followed)", u, resp.StatusCode)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
-	if int64(len(body)) > max {
-		return nil, fmt.Errorf("GET %s: the answer is larger than %d bytes", u, max)
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("GET %s: the answer is larger than %d bytes", u, limit)
 	}
 	return body, nil
 }

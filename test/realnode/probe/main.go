@@ -451,7 +451,8 @@ type Isolation struct {
 // ProcessView is another process and what this one could do to it ("" when it worked).
 type ProcessView struct {
 	Pid        int
-	Name, Uid  string
+	Name       string
+	UID        string `json:"Uid"`
 	Kill0      string
 	Environ    string
 	RootFile   string `json:",omitempty"`
@@ -491,7 +492,7 @@ func isolation(args []string) Isolation {
 		}
 		st := status(filepath.Join("/proc", e.Name(), "status"))
 		name, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		v := ProcessView{Pid: pid, Name: strings.TrimSpace(string(name)), Uid: st["Uid"], SameUserAs: st["Uid"] == self["Uid"]}
+		v := ProcessView{Pid: pid, Name: strings.TrimSpace(string(name)), UID: st["Uid"], SameUserAs: st["Uid"] == self["Uid"]}
 		v.Kill0 = errString(syscall.Kill(pid, 0))
 		_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
 		v.Environ = errString(err)
