@@ -8,7 +8,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -109,4 +112,39 @@ func TestCreateFindsUnlabelledOwnedChild(t *testing.T) {
 	if c := condition(s, mcpv1alpha1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue {
 		t.Fatalf("stalled on its own child: %+v", c)
 	}
+}
+
+// TestNetworkPolicySelectorWideningIsReverted: a tenant with namespace edit rights adds a key to the
+// server's NetworkPolicy pod selector under its own field manager (the fence webhook admits it: the
+// policy then selects no server pod, which would leave the pods with no fence). A label selector is an
+// atomic struct to server-side apply, so the operator's forced apply replaces the whole selector rather
+// than keeping the tenant's key beside its own.
+func TestNetworkPolicySelectorWideningIsReverted(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	dumpOnFailure(t, ns)
+	s := newServer(ns, "fenced")
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	waitReady(t, key)
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, key, np); err != nil {
+		t.Fatal(err)
+	}
+	want := np.Spec.PodSelector.DeepCopy()
+	patch := []byte(`{"spec":{"podSelector":{"matchLabels":{"tenant":"nothing"}}}}`)
+	if err := k8s.Patch(ctx, np, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("tenant")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(ctx, key, np); err != nil {
+			return err
+		}
+		if !equality.Semantic.DeepEqual(np.Spec.PodSelector, *want) {
+			return fmt.Errorf("pod selector %v, want %v", np.Spec.PodSelector, *want)
+		}
+		return nil
+	})
 }
