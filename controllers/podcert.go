@@ -202,6 +202,14 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	if string(pcr.Spec.NodeName) != pod.Spec.NodeName {
 		return fmt.Sprintf("the request names node %q, the pod runs on %q", pcr.Spec.NodeName, pod.Spec.NodeName)
 	}
+	// The key's isolation rests on the users and the PID namespace: a pod whose server runs as the
+	// gateway's user, or shares the gateway's processes, could read the key from the gateway's files.
+	if ptr.Deref(pod.Spec.ShareProcessNamespace, false) != ptr.Deref(want.ShareProcessNamespace, false) || pod.Spec.HostPID != want.HostPID {
+		return "it shares a PID namespace the operator does not render (shareProcessNamespace or hostPID)"
+	}
+	if why := sameUsers("pod", pod.Spec.SecurityContext, want.SecurityContext); why != "" {
+		return why
+	}
 	if why := sameContainers("init container", pod.Spec.InitContainers, want.InitContainers); why != "" {
 		return why
 	}
@@ -244,6 +252,24 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	return ""
 }
 
+// sameUsers compares the user, group, fsGroup and supplemental groups of a security context with the
+// rendered one's (nil: none set).
+func sameUsers(what string, live, want *corev1.PodSecurityContext) string {
+	if live == nil {
+		live = &corev1.PodSecurityContext{}
+	}
+	if want == nil {
+		want = &corev1.PodSecurityContext{}
+	}
+	if !equality.Semantic.DeepEqual(live.RunAsUser, want.RunAsUser) || !equality.Semantic.DeepEqual(live.RunAsGroup, want.RunAsGroup) ||
+		!equality.Semantic.DeepEqual(live.FSGroup, want.FSGroup) || !slices.Equal(live.SupplementalGroups, want.SupplementalGroups) {
+		return fmt.Sprintf("its %s runs as user %v, group %v, fsGroup %v, groups %v; the operator renders user %v, group %v, fsGroup %v, groups %v",
+			what, ptr.Deref(live.RunAsUser, -1), ptr.Deref(live.RunAsGroup, -1), ptr.Deref(live.FSGroup, -1), live.SupplementalGroups,
+			ptr.Deref(want.RunAsUser, -1), ptr.Deref(want.RunAsGroup, -1), ptr.Deref(want.FSGroup, -1), want.SupplementalGroups)
+	}
+	return ""
+}
+
 // sameContainers compares the containers' names, images, commands and arguments with the rendered ones.
 func sameContainers(what string, live, want []corev1.Container) string {
 	if len(live) != len(want) {
@@ -254,6 +280,16 @@ func sameContainers(what string, live, want []corev1.Container) string {
 		if l.Name != w.Name || l.Image != w.Image || !slices.Equal(l.Command, w.Command) || !slices.Equal(l.Args, w.Args) {
 			return fmt.Sprintf("its %s %d (%s, image %s, command %q, args %q) is not the one the operator renders (%s, image %s, command %q, args %q)",
 				what, i, l.Name, l.Image, l.Command, l.Args, w.Name, w.Image, w.Command, w.Args)
+		}
+		var lsc, wsc *corev1.PodSecurityContext
+		if l.SecurityContext != nil {
+			lsc = &corev1.PodSecurityContext{RunAsUser: l.SecurityContext.RunAsUser, RunAsGroup: l.SecurityContext.RunAsGroup}
+		}
+		if w.SecurityContext != nil {
+			wsc = &corev1.PodSecurityContext{RunAsUser: w.SecurityContext.RunAsUser, RunAsGroup: w.SecurityContext.RunAsGroup}
+		}
+		if why := sameUsers(what+" "+l.Name, lsc, wsc); why != "" {
+			return why
 		}
 	}
 	return ""
