@@ -34,7 +34,9 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/internal/localcluster"
+	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/supplychain/release"
+	"github.com/mcp-warden/mcp-warden/trust/servingcert"
 	"github.com/mcp-warden/mcp-warden/webhooks"
 )
 
@@ -148,6 +150,21 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "issuer-ca", Namespace: operatorNamespace},
 		Data:       map[string]string{"ca.crt": string(issuer.CAPEM())},
+	}))
+	// The tests' manager's CA for the gateways' certificates, as a second replica of one operator shares
+	// it: both sign the pods' certificate requests, and a pod signed by another CA than the one its
+	// namespace's bundle holds would be refused by every client.
+	caKey := client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}
+	// Made now if no server has needed it yet (the tests' manager then loads this one).
+	_, _ = (&servingcert.Authority{Client: k8s, Reader: k8s, Secret: caKey}).Current(context.Background())
+	ca := &corev1.Secret{}
+	if err := k8s.Get(context.Background(), caKey, ca); err != nil {
+		t.Fatalf("the tests' manager's gateway CA: %v", err)
+	}
+	objs = append(objs, toUnstructured(t, &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: ca.Name, Namespace: operatorNamespace, Labels: ca.Labels, Annotations: ca.Annotations},
+		Type:       ca.Type, Data: ca.Data,
 	}))
 	t.Cleanup(func() { uninstallOperator(objs) })
 	created := time.Now()
