@@ -174,8 +174,11 @@ func TestGatewayPodCertificates(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM([]byte(bundle.Data["ca.crt"]))
 	for _, dns := range gatewayconfig.DNSNames(s, "cluster.local") {
-		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			t.Errorf("the certificate does not verify for %s against the published bundle: %v", dns, err)
+		// for serving, and as the client certificate a replica presents on the others' peer port
+		for _, use := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{use}}); err != nil {
+				t.Errorf("the certificate does not verify for %s (extended key usage %v) against the published bundle: %v", dns, use, err)
+			}
 		}
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "other." + ns + ".svc", Roots: roots}); err == nil {

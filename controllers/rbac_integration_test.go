@@ -85,12 +85,18 @@ func TestManagerHasLeastPrivilege(t *testing.T) {
 		{"approve", "certificates.k8s.io", "signers", "", "kubernetes.io/kube-apiserver-client", false},
 		{"create", "certificates.k8s.io", "podcertificaterequests", "team-a", "", false},
 		{"update", "certificates.k8s.io", "certificatesigningrequests/approval", "", "", false},
-		// The session keys are still Secrets in the servers' namespaces (<name>-gateway-session): the
-		// manager reads and writes Secrets in every namespace (its cache holds only those it labels),
-		// but deletes none outside its own (owner references remove a server's).
-		{"create", "", "secrets", "team-a", "", true},
-		{"get", "", "secrets", "kube-system", "", true},
-		// What it must not do.
+		// With cert-manager issuing, the issuer's CA is read from the CertificateRequests' status.
+		{"list", "cert-manager.io", "certificaterequests", "team-a", "", true},
+		// What it must not do. No Secret outside its own namespace: session ids need no shared key,
+		// the gateways' certificates are pod certificates (or cert-manager's Secret, which only the
+		// gateway mounts), so a compromised manager reads and writes no tenant's Secret.
+		{"get", "", "secrets", "team-a", "files-gateway-tls", false},
+		{"list", "", "secrets", "team-a", "", false},
+		{"watch", "", "secrets", "team-a", "", false},
+		{"create", "", "secrets", "team-a", "", false},
+		{"update", "", "secrets", "team-a", "files-gateway-session", false},
+		{"get", "", "secrets", "kube-system", "", false},
+		{"list", "", "secrets", "", "", false},
 		{"delete", "", "secrets", "team-a", "", false},
 		{"delete", "", "secrets", "kube-system", "", false},
 		{"deletecollection", "", "secrets", "", "", false},

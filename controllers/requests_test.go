@@ -108,8 +108,8 @@ func table(counts map[string]int, servers int) string {
 	return b.String()
 }
 
-// The floor of one server from create to Ready: its six children created (ServiceAccount,
-// NetworkPolicy, Service, gateway session-key Secret, gateway ConfigMap, Deployment; the serving
+// The floor of one server from create to Ready: its five children created (ServiceAccount,
+// NetworkPolicy, Service, gateway ConfigMap, Deployment; session ids need no key, so no Secret; the serving
 // certificate is a pod certificate, signed on the kubelet's request, which the simulated node does not
 // make; the namespace's CA bundle ConfigMap is written once for the whole fleet), and three status writes (Progressing with the
 // endpoint and observedGeneration, WaitingForMCP once the pods run, then Ready when a gateway reports
@@ -120,7 +120,7 @@ func table(counts map[string]int, servers int) string {
 // (here the gateway ConfigMap's pins) first moves the create's field ownership to the operator's
 // server-side apply: one JSON patch.
 const (
-	floorCreates      = 6
+	floorCreates      = 5
 	floorPinsWrite    = 1
 	floorStatusWrites = 3
 	ownershipMoves    = 1

@@ -91,8 +91,8 @@ func TestBurstOfCreates(t *testing.T) {
 
 // BenchmarkReconcileToReady measures the time for N MCPServers created at once to become Ready (pods
 // scheduled and running on the simulated node) on the local control plane, beside the control plane's
-// own floor measured in the same run just before: the same six children per server (ServiceAccount,
-// session-key Secret, NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
+// own floor measured in the same run just before: the same five children per server (ServiceAccount,
+// NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
 // until every Deployment has its replica available. With MCP_WARDEN_TOOLHIVE set (hack/toolhive.sh),
 // ToolHive's operator is measured on the same N in the same run (see createToolhiveFleet). It also
 // reports the operator's API requests per server, from create to Ready.
@@ -264,11 +264,8 @@ func bareChildren(ns, name string) []client.Object {
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: meta(), Data: map[string]string{"gateway.json": "{}"}}
 	cm.Name = name + "-gateway"
-	session := &corev1.Secret{ObjectMeta: meta(), Data: map[string][]byte{"session.key": make([]byte, 32)}}
-	session.Name = name + "-gateway-session"
 	return []client.Object{
 		&corev1.ServiceAccount{ObjectMeta: meta(), AutomountServiceAccountToken: ptr.To(false)},
-		session,
 		&networkingv1.NetworkPolicy{ObjectMeta: meta(), Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},

@@ -1,9 +1,14 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -12,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,8 +38,8 @@ var CertificateGVK = desired.CertificateGVK
 // because the operator has no CA.
 const ReasonTLSUnavailable = "TLSUnavailable"
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=list
 
 // reconcileTLS publishes the CA bundle the gateway's serving certificate chains to in the namespace's
 // ConfigMap mcp-warden-ca. The certificate itself is a pod certificate: the kubelet generates the key
@@ -90,9 +96,23 @@ func (r *MCPServerReconciler) withCertSource(d *appsv1.Deployment, s *mcpv1alpha
 // key, then the certificate chain.
 const certManagerCombinedPEM = "tls-combined.pem"
 
+// CertificateRequestGVK is cert-manager's CertificateRequest, whose status carries the issuer's CA.
+var CertificateRequestGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "CertificateRequest"}
+
+const (
+	// maxCertificateRequests bounds the CertificateRequests of a namespace read for the issuer's CA.
+	maxCertificateRequests = 500
+	// maxCABundleBytes bounds the CA a CertificateRequest carries.
+	maxCABundleBytes = 64 << 10
+	// certificateRevision is the annotation cert-manager numbers a Certificate's requests with.
+	certificateRevision = "cert-manager.io/certificate-revision"
+)
+
 // reconcileCertificate asks cert-manager for the certificate: a Certificate owned by the server whose
-// Secret, of the same name as the operator's own, carries the operator's labels (so the operator sees
-// it) and is mounted by the gateway alone. Its ca.crt, once issued, is published as the bundle.
+// Secret, of the same name as the operator's own, is mounted by the gateway alone. The operator never
+// reads that Secret (it has no access to Secrets outside its own namespace): the CA it publishes as the
+// bundle is the one cert-manager records, once issued, in the status of the Certificate's latest
+// CertificateRequest (public certificates only).
 func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, s *mcpv1alpha1.MCPServer) error {
 	cert := desired.Certificate(s, r.options())
 	live := &unstructured.Unstructured{}
@@ -100,18 +120,58 @@ func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, s *mcpv1
 	if err := r.applyChild(ctx, s, cert, live); err != nil {
 		return err
 	}
-	sec := &corev1.Secret{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: gatewayconfig.TLSSecretName(s)}, sec)
-	if apierrors.IsNotFound(err) {
-		return nil // not issued yet: the pod waits for its volume
+	ca, err := r.issuedCA(ctx, live)
+	if err != nil || ca == nil {
+		return err // nil: not issued yet; the pod waits for its volume, the Certificate's status change brings us back
 	}
-	if err != nil {
-		return fmt.Errorf("get the Certificate's Secret: %w", err)
+	return r.publishCABundle(ctx, s, ca)
+}
+
+// issuedCA is status.ca of the latest CertificateRequest the Certificate controls that carries one
+// (nil if none does yet), checked to be PEM certificates.
+func (r *MCPServerReconciler) issuedCA(ctx context.Context, cert *unstructured.Unstructured) ([]byte, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(CertificateRequestGVK.GroupVersion().WithKind("CertificateRequestList"))
+	if err := r.APIReader.List(ctx, list, client.InNamespace(cert.GetNamespace()), client.Limit(maxCertificateRequests)); err != nil {
+		return nil, fmt.Errorf("list the CertificateRequests of Certificate %s for the issuer's CA: %w", cert.GetName(), err)
 	}
-	if ca := sec.Data[gatewayconfig.CABundleKey]; len(ca) > 0 {
-		return r.publishCABundle(ctx, s, ca)
+	var best []byte
+	bestRev, bestAt := -1, time.Time{}
+	for i := range list.Items {
+		cr := &list.Items[i]
+		if ref := metav1.GetControllerOf(cr); ref == nil || ref.UID != cert.GetUID() || ref.Kind != CertificateGVK.Kind {
+			continue
+		}
+		enc, _, _ := unstructured.NestedString(cr.Object, "status", "ca")
+		ca, err := base64.StdEncoding.DecodeString(enc)
+		if enc == "" || err != nil || len(ca) > maxCABundleBytes || !onlyCertificates(ca) {
+			continue
+		}
+		rev, _ := strconv.Atoi(cr.GetAnnotations()[certificateRevision])
+		if at := cr.GetCreationTimestamp().Time; rev > bestRev || (rev == bestRev && at.After(bestAt)) {
+			best, bestRev, bestAt = ca, rev, at
+		}
 	}
-	return nil
+	return best, nil
+}
+
+// onlyCertificates reports whether b is one or more PEM certificates and nothing else.
+func onlyCertificates(b []byte) bool {
+	n := 0
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return n > 0 && len(bytes.TrimSpace(b)) == 0
+		}
+		if block.Type != "CERTIFICATE" {
+			return false
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return false
+		}
+		n++
+	}
 }
 
 // publishCABundle writes the bundle into the namespace's ConfigMap mcp-warden-ca (key ca.crt), for

@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,13 +20,14 @@ import (
 	"github.com/mcp-warden/mcp-warden/gateway"
 )
 
-// TestSessionKeyDeliveredAndSessionsKept: a server with three replicas gets one key that seals its
-// gateways' session ids, in a Secret of its own, not the ConfigMap (mounted by the gateway container alone), kept
-// across spec changes; each gateway learns its pod's IP for the ids it issues; the NetworkPolicy opens
-// the peer port to the server's own pods only; and SessionsKept says that sessions are routed to the
-// replica that holds them, turning False when the tool-chain rule cannot follow a principal across
-// replicas.
-func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
+// TestSessionsNeedNoKeyAndSessionsKept: a server with three replicas gets no session key at all (no
+// Secret, no Secret volume: each replica keeps the handles of the ids it issues, and the replicas
+// authenticate each other by mutual TLS with their pod certificates); each gateway learns its pod's IP
+// for the ids it issues and is configured to verify its peers against the CA bundle for the Service's
+// name; the NetworkPolicy opens the peer port to the server's own pods only; and SessionsKept says
+// that sessions are routed to the replica that holds them, turning False when the tool-chain rule
+// cannot follow a principal across replicas.
+func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 	ctx := context.Background()
 	ns := restrictedNamespace(t)
 	s := newServer(ns, "sessions")
@@ -44,27 +45,19 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway"}, cm); err != nil {
 		t.Fatal(err)
 	}
-	// the key is in a Secret of its own: the ConfigMap, which namespace view reads, does not carry it
-	if _, ok := cm.Data["session.key"]; ok {
-		t.Fatal("the gateway's ConfigMap carries session.key: anyone with namespace view could seal session ids and relay tokens")
+	// no key anywhere: neither a Secret of its own nor a line of the ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the session key Secret: %v, want not found (session ids need no shared key)", err)
 	}
-	sec := &corev1.Secret{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, sec); err != nil {
-		t.Fatalf("the session key Secret: %v", err)
-	}
-	if !metav1.IsControlledBy(sec, got) || sec.Labels["app.kubernetes.io/managed-by"] == "" {
-		t.Fatalf("the session key Secret is not the server's own, labelled child: owners %+v, labels %v", sec.OwnerReferences, sec.Labels)
-	}
-	sessionKey := string(sec.Data["session.key"])
-	if b, err := hex.DecodeString(sessionKey); err != nil || len(b) != 32 {
-		t.Fatalf("session.key is not 32 bytes in hex: %q", sessionKey)
+	if strings.Contains(cm.Data["gateway.json"], "mcp-warden-session") {
+		t.Fatalf("the gateway is configured with a session key: %s", cm.Data["gateway.json"])
 	}
 	cfg := &gateway.Config{}
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sessions.KeyPath != "/etc/mcp-warden-session/session.key" || cfg.Sessions.PeerListen != ":8445" || cfg.Sessions.Advertise != "" {
-		t.Fatalf("gateway sessions config: %+v", cfg.Sessions)
+	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local"}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
+		t.Fatalf("gateway sessions config: %+v, want %+v", cfg.Sessions, want)
 	}
 
 	dep := &appsv1.Deployment{}
@@ -83,23 +76,15 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if !hasPodIP || !hasPeerPort {
 		t.Fatalf("gateway container: pod IP env %v, peer port %v: %+v %+v", hasPodIP, hasPeerPort, gw.Env, gw.Ports)
 	}
-	sessionVolume := ""
 	for _, v := range pod.Volumes {
-		if v.Secret != nil && v.Secret.SecretName == "sessions-gateway-session" {
-			sessionVolume = v.Name
+		if v.Secret != nil {
+			t.Fatalf("the pod mounts Secret %s (volume %s); with pod certificates and no session key it needs none", v.Secret.SecretName, v.Name)
 		}
-	}
-	mountsKey := false
-	for _, m := range gw.VolumeMounts {
-		mountsKey = mountsKey || (m.Name == sessionVolume && m.MountPath == "/etc/mcp-warden-session")
-	}
-	if sessionVolume == "" || !mountsKey {
-		t.Fatalf("the gateway container does not mount the session key Secret: volumes %+v, mounts %+v", pod.Volumes, gw.VolumeMounts)
 	}
 	for _, c := range pod.Containers {
 		for _, m := range c.VolumeMounts {
-			if m.Name == "gateway" || m.Name == sessionVolume {
-				t.Fatalf("container %s mounts the gateway's ConfigMap or the session key Secret", c.Name)
+			if m.Name == "gateway" || m.Name == "gateway-tls" {
+				t.Fatalf("container %s mounts the gateway's ConfigMap or its certificate", c.Name)
 			}
 		}
 	}
@@ -138,7 +123,7 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 		t.Fatalf("peer port rules: %d ingress, %d egress; want one each", in, out)
 	}
 
-	// A spec change that rolls the pods keeps the key: replicas old and new seal alike.
+	// A spec change that rolls the pods.
 	hash := dep.Spec.Template.Annotations["mcp.warden.dev/gateway-config"]
 	if err := k8s.Get(ctx, key, got); err != nil {
 		t.Fatal(err)
@@ -158,12 +143,6 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 	if dep.Spec.Template.Annotations["mcp.warden.dev/gateway-config"] == hash {
 		t.Fatal("the chain labels did not change the gateway configuration")
 	}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, sec); err != nil {
-		t.Fatal(err)
-	}
-	if string(sec.Data["session.key"]) != sessionKey {
-		t.Fatal("the session key changed with the spec: ids the old replicas issued would not open on the new ones")
-	}
 
 	// One replica: nothing to route.
 	got.Spec.Replicas = ptr.To(int32(1))
@@ -179,4 +158,89 @@ func TestSessionKeyDeliveredAndSessionsKept(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPlaintextReplicasDoNotRelay: with spec.gateway.tls.mode Disabled (allowed by a policy) there is
+// no mutual TLS to authenticate a relay, so the gateways get no peer port (configuration, container
+// port, NetworkPolicy rules), the Service keeps a client on one replica by its address, and
+// SessionsKept says so at several replicas (NotRelayedWithoutTLS), naming the fixes. Before, the
+// replicas relayed to each other in plaintext, authenticated by a key in a Secret.
+func TestPlaintextReplicasDoNotRelay(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	pol := &mcpv1alpha1.MCPServerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-" + ns},
+		Spec: mcpv1alpha1.MCPServerPolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}},
+			Gateway:           mcpv1alpha1.GatewayCeiling{AllowPlaintext: true},
+		},
+	}
+	if err := k8s.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, pol) })
+	s := newServer(ns, "plain")
+	s.Spec.Gateway.TLS.Mode = mcpv1alpha1.TLSDisabled
+	s.Spec.Replicas = ptr.To(int32(3))
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(s)
+	var got *mcpv1alpha1.MCPServer
+	eventually(t, 60*time.Second, func() error {
+		got = &mcpv1alpha1.MCPServer{}
+		if err := k8s.Get(ctx, key, got); err != nil {
+			return err
+		}
+		if c := condition(got, mcpv1alpha1.ConditionSessionsKept); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "NotRelayedWithoutTLS" ||
+			!strings.Contains(c.Message, "sessionAffinity ClientIP") || !strings.Contains(c.Message, "spec.replicas") {
+			return fmt.Errorf("SessionsKept for 3 plaintext replicas: %+v", c)
+		}
+		return nil
+	})
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "plain-gateway"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sessions.PeerListen != "" {
+		t.Fatalf("a plaintext gateway serves a peer port: %+v", cfg.Sessions)
+	}
+	svc := &corev1.Service{}
+	if err := k8s.Get(ctx, key, svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		t.Fatalf("Service sessionAffinity %q, want ClientIP", svc.Spec.SessionAffinity)
+	}
+	dep := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, key, dep); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dep.Spec.Template.Spec.InitContainers[0].Ports {
+		if p.ContainerPort == 8445 {
+			t.Fatalf("a plaintext gateway declares the peer port: %+v", p)
+		}
+	}
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, key, np); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.IntValue() == 8445 {
+				t.Fatalf("the NetworkPolicy opens the peer port of plaintext gateways: %+v", r)
+			}
+		}
+	}
+	for _, r := range np.Spec.Egress {
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.IntValue() == 8445 {
+				t.Fatalf("the NetworkPolicy opens egress to the peer port of plaintext gateways: %+v", r)
+			}
+		}
+	}
 }

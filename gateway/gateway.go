@@ -67,9 +67,11 @@ type Gateway struct {
 	metadataPath    string
 	metadataHandler http.Handler
 
-	// sealer seals session ids and relay tokens; peerProxy relays sessions other replicas hold.
-	sealer    *sealer
+	// ids issues session ids and keeps what their handles stand for; peerProxy relays sessions other
+	// replicas hold; certs is the gateway's certificate (nil without tls), presented to its peers.
+	ids       *sessionIDs
 	peerProxy http.Handler
+	certs     *CertReloader
 
 	// stateKey seals approval state handed to clients (multi round-trip approvals).
 	stateKey []byte
@@ -111,8 +113,13 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		upstream: newForwarder(c.Upstream),
 	}
 	var err error
-	if g.sealer, err = newSealer(c.Sessions, c.Resource); err != nil {
+	if g.ids, err = newSessionIDs(c.Sessions); err != nil {
 		return nil, fmt.Errorf("gateway %w", err)
+	}
+	if c.TLS.Enabled() {
+		if g.certs, err = NewCertReloader(c.TLS.CertFile, c.TLS.KeyFile, opts.Logger.With("component", "tls")); err != nil {
+			return nil, err
+		}
 	}
 	g.peerProxy = g.newPeerProxy()
 	if g.tracer, err = newTracer(c.Telemetry, c.Resource); err != nil {
@@ -154,7 +161,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		known: func(name string) bool { return g.tools.get(name) != nil || g.policy.ScopesFor(name) != "" }}
 	g.filter = &filter{log: g.log, metrics: g.metrics, tools: g.tools, policy: g.policy, seal: g.seal, approvalTimeout: c.Limits.ApprovalTimeout.Duration}
 	g.relay = &relay{log: g.log, metrics: g.metrics, filter: g.filter, sessions: g.sessions, maxResponse: c.Limits.MaxResponseBytes,
-		callTimeout: c.Limits.CallTimeout.Duration, sessionID: g.clientSessionID}
+		callTimeout: c.Limits.CallTimeout.Duration, sessionID: g.clientSessionID, forgetSessionID: g.forgetSessionID}
 	g.admission = &admission{log: g.log, metrics: g.metrics, policy: g.policy, tools: g.tools,
 		limiter: newLimiter(rate.Limit(c.Limits.RequestsPerSecond), c.Limits.Burst), resource: c.Resource,
 		requiredScopes: c.Auth.RequiredScopes, blockSecrets: c.BlockSecretsInArguments}

@@ -58,8 +58,10 @@ type relay struct {
 	// maxResponse bounds a JSON response and an event; callTimeout is named in timeout errors.
 	maxResponse int64
 	callTimeout time.Duration
-	// sessionID seals the server's session id for the client.
-	sessionID func(ctx context.Context, upstream, principal string) (string, error)
+	// sessionID is the client's session id for the server's session id; forgetSessionID drops the
+	// request's once the server deleted its session.
+	sessionID       func(ctx context.Context, upstream, principal string) (string, error)
+	forgetSessionID func(ctx context.Context)
 }
 
 // fail answers every unanswered request of an exchange with an error and audits its calls.
@@ -103,12 +105,13 @@ func mediaType(v string) string {
 func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) {
 	if ex.deletes && resp.StatusCode < 300 {
 		rl.sessions.remove(ex.sess.id)
+		rl.forgetSessionID(ctx)
 	}
 	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
 		if ex.initElicit != nil && resp.StatusCode < 300 {
 			rl.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
 		}
-		// the client never sees the server's session id, only the sealed one
+		// the client never sees the server's session id, only the gateway's
 		out, err := rl.sessionID(ctx, sid, ex.caller.name)
 		if err != nil {
 			rl.log.Warn("refused the MCP server's session id", "err", err)

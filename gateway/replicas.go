@@ -1,17 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,97 +13,71 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"os"
+	"strings"
+	"sync"
 	"time"
 )
 
-// Sessions across replicas. The gateway never hands the server's own session id to a client: it hands
-// out a sealed id (AES-256-GCM under a key the replicas of one server share) that carries the server's
-// id, the principal it was issued to and the peer address of the replica that holds it. A request for a
-// session another replica holds is relayed, untouched, to that replica's peer port, which does every
-// check as for its own clients; so the chain rule and rate limits of a session are counted in one place.
-// An id that does not open under the key is refused and never dialled; an id that opens is dialled only
-// at the peer port, and only at an address of the configured peer ranges. A replica that is gone makes
-// the relay fail: the client gets 404, which the MCP transport defines as "initialize a new session".
+// Sessions across replicas, without a key the replicas share. The gateway never hands the server's own
+// session id to a client: the replica that initializes a session issues an id naming its own peer
+// address and a random handle (256 bits), and keeps what the handle stands for (the server's id and the
+// principal it was issued to) itself. A request for a session another replica holds is relayed,
+// untouched, to that replica's peer port, which does every check as for its own clients (an unknown
+// handle, or another principal, is 404); so the chain rule and rate limits of a session are counted in
+// one place. An id is dialled only at the peer port, and only at an address of the configured peer
+// ranges (never a loopback or link-local one). The relay is authenticated by mutual TLS: the peer port
+// serves only a client certificate from the gateways' CA for this server's names, which the server
+// container beside a gateway cannot present (it cannot read the gateway's key). A replica that is gone,
+// or restarted, makes the relay end in 404, which the MCP transport defines as "initialize a new
+// session".
 
 const (
-	// sessionIDPrefix starts every session id the gateway issues (version 1 of the sealed format).
-	sessionIDPrefix = "mw1."
+	// sessionIDPrefix starts every session id the gateway issues (version 2: owner and handle).
+	sessionIDPrefix = "mw2."
 	// maxSessionIDBytes bounds a session id a client sends; longer ones are refused before decoding.
-	maxSessionIDBytes = 1024
-	// maxUpstreamSessionIDBytes bounds the server's session id the gateway seals.
+	maxSessionIDBytes = 256
+	// maxUpstreamSessionIDBytes bounds the server's session id the gateway keeps.
 	maxUpstreamSessionIDBytes = 512
-	// relayHeader carries a replica's sealed relay token: only a gateway holding the key can make one,
-	// so the peer port serves the server's own gateways, not the server container beside them.
-	relayHeader = "Mcp-Warden-Relay"
-	// relayTokenLifetime is how long a relay token is good for.
-	relayTokenLifetime = 30 * time.Second
+	// handleBytes is the size of a session handle: unguessable, so an id cannot be made up.
+	handleBytes = 32
+	// maxSessionIDs bounds the handles a replica keeps (as the session table: the least recently used
+	// goes first; its client gets 404 and initializes again).
+	maxSessionIDs = 10000
+	// relayClientHeader carries the client's address from the relaying replica to the owner (its rate
+	// key without auth). It is read only on the peer port, from a replica that proved who it is.
+	relayClientHeader = "Mcp-Warden-Relay-Client"
 	// peerDialTimeout bounds the dial of the replica that holds a session: a replica that is gone costs
 	// the client at most this before its 404.
 	peerDialTimeout = 2 * time.Second
 )
 
-// sealedSession is what a session id the gateway issued carries.
-type sealedSession struct {
+// sessionRef is what a handle stands for, on the replica that issued it.
+type sessionRef struct {
 	// Upstream is the server's session id.
-	Upstream string `json:"u"`
+	Upstream string
 	// Principal is the caller the session was issued to; anyone else gets 404.
-	Principal string `json:"p"`
-	// Owner is the peer address (ip:port) of the replica that holds the session; empty without peers.
-	Owner string `json:"o,omitempty"`
-	// raw is the id as the client sent it.
-	raw string
+	Principal string
+	// raw is the id the client holds; handle its last part.
+	raw, handle string
+	lastUsed    time.Time
 }
 
-// relayClaims is what a relay token carries.
-type relayClaims struct {
-	// Client is the client's address as the relaying replica saw it (the rate key without auth).
-	Client  string `json:"c"`
-	Expires int64  `json:"e"`
+// sessionIDs issues session ids, keeps what their handles stand for, and decides which addresses are
+// peers.
+type sessionIDs struct {
+	self  netip.AddrPort
+	peers []netip.Prefix
+
+	mu  sync.Mutex
+	m   map[string]*sessionRef
+	max int
 }
 
-// sealer seals and opens session ids and relay tokens, and decides which addresses are peers.
-type sealer struct {
-	ids, relay cipher.AEAD
-	ad         []byte
-	self       netip.AddrPort
-	peers      []netip.Prefix
-}
-
-// newSealer derives the id and relay keys from the configured key (or a random one).
-func newSealer(c SessionsConfig, resource string) (*sealer, error) {
+func newSessionIDs(c SessionsConfig) (*sessionIDs, error) {
 	if c.PeerListen != "" && c.Advertise == "" {
 		return nil, errors.New("sessions.advertise: empty with sessions.peerListen set; set it to this replica's IP and peer port (the gateway binary sets it from $MCP_WARDEN_POD_IP)")
 	}
-	key := make([]byte, 32)
-	if c.KeyPath != "" {
-		b, err := os.ReadFile(c.KeyPath)
-		if err != nil {
-			return nil, fmt.Errorf("sessions.keyPath: %w", err)
-		}
-		if key = bytes.TrimSpace(b); len(key) < 32 || len(key) > 4096 {
-			return nil, fmt.Errorf("sessions.keyPath: %s holds %d bytes; the key must be 32 to 4096 bytes, the same for every replica", c.KeyPath, len(key))
-		}
-	} else if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("sessions: random key: %w", err)
-	}
-	s := &sealer{ad: []byte("mcp-warden session\x00" + resource)}
-	for _, k := range []struct {
-		aead *cipher.AEAD
-		info string
-	}{{&s.ids, "mcp-warden session id v1"}, {&s.relay, "mcp-warden peer relay v1"}} {
-		sub, err := hkdf.Key(sha256.New, key, nil, k.info, 32)
-		if err != nil {
-			return nil, err
-		}
-		block, err := aes.NewCipher(sub)
-		if err != nil {
-			return nil, err
-		}
-		if *k.aead, err = cipher.NewGCM(block); err != nil {
-			return nil, err
-		}
-	}
+	s := &sessionIDs{m: map[string]*sessionRef{}, max: maxSessionIDs}
 	if c.Advertise != "" {
 		s.self = netip.MustParseAddrPort(c.Advertise) // validated
 	}
@@ -119,54 +87,82 @@ func newSealer(c SessionsConfig, resource string) (*sealer, error) {
 	return s, nil
 }
 
-func (s *sealer) sealWith(aead cipher.AEAD, ad []byte, v any) string {
-	payload, _ := json.Marshal(v) // strings and numbers
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(payload)+aead.Overhead())
-	_, _ = rand.Read(nonce)
-	return sessionIDPrefix + base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, payload, ad))
-}
-
-func (s *sealer) openWith(aead cipher.AEAD, ad []byte, tok string, v any) bool {
-	if len(tok) > maxSessionIDBytes || len(tok) <= len(sessionIDPrefix) || tok[:len(sessionIDPrefix)] != sessionIDPrefix {
-		return false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok[len(sessionIDPrefix):])
-	if err != nil || len(b) < aead.NonceSize()+aead.Overhead() {
-		return false
-	}
-	payload, err := aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], ad)
-	return err == nil && decode(payload, v) == nil
-}
-
-// seal issues the client's session id for the server's session id.
-func (s *sealer) seal(upstream, principal string) (string, error) {
+// issue makes a new session id for the server's session id and the principal, and keeps it.
+func (s *sessionIDs) issue(upstream, principal string) (string, error) {
 	if len(upstream) > maxUpstreamSessionIDBytes {
 		return "", fmt.Errorf("the MCP server's session id is %d bytes, more than %d", len(upstream), maxUpstreamSessionIDBytes)
+	}
+	b := make([]byte, handleBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("session handle: %w", err)
 	}
 	owner := ""
 	if s.self.IsValid() {
 		owner = s.self.String()
 	}
-	return s.sealWith(s.ids, s.ad, sealedSession{Upstream: upstream, Principal: principal, Owner: owner}), nil
-}
-
-// open returns what a session id carries, or false if this server's gateways did not issue it.
-func (s *sealer) open(id string) (*sealedSession, bool) {
-	var ss sealedSession
-	if !s.openWith(s.ids, s.ad, id, &ss) || ss.Upstream == "" {
-		return nil, false
+	ref := &sessionRef{Upstream: upstream, Principal: principal, handle: base64.RawURLEncoding.EncodeToString(b), lastUsed: time.Now()}
+	ref.raw = sessionIDPrefix + base64.RawURLEncoding.EncodeToString([]byte(owner)) + "." + ref.handle
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) >= s.max {
+		var oldest *sessionRef
+		for _, o := range s.m {
+			if oldest == nil || o.lastUsed.Before(oldest.lastUsed) {
+				oldest = o
+			}
+		}
+		delete(s.m, oldest.handle)
 	}
-	ss.raw = id
-	return &ss, true
+	s.m[ref.handle] = ref
+	return ref.raw, nil
 }
 
-// mine reports whether this replica holds the session.
-func (s *sealer) mine(ss *sealedSession) bool {
-	return ss.Owner == "" || (s.self.IsValid() && ss.Owner == s.self.String())
+// parse splits a session id into the owner it names ("" when issued without peers) and its handle;
+// false if it is not an id in the gateway's format.
+func parseSessionID(id string) (owner, handle string, ok bool) {
+	rest, found := strings.CutPrefix(id, sessionIDPrefix)
+	if !found || len(id) > maxSessionIDBytes {
+		return "", "", false
+	}
+	enc, handle, found := strings.Cut(rest, ".")
+	if !found {
+		return "", "", false
+	}
+	o, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return "", "", false
+	}
+	if h, err := base64.RawURLEncoding.DecodeString(handle); err != nil || len(h) != handleBytes {
+		return "", "", false
+	}
+	return string(o), handle, true
+}
+
+// lookup returns what a handle this replica issued stands for, or nil.
+func (s *sessionIDs) lookup(handle string) *sessionRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ref := s.m[handle]
+	if ref != nil {
+		ref.lastUsed = time.Now()
+	}
+	return ref
+}
+
+// forget drops a handle (its session was deleted).
+func (s *sessionIDs) forget(handle string) {
+	s.mu.Lock()
+	delete(s.m, handle)
+	s.mu.Unlock()
+}
+
+// mine reports whether this replica issued ids naming owner.
+func (s *sessionIDs) mine(owner string) bool {
+	return owner == "" || (s.self.IsValid() && owner == s.self.String())
 }
 
 // peer returns the address to relay a session to, or why it is not a peer (then it is never dialled).
-func (s *sealer) peer(owner string) (netip.AddrPort, error) {
+func (s *sessionIDs) peer(owner string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(owner)
 	switch {
 	case !s.self.IsValid():
@@ -191,33 +187,21 @@ func (s *sealer) peer(owner string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ip, ap.Port()), nil
 }
 
-func (s *sealer) relayToken(client string) string {
-	return s.sealWith(s.relay, s.ad, relayClaims{Client: client, Expires: time.Now().Add(relayTokenLifetime).Unix()})
-}
-
-func (s *sealer) openRelay(tok string) (string, bool) {
-	var c relayClaims
-	if !s.openWith(s.relay, s.ad, tok, &c) || time.Now().Unix() > c.Expires {
-		return "", false
-	}
-	return c.Client, true
-}
-
 type (
-	sealedKey    struct{}
-	peerKey      struct{}
-	relayDestKey struct{}
+	sessionRefKey struct{}
+	peerKey       struct{}
+	relayDestKey  struct{}
 )
 
 type relayDest struct {
-	addr  netip.AddrPort
-	token string
+	addr   netip.AddrPort
+	client string
 }
 
-// sealedFrom returns the opened session id of the request, if it named one.
-func sealedFrom(ctx context.Context) *sealedSession {
-	ss, _ := ctx.Value(sealedKey{}).(*sealedSession)
-	return ss
+// sessionRefFrom returns what the request's session id stands for, if it named one.
+func sessionRefFrom(ctx context.Context) *sessionRef {
+	ref, _ := ctx.Value(sessionRefKey{}).(*sessionRef)
+	return ref
 }
 
 // peerClient returns the client's address when the request came from a replica over the peer port.
@@ -228,44 +212,62 @@ func peerClient(ctx context.Context) (string, bool) {
 
 // clientSessionID is the session id the client gets for the server's session id.
 func (g *Gateway) clientSessionID(ctx context.Context, upstream, principal string) (string, error) {
-	if ss := sealedFrom(ctx); ss != nil && ss.Upstream == upstream && ss.Principal == principal {
-		return ss.raw, nil
+	if ref := sessionRefFrom(ctx); ref != nil && ref.Upstream == upstream && ref.Principal == principal {
+		return ref.raw, nil
 	}
-	return g.sealer.seal(upstream, principal)
+	return g.ids.issue(upstream, principal)
 }
 
-// openSession handles the session id of a request before anything else: it refuses an id this
-// server's gateways did not issue, relays a session another replica holds, and otherwise returns the
-// request with the server's session id in place of the sealed one. ok is false when it has answered.
+// forgetSessionID drops the handle of the request's session (the server deleted the session).
+func (g *Gateway) forgetSessionID(ctx context.Context) {
+	if ref := sessionRefFrom(ctx); ref != nil {
+		g.ids.forget(ref.handle)
+	}
+}
+
+// notFound answers a session id that names no session this server's gateways hold.
+func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request, why string) {
+	g.metrics.sessions.WithLabelValues("refused").Inc()
+	g.log.Warn("request refused: "+why, "remote", r.RemoteAddr)
+	writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
+}
+
+// openSession handles the session id of a request before anything else: it refuses an id that is not
+// in the gateway's format or whose handle this replica does not hold, relays a session another replica
+// holds, and otherwise returns the request with the server's session id in place of the client's. ok
+// is false when it has answered.
 func (g *Gateway) openSession(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	id := r.Header.Get("Mcp-Session-Id")
 	if id == "" {
 		return r, true
 	}
-	ss, ok := g.sealer.open(id)
+	owner, handle, ok := parseSessionID(id)
 	if !ok {
-		g.metrics.sessions.WithLabelValues("refused").Inc()
-		g.log.Warn("request refused: the session id was not issued by this server's gateways", "remote", r.RemoteAddr)
-		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
+		g.notFound(w, r, "the session id is not one this server's gateways issue")
 		return nil, false
 	}
-	if !g.sealer.mine(ss) {
+	if !g.ids.mine(owner) {
 		if _, fromPeer := peerClient(r.Context()); fromPeer {
 			// a replica relays only to the owner, so this is a stale or crafted relay: never relayed again
-			writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
+			g.notFound(w, r, "a relayed session id names another replica")
 			return nil, false
 		}
-		g.relayToOwner(w, r, ss)
+		g.relayToOwner(w, r, owner)
 		return nil, false
 	}
-	r.Header.Set("Mcp-Session-Id", ss.Upstream)
-	return r.WithContext(context.WithValue(r.Context(), sealedKey{}, ss)), true
+	ref := g.ids.lookup(handle)
+	if ref == nil {
+		g.notFound(w, r, "no session of this replica has the id's handle (it was never issued here, ended, or this replica restarted)")
+		return nil, false
+	}
+	r.Header.Set("Mcp-Session-Id", ref.Upstream)
+	return r.WithContext(context.WithValue(r.Context(), sessionRefKey{}, ref)), true
 }
 
 // relayToOwner relays a request, and its response or event stream, to the replica that holds its
 // session. That replica does every check; a replica that is gone is answered with 404.
-func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, ss *sealedSession) {
-	addr, err := g.sealer.peer(ss.Owner)
+func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, owner string) {
+	addr, err := g.ids.peer(owner)
 	if err != nil {
 		g.metrics.sessions.WithLabelValues("refused").Inc()
 		g.log.Warn("request refused: the session id names a replica that is not a peer; not dialled", "err", err, "remote", r.RemoteAddr)
@@ -279,24 +281,23 @@ func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, ss *seale
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+5*time.Second)
 	defer cancel()
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	ctx = context.WithValue(ctx, relayDestKey{}, relayDest{addr: addr, token: g.sealer.relayToken(host)})
+	ctx = context.WithValue(ctx, relayDestKey{}, relayDest{addr: addr, client: host})
 	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes+1) // the owner refuses more
 	g.metrics.sessions.WithLabelValues("relayed").Inc()
 	g.peerProxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// newPeerProxy is the relay to other replicas' peer ports: no proxy, short dials, streaming.
+// newPeerProxy is the relay to other replicas' peer ports: no proxy, short dials, mutual TLS, streaming.
 func (g *Gateway) newPeerProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			d, _ := pr.In.Context().Value(relayDestKey{}).(relayDest)
-			pr.Out.URL.Scheme, pr.Out.URL.Host = g.peerScheme(), d.addr.String()
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "https", d.addr.String()
 			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Set(relayHeader, d.token)
+			pr.Out.Header.Set(relayClientHeader, d.client)
 		},
 		Transport: &http.Transport{
 			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: peerDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			DialTLSContext:      g.dialPeerTLS,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
@@ -320,20 +321,8 @@ func (g *Gateway) newPeerProxy() *httputil.ReverseProxy {
 	}
 }
 
-// peerScheme is how the peer port is dialled: TLS when the gateway serves TLS, so a relayed request
-// (its bearer token too) never crosses the pod network in plaintext.
-func (g *Gateway) peerScheme() string {
-	if g.cfg.TLS.Enabled() {
-		return "https"
-	}
-	return "http"
-}
-
-// dialPeerTLS dials a replica's peer port over TLS and verifies its certificate against
-// sessions.peerCAFile, read again at each connection (a rotated CA is picked up), for
-// sessions.peerServerName: all replicas serve the one certificate issued for the Service's names. A
-// listener with any other certificate gets no request.
-func (g *Gateway) dialPeerTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+// peerRoots reads sessions.peerCAFile, again at each connection, so a rotated CA is picked up.
+func (g *Gateway) peerRoots() (*x509.CertPool, error) {
 	s := g.cfg.Sessions
 	pemBytes, err := readBounded(s.PeerCAFile)
 	if err != nil {
@@ -341,31 +330,99 @@ func (g *Gateway) dialPeerTLS(ctx context.Context, network, addr string) (net.Co
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("sessions.peerCAFile: %s holds no PEM certificate; the peer hop needs the CA of the serving certificate (the TLS Secret's ca.crt)", s.PeerCAFile)
+		return nil, fmt.Errorf("sessions.peerCAFile: %s holds no PEM certificate; the peer hop needs the CA of the gateways' certificates (the TLS volume's ca.crt)", s.PeerCAFile)
+	}
+	return roots, nil
+}
+
+// verifyPeer checks a replica's certificate chain: it chains to sessions.peerCAFile, is good for use
+// (server or client authentication) and names sessions.peerServerName, the Service name every replica
+// of this server has its certificate for. A gateway of another server, or anything without the
+// gateways' key, fails.
+func (g *Gateway) verifyPeer(chain []*x509.Certificate, use x509.ExtKeyUsage) error {
+	if len(chain) == 0 {
+		return errors.New("the peer presented no certificate")
+	}
+	roots, err := g.peerRoots()
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err = chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{use}, DNSName: g.cfg.Sessions.PeerServerName})
+	if err != nil {
+		return fmt.Errorf("the peer's certificate is not a replica's of this server (the gateways' CA, %s): %w", g.cfg.Sessions.PeerServerName, err)
+	}
+	return nil
+}
+
+// dialPeerTLS dials a replica's peer port over TLS, presents this replica's own certificate and
+// verifies the replica's (verifyPeer). A listener with any other certificate gets no request.
+func (g *Gateway) dialPeerTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	if g.certs == nil {
+		return nil, errors.New("the peer hop needs tls: this gateway has no certificate to present")
+	}
+	if _, err := g.peerRoots(); err != nil {
+		return nil, err
 	}
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: peerDialTimeout, KeepAlive: 30 * time.Second},
-		Config: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: s.PeerServerName}}
+		Config: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, // verified below, with the CA read now
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return g.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
+			},
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return g.certs.GetCertificate(nil) },
+		}}
 	hctx, cancel := context.WithTimeout(ctx, 2*peerDialTimeout) // the dial and the handshake
 	defer cancel()
 	return d.DialContext(hctx, network, addr)
 }
 
+// PeerTLSConfig is the peer port's TLS configuration: the gateway's own certificate, and a client
+// certificate required of every connection that verifyPeer accepts (from the gateways' CA, for client
+// authentication, naming this server). The server container beside a gateway reaches the port, but
+// cannot read the gateway's key, so it cannot complete the handshake. Nil without tls.
+func (g *Gateway) PeerTLSConfig() *tls.Config {
+	if g.certs == nil {
+		return nil
+	}
+	c := g.certs.ServerTLSConfig()
+	c.ClientAuth = tls.RequireAnyClientCert // the chain is verified below, with the CA read now
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := g.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageClientAuth); err != nil {
+			g.metrics.sessions.WithLabelValues("refused").Inc()
+			g.log.Warn("peer port: connection refused: not a replica of this server", "err", err)
+			return err
+		}
+		return nil
+	}
+	return c
+}
+
+// Certificates is the gateway's certificate (nil without tls): served on its ports, presented to its
+// peers. The caller runs its reload loop.
+func (g *Gateway) Certificates() *CertReloader { return g.certs }
+
 // PeerHandler serves the peer port: requests other replicas relay for the sessions this replica holds,
-// each with a relay token only the server's gateways can make. Everything else is refused.
+// over a connection PeerTLSConfig authenticated. Everything else is refused.
 func (g *Gateway) PeerHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client, ok := g.sealer.openRelay(r.Header.Get(relayHeader))
-		if !ok {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || g.verifyPeer(r.TLS.PeerCertificates, x509.ExtKeyUsageClientAuth) != nil {
 			g.metrics.sessions.WithLabelValues("refused").Inc()
-			g.log.Warn("peer port: request refused: no valid relay token from a replica of this server", "remote", r.RemoteAddr)
-			writeHTTPError(w, http.StatusForbidden, codePolicy, "the peer port serves only this server's gateway replicas")
+			g.log.Warn("peer port: request refused: not over mutual TLS from a replica of this server", "remote", r.RemoteAddr)
+			writeHTTPError(w, http.StatusForbidden, codePolicy, "the peer port serves only this server's gateway replicas, over mutual TLS")
 			return
 		}
 		if r.Header.Get("Mcp-Session-Id") == "" {
 			writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "the peer port serves only requests of an existing session")
 			return
 		}
-		r.Header.Del(relayHeader)
+		client := r.Header.Get(relayClientHeader)
+		if _, err := netip.ParseAddr(client); err != nil {
+			client, _, _ = net.SplitHostPort(r.RemoteAddr)
+		}
+		r.Header.Del(relayClientHeader)
 		g.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, client)))
 	})
 }

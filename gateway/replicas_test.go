@@ -3,19 +3,13 @@ package gateway_test
 import (
 	"bufio"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -55,10 +49,16 @@ type replica struct {
 }
 
 // replicaSet is n replicas behind a round-robin front, as a Service without affinity spreads requests.
+// Every replica has a certificate of its own from one CA for the Service's names, as pod certificates
+// are, and relays to the others over mutual TLS.
 type replicaSet struct {
 	is       *testIssuer
-	key      []byte
+	ca       *peerCA
+	caFile   string
 	port     int
+	cidrs    []string
+	mutate   func(*gateway.Config)
+	log      *slog.Logger
 	replicas []*replica
 	front    *httptest.Server
 	next     atomic.Uint32
@@ -98,51 +98,19 @@ func peerPort(t testing.TB, n int) (int, []net.Listener) {
 
 func newReplicaSet(t testing.TB, n int, mutate func(*gateway.Config)) (*replicaSet, net.Listener) {
 	t.Helper()
-	rs := &replicaSet{is: newIssuer(t), key: make([]byte, 32)}
-	_, _ = rand.Read(rs.key)
-	keyPath := filepath.Join(t.TempDir(), "session.key")
-	if err := os.WriteFile(keyPath, []byte(hex.EncodeToString(rs.key)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	rs.key = []byte(hex.EncodeToString(rs.key))
+	rs := &replicaSet{is: newIssuer(t), ca: newPeerCA(t), mutate: mutate}
+	_, _, rs.caFile = rs.ca.issue(t, filepath.Join(t.TempDir(), "ca"), peerServerName)
 	port, lns := peerPort(t, n)
 	rs.port = port
-	var cidrs []string
 	for i := 1; i <= n; i++ {
-		cidrs = append(cidrs, fmt.Sprintf("127.0.0.%d/32", i))
+		rs.cidrs = append(rs.cidrs, fmt.Sprintf("127.0.0.%d/32", i))
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		rs.log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	for i := 1; i <= n; i++ {
-		rp := &replica{up: newUpstream(t, nil, 0), addr: fmt.Sprintf("127.0.0.%d:%d", i, port), audit: &syncbuf.Buffer{}}
-		cfg := baseConfig(rs.is, rp.up, t.TempDir())
-		cfg.Sessions = gateway.SessionsConfig{KeyPath: keyPath, PeerListen: rp.addr, Advertise: rp.addr, PeerCIDRs: cidrs}
-		if mutate != nil {
-			mutate(cfg)
-		}
-		gw, err := gateway.New(cfg, gateway.Options{AuditWriter: rp.audit, Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		gw.Start(ctx)
-		rp.gw, rp.srv = gw, httptest.NewServer(gw)
-		rp.peer = &http.Server{Handler: gw.PeerHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		if cfg.TLS.Enabled() { // as cmd/gateway serves it: the gateway's own certificate
-			certs, err := gateway.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rp.peer.TLSConfig = certs.ServerTLSConfig()
-			go func(ln net.Listener) { _ = rp.peer.ServeTLS(ln, "", "") }(lns[i-1])
-		} else {
-			go func(ln net.Listener) { _ = rp.peer.Serve(ln) }(lns[i-1])
-		}
-		rp.alive.Store(true)
-		t.Cleanup(func() { rs.kill(rp); cancel() })
-		rs.replicas = append(rs.replicas, rp)
+		rs.replicas = append(rs.replicas, rs.start(t, fmt.Sprintf("127.0.0.%d:%d", i, port), lns[i-1]))
 	}
 	front := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		for {
@@ -154,10 +122,61 @@ func newReplicaSet(t testing.TB, n int, mutate func(*gateway.Config)) (*replicaS
 				return
 			}
 		}
-	}, Transport: &http.Transport{MaxIdleConnsPerHost: 64}, FlushInterval: -1, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}, Transport: &http.Transport{MaxIdleConnsPerHost: 64}, FlushInterval: -1, ErrorLog: slog.NewLogLogger(rs.log.Handler(), slog.LevelWarn)}
 	rs.front = httptest.NewServer(front)
 	t.Cleanup(rs.front.Close)
 	return rs, lns[n]
+}
+
+// start runs a replica with its own server and certificate, its peer port on ln (addr), served as
+// cmd/gateway serves it.
+func (rs *replicaSet) start(t testing.TB, addr string, ln net.Listener) *replica {
+	t.Helper()
+	rp := &replica{up: newUpstream(t, nil, 0), addr: addr, audit: &syncbuf.Buffer{}}
+	cfg := baseConfig(rs.is, rp.up, t.TempDir())
+	certFile, keyFile, _ := rs.ca.issue(t, filepath.Join(t.TempDir(), "tls"), peerServerName)
+	cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
+	cfg.Sessions = gateway.SessionsConfig{PeerListen: addr, Advertise: addr, PeerCIDRs: rs.cidrs, PeerCAFile: rs.caFile, PeerServerName: peerServerName}
+	if rs.mutate != nil {
+		rs.mutate(cfg)
+	}
+	gw, err := gateway.New(cfg, gateway.Options{AuditWriter: rp.audit, Logger: rs.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gw.Start(ctx)
+	rp.gw, rp.srv = gw, httptest.NewServer(gw)
+	rp.peer = &http.Server{Handler: gw.PeerHandler(), TLSConfig: gw.PeerTLSConfig(), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(rs.log.Handler(), slog.LevelWarn)}
+	go func() { _ = rp.peer.ServeTLS(ln, "", "") }()
+	rp.alive.Store(true)
+	t.Cleanup(func() { rs.kill(rp); cancel() })
+	return rp
+}
+
+// restart replaces a replica by a new process at the same address, as a restarted gateway container.
+func (rs *replicaSet) restart(t testing.TB, rp *replica) *replica {
+	t.Helper()
+	rs.kill(rp)
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", rp.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	nr := rs.start(t, rp.addr, ln)
+	for i := range rs.replicas {
+		if rs.replicas[i] == rp {
+			rs.replicas[i] = nr
+		}
+	}
+	return nr
 }
 
 // kill takes a replica away as a deleted pod goes: its connections cut, its ports closed.
@@ -205,7 +224,7 @@ func (rs *replicaSet) owner(t testing.TB) *replica {
 }
 
 // TestSessionsAcrossReplicas: three replicas behind a front without affinity, and a go-sdk client whose
-// requests alternate between them. Before sealed, routed session ids, the second request reached a
+// requests alternate between them, relayed over mutual TLS. Before routed session ids, the second request reached a
 // replica whose server had never seen the session and got "session not found". Now every request of
 // the session reaches the server that holds it, and the tool-chain rule holds across replicas: after a
 // reads-private tool ran, a writes-external call arriving at any replica still needs a person's
@@ -214,8 +233,8 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 	rs, _ := newReplicaSet(t, 3, nil)
 	// the client cannot ask a person, so a call that needs approval is refused outright
 	cs := rs.connect(t, rs.is.token(t, "files:read mail:send"))
-	if !strings.HasPrefix(cs.ID(), "mw1.") {
-		t.Fatalf("the client got session id %q, not a sealed one", cs.ID())
+	if !strings.HasPrefix(cs.ID(), "mw2.") {
+		t.Fatalf("the client got session id %q, not one naming its owner", cs.ID())
 	}
 	for i := range 6 {
 		if names := toolNames(t, cs); !slices.Contains(names, "read_file") {
@@ -231,8 +250,8 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 			t.Fatalf("replica %d got %d requests: the front did not spread them", i, rp.hits.Load())
 		}
 		for _, sid := range rp.up.sessionIDs.List() {
-			if strings.HasPrefix(sid, "mw1.") {
-				t.Fatalf("replica %d's server saw the sealed id; it must get its own", i)
+			if strings.HasPrefix(sid, "mw2.") {
+				t.Fatalf("replica %d's server saw the gateway's id; it must get its own", i)
 			}
 		}
 	}
@@ -282,28 +301,80 @@ func TestReplicaLossCostsOneReinitialize(t *testing.T) {
 	}
 }
 
-// sealAs seals a session id in the gateway's format under key: what someone holding a key can make.
-func sealAs(t testing.TB, key []byte, info string, v any) string {
+// TestOwnerRestartCostsOneReinitialize: the replica holding a session restarts at the same address.
+// Its handles are gone with the process, so the client's next request, wherever it arrives, gets 404
+// (the MCP transport's "initialize a new session"), never another session; one new initialize works
+// across the replicas. Before, a sealed id carried the server's id and opened on the new process.
+func TestOwnerRestartCostsOneReinitialize(t *testing.T) {
+	rs, _ := newReplicaSet(t, 3, nil)
+	token := rs.is.token(t, "files:read")
+	cs := rs.connect(t, token)
+	if _, err := call(t, cs, "read_file", map[string]any{"path": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	owner := rs.owner(t)
+	restarted := rs.restart(t, owner)
+	for i := range 3 { // the owner itself, and both others relaying to it
+		resp := postMCP(t, rs.front.URL+"/mcp", cs.ID(), token, nil)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("request %d after the owner's restart: status %d, want 404", i, resp.StatusCode)
+		}
+	}
+	if slices.Contains(restarted.up.sessionIDs.List(), cs.ID()) {
+		t.Fatal("the restarted owner's server got the client's session id")
+	}
+	cs2 := rs.connect(t, token)
+	for i := range 4 {
+		res, err := call(t, cs2, "read_file", map[string]any{"path": fmt.Sprint(i)})
+		if err != nil || res.IsError {
+			t.Fatalf("re-initialized session, call %d: %v %+v", i, err, res)
+		}
+	}
+}
+
+// postMCP posts a tools/list for a session with a bearer token and returns the (drained) response.
+func postMCP(t testing.TB, target, sid, tok string, client *http.Client) *http.Response {
 	t.Helper()
-	sub, err := hkdf.Key(sha256.New, key, nil, info, 32)
+	resp, err := tryPostMCP(target, sid, tok, client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := aes.NewCipher(sub)
-	aead, _ := cipher.NewGCM(block)
-	payload, _ := json.Marshal(v)
-	nonce := make([]byte, aead.NonceSize())
-	_, _ = rand.Read(nonce)
-	return "mw1." + base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, payload, []byte("mcp-warden session\x00"+resource)))
+	return resp
+}
+
+func tryPostMCP(target, sid, tok string, client *http.Client) (*http.Response, error) {
+	req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(listBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, nil
+}
+
+// idFor is a session id in the gateway's format naming owner, with a random handle: what anyone can
+// make, without a key.
+func idFor(owner string) string {
+	h := make([]byte, 32)
+	_, _ = rand.Read(h)
+	return "mw2." + base64.RawURLEncoding.EncodeToString([]byte(owner)) + "." + base64.RawURLEncoding.EncodeToString(h)
 }
 
 // TestForgedSessionIDRefusedNeverDialled is the attacker's test. A session id names the replica to
-// relay to, so a forged one must never make a gateway dial: ids that do not open under the replicas'
-// key, and ids sealed with the key (leaked) that name an address outside the peers or another port, are
-// answered 404 and neither reach a server nor open a connection to the attacker's listener on the peer
-// port. Before, any id the client sent went to the server behind the gateway. Another principal cannot
-// use a genuine id, and the peer port, reachable from the server container in the same pod, refuses a
-// request without a relay token only the gateways can make.
+// relay to, and anyone can write one, so a forged id must never make a gateway dial anything but a
+// peer, and must never reach a server: ids naming an address outside the peers, the metadata address or
+// another port are answered 404 without a dial to the attacker's listener on the peer port; ids naming
+// a real replica with a guessed handle are relayed to it and answered 404 there. Another principal
+// cannot use a genuine id.
 func TestForgedSessionIDRefusedNeverDialled(t *testing.T) {
 	rs, attacker := newReplicaSet(t, 3, nil)
 	var dialled atomic.Int32
@@ -319,47 +390,38 @@ func TestForgedSessionIDRefusedNeverDialled(t *testing.T) {
 	}()
 	t.Cleanup(func() { attacker.Close() })
 	token := rs.is.token(t, "files:read")
-	evil := fmt.Sprintf("127.0.0.9:%d", rs.port)
-	otherKey := []byte(strings.Repeat("k", 64))
+	cs := rs.connect(t, token) // a genuine session beside the forged ones
 	forged := map[string]string{
-		"opaque":                       "attacker-session-1",
-		"garbage after the prefix":     "mw1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-		"too long":                     "mw1." + strings.Repeat("A", 2000),
-		"another key, evil owner":      sealAs(t, otherKey, "mcp-warden session id v1", map[string]string{"u": "x", "p": "user-8842", "o": evil}),
-		"leaked key, evil owner":       sealAs(t, rs.key, "mcp-warden session id v1", map[string]string{"u": "x", "p": "user-8842", "o": evil}),
-		"leaked key, metadata owner":   sealAs(t, rs.key, "mcp-warden session id v1", map[string]string{"u": "x", "p": "user-8842", "o": fmt.Sprintf("169.254.169.254:%d", rs.port)}),
-		"leaked key, peer, other port": sealAs(t, rs.key, "mcp-warden session id v1", map[string]string{"u": "x", "p": "user-8842", "o": fmt.Sprintf("127.0.0.2:%d", rs.port+1)}),
-		"relay token as a session id":  sealAs(t, rs.key, "mcp-warden peer relay v1", map[string]any{"c": "1.2.3.4", "e": time.Now().Add(time.Minute).Unix()}),
-	}
-	post := func(target, sid, tok string, extra map[string]string) *http.Response {
-		req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(listBody))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Mcp-Session-Id", sid)
-		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-		for k, v := range extra {
-			req.Header.Set(k, v)
-		}
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		"opaque":                    "attacker-session-1",
+		"version 1 format":          "mw1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		"too long":                  "mw2." + strings.Repeat("A", 2000) + ".x",
+		"short handle":              "mw2." + base64.RawURLEncoding.EncodeToString([]byte(rs.replicas[0].addr)) + ".AAAA",
+		"evil owner":                idFor(fmt.Sprintf("127.0.0.9:%d", rs.port)),
+		"metadata owner":            idFor(fmt.Sprintf("169.254.169.254:%d", rs.port)),
+		"peer, other port":          idFor(fmt.Sprintf("127.0.0.2:%d", rs.port+1)),
+		"not an address":            idFor("files.example:443"),
+		"the genuine id's owner":    "mw2." + strings.Split(cs.ID(), ".")[1] + "." + strings.Split(idFor(""), ".")[2],
+		"guessed handle, replica 1": idFor(rs.replicas[0].addr),
+		"guessed handle, replica 2": idFor(rs.replicas[1].addr),
+		"guessed handle, replica 3": idFor(rs.replicas[2].addr),
+		"guessed handle, no owner":  idFor(""),
+		"the genuine id, truncated": cs.ID()[:len(cs.ID())-1],
+		"the genuine handle, evil":  "mw2." + base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "127.0.0.9:%d", rs.port)) + "." + strings.Split(cs.ID(), ".")[2],
 	}
 	for name, sid := range forged {
 		for i := range 3 { // reaches every replica
-			if resp := post(rs.front.URL+"/mcp", sid, token, nil); resp.StatusCode != http.StatusNotFound {
+			if resp := postMCP(t, rs.front.URL+"/mcp", sid, token, nil); resp.StatusCode != http.StatusNotFound {
 				t.Fatalf("%s (try %d): status %d, want 404", name, i, resp.StatusCode)
 			}
 		}
 	}
 	for i, rp := range rs.replicas {
+		if n := rp.up.calls.Load(); n != 0 {
+			t.Fatalf("replica %d's server ran %d calls", i, n)
+		}
 		for _, seen := range rp.up.sessionIDs.List() {
 			for name, sid := range forged {
-				if seen == sid || seen == "x" {
+				if seen == sid {
 					t.Fatalf("replica %d's server got the %s id", i, name)
 				}
 			}
@@ -368,28 +430,71 @@ func TestForgedSessionIDRefusedNeverDialled(t *testing.T) {
 	if n := dialled.Load(); n != 0 {
 		t.Fatalf("a forged id made a gateway dial the attacker's listener %d times", n)
 	}
+	if resp := postMCP(t, rs.front.URL+"/mcp", cs.ID(), token, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the genuine id beside the forged ones: %d, want 200", resp.StatusCode)
+	}
 
-	// a genuine id, stolen by another principal
-	cs := rs.connect(t, token)
+	// a genuine id, stolen by another principal, at every replica
 	other := rs.is.claims("files:read")
 	other.Subject = "mallory"
-	if resp := post(rs.front.URL+"/mcp", cs.ID(), rs.is.mint(t, other), nil); resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("another principal's use of a session id: %d, want 404", resp.StatusCode)
-	}
-	// the peer port: the server container beside a gateway can reach it, but has no relay token
-	peerURL := "http://" + rs.replicas[0].addr + "/mcp"
-	callsBefore := rs.replicas[0].up.sessionIDs.List()
-	for name, relay := range map[string]string{
-		"none":        "",
-		"another key": sealAs(t, otherKey, "mcp-warden peer relay v1", map[string]any{"c": "1.2.3.4", "e": time.Now().Add(time.Minute).Unix()}),
-		"session id":  cs.ID(),
-	} {
-		if resp := post(peerURL, cs.ID(), token, map[string]string{"Mcp-Warden-Relay": relay}); resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("peer port, relay token %s: status %d, want 403", name, resp.StatusCode)
+	for i := range 3 {
+		if resp := postMCP(t, rs.front.URL+"/mcp", cs.ID(), rs.is.mint(t, other), nil); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("another principal's use of a session id (try %d): %d, want 404", i, resp.StatusCode)
 		}
 	}
-	if got := rs.replicas[0].up.sessionIDs.List(); len(got) != len(callsBefore) {
-		t.Fatalf("a request refused at the peer port reached the server")
+}
+
+// TestPeerPortRequiresReplicaCertificate is the attacker's test of the server container: it shares the
+// pod's network, so it reaches the gateway's peer port, and it may hold a genuine session id and token
+// (a client's request passes through it). The peer port serves only a client certificate from the
+// gateways' CA, for client authentication, naming this server: without one, with one from another CA,
+// with one from the CA for another server's names, or one for serving only, the handshake fails and the
+// server behind the gateway gets nothing. A replica's own certificate is served (the control).
+func TestPeerPortRequiresReplicaCertificate(t *testing.T) {
+	rs, _ := newReplicaSet(t, 2, nil)
+	token := rs.is.token(t, "files:read")
+	cs := rs.connect(t, token)
+	if _, err := call(t, cs, "read_file", map[string]any{"path": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	owner := rs.owner(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(rs.ca.cert)
+	clientWith := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: roots, ServerName: peerServerName, Certificates: certs}}}
+	}
+	load := func(certFile, keyFile, _ string) tls.Certificate {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	other := newPeerCA(t)
+	before := len(owner.up.sessionIDs.List())
+	for name, client := range map[string]*http.Client{
+		"no client certificate":       clientWith(),
+		"another CA":                  clientWith(load(other.issue(t, t.TempDir(), peerServerName))),
+		"the CA, another server name": clientWith(load(rs.ca.issue(t, t.TempDir(), "evil.tools.svc.cluster.local"))),
+		"the CA, serving only":        clientWith(load(rs.ca.issueFor(t, t.TempDir(), peerServerName, x509.ExtKeyUsageServerAuth))),
+	} {
+		resp, err := tryPostMCP("https://"+owner.addr+"/mcp", cs.ID(), token, client)
+		if err == nil {
+			t.Fatalf("peer port, %s: status %d, want the handshake refused", name, resp.StatusCode)
+		}
+		if !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("peer port, %s: %v, want a refusal of the certificate", name, err)
+		}
+	}
+	if got := len(owner.up.sessionIDs.List()); got != before {
+		t.Fatalf("a request refused at the peer port reached the server (%d requests, %d before)", got, before)
+	}
+	// the control: a replica's certificate is served
+	certFile, keyFile, _ := rs.ca.issue(t, t.TempDir(), peerServerName)
+	cert, _ := tls.LoadX509KeyPair(certFile, keyFile)
+	if resp := postMCP(t, "https://"+owner.addr+"/mcp", cs.ID(), token, clientWith(cert)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("peer port with a replica's certificate: status %d, want 200", resp.StatusCode)
 	}
 }
 
@@ -412,11 +517,19 @@ func newPeerCA(t testing.TB) *peerCA {
 	return &peerCA{cert: cert, key: key}
 }
 
-// issue writes dir/{tls.crt,tls.key,ca.crt}: a serving certificate for dns, as the TLS Secret holds it.
+// issue writes dir/{tls.crt,tls.key,ca.crt}: a certificate for dns, good for serving and for client
+// authentication, as the operator's signer and cert-manager issue a gateway's.
 func (ca *peerCA) issue(t testing.TB, dir, dns string) (certFile, keyFile, caFile string) {
 	t.Helper()
+	return ca.issueFor(t, dir, dns, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// issueFor is issue with the given extended key usages.
+func (ca *peerCA) issueFor(t testing.TB, dir, dns string, use ...x509.ExtKeyUsage) (certFile, keyFile, caFile string) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{dns}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: []string{dns}, ExtKeyUsage: use,
 		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -494,24 +607,15 @@ func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 const peerServerName = "github.tools.svc.cluster.local"
 
-// tlsPeers gives every replica the TLS Secret's files: one serving certificate for the Service's names.
-func tlsPeers(t testing.TB, ca *peerCA) func(*gateway.Config) {
-	certFile, keyFile, caFile := ca.issue(t, filepath.Join(t.TempDir(), "tls"), peerServerName)
-	return func(cfg *gateway.Config) {
-		cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
-		cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = caFile, peerServerName
-	}
-}
-
-// TestPeerHopOverTLS: with TLS on, the relay to the replica that holds a session runs over TLS with the
-// gateways' certificate, so it works across three replicas; the peer port refuses plaintext. The
+// TestPeerHopOverTLS: the relay to the replica that holds a session runs over mutual TLS with the
+// replicas' own certificates, so it works across three replicas; the peer port refuses plaintext. The
 // attacker's test: the owner is gone and something else listens on its peer address (a pod that got its
 // IP) with a certificate not from the CA, or from the CA for another name. Before, the relaying replica
 // sent it the client's request, bearer token included, in plaintext; now the handshake fails, the
 // impostor gets no request, and the client gets 404.
 func TestPeerHopOverTLS(t *testing.T) {
-	ca := newPeerCA(t)
-	rs, _ := newReplicaSet(t, 3, tlsPeers(t, ca))
+	rs, _ := newReplicaSet(t, 3, nil)
+	ca := rs.ca
 	token := rs.is.token(t, "files:read")
 	cs := rs.connect(t, token)
 	for i := range 6 {
@@ -584,13 +688,18 @@ func TestPeerHopOverTLS(t *testing.T) {
 	}
 }
 
-// TestPeerTLSConfigRequired: a gateway with TLS and a peer port must be told how to check its peers.
+// TestPeerTLSConfigRequired: a peer port needs TLS (the relay is authenticated by mutual TLS; a
+// plaintext gateway does not relay), and the gateway must be told how to check its peers.
 func TestPeerTLSConfigRequired(t *testing.T) {
 	is := newIssuer(t)
 	cfg := baseConfig(is, newUpstream(t, nil, 0), t.TempDir())
-	cfg.TLS = gateway.TLSConfig{CertFile: "/etc/mcp-warden-tls/tls.crt", KeyFile: "/etc/mcp-warden-tls/tls.key"}
-	cfg.Sessions = gateway.SessionsConfig{PeerListen: ":8445", Advertise: "10.0.0.1:8445"}
+	cfg.Sessions = gateway.SessionsConfig{PeerListen: ":8445", Advertise: "10.0.0.1:8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: peerServerName}
 	cfg.WithDefaults()
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "sessions.peerListen") || !strings.Contains(err.Error(), "needs tls") {
+		t.Fatalf("a peer port without tls: %v, want an error naming sessions.peerListen and tls", err)
+	}
+	cfg.TLS = gateway.TLSConfig{CertFile: "/etc/mcp-warden-tls/tls.crt", KeyFile: "/etc/mcp-warden-tls/tls.key"}
+	cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = "", ""
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "sessions.peerCAFile") {
 		t.Fatalf("tls with a peer port and no peerCAFile: %v, want an error naming sessions.peerCAFile", err)
 	}

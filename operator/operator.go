@@ -232,8 +232,6 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.Service{}:        {Label: managed},
 		&corev1.ServiceAccount{}: {Label: managed},
 		&corev1.ConfigMap{}:      {Label: managed},
-		// Only the gateways' serving certificates: the operator's CA Secret is read around the cache.
-		&corev1.Secret{}: {Label: managed},
 		// The pods of the operator's Deployments, whose gateways report their tool pins.
 		&corev1.Pod{}: {Label: managed},
 	}

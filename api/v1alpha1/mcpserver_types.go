@@ -547,6 +547,9 @@ const (
 	// SingleReplica or RoutedToOwner); a replica's loss costs its clients one re-initialize. False
 	// (reason ChainRulePerReplica) when a configuration cannot keep all of a session's state across
 	// replicas: the tool-chain rule (privateDataTools, externalWriteTools) follows a principal across
-	// its sessions only on one replica. It is a warning: Ready does not wait on it.
+	// its sessions only on one replica. False (reason NotRelayedWithoutTLS) with several replicas and
+	// spec.gateway.tls.mode Disabled: the replicas do not relay sessions to each other without mutual
+	// TLS, so a session lives on one replica, which the Service keeps a client on by its IP address.
+	// It is a warning: Ready does not wait on it.
 	ConditionSessionsKept = "SessionsKept"
 )

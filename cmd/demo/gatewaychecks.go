@@ -147,23 +147,9 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 			return
 		}
 	}
-	if cfg.Sessions.KeyPath != "" {
-		// the key that seals session ids, as the pod's gateway reads it; one replica here, so no peer port
-		sec := &corev1.Secret{}
-		if err := d.c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-gateway-session"}, sec); err != nil {
-			d.expect(false, "the gateway's session key Secret: %v", err)
-			return
-		}
-		_, inConfigMap := cm.Data["session.key"]
-		key := string(sec.Data["session.key"])
-		d.expect(len(key) == 64 && !inConfigMap, "the operator delivered the key that seals the gateways' session ids (Secret %s, session.key; not in the ConfigMap)", sec.Name)
-		cfg.Sessions.KeyPath = filepath.Join(dir, "session.key")
-		cfg.Sessions.PeerListen, cfg.Sessions.Advertise = "", ""
-		if err := os.WriteFile(cfg.Sessions.KeyPath, []byte(key), 0o600); err != nil {
-			d.expect(false, "write the delivered session key: %v", err)
-			return
-		}
-	}
+	// One replica here, served over plaintext by httptest: no peer port, and no certificate (the pod's
+	// gateway reads its pod certificate; session ids need no key, the replica keeps their handles).
+	cfg.TLS, cfg.Sessions = gateway.TLSConfig{}, gateway.SessionsConfig{}
 	auditLog := &syncbuf.Buffer{}
 	g, err := gateway.New(cfg, gateway.Options{AuditWriter: auditLog, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -286,18 +286,15 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	var certs *gateway.CertReloader
-	if cfg.TLS.Enabled() {
-		if certs, err = gateway.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log.With("component", "tls")); err != nil {
-			ln.Close()
-			return err
-		}
+	// the gateway's certificate, served here and on the peer port, and presented to its peers
+	certs := g.Certificates()
+	if certs != nil {
 		srv.TLSConfig = certs.ServerTLSConfig()
 		go certs.Run(ctx, certReloadInterval)
 	}
 	// the peer port is bound before the status port, which the startup probe checks: the server's
 	// container starts only once every gateway port is taken
-	peer, err := servePeers(cfg, g, certs, log)
+	peer, err := servePeers(cfg, g, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -378,10 +375,11 @@ func advertise(cfg *gateway.Config) error {
 }
 
 // servePeers serves the peer port, where the other replicas relay requests of the sessions this
-// replica holds. Event streams stay open as long as the MCP endpoint's.
-// With TLS the peer port serves the gateway's own certificate, so the relayed requests and their bearer
-// tokens never cross the pod network in plaintext.
-func servePeers(cfg *gateway.Config, g *gateway.Gateway, certs *gateway.CertReloader, log *slog.Logger) (*http.Server, error) {
+// replica holds. Event streams stay open as long as the MCP endpoint's. The port serves mutual TLS
+// only (the configuration refuses a peer port without tls): the gateway's own certificate, and a
+// client certificate of a replica of this server required, so the relayed requests and their bearer
+// tokens never cross the pod network in plaintext and the server container cannot use the port.
+func servePeers(cfg *gateway.Config, g *gateway.Gateway, log *slog.Logger) (*http.Server, error) {
 	if cfg.Sessions.PeerListen == "" {
 		return nil, nil
 	}
@@ -391,12 +389,12 @@ func servePeers(cfg *gateway.Config, g *gateway.Gateway, certs *gateway.CertRelo
 	}
 	srv := &http.Server{Handler: g.PeerHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	if certs != nil {
-		srv.TLSConfig = certs.ServerTLSConfig()
-		go func() { _ = srv.ServeTLS(pln, "", "") }()
-	} else {
-		go func() { _ = srv.Serve(pln) }()
+	srv.TLSConfig = g.PeerTLSConfig()
+	if srv.TLSConfig == nil {
+		pln.Close()
+		return nil, fmt.Errorf("sessions.peerListen %s: needs tls; the peer port serves mutual TLS only", cfg.Sessions.PeerListen)
 	}
-	log.Info("serving the sessions of this replica to its peers", "listen", pln.Addr().String(), "advertise", cfg.Sessions.Advertise, "tls", certs != nil)
+	go func() { _ = srv.ServeTLS(pln, "", "") }()
+	log.Info("serving the sessions of this replica to its peers over mutual TLS", "listen", pln.Addr().String(), "advertise", cfg.Sessions.Advertise)
 	return srv, nil
 }

@@ -52,8 +52,9 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *unstructured.Unstructured
 			"dnsNames":       dns,
 			"duration":       certManagerDuration,
 			"renewBefore":    certManagerRenewBefore,
-			"usages":         []any{"digital signature", "server auth"},
-			"privateKey":     map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
+			// the gateway serves with it and presents it to the other replicas (mutual TLS on the peer port)
+			"usages":     []any{"digital signature", "server auth", "client auth"},
+			"privateKey": map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
 			// the key and chain in one file, which the gateway reads as its credential bundle
 			"additionalOutputFormats": []any{map[string]any{"type": "CombinedPEM"}},
 			"issuerRef":               map[string]any{"group": "cert-manager.io", "kind": o.CertIssuer.Kind, "name": o.CertIssuer.Name},

@@ -144,7 +144,8 @@ func ServiceAccount(s *mcpv1alpha1.MCPServer) *corev1.ServiceAccount {
 }
 
 // Service exposes the server's port (the gateway's) inside the cluster, and with a metrics scraper the
-// gateway's status port as "metrics", for a Prometheus ServiceMonitor.
+// gateway's status port as "metrics", for a Prometheus ServiceMonitor. With spec.gateway.tls.mode
+// Disabled it keeps each client on one replica (sessionAffinity ClientIP).
 func Service(s *mcpv1alpha1.MCPServer, o Options) *corev1.Service {
 	metrics := o.MetricsScraper.Namespace != ""
 	svc := &corev1.Service{
@@ -159,6 +160,11 @@ func Service(s *mcpv1alpha1.MCPServer, o Options) *corev1.Service {
 				Name: portName, Port: port(s), TargetPort: intstr.FromInt32(GatewayPort), Protocol: corev1.ProtocolTCP,
 			}},
 		},
+	}
+	if !gatewayconfig.TLSEnabled(s) {
+		// Without TLS the gateways do not relay sessions to each other (the relay is authenticated by
+		// mutual TLS), so a client is kept on one replica by its address.
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 	}
 	if metrics {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
@@ -315,11 +321,17 @@ func desiredPodSpec(s *mcpv1alpha1.MCPServer, gatewayImage string) corev1.PodSpe
 	}
 }
 
-// gatewayPorts are the gateway's MCP and status ports.
-var gatewayPorts = []corev1.ContainerPort{
-	{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
-	{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
-	{Name: peerPortName, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP},
+// gatewayPorts are the gateway's MCP and status ports, and with TLS its peer port (the relay between
+// replicas is authenticated by mutual TLS; without TLS there is none).
+func gatewayPorts(s *mcpv1alpha1.MCPServer) []corev1.ContainerPort {
+	ports := []corev1.ContainerPort{
+		{Name: portName, ContainerPort: GatewayPort, Protocol: corev1.ProtocolTCP},
+		{Name: statusPortName, ContainerPort: StatusPort, Protocol: corev1.ProtocolTCP},
+	}
+	if gatewayconfig.TLSEnabled(s) {
+		ports = append(ports, corev1.ContainerPort{Name: peerPortName, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP})
+	}
+	return ports
 }
 
 // gatewayContainer is the gateway sidecar. Its startup probe passes once both its ports are bound
@@ -332,7 +344,7 @@ func gatewayContainer(s *mcpv1alpha1.MCPServer, image string) corev1.Container {
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		RestartPolicy:   ptr.To(corev1.ContainerRestartPolicyAlways),
 		Args:            []string{"--config=" + gatewayConfigDir + "/gateway.json"},
-		Ports:           gatewayPorts,
+		Ports:           gatewayPorts(s),
 		Env: []corev1.EnvVar{{Name: podIPEnv, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"},
 		}}},
@@ -415,9 +427,6 @@ const (
 	// gatewayTLS is the gateway's serving key and certificate, mounted into the gateway container only:
 	// a pod certificate (the kubelet generates the key on the node; see gatewayTLSVolume).
 	gatewayTLS = "gateway-tls"
-	// gatewaySessionKey is the key that seals the gateway's session ids (Secret <name>-gateway-session),
-	// mounted into the gateway container only.
-	gatewaySessionKey = "gateway-session"
 )
 
 // gatewayFileMode is the mode of the gateway's ConfigMap and Secret files: owner root, group the pod's
@@ -430,10 +439,6 @@ func gatewayVolumes(s *mcpv1alpha1.MCPServer) []corev1.Volume {
 			LocalObjectReference: corev1.LocalObjectReference{Name: s.Name + "-gateway"}, DefaultMode: ptr.To(gatewayFileMode),
 		}}},
 		{Name: gatewayStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
-		{Name: gatewaySessionKey, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: gatewayconfig.SessionSecretName(s), DefaultMode: ptr.To(gatewayFileMode),
-			Items: []corev1.KeyToPath{{Key: gatewayconfig.SessionKeyFile, Path: gatewayconfig.SessionKeyFile}},
-		}}},
 	}
 	if gatewayconfig.TLSEnabled(s) {
 		vols = append(vols, gatewayTLSVolume())
@@ -468,8 +473,7 @@ func gatewayTLSVolume() corev1.Volume {
 }
 
 func gatewayMounts(s *mcpv1alpha1.MCPServer, config corev1.VolumeMount) []corev1.VolumeMount {
-	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir},
-		{Name: gatewaySessionKey, MountPath: gatewayconfig.SessionKeyDir, ReadOnly: true}}
+	m := []corev1.VolumeMount{config, {Name: gatewayStateVolume, MountPath: gatewayconfig.StateDir}}
 	if gatewayconfig.TLSEnabled(s) {
 		m = append(m, corev1.VolumeMount{Name: gatewayTLS, MountPath: gatewayconfig.TLSDir, ReadOnly: true})
 	}
@@ -548,12 +552,14 @@ func NetworkPolicy(s *mcpv1alpha1.MCPServer, o Options, ceiling netpol.Ceiling) 
 		ingress = append(ingress, rule)
 	}
 	// The replicas of the server relay sessions to each other's peer port, and only to it; the pods of
-	// other servers, and other pods of the namespace, cannot reach it.
-	peerPort := intstr.FromInt32(PeerPort)
-	replicas := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)}}}
-	peerPorts := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &peerPort}}
-	ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: peerPorts, From: replicas})
-	egress = append(egress, networkingv1.NetworkPolicyEgressRule{Ports: peerPorts, To: replicas})
+	// other servers, and other pods of the namespace, cannot reach it. Without TLS there is no relay.
+	if gatewayconfig.TLSEnabled(s) {
+		peerPort := intstr.FromInt32(PeerPort)
+		replicas := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(s)}}}
+		peerPorts := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &peerPort}}
+		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: peerPorts, From: replicas})
+		egress = append(egress, networkingv1.NetworkPolicyEgressRule{Ports: peerPorts, To: replicas})
+	}
 	for _, peer := range []Peer{operator, o.MetricsScraper} {
 		if peer.Namespace == "" {
 			continue

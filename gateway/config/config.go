@@ -99,17 +99,16 @@ type TLSConfig struct {
 }
 
 // SessionsConfig configures sessions across replicas. The gateway issues its own session ids: the
-// server's id, the caller and the replica that holds the session, sealed (AES-256-GCM) with a key the
-// replicas share. A replica that gets a request for a session another replica holds relays it to that
-// replica's peer port, which does every check; a replica that is gone answers 404, so the client
-// initializes a new session.
+// replica that initializes a session names its own peer address and a random handle in the id, and
+// keeps what the handle stands for itself; no key is shared. A replica that gets a request for a
+// session another replica holds relays it, over mutual TLS, to that replica's peer port, which does
+// every check; a replica that is gone or restarted answers 404, so the client initializes a new
+// session.
 type SessionsConfig struct {
-	// KeyPath is a file with the key (at least 32 bytes) that seals session ids, the same for every
-	// replica of the server. The operator delivers it to the gateway container only. Empty: a random key
-	// per process, so ids do not survive a restart and only one replica can serve them.
-	KeyPath string `json:"keyPath,omitempty"`
 	// PeerListen is the TCP address of the peer port, where the other replicas relay requests of the
-	// sessions this replica holds, e.g. ":8445". Empty: no relaying; every session is served here.
+	// sessions this replica holds, e.g. ":8445". Needs tls: the relay is authenticated by mutual TLS
+	// with the gateways' certificates. Empty: no relaying; each replica serves only the sessions it
+	// issued (route a client to one replica, e.g. by Service session affinity).
 	PeerListen string `json:"peerListen,omitempty"`
 	// Advertise is this replica's peer address (pod IP and the peer port), named in the session ids it
 	// issues. Needed with peerListen; when empty the gateway binary sets it from $MCP_WARDEN_POD_IP.
@@ -118,12 +117,12 @@ type SessionsConfig struct {
 	// Empty: any address except loopback, link-local, unspecified and multicast ones. The port is always
 	// this replica's own peer port.
 	PeerCIDRs []string `json:"peerCIDRs,omitempty"`
-	// PeerCAFile is the CA bundle (PEM) a replica's peer certificate must chain to, read again at each
-	// new peer connection so a rotated CA is picked up. Needed with tls and peerListen: the peer hop then
-	// runs over TLS with this replica's own serving certificate. An absolute path.
+	// PeerCAFile is the CA bundle (PEM) a replica's certificate must chain to, read again at each new
+	// peer connection so a rotated CA is picked up. Needed with peerListen: the peer hop runs over
+	// mutual TLS, each side presenting its own certificate (tls.certFile). An absolute path.
 	PeerCAFile string `json:"peerCAFile,omitempty"`
-	// PeerServerName is the DNS name a replica's peer certificate must carry (all replicas serve the
-	// same certificate, issued for the Service's names). Needed with tls and peerListen.
+	// PeerServerName is the DNS name a replica's certificate must carry, as a server and as a client
+	// (every replica's certificate is issued for the Service's names). Needed with peerListen.
 	PeerServerName string `json:"peerServerName,omitempty"`
 }
 
@@ -364,8 +363,11 @@ func (c *Config) Validate() error {
 	if err := c.Sessions.validate(); err != nil {
 		return err
 	}
-	if s := c.Sessions; c.TLS.Enabled() && s.PeerListen != "" && (s.PeerCAFile == "" || s.PeerServerName == "") {
-		return fmt.Errorf("sessions.peerCAFile %q and sessions.peerServerName %q: both are needed with tls and sessions.peerListen, so the peer hop runs over TLS; set them to the CA bundle of the serving certificate and one of its DNS names, e.g. \"/etc/mcp-warden-tls/ca.crt\" and \"github.tools.svc.cluster.local\"", s.PeerCAFile, s.PeerServerName)
+	if s := c.Sessions; s.PeerListen != "" && !c.TLS.Enabled() {
+		return fmt.Errorf("sessions.peerListen %q: needs tls (tls.certFile, tls.keyFile): the replicas authenticate each other on the peer port by mutual TLS; without tls leave it empty, and each replica serves only its own sessions", s.PeerListen)
+	}
+	if s := c.Sessions; s.PeerListen != "" && (s.PeerCAFile == "" || s.PeerServerName == "") {
+		return fmt.Errorf("sessions.peerCAFile %q and sessions.peerServerName %q: both are needed with sessions.peerListen, so the peer hop runs over mutual TLS; set them to the CA bundle of the serving certificate and one of its DNS names, e.g. \"/etc/mcp-warden-tls/ca.crt\" and \"github.tools.svc.cluster.local\"", s.PeerCAFile, s.PeerServerName)
 	}
 	for i, o := range c.AllowedOrigins {
 		ou, err := url.Parse(o)
@@ -463,9 +465,6 @@ func validHash(h string) bool {
 }
 
 func (c SessionsConfig) validate() error {
-	if c.KeyPath != "" && !filepath.IsAbs(c.KeyPath) {
-		return fmt.Errorf("sessions.keyPath: %q must be an absolute path", c.KeyPath)
-	}
 	if c.PeerCAFile != "" && !filepath.IsAbs(c.PeerCAFile) {
 		return fmt.Errorf("sessions.peerCAFile: %q must be an absolute path, e.g. \"/etc/mcp-warden-tls/ca.crt\"", c.PeerCAFile)
 	}

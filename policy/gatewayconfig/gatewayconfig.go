@@ -23,16 +23,9 @@ const (
 	// StatusPort is where the gateway serves its status (the pin state) to the operator.
 	StatusPort = 8444
 	// PeerPort is where a gateway serves the sessions it holds to the other replicas of its server,
-	// which relay those sessions' requests there. Only the server's own pods may reach it.
+	// which relay those sessions' requests there over mutual TLS (with TLS on only). Only the server's
+	// own pods may reach it.
 	PeerPort = 8445
-	// SessionKeyDir is where the Secret with the key that seals the gateway's session ids
-	// (SessionSecretName) is mounted, in the gateway container only.
-	SessionKeyDir = "/etc/mcp-warden-session"
-	// SessionKeyFile is the key's name in that Secret and in SessionKeyDir.
-	SessionKeyFile = "session.key"
-	// SessionKeyPath is where the gateway reads the key that seals its session ids, the same for every
-	// replica of a server: the Secret's session.key, which the operator generates once and keeps.
-	SessionKeyPath = SessionKeyDir + "/" + SessionKeyFile
 	// KnownPinsPath is where the gateway reads the pins the operator has recorded (the ConfigMap's
 	// pins.json, mounted with the configuration).
 	KnownPinsPath = "/etc/mcp-warden/pins.json"
@@ -124,10 +117,6 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 		Pins:           g.PinnedTools,
 		AllowedOrigins: g.AllowedOrigins,
 		KnownPinsPath:  KnownPinsPath,
-		// Every replica can relay to the others (the gateway sets sessions.advertise from the pod's IP),
-		// so scaling does not change the configuration.
-		Sessions: config.SessionsConfig{KeyPath: SessionKeyPath, PeerListen: fmt.Sprintf(":%d", PeerPort)},
-
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
 	}
 	if !g.Auth.Disabled {
@@ -136,9 +125,13 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 	if TLSEnabled(s) {
 		bundle := TLSDir + "/" + TLSBundleFile
 		cfg.TLS = config.TLSConfig{CertFile: bundle, KeyFile: bundle}
-		// the peer hop runs over TLS too: every replica serves a certificate issued for the Service's
-		// names, and checks a peer's against the CA bundle mounted beside it
-		cfg.Sessions.PeerCAFile, cfg.Sessions.PeerServerName = TLSDir+"/"+CABundleKey, DNSNames(s, clusterDomain)[3]
+		// Every replica can relay to the others (the gateway sets sessions.advertise from the pod's IP),
+		// so scaling does not change the configuration. The relay is authenticated by mutual TLS: every
+		// replica's certificate is issued for the Service's names, and each checks a peer's against the
+		// CA bundle mounted beside it. Without TLS there is no peer port: each replica serves only its
+		// own sessions (the Service keeps a client on one replica, see desired.Service).
+		cfg.Sessions = config.SessionsConfig{PeerListen: fmt.Sprintf(":%d", PeerPort),
+			PeerCAFile: TLSDir + "/" + CABundleKey, PeerServerName: DNSNames(s, clusterDomain)[3]}
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.
@@ -216,9 +209,6 @@ func TLSEnabled(s *mcpv1alpha1.MCPServer) bool {
 // serving certificate when the operator leaves issuance to cert-manager (type kubernetes.io/tls, with
 // tls-combined.pem), mounted into the gateway container only.
 func TLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-tls" }
-
-// SessionSecretName is the Secret with the key that seals the gateway's session ids.
-func SessionSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-session" }
 
 // DNSNames are the names the gateway's serving certificate is for: the server's Service, short and
 // qualified.

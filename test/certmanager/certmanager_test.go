@@ -6,7 +6,15 @@ package certmanager_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"slices"
 	"testing"
 	"time"
@@ -30,11 +38,20 @@ import (
 // certificateCRD is cert-manager.io/v1 Certificate as far as the API server needs it: the kind, served
 // and stored, its spec kept as written.
 func certificateCRD() *apiextensionsv1.CustomResourceDefinition {
+	return cmCRD("certificates", "certificate", "Certificate")
+}
+
+// certificateRequestCRD is cert-manager.io/v1 CertificateRequest likewise.
+func certificateRequestCRD() *apiextensionsv1.CustomResourceDefinition {
+	return cmCRD("certificaterequests", "certificaterequest", "CertificateRequest")
+}
+
+func cmCRD(plural, singular, kind string) *apiextensionsv1.CustomResourceDefinition {
 	return &apiextensionsv1.CustomResourceDefinition{
-		ObjectMeta: metav1.ObjectMeta{Name: "certificates.cert-manager.io"},
+		ObjectMeta: metav1.ObjectMeta{Name: plural + ".cert-manager.io"},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
 			Group: "cert-manager.io",
-			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "certificates", Singular: "certificate", Kind: "Certificate", ListKind: "CertificateList"},
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: plural, Singular: singular, Kind: kind, ListKind: kind + "List"},
 			Scope: apiextensionsv1.NamespaceScoped,
 			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
 				Name: "v1", Served: true, Storage: true,
@@ -67,11 +84,13 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 // TestCertificateFromCertManager: with cert-manager's Certificate served and an issuer configured, the
 // operator creates a Certificate for the server's Service names from that issuer (and issues nothing
 // itself; no pod certificate), the Deployment mounts the Certificate's Secret (its CombinedPEM output as
-// the gateway's credential bundle) into the gateway container alone, and once
-// cert-manager has written the Secret its ca.crt is published in mcp-warden-ca.
+// the gateway's credential bundle) into the gateway container alone, and once cert-manager has issued
+// the certificate the issuer's CA, from the status of the Certificate's latest CertificateRequest, is
+// published in mcp-warden-ca. The operator reads no Secret there (it may not): a ca.crt in the
+// Secret that differs is not what it publishes.
 func TestCertificateFromCertManager(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	env, err := testenv.Start(ctx, localcluster.Options{CRDs: []*apiextensionsv1.CustomResourceDefinition{certificateCRD()}},
+	env, err := testenv.Start(ctx, localcluster.Options{CRDs: []*apiextensionsv1.CustomResourceDefinition{certificateCRD(), certificateRequestCRD()}},
 		func(*localcluster.Cluster) operator.Options {
 			return operator.Options{SeveralInProcess: true, GatewayCertIssuer: &controllers.CertIssuer{Kind: "ClusterIssuer", Name: "cluster-ca"}}
 		})
@@ -152,21 +171,70 @@ func TestCertificateFromCertManager(t *testing.T) {
 		t.Errorf("the operator made its own CA with cert-manager configured: %v", err)
 	}
 
-	// cert-manager writes the Secret (with the labels the Certificate's secretTemplate asks for).
+	// the certificate serves and is the client certificate of the peer relay
+	if usages, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "usages"); !slices.Contains(usages, "server auth") || !slices.Contains(usages, "client auth") {
+		t.Errorf("Certificate usages %v, want server auth and client auth", usages)
+	}
+
+	// cert-manager writes the Secret (with the labels the Certificate's secretTemplate asks for), and
+	// records the issuer's CA in the status of the CertificateRequests of the Certificate.
 	labels, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "secretTemplate", "labels")
 	issued := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: secretName, Labels: labels}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": []byte("key"), "ca.crt": []byte("-----BEGIN CERTIFICATE-----\nissuer CA\n-----END CERTIFICATE-----\n")}}
+		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": []byte("key"), "ca.crt": []byte("not what the operator publishes")}}
 	if err := k8s.Create(ctx, issued); err != nil {
 		t.Fatal(err)
 	}
+	oldCA, newCA := testCA(t, "old issuer CA"), testCA(t, "issuer CA")
+	for i, c := range []struct {
+		rev string
+		ca  []byte
+	}{{"1", oldCA}, {"2", newCA}, {"3", nil}} { // revision 3 is not issued yet
+		cr := &unstructured.Unstructured{}
+		cr.SetGroupVersionKind(controllers.CertificateRequestGVK)
+		cr.SetNamespace(ns.Name)
+		cr.SetName(fmt.Sprintf("files-gateway-tls-%d", i+1))
+		cr.SetAnnotations(map[string]string{"cert-manager.io/certificate-name": cert.GetName(), "cert-manager.io/certificate-revision": c.rev})
+		cr.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "cert-manager.io/v1", Kind: "Certificate", Name: cert.GetName(), UID: cert.GetUID(), Controller: ptr.To(true)}})
+		_ = unstructured.SetNestedField(cr.Object, map[string]any{"request": "", "issuerRef": map[string]any{"name": "cluster-ca", "kind": "ClusterIssuer"}}, "spec")
+		if err := k8s.Create(ctx, cr); err != nil {
+			t.Fatal(err)
+		}
+		if c.ca != nil {
+			_ = unstructured.SetNestedField(cr.Object, base64.StdEncoding.EncodeToString(c.ca), "status", "ca")
+			if err := k8s.Status().Update(ctx, cr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// cert-manager marks the Certificate Ready, which brings the operator back
+	eventually(t, 10*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		_ = unstructured.SetNestedField(cert.Object, []any{map[string]any{"type": "Ready", "status": "True"}}, "status", "conditions")
+		return k8s.Status().Update(ctx, cert)
+	})
 	eventually(t, 30*time.Second, func() error {
 		cm := &corev1.ConfigMap{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "mcp-warden-ca"}, cm); err != nil {
 			return err
 		}
-		if cm.Data["ca.crt"] != string(issued.Data["ca.crt"]) {
-			return fmt.Errorf("mcp-warden-ca ca.crt %q", cm.Data["ca.crt"])
+		if cm.Data["ca.crt"] != string(newCA) {
+			return fmt.Errorf("mcp-warden-ca ca.crt %q, want the latest request's CA", cm.Data["ca.crt"])
 		}
 		return nil
 	})
+}
+
+// testCA is a self-signed CA certificate (PEM).
+func testCA(t *testing.T, name string) []byte {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -267,8 +267,8 @@ func (a *Authority) Issue(ca *CA, names []string) (certPEM, keyPEM []byte, err e
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
-// IssueFor makes a serving certificate for names and a public key someone else holds the private key
-// of (the kubelet's, for a pod certificate), signed by the current CA and valid for lifetime from now
+// IssueFor makes a certificate for names, for server and client authentication, and a public key
+// someone else holds the private key of (the kubelet's, for a pod certificate), signed by the current CA and valid for lifetime from now
 // (capped at the CA's own end). notBefore is a minute back, on a whole second, so that it survives the
 // round trip through an API timestamp unchanged.
 func (a *Authority) IssueFor(ca *CA, names []string, pub crypto.PublicKey, lifetime time.Duration) (certPEM []byte, leaf *x509.Certificate, err error) {
@@ -283,7 +283,9 @@ func (a *Authority) IssueFor(ca *CA, names []string, pub crypto.PublicKey, lifet
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: names[0]}, DNSNames: slices.Clone(names),
 		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// a gateway serves with it, and presents it as a client to the other replicas of its server
+		// (the peer relay is authenticated by mutual TLS)
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
