@@ -106,17 +106,17 @@ func specField(msg string) string {
 func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 	g := s.Spec.Gateway
 	cfg := &config.Config{
-		Listen:         fmt.Sprintf(":%d", GatewayPort),
-		StatusListen:   fmt.Sprintf(":%d", StatusPort),
-		Upstream:       upstream(s),
-		Stdio:          s.Spec.Transport == mcpv1alpha1.TransportStdio,
-		Resource:       g.Auth.Resource,
-		Auth:           config.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
-		Scopes:         map[string][]string{},
-		Destructive:    g.DestructiveTools,
-		Pins:           g.PinnedTools,
-		AllowedOrigins: g.AllowedOrigins,
-		KnownPinsPath:  KnownPinsPath,
+		Listen:                  fmt.Sprintf(":%d", GatewayPort),
+		StatusListen:            fmt.Sprintf(":%d", StatusPort),
+		Upstream:                upstream(s),
+		Stdio:                   s.Spec.Transport == mcpv1alpha1.TransportStdio,
+		Resource:                g.Auth.Resource,
+		Auth:                    config.AuthConfig{Disabled: g.Auth.Disabled, Issuer: g.Auth.Issuer, JWKSURL: g.Auth.JWKSURL},
+		Scopes:                  map[string][]string{},
+		Destructive:             g.DestructiveTools,
+		Pins:                    g.PinnedTools,
+		AllowedOrigins:          g.AllowedOrigins,
+		KnownPinsPath:           KnownPinsPath,
 		BlockSecretsInArguments: g.BlockSecretsInArguments,
 	}
 	if !g.Auth.Disabled {
