@@ -662,8 +662,12 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 // emitTransitions records an event when Ready or Stalled changes.
 func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServer) {
 	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionReady), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionReady)
-	if was == nil && now != nil && now.Reason == ReasonProgressing {
-		// A new server starting up is not news; its Ready (or a failure) is.
+	starting := func(c *metav1.Condition) bool {
+		return c == nil || (c.Status != metav1.ConditionTrue && (c.Reason == ReasonProgressing || c.Reason == ReasonWaitingForMCP))
+	}
+	if now != nil && starting(was) && starting(now) {
+		// A server starting up (its pods coming up, then its gateway's first handshake) is not news;
+		// its Ready (or a failure) is.
 		return
 	}
 	if now != nil && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
