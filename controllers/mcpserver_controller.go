@@ -701,6 +701,12 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podServerIndex, indexPodServer); err != nil {
 		return fmt.Errorf("index the pods by server: %w", err)
 	}
+	if r.Pins != nil {
+		// Started with the cache rather than on the first status read, which would wait for it to sync.
+		if _, err := mgr.GetCache().GetInformer(context.Background(), ReplicaSetMetadata()); err != nil {
+			return fmt.Errorf("watch the ReplicaSets of the servers' Deployments: %w", err)
+		}
+	}
 	r.poller = newPinPoller()
 	var keyEvents chan event.GenericEvent
 	if r.Keys != nil {

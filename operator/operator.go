@@ -236,6 +236,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.Secret{}: {Label: managed},
 		// The pods of the operator's Deployments, whose gateways report their tool pins.
 		&corev1.Pod{}: {Label: managed},
+		// The metadata of those Deployments' ReplicaSets (they carry the pod template's labels): a
+		// pod's gateway speaks for a server only if its owner chain leads to the MCPServer.
+		controllers.ReplicaSetMetadata(): {Label: managed, Transform: cache.TransformStripManagedFields()},
 	}
 	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
 	if err != nil {
