@@ -170,7 +170,9 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 	cur.again = !start
 	p.mu.Unlock()
 	if start {
-		go r.refreshPins(log.IntoContext(context.Background(), log.FromContext(ctx)), s.DeepCopy())
+		// The read outlives the reconcile that starts it: the context keeps its values (the logger), not
+		// its cancellation.
+		go r.refreshPins(context.WithoutCancel(ctx), s.DeepCopy())
 	}
 	return nil
 }
