@@ -662,8 +662,12 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 // emitTransitions records an event when Ready or Stalled changes.
 func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServer) {
 	was, now := meta.FindStatusCondition(before.Status.Conditions, mcpv1alpha1.ConditionReady), meta.FindStatusCondition(after.Status.Conditions, mcpv1alpha1.ConditionReady)
-	if was == nil && now != nil && now.Reason == ReasonProgressing {
-		// A new server starting up is not news; its Ready (or a failure) is.
+	starting := func(c *metav1.Condition) bool {
+		return c == nil || (c.Status != metav1.ConditionTrue && (c.Reason == ReasonProgressing || c.Reason == ReasonWaitingForMCP))
+	}
+	if now != nil && starting(was) && starting(now) {
+		// A server starting up (its pods coming up, then its gateway's first handshake) is not news;
+		// its Ready (or a failure) is.
 		return
 	}
 	if now != nil && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
@@ -696,6 +700,12 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podServerIndex, indexPodServer); err != nil {
 		return fmt.Errorf("index the pods by server: %w", err)
+	}
+	if r.Pins != nil {
+		// Started with the cache rather than on the first status read, which would wait for it to sync.
+		if _, err := mgr.GetCache().GetInformer(context.Background(), ReplicaSetMetadata()); err != nil {
+			return fmt.Errorf("watch the ReplicaSets of the servers' Deployments: %w", err)
+		}
 	}
 	r.poller = newPinPoller()
 	var keyEvents chan event.GenericEvent

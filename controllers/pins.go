@@ -17,7 +17,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -104,17 +103,15 @@ var defaultPinClient = &http.Client{Transport: &http.Transport{
 // DefaultPinBudget bounds one server's status read (all its pods, read concurrently).
 const DefaultPinBudget = 5 * time.Second
 
-// maxPinReads bounds the pod reads in flight across all servers.
-const maxPinReads = 16
-
 // pinPoller reads the gateways' status (pin state, MCP handshake) off the reconcile path: a reconcile
 // reports the last state read and starts a new read if none is in flight; when a read finds something
 // new, the server is reconciled again. A pod whose status port accepts and never answers costs its
-// server at most the budget, and costs no other server anything.
+// server at most the budget, and costs the servers of other namespaces nothing: reads are shared out
+// by namespace (readSlots).
 type pinPoller struct {
 	mu     sync.Mutex
 	state  map[types.NamespacedName]*polledPins
-	sem    chan struct{}
+	slots  *readSlots
 	events chan event.GenericEvent
 }
 
@@ -145,7 +142,7 @@ type mcpState struct {
 const DefaultMCPGrace = 15 * time.Second
 
 func newPinPoller() *pinPoller {
-	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, sem: make(chan struct{}, maxPinReads), events: make(chan event.GenericEvent, 1024)}
+	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, slots: newReadSlots(maxPinReads, maxPinReadsPerNamespace), events: make(chan event.GenericEvent, 1024)}
 }
 
 func (p *pinPoller) forget(key types.NamespacedName) {
@@ -173,7 +170,9 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 	cur.again = !start
 	p.mu.Unlock()
 	if start {
-		go r.refreshPins(log.IntoContext(context.Background(), log.FromContext(ctx)), s.DeepCopy())
+		// The read outlives the reconcile that starts it: the context keeps its values (the logger), not
+		// its cancellation.
+		go r.refreshPins(context.WithoutCancel(ctx), s.DeepCopy())
 	}
 	return nil
 }
@@ -212,8 +211,9 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 	}
 }
 
-// readStatus reads the status of every running pod's gateway (ready or not: a gateway whose server does
-// not speak MCP keeps its pod unready), concurrently, and merges it: a tool any pod reports as changed
+// readStatus reads the status of every running gateway pod of the server (ready or not: a gateway whose
+// server does not speak MCP keeps its pod unready; its owner chain leads to this MCPServer, see
+// gatewayPodOf), concurrently, and merges it: a tool any pod reports as changed
 // is changed, and the handshake is as mergeMCP says. Pods that do not answer are skipped; read is false
 // if none does.
 func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCPServer) (tools []mcpv1alpha1.ToolPin, mcp mcpState, read bool) {
@@ -225,26 +225,23 @@ func (r *MCPServerReconciler) readStatus(ctx context.Context, s *mcpv1alpha1.MCP
 		return nil, mcp, false
 	}
 	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		states   []podStatus
-		sem      = r.poller.sem
-		deadline = ctx.Done()
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		states []podStatus
+		slots  = r.poller.slots
 	)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if !podRunning(pod) || !ownedByServerReplicaSet(pod, s) {
+		if !podRunning(pod) || !r.gatewayPodOf(ctx, pod, s) {
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-deadline:
-			continue
+		if !slots.acquire(ctx, s.Namespace) {
+			break // out of budget
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer slots.release(s.Namespace)
 			state, err := r.Pins.ReadStatus(ctx, pod)
 			if err != nil {
 				log.FromContext(ctx).V(1).Info("gateway status unavailable", "pod", pod.Name, "err", err.Error())
@@ -347,9 +344,19 @@ func podRunning(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
 }
 
-// ownedByServerReplicaSet reports whether the pod belongs to a ReplicaSet of the server's Deployment, so
-// that another pod carrying the server's label cannot speak for it.
-func ownedByServerReplicaSet(p *corev1.Pod, s *mcpv1alpha1.MCPServer) bool {
-	ref := metav1.GetControllerOf(p)
-	return ref != nil && ref.Kind == "ReplicaSet" && strings.HasPrefix(ref.Name, s.Name+"-")
+// gatewayPodOf reports whether the pod is a gateway pod of the server by its owner chain (pod ->
+// ReplicaSet -> Deployment -> MCPServer, each the controller of the next by UID), read from the
+// manager's cache (it holds the operator's Deployments and their ReplicaSets' metadata), so that a
+// ReplicaSet or pod a tenant makes with the server's name or labels cannot speak for it.
+func (r *MCPServerReconciler) gatewayPodOf(ctx context.Context, pod *corev1.Pod, s *mcpv1alpha1.MCPServer) bool {
+	chain := ownerChain{replicaSets: r.Client, deployments: r.Client, servers: r.Client}
+	owner, why, err := chain.serverOf(ctx, pod)
+	if err != nil || why != "" || owner.UID != s.UID {
+		if why == "" && err == nil {
+			why = fmt.Sprintf("its MCPServer %s (uid %s) is not the one read (uid %s)", owner.Name, owner.UID, s.UID)
+		}
+		log.FromContext(ctx).V(1).Info("not reading the gateway status of a pod that is not the server's", "pod", pod.Name, "why", why, "err", err)
+		return false
+	}
+	return true
 }

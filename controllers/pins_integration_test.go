@@ -34,16 +34,80 @@ import (
 // that they become MCP-ready as a healthy server does; fallback empty, they fail to read.
 type loopbackPins struct {
 	addrs    sync.Map // server name -> "127.0.0.1:port"
+	podAddrs sync.Map // pod name prefix -> "127.0.0.1:port", before addrs
+	// hang holds the namespaces whose gateways accept and never answer: a read there blocks until its
+	// context ends.
+	hang sync.Map // namespace -> struct{}
+	// logs holds the namespaces whose reads a test records.
+	logs     sync.Map // namespace -> *readLog
 	fallback string
+}
+
+// readLog records the status reads of a namespace's pods.
+type readLog struct {
+	mu          sync.Mutex
+	inflight    int
+	maxInflight int
+	reads       []podRead // completed, in order
+}
+
+type podRead struct {
+	pod string
+	at  time.Time
+}
+
+func (l *loopbackPins) record(ns string) *readLog {
+	log := &readLog{}
+	l.logs.Store(ns, log)
+	return log
+}
+
+// since counts the completed reads of pods named with the prefix that ended after t, and returns the
+// first's end.
+func (r *readLog) since(prefix string, t time.Time) (n int, first time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rd := range r.reads {
+		if strings.HasPrefix(rd.pod, prefix) && rd.at.After(t) {
+			if n++; n == 1 {
+				first = rd.at
+			}
+		}
+	}
+	return n, first
 }
 
 var testPins = &loopbackPins{}
 
 func (l *loopbackPins) ReadStatus(ctx context.Context, pod *corev1.Pod) (gateway.Status, error) {
+	if v, ok := l.logs.Load(pod.Namespace); ok {
+		log := v.(*readLog)
+		log.mu.Lock()
+		log.inflight++
+		log.maxInflight = max(log.maxInflight, log.inflight)
+		log.mu.Unlock()
+		defer func() {
+			log.mu.Lock()
+			log.inflight--
+			log.reads = append(log.reads, podRead{pod: pod.Name, at: time.Now()})
+			log.mu.Unlock()
+		}()
+	}
+	if _, ok := l.hang.Load(pod.Namespace); ok {
+		<-ctx.Done()
+		return gateway.Status{}, ctx.Err()
+	}
 	addr := l.fallback
 	if v, ok := l.addrs.Load(pod.Labels[controllers.LabelServer]); ok {
 		addr = v.(string)
 	}
+	l.podAddrs.Range(func(prefix, v any) bool {
+		if strings.HasPrefix(pod.Name, prefix.(string)) {
+			addr = v.(string)
+			return false
+		}
+		return true
+	})
 	if addr == "" {
 		return gateway.Status{}, errors.New("no gateway registered")
 	}

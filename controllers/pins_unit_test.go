@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,18 +32,24 @@ func (c *countingReader) ReadStatus(context.Context, *corev1.Pod) (gwconfig.Stat
 // for the next poll (5 s while not MCP-ready) to learn of the gateway's handshake.
 func TestPinReadAfterAReadInFlight(t *testing.T) {
 	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, mcpv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files"}}
+	s := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files", UID: "server"}}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files", UID: "dep",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: mcpv1alpha1.GroupVersion.String(), Kind: "MCPServer", Name: "files", UID: "server", Controller: ptr.To(true)}}}}
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files-abc", UID: "rs",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "files", UID: "dep", Controller: ptr.To(true)}}}}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files-abc-1", Labels: map[string]string{LabelServer: "files"},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "files-abc", UID: "u", Controller: ptr.To(true)}}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "files-abc", UID: "rs", Controller: ptr.To(true)}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
 	}
 	firstList := make(chan struct{})
 	var lists atomic.Int32
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(pod).WithIndex(&corev1.Pod{}, podServerIndex, indexPodServer).
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(s, dep, rs, pod).WithIndex(&corev1.Pod{}, podServerIndex, indexPodServer).
 		WithInterceptorFuncs(interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			if lists.Add(1) == 1 {
 				<-firstList // the first read lists what the cache held before the pod ran: nothing

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -51,10 +50,11 @@ const (
 // volume mounted by the gateway container alone) and issues a certificate from the operator's CA for
 // the server's Service names, or denies the request naming what did not match.
 type PodCertSigner struct {
-	// Client reads MCPServers and Deployments from the cache and writes request statuses.
+	// Client reads MCPServers from the cache and writes request statuses.
 	Client client.Client
-	// APIReader reads pods and ReplicaSets around the cache (an impostor pod carries no label the
-	// cache selects, and ReplicaSets are not cached).
+	// APIReader reads pods, ReplicaSets and Deployments around the cache (an impostor pod carries no
+	// label the cache selects, and a request must not be denied for the cache not having seen a new
+	// ReplicaSet yet).
 	APIReader client.Reader
 	// CA issues the certificates.
 	CA *servingcert.Authority
@@ -69,7 +69,6 @@ type PodCertSigner struct {
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests/status,verbs=update
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=signers,verbs=sign,resourceNames=mcp.warden.dev/gateway-serving
-// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
 
 // SetupWithManager watches the PodCertificateRequests for the gateway signer.
 func (r *PodCertSigner) SetupWithManager(mgr ctrl.Manager) error {
@@ -150,20 +149,10 @@ func (r *PodCertSigner) gatewayServer(ctx context.Context, pcr *certificatesv1.P
 		return fmt.Sprintf("pod %s/%s is not a gateway pod of an MCPServer: %s; signer %s issues certificates only to the gateway pods the operator runs for an MCPServer; remove the podCertificate volume of this signer from the pod",
 			ns, pod.Name, fmt.Sprintf(format, a...), gatewayconfig.GatewaySigner)
 	}
-	rs := &appsv1.ReplicaSet{}
-	if why, err := r.controller(ctx, "pod", pod, "apps/v1", "ReplicaSet", rs, r.APIReader); why != "" || err != nil {
+	chain := ownerChain{replicaSets: r.APIReader, deployments: r.APIReader, servers: r.Client}
+	s, why, err := chain.serverOf(ctx, pod)
+	if why != "" || err != nil {
 		return nil, notOurs("%s", why), err
-	}
-	dep := &appsv1.Deployment{}
-	if why, err := r.controller(ctx, "ReplicaSet", rs, "apps/v1", "Deployment", dep, r.APIReader); why != "" || err != nil {
-		return nil, notOurs("%s", why), err
-	}
-	s := &mcpv1alpha1.MCPServer{}
-	if why, err := r.controller(ctx, "Deployment", dep, mcpv1alpha1.GroupVersion.String(), "MCPServer", s, r.Client); why != "" || err != nil {
-		return nil, notOurs("%s", why), err
-	}
-	if dep.Name != s.Name {
-		return nil, notOurs("Deployment %s is not the one the operator runs for MCPServer %s", dep.Name, s.Name), nil
 	}
 	if !gatewayconfig.TLSEnabled(s) {
 		return nil, notOurs("MCPServer %s has spec.gateway.tls.mode Disabled", s.Name), nil
@@ -172,23 +161,6 @@ func (r *PodCertSigner) gatewayServer(ctx context.Context, pcr *certificatesv1.P
 		return nil, notOurs("%s", why), nil
 	}
 	return s, "", nil
-}
-
-// controller reads obj's controller of the kind into owner and checks that it is the one obj names;
-// why says what did not match.
-func (r *PodCertSigner) controller(ctx context.Context, what string, obj client.Object, apiVersion, kind string, owner client.Object, reader client.Reader) (string, error) {
-	ref := metav1.GetControllerOf(obj)
-	if ref == nil || ref.APIVersion != apiVersion || ref.Kind != kind {
-		return fmt.Sprintf("%s %s is not controlled by a %s", what, obj.GetName(), kind), nil
-	}
-	err := reader.Get(ctx, types.NamespacedName{Namespace: obj.GetNamespace(), Name: ref.Name}, owner)
-	if apierrors.IsNotFound(err) || (err == nil && owner.GetUID() != ref.UID) {
-		return fmt.Sprintf("its %s %s (uid %s) does not exist", kind, ref.Name, ref.UID), nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("get %s %s/%s: %w", kind, obj.GetNamespace(), ref.Name, err)
-	}
-	return "", nil
 }
 
 // checkPod compares the pod with the layout the operator renders for the server: its service account

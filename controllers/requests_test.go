@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -150,6 +151,28 @@ func TestRequestsPerServer(t *testing.T) {
 	limit := float64(floor) + requestSlack
 	t.Logf("%d servers: %d requests, %.2f per server (floor %d, limit %.1f)\n%s", n, total, per, floor, limit, table(counts, n))
 	if per > limit {
+		logServerEvents(t, ns)
 		t.Fatalf("%.2f requests per server, want at most %.1f (floor %d + slack %.1f)", per, limit, floor, requestSlack)
+	}
+}
+
+// logServerEvents logs the MCPServer events of the namespace but the Ready one every server gets, with a
+// count per reason and message, so a fleet that took more requests says what its servers went through.
+func logServerEvents(t *testing.T, ns string) {
+	t.Helper()
+	evs := &corev1.EventList{}
+	if err := k8s.List(context.Background(), evs, client.InNamespace(ns)); err != nil {
+		t.Logf("list events: %v", err)
+		return
+	}
+	seen := map[string]int{}
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Kind != "MCPServer" || e.Reason == "Available" {
+			continue
+		}
+		seen[e.Type+" "+e.Reason+": "+e.Message] += int(max(e.Count, 1))
+	}
+	for m, n := range seen {
+		t.Logf("%d x event %s", n, m)
 	}
 }

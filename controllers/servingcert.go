@@ -187,7 +187,9 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 	case apierrors.IsNotFound(err):
 		probe := &metav1.PartialObjectMetadata{}
 		probe.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
-		if perr := r.APIReader.Get(ctx, key, probe); perr == nil {
+		// The cache may not have seen the bundle another reconcile of this namespace wrote a moment
+		// ago: one the operator wrote (its field manager) is its own, anything else is a conflict.
+		if perr := r.APIReader.Get(ctx, key, probe); perr == nil && !writtenByOperator(probe) {
 			return stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
 		}
 	case err != nil:
@@ -201,6 +203,16 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 		return fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
 	}
 	return nil
+}
+
+// writtenByOperator reports whether the operator's field manager wrote the object.
+func writtenByOperator(o metav1.Object) bool {
+	for _, m := range o.GetManagedFields() {
+		if m.Manager == FieldOwner {
+			return true
+		}
+	}
+	return false
 }
 
 func toUnstructured(o client.Object) (*unstructured.Unstructured, error) {

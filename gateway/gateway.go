@@ -258,7 +258,10 @@ func (g *Gateway) refreshLoop(ctx context.Context) {
 	}
 }
 
-// Close stops background work and ends the gateway's session with the server.
+// Close stops background work and ends the gateway's session with the server. It runs when the
+// caller's context is done (a shutdown), so the last spans are flushed under a deadline of its own.
+//
+//nolint:contextcheck // a shutdown step: its context is detached from the one that has ended.
 func (g *Gateway) Close() error {
 	if g.stop != nil {
 		g.stop()

@@ -128,6 +128,10 @@ type tracer struct {
 // newTracer builds the OTLP/HTTP exporter for cfg, or the zero tracer when no endpoint is set. The
 // exporter's client has a deadline, no proxy from the environment and no retries beyond the export's
 // deadline: a span that cannot be delivered in time is dropped.
+// The exporter lives as long as the gateway, not as long as the call that builds it (the OTLP/HTTP
+// client's start only checks its context), so it is started on a context of its own.
+//
+//nolint:contextcheck // the exporter outlives the caller's context (see above).
 func newTracer(cfg TelemetryConfig, serverResource string) (*tracer, error) {
 	if cfg.OTLPEndpoint == "" {
 		return &tracer{tracer: noop.NewTracerProvider().Tracer("")}, nil

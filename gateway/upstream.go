@@ -165,7 +165,7 @@ func (f *forwarder) send(ctx context.Context, method string, r *http.Request, bo
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
 	}
-	if tc, ok := traceFrom(r.Context()); ok {
+	if tc, ok := traceFrom(ctx); ok { // ctx is derived from r's (forward)
 		req.Header.Set("traceparent", tc.traceparent())
 		if tc.state != "" {
 			req.Header.Set("tracestate", tc.state)

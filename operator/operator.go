@@ -216,7 +216,10 @@ func Scheme() *runtime.Scheme {
 const LeaderElectionID = "mcp-warden.mcp.warden.dev"
 
 // New returns a manager with the MCPServer controller, probes and metrics registered; start it with
-// Start.
+// Start. It runs before the manager does: controller-runtime's setup (SetupWithManager, the field
+// indexes) takes no context, and the start-up reads to the API server have deadlines of their own.
+//
+//nolint:contextcheck // construction precedes the manager's context; its reads carry their own deadlines.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("operator options: %w", err)
@@ -234,6 +237,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		&corev1.ConfigMap{}:      {Label: managed},
 		// The pods of the operator's Deployments, whose gateways report their tool pins.
 		&corev1.Pod{}: {Label: managed},
+		// The metadata of those Deployments' ReplicaSets (they carry the pod template's labels): a
+		// pod's gateway speaks for a server only if its owner chain leads to the MCPServer.
+		controllers.ReplicaSetMetadata(): {Label: managed, Transform: cache.TransformStripManagedFields()},
 	}
 	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
 	if err != nil {

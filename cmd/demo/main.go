@@ -453,7 +453,7 @@ func (d *demo) policyChecks(ctx context.Context) {
 		d.expect(false, "create a policy with a missing key Secret: %v", err)
 		return
 	}
-	defer func() { _ = d.c.Delete(context.Background(), broken) }()
+	defer func() { _ = d.c.Delete(context.WithoutCancel(ctx), broken) }()
 	for _, want := range []struct {
 		name   string
 		status metav1.ConditionStatus

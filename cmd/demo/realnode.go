@@ -151,7 +151,7 @@ func (d *demo) observedConnectivity(ctx context.Context, s *mcpv1alpha1.MCPServe
 		d.expect(up == len(hostAddrs), "control: a pod no NetworkPolicy selects (%s) connects to %d of %d test hosts %v", d.probes.outsider, up, len(hostAddrs), control)
 	}
 	before := d.probes.hosts[metadata].Conns()
-	got := netns.DialEach(hostAddrs...)
+	got := netns.DialEach(ctx, hostAddrs...)
 	for _, r := range []struct {
 		what, addr string
 		want       bool
@@ -179,7 +179,7 @@ func (d *demo) observedConnectivity(ctx context.Context, s *mcpv1alpha1.MCPServe
 		}
 		// The control: inside its pod the server answers on the pod IP, so a refusal from outside is the
 		// fence's.
-		self := netns.DialEach(direct)
+		self := netns.DialEach(ctx, direct)
 		d.expect(self[direct] == "connected", "%-52s %s", "control: server's own port "+direct+" from its pod", self[direct])
 	}
 	rows := []struct {

@@ -306,7 +306,7 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 	if len(pods[1].Status.ContainerStatuses) > 0 {
 		if netns, err := d.cluster.ContainerNetns(pods[1].Status.ContainerStatuses[0].ContainerID); err == nil {
 			poll(ctx, 90*time.Second, func() bool {
-				return netns.DialEach(peer)[peer] != "connected" && d.dialFrom(ctx, d.probes.agent, mcpPort)[mcpPort] != "connected"
+				return netns.DialEach(ctx, peer)[peer] != "connected" && d.dialFrom(ctx, d.probes.agent, mcpPort)[mcpPort] != "connected"
 			})
 		}
 	}

@@ -341,7 +341,7 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if status != nil {
 		_ = status.Shutdown(shutdown)

@@ -241,7 +241,10 @@ func (b *Bridge) URL() string { return "http://" + b.ln.Addr().String() + "/mcp"
 func (b *Bridge) Exited() <-chan struct{} { return b.exited }
 
 // Close stops serving and closes the connection to the server; for a child process it closes its
-// stdin and waits up to grace for it to exit before killing it.
+// stdin and waits up to grace for it to exit before killing it. It runs when the caller's context is
+// done (a shutdown), so grace bounds it, not that context.
+//
+//nolint:contextcheck // a shutdown step: its context is detached from the one that has ended.
 func (b *Bridge) Close(grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

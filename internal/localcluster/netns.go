@@ -65,6 +65,10 @@ func (n Netns) Run(name string, args ...string) error {
 // ip runs iproute2's ip.
 func ip(args ...string) error { return run("ip", args...) }
 
+// run runs a command under a deadline of its own: it also serves cleanup (Stop, a previous run's
+// remains), which runs after the caller's context has ended.
+//
+//nolint:contextcheck // each command has its own deadline, detached from a context that may be done.
 func run(name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -141,6 +145,10 @@ type forwarder struct {
 	wg   sync.WaitGroup
 }
 
+// serve copies each accepted connection until the forwarder closes: the connections live as long as
+// the forwarder, not as long as the context that set it up, and each dial has a deadline of its own.
+//
+//nolint:contextcheck // the forwarded connections outlive the context that started the forwarder.
 func (f *forwarder) serve() {
 	for {
 		c, err := f.l.Accept()

@@ -150,12 +150,12 @@ func (c *Cluster) ContainerNetns(containerID string) (*Netns, error) {
 	return &Netns{Name: "container " + containerID, path: p}, nil
 }
 
-// DialEach connects to each address from inside n, 2 s each, with the probe's verdicts.
-func (n Netns) DialEach(addrs ...string) map[string]string {
+// DialEach connects to each address from inside n, 2 s each (within ctx), with the probe's verdicts.
+func (n Netns) DialEach(ctx context.Context, addrs ...string) map[string]string {
 	out := map[string]string{}
 	for _, a := range addrs {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := n.DialContext(ctx, "tcp", a)
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := n.DialContext(dctx, "tcp", a)
 		cancel()
 		switch {
 		case err == nil:

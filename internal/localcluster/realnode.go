@@ -195,7 +195,7 @@ func startRealNode(ctx context.Context, c *Cluster, o Options, assets string) er
 		}
 	}
 	say("starting containerd, kube-controller-manager, kube-scheduler, kubelet, kube-router (NetworkPolicy firewall) and kube-proxy")
-	if err := rn.startContainerd(c, o); err != nil {
+	if err := rn.startContainerd(ctx, c, o); err != nil {
 		return err
 	}
 	if err := rn.startControllers(c, assets); err != nil {
@@ -531,7 +531,7 @@ func (c *Cluster) ServeRegistryToPods(hostport string) (string, error) {
 	return NodeRegistryAddr, nil
 }
 
-func (rn *realNode) startContainerd(c *Cluster, o Options) error {
+func (rn *realNode) startContainerd(ctx context.Context, c *Cluster, o Options) error {
 	if o.SandboxImage == "" {
 		return errors.New("a real node needs Options.SandboxImage (the pod sandbox image, e.g. from PushSandboxImage)")
 	}
@@ -591,7 +591,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	if _, err := c.spawnIn(rn.node, bin, "containerd", "--config="+path); err != nil {
 		return err
 	}
-	return wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		if err := c.exited(); err != nil {
 			return false, err
 		}
@@ -746,6 +746,9 @@ func (c *Cluster) stopRealNode() error {
 }
 
 // cleanupStale cleans up after a real node whose run was killed (its processes, mounts, namespaces).
+// Each step has a deadline of its own, as in Stop, which shares them.
+//
+//nolint:contextcheck // cleanup steps are bounded by their own deadlines, as when Stop runs them.
 func cleanupStale() {
 	dir, err := os.ReadFile(currentPath)
 	if err != nil && !errorsIsNotExist(err) {

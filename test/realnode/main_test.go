@@ -204,6 +204,9 @@ func waitRunning(t *testing.T, ns, name string, timeout time.Duration) *corev1.P
 	return p
 }
 
+// events lists the namespace's events for a failure message.
+//
+//nolint:contextcheck // called after the caller's deadline may have passed, so it does not inherit it.
 func events(ns string) string {
 	evs := &corev1.EventList{}
 	_ = k8s.List(context.Background(), evs, client.InNamespace(ns))
@@ -215,7 +218,9 @@ func events(ns string) string {
 }
 
 // execIn runs a command in a container through the API server and the kubelet (kubectl exec) and
-// returns its stdout.
+// returns its stdout. Each exec has its own 60 s deadline; callers that retry bound the retries.
+//
+//nolint:contextcheck // one exec's deadline is its own, not the retrying caller's poll.
 func execIn(t *testing.T, ns, pod, container string, cmd ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -194,6 +194,10 @@ func TestSandboxObservedInServerPod(t *testing.T) {
 	}
 }
 
+// dialFrom dials addrs from a container of the pod (the probe's dial). Each exec has its own 60 s
+// deadline; callers that retry bound the retries.
+//
+//nolint:contextcheck // one exec's deadline is its own, not the retrying caller's poll.
 func dialFrom(t *testing.T, ns, pod, container string, addrs ...string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -337,6 +341,8 @@ func token(t *testing.T, f *serverFixture) string {
 // tokenFor mints an access token from issuerURL for the resource of MCPServer ns/name (read from the
 // gateway configuration the operator rendered), with the given scope, signed with the issuer's
 // current key.
+//
+//nolint:contextcheck // a test helper reading the rendered configuration, called from polls of any length.
 func tokenFor(t *testing.T, ns, name, scope string) string {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
