@@ -1,9 +1,6 @@
 package controllers
 
 import (
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers/desired"
 	"github.com/mcp-warden/mcp-warden/policy/fence"
 )
@@ -47,5 +44,3 @@ func (r *MCPServerReconciler) options() desired.Options {
 	}
 }
 
-// objectMeta is the metadata of a child object named after the server, its controller reference set.
-func objectMeta(s *mcpv1alpha1.MCPServer) metav1.ObjectMeta { return desired.ObjectMeta(s) }

@@ -43,6 +43,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		refused.write(w)
 		return
 	}
+	//nolint:contextcheck // r is the request openSession returned, whose context carries the session
 	if ref := sessionRefFrom(r.Context()); ref != nil && ref.Principal != c.name {
 		g.log.Warn("request refused: session belongs to another principal", "principal", c.name)
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
