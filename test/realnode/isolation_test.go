@@ -49,9 +49,9 @@ const (
 	gatewayUIDs = "65533 65533 65533 65533"
 )
 
-// gatewayFiles are the gateway's configuration, pins, session key, audit head and TLS credential bundle, in the
+// gatewayFiles are the gateway's configuration, pins, audit head and TLS credential bundle, in the
 // gateway's container.
-var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/etc/mcp-warden-session/session.key", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.pem"}
+var gatewayFiles = []string{"/etc/mcp-warden/gateway.json", "/etc/mcp-warden/pins.json", "/var/lib/mcp-warden/audit-head.json", "/etc/mcp-warden-tls/tls.pem"}
 
 // observeIsolation runs `probe isolation` in the pod's server container.
 func observeIsolation(t *testing.T, ns, pod string) isolation {
