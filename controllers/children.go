@@ -43,4 +43,3 @@ func (r *MCPServerReconciler) options() desired.Options {
 		MetricsScraper: r.MetricsScraper, Telemetry: r.Telemetry, CertIssuer: r.CertIssuer,
 	}
 }
-
