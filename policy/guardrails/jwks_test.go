@@ -81,7 +81,7 @@ func TestIssuerCeilingHolds(t *testing.T) {
 // TestDiscoveryHasADeadline: an issuer that accepts and never answers costs the deadline, not more.
 func TestDiscoveryHasADeadline(t *testing.T) {
 	block := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-block }))
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-block }))
 	defer srv.Close()
 	defer close(block)
 	d := &HTTPDiscovery{Timeout: 300 * time.Millisecond}
