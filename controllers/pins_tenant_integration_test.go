@@ -75,7 +75,7 @@ func TestForeignReplicaSetCannotSpeakForServer(t *testing.T) {
 
 	// Reconcile the server again and again: every read reads the server's pods; none may read the
 	// tenant's, and the status keeps the server's own tools and serverInfo.
-	neverReadsTenant(ctx, t, key, foreign, reads)
+	neverReadsTenant(t, key, foreign, reads)
 	cm := &corev1.ConfigMap{}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-gateway"}, cm); err != nil {
 		t.Fatal(err)
@@ -121,8 +121,9 @@ func foreignPodRunning(ctx context.Context, ns, foreign string) error {
 // neverReadsTenant reconciles the server again and again until its pods were read at least 3 times
 // over 3 s: no read may reach the tenant's pods, and the status keeps the server's own tools and
 // serverInfo.
-func neverReadsTenant(ctx context.Context, t *testing.T, key client.ObjectKey, foreign string, reads *readLog) {
+func neverReadsTenant(t *testing.T, key client.ObjectKey, foreign string, reads *readLog) {
 	t.Helper()
+	ctx := context.Background()
 	start := time.Now()
 	s := &mcpv1alpha1.MCPServer{}
 	for i := 0; ; i++ {

@@ -130,8 +130,8 @@ func TestGatewayPodCertificates(t *testing.T) {
 	}
 	checkIssuedCertificate(ctx, t, s, got, key)
 
-	impostorPodDenied(ctx, t, s, pod)
-	copiedDeploymentDenied(ctx, t, s)
+	impostorPodDenied(t, s, pod)
+	copiedDeploymentDenied(t, s)
 	if bytes.Contains([]byte(got.Status.CertificateChain), []byte("PRIVATE KEY")) {
 		t.Error("the chain carries a private key")
 	}
@@ -225,8 +225,9 @@ func checkIssuedCertificate(ctx context.Context, t *testing.T, s *mcpv1alpha1.MC
 // too), whose "gateway" container is the tenant's own image, is denied a certificate. (The ReplicaSet
 // may adopt it, for the labels, before it deletes it as one too many: the request is denied either
 // way.)
-func impostorPodDenied(ctx context.Context, t *testing.T, s *mcpv1alpha1.MCPServer, pod *corev1.Pod) {
+func impostorPodDenied(t *testing.T, s *mcpv1alpha1.MCPServer, pod *corev1.Pod) {
 	t.Helper()
+	ctx := context.Background()
 	imp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: "impostor", Labels: pod.Labels}, Spec: *pod.Spec.DeepCopy()}
 	imp.Spec.InitContainers[0].Image = s.Spec.Image
 	imp.Spec.InitContainers[0].Command = []string{"/bin/sh", "-c", "cat /etc/mcp-warden-tls/tls.pem"}
@@ -246,8 +247,9 @@ func impostorPodDenied(ctx context.Context, t *testing.T, s *mcpv1alpha1.MCPServ
 
 // copiedDeploymentDenied: a tenant's Deployment of the same template, owned by the MCPServer: the
 // chain reaches the MCPServer, but not through the operator's Deployment, so its pod is denied.
-func copiedDeploymentDenied(ctx context.Context, t *testing.T, s *mcpv1alpha1.MCPServer) {
+func copiedDeploymentDenied(t *testing.T, s *mcpv1alpha1.MCPServer) {
 	t.Helper()
+	ctx := context.Background()
 	ns := s.Namespace
 	own := metav1.NewControllerRef(s, mcpv1alpha1.GroupVersion.WithKind("MCPServer"))
 	live := &appsv1.Deployment{}
