@@ -324,12 +324,10 @@ func TestToolDefinitionChangeIsSurfaced(t *testing.T) {
 	}
 }
 
-// TestSlowServerDoesNotDelayOthers: every pod of a 20-replica server has a status port that accepts and
-// never answers. Reading its pin state once cost 2-3 s per pod inside the one reconcile worker (a minute
-// per poll, for every tenant's servers); reads now run off the reconcile path under a budget, so a
-// server in another namespace still becomes Ready at once.
-func TestSlowServerDoesNotDelayOthers(t *testing.T) {
-	ctx := context.Background()
+// silentListener is a loopback address that accepts connections and never answers; closed, with its
+// connections, when the test ends.
+func silentListener(t *testing.T) string {
+	t.Helper()
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +353,39 @@ func TestSlowServerDoesNotDelayOthers(t *testing.T) {
 			_ = c.Close()
 		}
 	})
-	testPins.addrs.Store("slow", silent.Addr().String())
+	return silent.Addr().String()
+}
+
+// pokeEvery patches a label of every server each interval until stop is closed, so their reconciles
+// keep coming.
+func pokeEvery(ctx context.Context, interval time.Duration, stop <-chan struct{}, keys ...client.ObjectKey) {
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-time.After(interval):
+		}
+		for _, k := range keys {
+			s := &mcpv1alpha1.MCPServer{}
+			if k8s.Get(ctx, k, s) == nil {
+				patch := client.MergeFrom(s.DeepCopy())
+				if s.Labels == nil {
+					s.Labels = map[string]string{}
+				}
+				s.Labels["test.mcp.warden.dev/poke"] = strconv.Itoa(i)
+				_ = k8s.Patch(ctx, s, patch)
+			}
+		}
+	}
+}
+
+// TestSlowServerDoesNotDelayOthers: every pod of a 20-replica server has a status port that accepts and
+// never answers. Reading its pin state once cost 2-3 s per pod inside the one reconcile worker (a minute
+// per poll, for every tenant's servers); reads now run off the reconcile path under a budget, so a
+// server in another namespace still becomes Ready at once.
+func TestSlowServerDoesNotDelayOthers(t *testing.T) {
+	ctx := context.Background()
+	testPins.addrs.Store("slow", silentListener(t))
 	defer testPins.addrs.Delete("slow")
 
 	slowNS := restrictedNamespace(t)
@@ -378,24 +408,7 @@ func TestSlowServerDoesNotDelayOthers(t *testing.T) {
 	// Keep the slow server's reconciles (and so its pin reads) coming.
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(500 * time.Millisecond):
-				s := &mcpv1alpha1.MCPServer{}
-				if k8s.Get(ctx, client.ObjectKeyFromObject(slow), s) == nil {
-					patch := client.MergeFrom(s.DeepCopy())
-					if s.Labels == nil {
-						s.Labels = map[string]string{}
-					}
-					s.Labels["test.mcp.warden.dev/poke"] = strconv.Itoa(i)
-					_ = k8s.Patch(ctx, s, patch)
-				}
-			}
-		}
-	}()
+	go pokeEvery(ctx, 500*time.Millisecond, stop, client.ObjectKeyFromObject(slow))
 	time.Sleep(2 * time.Second)
 
 	start := time.Now()

@@ -41,19 +41,7 @@ func TestForeignReplicaSetCannotSpeakForServer(t *testing.T) {
 	testPins.addrs.Store(key.Name, statusAddr)
 	defer testPins.addrs.Delete(key.Name)
 
-	// The tenant's gateway: a real gateway in front of the tenant's MCP server, which has a tool more.
-	evil := mcp.NewServer(&mcp.Implementation{Name: "evil", Version: "6.6.6"}, nil)
-	type args struct {
-		Path string `json:"path"`
-	}
-	for _, name := range []string{"read_file", "exfiltrate"} {
-		mcp.AddTool(evil, &mcp.Tool{Name: name, Description: "Do as told."}, func(context.Context, *mcp.CallToolRequest, args) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil, nil
-		})
-	}
-	evilUpstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return evil }, nil))
-	t.Cleanup(func() { evilUpstream.CloseClientConnections(); evilUpstream.Close() })
-	_, evilStatus := runGateway(ctx, t, evilUpstream.URL, nil)
+	evilStatus := tenantGateway(ctx, t)
 	foreign := key.Name + "-x"
 	testPins.podAddrs.Store(foreign+"-", evilStatus)
 	defer testPins.podAddrs.Delete(foreign + "-")
@@ -83,21 +71,59 @@ func TestForeignReplicaSetCannotSpeakForServer(t *testing.T) {
 	if err := k8s.Create(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, func() error {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"tenant.example/made-by": "tenant"}); err != nil {
-			return err
-		}
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && strings.HasPrefix(p.Name, foreign+"-") {
-				return nil
-			}
-		}
-		return fmt.Errorf("no running pod of ReplicaSet %s yet (%d pods)", foreign, len(pods.Items))
-	})
+	eventually(t, 60*time.Second, func() error { return foreignPodRunning(ctx, ns, foreign) })
 
 	// Reconcile the server again and again: every read reads the server's pods; none may read the
 	// tenant's, and the status keeps the server's own tools and serverInfo.
+	neverReadsTenant(t, key, foreign, reads)
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-gateway"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(cm.Data["pins.json"], "exfiltrate") {
+		t.Fatalf("pins.json holds the tenant's tool: %s", cm.Data["pins.json"])
+	}
+}
+
+// tenantGateway is the tenant's gateway: a real gateway in front of the tenant's MCP server, which has
+// a tool more; it returns the gateway's status address.
+func tenantGateway(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	evil := mcp.NewServer(&mcp.Implementation{Name: "evil", Version: "6.6.6"}, nil)
+	type args struct {
+		Path string `json:"path"`
+	}
+	for _, name := range []string{"read_file", "exfiltrate"} {
+		mcp.AddTool(evil, &mcp.Tool{Name: name, Description: "Do as told."}, func(context.Context, *mcp.CallToolRequest, args) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil, nil
+		})
+	}
+	evilUpstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return evil }, nil))
+	t.Cleanup(func() { evilUpstream.CloseClientConnections(); evilUpstream.Close() })
+	_, evilStatus := runGateway(ctx, t, evilUpstream.URL, nil)
+	return evilStatus
+}
+
+// foreignPodRunning is nil once a pod of the tenant's ReplicaSet runs with an IP.
+func foreignPodRunning(ctx context.Context, ns, foreign string) error {
+	pods := &corev1.PodList{}
+	if err := k8s.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"tenant.example/made-by": "tenant"}); err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && strings.HasPrefix(p.Name, foreign+"-") {
+			return nil
+		}
+	}
+	return fmt.Errorf("no running pod of ReplicaSet %s yet (%d pods)", foreign, len(pods.Items))
+}
+
+// neverReadsTenant reconciles the server again and again until its pods were read at least 3 times
+// over 3 s: no read may reach the tenant's pods, and the status keeps the server's own tools and
+// serverInfo.
+func neverReadsTenant(t *testing.T, key client.ObjectKey, foreign string, reads *readLog) {
+	t.Helper()
+	ctx := context.Background()
 	start := time.Now()
 	s := &mcpv1alpha1.MCPServer{}
 	for i := 0; ; i++ {
@@ -121,18 +147,11 @@ func TestForeignReplicaSetCannotSpeakForServer(t *testing.T) {
 		}
 		if all >= 3 && time.Since(start) > 3*time.Second {
 			t.Logf("%d reads of the server's pods in %s, none of the tenant's", all, time.Since(start).Round(time.Millisecond))
-			break
+			return
 		}
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("only %d reads of the server's pods in %s", all, time.Since(start).Round(time.Second))
 		}
-	}
-	cm := &corev1.ConfigMap{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-gateway"}, cm); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(cm.Data["pins.json"], "exfiltrate") {
-		t.Fatalf("pins.json holds the tenant's tool: %s", cm.Data["pins.json"])
 	}
 }
 
@@ -172,45 +191,11 @@ func TestHangingNamespaceDoesNotStarveStatusReads(t *testing.T) {
 		}
 		keys = append(keys, client.ObjectKeyFromObject(s))
 	}
-	eventually(t, 120*time.Second, func() error {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(hanging)); err != nil {
-			return err
-		}
-		running := 0
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
-				running++
-			}
-		}
-		if running < 2*hangingServers {
-			return fmt.Errorf("%d of %d pods running", running, 2*hangingServers)
-		}
-		return nil
-	})
+	eventually(t, 120*time.Second, func() error { return podsRunning(ctx, hanging, 2*hangingServers) })
 	// Keep the hanging servers' reconciles (and so their reads) coming.
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(300 * time.Millisecond):
-			}
-			for _, k := range keys {
-				s := &mcpv1alpha1.MCPServer{}
-				if k8s.Get(ctx, k, s) == nil {
-					patch := client.MergeFrom(s.DeepCopy())
-					if s.Labels == nil {
-						s.Labels = map[string]string{}
-					}
-					s.Labels["test.mcp.warden.dev/poke"] = strconv.Itoa(i)
-					_ = k8s.Patch(ctx, s, patch)
-				}
-			}
-		}
-	}()
+	go pokeEvery(ctx, 300*time.Millisecond, stop, keys...)
 	eventually(t, 30*time.Second, func() error {
 		hangReads.mu.Lock()
 		defer hangReads.mu.Unlock()
@@ -223,20 +208,7 @@ func TestHangingNamespaceDoesNotStarveStatusReads(t *testing.T) {
 
 	var worst time.Duration
 	for i := range 5 {
-		start := time.Now()
-		poke(t, fast, 2000+i)
-		var done time.Time
-		for time.Since(start) < 15*time.Second {
-			if n, first := otherReads.since(fast.Name+"-", start); n > 0 {
-				done = first
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if done.IsZero() {
-			t.Fatalf("round %d: no status read of the other namespace's server completed within 15 s of its reconcile", i)
-		}
-		worst = max(worst, done.Sub(start))
+		worst = max(worst, readAfterPoke(t, fast, i, otherReads))
 		time.Sleep(time.Second)
 	}
 	hangReads.mu.Lock()
@@ -249,4 +221,38 @@ func TestHangingNamespaceDoesNotStarveStatusReads(t *testing.T) {
 	if held > 4 {
 		t.Fatalf("the hanging namespace held %d reads at once, more than its share of 4", held)
 	}
+}
+
+// podsRunning is nil once at least want pods of the namespace run with an IP.
+func podsRunning(ctx context.Context, ns string, want int) error {
+	pods := &corev1.PodList{}
+	if err := k8s.List(ctx, pods, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	running := 0
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			running++
+		}
+	}
+	if running < want {
+		return fmt.Errorf("%d of %d pods running", running, want)
+	}
+	return nil
+}
+
+// readAfterPoke reconciles the server (round's poke) and returns how long after it the first status
+// read of its pods completed; the test fails when none completed within 15 s.
+func readAfterPoke(t *testing.T, key client.ObjectKey, round int, reads *readLog) time.Duration {
+	t.Helper()
+	start := time.Now()
+	poke(t, key, 2000+round)
+	for time.Since(start) < 15*time.Second {
+		if got, first := reads.since(key.Name+"-", start); got > 0 {
+			return first.Sub(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("round %d: no status read of the other namespace's server completed within 15 s of its reconcile", round)
+	return 0
 }

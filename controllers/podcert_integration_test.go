@@ -118,6 +118,28 @@ func TestGatewayPodCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, client.ObjectKeyFromObject(s))
+	noSecretHoldsAKey(ctx, t, ns)
+	pod := scheduledPod(t, ns, "signed")
+	onlyTheGatewayMountsItsKey(t, pod)
+
+	// The real gateway pod: issued.
+	pcr, key := requestPodCert(t, pod)
+	got, c := concludedPCR(t, pcr)
+	if c.Type != "Issued" {
+		t.Fatalf("the gateway pod's request: %s %s: %s", c.Type, c.Reason, c.Message)
+	}
+	checkIssuedCertificate(ctx, t, s, got, key)
+
+	impostorPodDenied(t, s, pod)
+	copiedDeploymentDenied(t, s)
+	if bytes.Contains([]byte(got.Status.CertificateChain), []byte("PRIVATE KEY")) {
+		t.Error("the chain carries a private key")
+	}
+}
+
+// noSecretHoldsAKey: no Secret of the namespace holds a serving key.
+func noSecretHoldsAKey(ctx context.Context, t *testing.T, ns string) {
+	t.Helper()
 	secrets := &corev1.SecretList{}
 	if err := k8s.List(ctx, secrets, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
@@ -127,7 +149,12 @@ func TestGatewayPodCertificates(t *testing.T) {
 			t.Errorf("Secret %s holds a serving key", sec.Name)
 		}
 	}
-	pod := scheduledPod(t, ns, "signed")
+}
+
+// onlyTheGatewayMountsItsKey: the pod has a podCertificate volume of the gateway signer, and only
+// the gateway container mounts it.
+func onlyTheGatewayMountsItsKey(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
 	var tlsVolume string
 	for _, v := range pod.Spec.Volumes {
 		if v.Projected == nil {
@@ -149,13 +176,14 @@ func TestGatewayPodCertificates(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// The real gateway pod: issued.
-	pcr, key := requestPodCert(t, pod)
-	got, c := concludedPCR(t, pcr)
-	if c.Type != "Issued" {
-		t.Fatalf("the gateway pod's request: %s %s: %s", c.Type, c.Reason, c.Message)
-	}
+// checkIssuedCertificate: the issued certificate is for the kubelet's key, verifies for the server's
+// Service names (serving and client use) against the published bundle and for no other server's,
+// lives at most 24h and is refreshed at two thirds.
+func checkIssuedCertificate(ctx context.Context, t *testing.T, s *mcpv1alpha1.MCPServer, got *certificatesv1.PodCertificateRequest, key *ecdsa.PrivateKey) {
+	t.Helper()
+	ns := s.Namespace
 	blk, _ := pem.Decode([]byte(got.Status.CertificateChain))
 	if blk == nil {
 		t.Fatalf("no certificate in the chain %q", got.Status.CertificateChain)
@@ -191,11 +219,16 @@ func TestGatewayPodCertificates(t *testing.T) {
 	if refresh := got.Status.BeginRefreshAt.Sub(leaf.NotBefore); refresh < life*2/3-time.Second || refresh > life*2/3+time.Second {
 		t.Errorf("beginRefreshAt %s after notBefore, want two thirds of %s", refresh, life)
 	}
+}
 
-	// An impostor: a tenant's pod with the gateway pod's labels and volumes (the podCertificate one
-	// too), whose "gateway" container is the tenant's own image. (The ReplicaSet may adopt it, for the
-	// labels, before it deletes it as one too many: the request is denied either way.)
-	imp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "impostor", Labels: pod.Labels}, Spec: *pod.Spec.DeepCopy()}
+// impostorPodDenied: a tenant's pod with the gateway pod's labels and volumes (the podCertificate one
+// too), whose "gateway" container is the tenant's own image, is denied a certificate. (The ReplicaSet
+// may adopt it, for the labels, before it deletes it as one too many: the request is denied either
+// way.)
+func impostorPodDenied(t *testing.T, s *mcpv1alpha1.MCPServer, pod *corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	imp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: "impostor", Labels: pod.Labels}, Spec: *pod.Spec.DeepCopy()}
 	imp.Spec.InitContainers[0].Image = s.Spec.Image
 	imp.Spec.InitContainers[0].Command = []string{"/bin/sh", "-c", "cat /etc/mcp-warden-tls/tls.pem"}
 	if err := k8s.Create(ctx, imp); err != nil {
@@ -210,9 +243,14 @@ func TestGatewayPodCertificates(t *testing.T) {
 	if igot.Status.CertificateChain != "" {
 		t.Error("the impostor got a certificate")
 	}
+}
 
-	// A tenant's Deployment of the same template, owned by the MCPServer: the chain reaches the
-	// MCPServer, but not through the operator's Deployment.
+// copiedDeploymentDenied: a tenant's Deployment of the same template, owned by the MCPServer: the
+// chain reaches the MCPServer, but not through the operator's Deployment, so its pod is denied.
+func copiedDeploymentDenied(t *testing.T, s *mcpv1alpha1.MCPServer) {
+	t.Helper()
+	ctx := context.Background()
+	ns := s.Namespace
 	own := metav1.NewControllerRef(s, mcpv1alpha1.GroupVersion.WithKind("MCPServer"))
 	live := &appsv1.Deployment{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), live); err != nil {
@@ -241,8 +279,5 @@ func TestGatewayPodCertificates(t *testing.T) {
 	cpcr, _ := requestPodCert(t, copyPod)
 	if _, cc := concludedPCR(t, cpcr); cc.Type != "Denied" || !strings.Contains(cc.Message, "Deployment signed-copy is not the one the operator runs") {
 		t.Errorf("the copied Deployment's pod's request: %s %s: %s", cc.Type, cc.Reason, cc.Message)
-	}
-	if bytes.Contains([]byte(got.Status.CertificateChain), []byte("PRIVATE KEY")) {
-		t.Error("the chain carries a private key")
 	}
 }

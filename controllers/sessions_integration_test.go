@@ -41,87 +41,15 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 		t.Fatalf("SessionsKept with 3 replicas: %+v", c)
 	}
 
-	cm := &corev1.ConfigMap{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway"}, cm); err != nil {
-		t.Fatal(err)
-	}
-	// no key anywhere: neither a Secret of its own nor a line of the ConfigMap
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("the session key Secret: %v, want not found (session ids need no shared key)", err)
-	}
-	if strings.Contains(cm.Data["gateway.json"], "mcp-warden-session") {
-		t.Fatalf("the gateway is configured with a session key: %s", cm.Data["gateway.json"])
-	}
-	cfg := &gateway.Config{}
-	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
-		t.Fatal(err)
-	}
-	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local"}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
-		t.Fatalf("gateway sessions config: %+v, want %+v", cfg.Sessions, want)
-	}
+	noSessionKey(ctx, t, ns)
 
 	dep := &appsv1.Deployment{}
 	if err := k8s.Get(ctx, key, dep); err != nil {
 		t.Fatal(err)
 	}
-	pod := dep.Spec.Template.Spec
-	gw := pod.InitContainers[0]
-	hasPodIP, hasPeerPort := false, false
-	for _, e := range gw.Env {
-		hasPodIP = hasPodIP || (e.Name == "MCP_WARDEN_POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP")
-	}
-	for _, p := range gw.Ports {
-		hasPeerPort = hasPeerPort || (p.Name == "peer" && p.ContainerPort == 8445)
-	}
-	if !hasPodIP || !hasPeerPort {
-		t.Fatalf("gateway container: pod IP env %v, peer port %v: %+v %+v", hasPodIP, hasPeerPort, gw.Env, gw.Ports)
-	}
-	for _, v := range pod.Volumes {
-		if v.Secret != nil {
-			t.Fatalf("the pod mounts Secret %s (volume %s); with pod certificates and no session key it needs none", v.Secret.SecretName, v.Name)
-		}
-	}
-	for _, c := range pod.Containers {
-		for _, m := range c.VolumeMounts {
-			if m.Name == "gateway" || m.Name == "gateway-tls" {
-				t.Fatalf("container %s mounts the gateway's ConfigMap or its certificate", c.Name)
-			}
-		}
-	}
+	peerPodLayout(t, &dep.Spec.Template.Spec)
 
-	np := &networkingv1.NetworkPolicy{}
-	if err := k8s.Get(ctx, key, np); err != nil {
-		t.Fatal(err)
-	}
-	ownPods := func(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) bool {
-		return len(peers) == 1 && peers[0].NamespaceSelector == nil && peers[0].IPBlock == nil && peers[0].PodSelector != nil &&
-			fmt.Sprint(peers[0].PodSelector.MatchLabels) == fmt.Sprint(np.Spec.PodSelector.MatchLabels) &&
-			len(ports) == 1 && ports[0].Port != nil && ports[0].Port.IntValue() == 8445
-	}
-	in, out := 0, 0
-	for _, r := range np.Spec.Ingress {
-		for _, p := range r.Ports {
-			if p.Port != nil && p.Port.IntValue() == 8445 {
-				if !ownPods(r.From, r.Ports) {
-					t.Fatalf("ingress to the peer port is open beyond the server's own pods: %+v", r)
-				}
-				in++
-			}
-		}
-	}
-	for _, r := range np.Spec.Egress {
-		for _, p := range r.Ports {
-			if p.Port != nil && p.Port.IntValue() == 8445 {
-				if !ownPods(r.To, r.Ports) {
-					t.Fatalf("egress to port 8445 is open beyond the server's own pods: %+v", r)
-				}
-				out++
-			}
-		}
-	}
-	if in != 1 || out != 1 {
-		t.Fatalf("peer port rules: %d ingress, %d egress; want one each", in, out)
-	}
+	peerPortOwnPodsOnly(ctx, t, key)
 
 	// A spec change that rolls the pods.
 	hash := dep.Spec.Template.Annotations["mcp.warden.dev/gateway-config"]
@@ -216,6 +144,104 @@ func TestPlaintextReplicasDoNotRelay(t *testing.T) {
 	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
 		t.Fatalf("Service sessionAffinity %q, want ClientIP", svc.Spec.SessionAffinity)
 	}
+	noPeerPort(ctx, t, key)
+}
+
+// noSessionKey: neither a Secret of its own nor a line of the gateway's ConfigMap holds a session
+// key, and the gateway is configured to verify its peers against the CA bundle for the Service's name.
+func noSessionKey(ctx context.Context, t *testing.T, ns string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	// no key anywhere: neither a Secret of its own nor a line of the ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-gateway-session"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the session key Secret: %v, want not found (session ids need no shared key)", err)
+	}
+	if strings.Contains(cm.Data["gateway.json"], "mcp-warden-session") {
+		t.Fatalf("the gateway is configured with a session key: %s", cm.Data["gateway.json"])
+	}
+	cfg := &gateway.Config{}
+	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local"}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
+		t.Fatalf("gateway sessions config: %+v, want %+v", cfg.Sessions, want)
+	}
+}
+
+// peerPodLayout: the gateway learns its pod's IP and declares the peer port; the pod mounts no Secret
+// and the server's containers neither the gateway's ConfigMap nor its certificate.
+func peerPodLayout(t *testing.T, pod *corev1.PodSpec) {
+	t.Helper()
+	gw := pod.InitContainers[0]
+	hasPodIP, hasPeerPort := false, false
+	for _, e := range gw.Env {
+		hasPodIP = hasPodIP || (e.Name == "MCP_WARDEN_POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP")
+	}
+	for _, p := range gw.Ports {
+		hasPeerPort = hasPeerPort || (p.Name == "peer" && p.ContainerPort == 8445)
+	}
+	if !hasPodIP || !hasPeerPort {
+		t.Fatalf("gateway container: pod IP env %v, peer port %v: %+v %+v", hasPodIP, hasPeerPort, gw.Env, gw.Ports)
+	}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			t.Fatalf("the pod mounts Secret %s (volume %s); with pod certificates and no session key it needs none", v.Secret.SecretName, v.Name)
+		}
+	}
+	for _, c := range pod.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.Name == "gateway" || m.Name == "gateway-tls" {
+				t.Fatalf("container %s mounts the gateway's ConfigMap or its certificate", c.Name)
+			}
+		}
+	}
+}
+
+// peerPortOwnPodsOnly: the NetworkPolicy opens the peer port, in and out, to the server's own pods
+// only, in one rule each way.
+func peerPortOwnPodsOnly(ctx context.Context, t *testing.T, key client.ObjectKey) {
+	t.Helper()
+	np := &networkingv1.NetworkPolicy{}
+	if err := k8s.Get(ctx, key, np); err != nil {
+		t.Fatal(err)
+	}
+	ownPods := func(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) bool {
+		return len(peers) == 1 && peers[0].NamespaceSelector == nil && peers[0].IPBlock == nil && peers[0].PodSelector != nil &&
+			fmt.Sprint(peers[0].PodSelector.MatchLabels) == fmt.Sprint(np.Spec.PodSelector.MatchLabels) &&
+			len(ports) == 1 && ports[0].Port != nil && ports[0].Port.IntValue() == 8445
+	}
+	in, out := 0, 0
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.IntValue() == 8445 {
+				if !ownPods(r.From, r.Ports) {
+					t.Fatalf("ingress to the peer port is open beyond the server's own pods: %+v", r)
+				}
+				in++
+			}
+		}
+	}
+	for _, r := range np.Spec.Egress {
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.IntValue() == 8445 {
+				if !ownPods(r.To, r.Ports) {
+					t.Fatalf("egress to port 8445 is open beyond the server's own pods: %+v", r)
+				}
+				out++
+			}
+		}
+	}
+	if in != 1 || out != 1 {
+		t.Fatalf("peer port rules: %d ingress, %d egress; want one each", in, out)
+	}
+}
+
+// noPeerPort: a plaintext gateway declares no peer port and the NetworkPolicy opens none, in or out.
+func noPeerPort(ctx context.Context, t *testing.T, key client.ObjectKey) {
+	t.Helper()
 	dep := &appsv1.Deployment{}
 	if err := k8s.Get(ctx, key, dep); err != nil {
 		t.Fatal(err)

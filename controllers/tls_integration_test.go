@@ -61,7 +61,24 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), dep); err != nil {
 		t.Fatal(err)
 	}
-	pod := dep.Spec.Template.Spec
+	gatewayAloneMountsCert(t, &dep.Spec.Template.Spec)
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway-tls"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Secret secure-gateway-tls: %v, want none", err)
+	}
+
+	ca := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}, ca); err != nil {
+		t.Fatalf("the operator's CA Secret: %v", err)
+	}
+	if len(ca.Data["ca.key"]) == 0 {
+		t.Error("the CA Secret holds no key")
+	}
+}
+
+// gatewayAloneMountsCert: the pod has a projected volume of a pod certificate and the CA bundle, and
+// only the gateway container mounts it.
+func gatewayAloneMountsCert(t *testing.T, pod *corev1.PodSpec) {
+	t.Helper()
 	var tlsVolume string
 	for _, v := range pod.Volumes {
 		if v.Projected == nil {
@@ -94,17 +111,6 @@ func TestGatewayServesTLSByDefault(t *testing.T) {
 		if mounts(c) {
 			t.Errorf("container %s mounts the gateway's key", c.Name)
 		}
-	}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "secure-gateway-tls"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-		t.Errorf("Secret secure-gateway-tls: %v, want none", err)
-	}
-
-	ca := &corev1.Secret{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}, ca); err != nil {
-		t.Fatalf("the operator's CA Secret: %v", err)
-	}
-	if len(ca.Data["ca.key"]) == 0 {
-		t.Error("the CA Secret holds no key")
 	}
 }
 

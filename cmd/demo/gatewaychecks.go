@@ -161,68 +161,9 @@ func (d *demo) gatewayChecks(ctx context.Context, key client.ObjectKey, is *issu
 	srv := httptest.NewServer(g)
 	defer func() { cancel(); _ = g.Close(); srv.CloseClientConnections(); srv.Close() }()
 	fmt.Printf("    resource (token audience) %s, issuer %s, scopes %v\n", cfg.Resource, cfg.Auth.Issuer, cfg.Scopes)
-	endpoint := srv.URL + "/mcp"
-
-	// Without a token, and with a token for another server, the gateway answers 401.
-	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}`
-	post := func(token string) (*http.Response, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(init))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		return resp, err
-	}
-	resp, err := post("")
-	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata="),
-		"no token -> %s, WWW-Authenticate: %s", status(resp, err), header(resp, "WWW-Authenticate"))
-	wrong, _ := is.token("https://other-server.example/mcp")
-	resp, err = post(wrong)
-	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized, "token for another audience -> %s", status(resp, err))
-
-	// A token for this server with scope files:read.
-	tok, err := is.token(cfg.Resource)
-	if err != nil {
-		d.expect(false, "mint token: %v", err)
+	if !d.clientChecks(ctx, srv.URL+"/mcp", is, cfg.Resource) {
 		return
 	}
-	hc := &http.Client{Timeout: 20 * time.Second, Transport: bearer{tok, http.DefaultTransport}}
-	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-	defer ccancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(cctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
-	if err != nil {
-		d.expect(false, "MCP client connects with a files:read token: %v", err)
-		return
-	}
-	defer cs.Close()
-	list, err := cs.ListTools(cctx, nil)
-	var names []string
-	if err == nil {
-		for _, t := range list.Tools {
-			names = append(names, t.Name)
-		}
-	}
-	joined := strings.Join(names, ",")
-	d.expect(err == nil && strings.Contains(joined, "read_file") && !strings.Contains(joined, "admin_reset") && !strings.Contains(joined, "write_file"),
-		"tools/list with scope files:read shows %v (write_file and admin_reset hidden)", names)
-	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "readme.txt"}})
-	d.expect(err == nil && !res.IsError && strings.Contains(resultText(res), "Demo files"), "allowed tool read_file -> %q", resultText(res))
-	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "admin_reset", Arguments: map[string]any{}})
-	d.expect(err != nil || res.IsError, "hidden tool admin_reset called directly -> refused: %s", errText(res, err))
-	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "report.txt"}})
-	got := resultText(res)
-	clean := err == nil && strings.HasPrefix(got, demoserver.ReportVisible) && !strings.ContainsAny(got, "\u200b\U000E0049") &&
-		!strings.Contains(got, "<!--") && !strings.Contains(got, "AKIAIOSFODNN7EXAMPLE")
-	d.expect(clean, "injected hidden text stripped and key redacted: server sent %q, client got %q", demoserver.ReportVisible+"<hidden ...>", got)
-	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": 7}})
-	d.expect(err != nil || res.IsError, "arguments that break the input schema -> refused: %s", errText(res, err))
-	_ = cs.Close()
 
 	// The audit log: one hash-chained record per call; an edit is detected.
 	log := auditLog.String()
@@ -262,4 +203,71 @@ func header(resp *http.Response, name string) string {
 		return ""
 	}
 	return resp.Header.Get(name)
+}
+
+// clientChecks drives the gateway at endpoint as an agent would: no token and a token for another
+// server are refused, and a real MCP client with a files:read token sees the filtered tools. It
+// reports false when it could not get as far as the client's calls.
+func (d *demo) clientChecks(ctx context.Context, endpoint string, is *issuer, resource string) bool {
+	// Without a token, and with a token for another server, the gateway answers 401.
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}`
+	post := func(token string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(init))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	resp, err := post("")
+	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata="),
+		"no token -> %s, WWW-Authenticate: %s", status(resp, err), header(resp, "WWW-Authenticate"))
+	wrong, _ := is.token("https://other-server.example/mcp")
+	resp, err = post(wrong)
+	d.expect(err == nil && resp.StatusCode == http.StatusUnauthorized, "token for another audience -> %s", status(resp, err))
+
+	// A token for this server with scope files:read.
+	tok, err := is.token(resource)
+	if err != nil {
+		d.expect(false, "mint token: %v", err)
+		return false
+	}
+	hc := &http.Client{Timeout: 20 * time.Second, Transport: bearer{tok, http.DefaultTransport}}
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(cctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		d.expect(false, "MCP client connects with a files:read token: %v", err)
+		return false
+	}
+	defer cs.Close()
+	list, err := cs.ListTools(cctx, nil)
+	var names []string
+	if err == nil {
+		for _, t := range list.Tools {
+			names = append(names, t.Name)
+		}
+	}
+	joined := strings.Join(names, ",")
+	d.expect(err == nil && strings.Contains(joined, "read_file") && !strings.Contains(joined, "admin_reset") && !strings.Contains(joined, "write_file"),
+		"tools/list with scope files:read shows %v (write_file and admin_reset hidden)", names)
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "readme.txt"}})
+	d.expect(err == nil && !res.IsError && strings.Contains(resultText(res), "Demo files"), "allowed tool read_file -> %q", resultText(res))
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "admin_reset", Arguments: map[string]any{}})
+	d.expect(err != nil || res.IsError, "hidden tool admin_reset called directly -> refused: %s", errText(res, err))
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "report.txt"}})
+	got := resultText(res)
+	clean := err == nil && strings.HasPrefix(got, demoserver.ReportVisible) && !strings.ContainsAny(got, "\u200b\U000E0049") &&
+		!strings.Contains(got, "<!--") && !strings.Contains(got, "AKIAIOSFODNN7EXAMPLE")
+	d.expect(clean, "injected hidden text stripped and key redacted: server sent %q, client got %q", demoserver.ReportVisible+"<hidden ...>", got)
+	res, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": 7}})
+	d.expect(err != nil || res.IsError, "arguments that break the input schema -> refused: %s", errText(res, err))
+	_ = cs.Close()
+	return true
 }

@@ -124,21 +124,9 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		Out:            func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
 	}
 	if d.realNode {
-		step("building the pod sandbox, gateway, cluster DNS and probe images for the real node")
-		if opts.SandboxImage, err = localcluster.PushSandboxImage(ctx, root, images.reg.Host); err != nil {
+		if err := d.pushNodeImages(ctx, root, images.reg.Host, &opts); err != nil {
 			return err
 		}
-		if d.gatewayImage, err = localcluster.PushImage(ctx, root, images.reg.Host, release.Components[1]); err != nil {
-			return err
-		}
-		if d.dnsImage, err = localcluster.PushClusterDNSImage(ctx, root, images.reg.Host); err != nil {
-			return err
-		}
-		if d.probes.probeImage, err = localcluster.PushImage(ctx, root, images.reg.Host, localcluster.ProbeComponent); err != nil {
-			return err
-		}
-		opts.RealNode, opts.Registries = true, []string{images.reg.Host}
-		fmt.Printf("    sandbox %s\n    gateway %s\n    cluster DNS %s\n    probe %s\n", opts.SandboxImage, d.gatewayImage, d.dnsImage, d.probes.probeImage)
 	}
 
 	step("starting a local control plane")
@@ -226,16 +214,7 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 		d.waitReady(ctx, s, timeout)
 	}
 	for _, s := range applied {
-		d.report(ctx, s)
-		if d.realNode {
-			d.podGatewayChecks(ctx, s, is)
-			if d.streamable(ctx, s) {
-				d.telemetryChecks(ctx, s, is)
-				d.sessionChecks(ctx, s, is)
-			}
-		} else {
-			d.gatewayChecks(ctx, s, is, images.serverBinary)
-		}
+		d.checkSample(ctx, s, is, images.serverBinary)
 	}
 
 	select {
@@ -244,15 +223,57 @@ func (d *demo) run(keep bool, timeout time.Duration) error {
 	default:
 	}
 	if keep {
-		kubectl := kubectlPath(root)
-		fmt.Printf("\nThe cluster keeps running. Use it from another terminal:\n  %s --kubeconfig %s get mcpservers,pods -A\n", kubectl, cluster.Kubeconfig)
-		if len(applied) > 0 {
-			fmt.Printf("  %s --kubeconfig %s logs -n %s deploy/%s -c server\n", kubectl, cluster.Kubeconfig, applied[0].Namespace, applied[0].Name)
-		}
-		fmt.Println("Press Ctrl-C to stop.")
-		<-ctx.Done()
+		keepRunning(ctx, root, cluster.Kubeconfig, applied)
 	}
 	return nil
+}
+
+// pushNodeImages builds the pod sandbox, gateway, cluster DNS and probe images for the real node into
+// the demo's registry and points opts at the real node.
+func (d *demo) pushNodeImages(ctx context.Context, root, host string, opts *localcluster.Options) error {
+	step("building the pod sandbox, gateway, cluster DNS and probe images for the real node")
+	var err error
+	if opts.SandboxImage, err = localcluster.PushSandboxImage(ctx, root, host); err != nil {
+		return err
+	}
+	if d.gatewayImage, err = localcluster.PushImage(ctx, root, host, release.Components[1]); err != nil {
+		return err
+	}
+	if d.dnsImage, err = localcluster.PushClusterDNSImage(ctx, root, host); err != nil {
+		return err
+	}
+	if d.probes.probeImage, err = localcluster.PushImage(ctx, root, host, localcluster.ProbeComponent); err != nil {
+		return err
+	}
+	opts.RealNode, opts.Registries = true, []string{host}
+	fmt.Printf("    sandbox %s\n    gateway %s\n    cluster DNS %s\n    probe %s\n", opts.SandboxImage, d.gatewayImage, d.dnsImage, d.probes.probeImage)
+	return nil
+}
+
+// checkSample reports one Ready sample and runs its gateway checks: in its pod on the real node, else
+// the rendered gateway configuration on loopback.
+func (d *demo) checkSample(ctx context.Context, s client.ObjectKey, is *issuer, serverBinary string) {
+	d.report(ctx, s)
+	if !d.realNode {
+		d.gatewayChecks(ctx, s, is, serverBinary)
+		return
+	}
+	d.podGatewayChecks(ctx, s, is)
+	if d.streamable(ctx, s) {
+		d.telemetryChecks(ctx, s, is)
+		d.sessionChecks(ctx, s, is)
+	}
+}
+
+// keepRunning says how to use the cluster the demo leaves running and waits for Ctrl-C.
+func keepRunning(ctx context.Context, root, kubeconfig string, applied []client.ObjectKey) {
+	kubectl := kubectlPath(root)
+	fmt.Printf("\nThe cluster keeps running. Use it from another terminal:\n  %s --kubeconfig %s get mcpservers,pods -A\n", kubectl, kubeconfig)
+	if len(applied) > 0 {
+		fmt.Printf("  %s --kubeconfig %s logs -n %s deploy/%s -c server\n", kubectl, kubeconfig, applied[0].Namespace, applied[0].Name)
+	}
+	fmt.Println("Press Ctrl-C to stop.")
+	<-ctx.Done()
 }
 
 // kubectlPath is the kubectl `make control-plane` builds with the control plane and links into bin/

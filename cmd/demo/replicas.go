@@ -224,6 +224,25 @@ type sessionReport struct {
 	Error       string
 }
 
+// readyPods appends to pods the server's pods that are Running, not being deleted, and whose every
+// container is ready; false when the pods cannot be listed.
+func (d *demo) readyPods(ctx context.Context, key client.ObjectKey, pods []corev1.Pod) ([]corev1.Pod, bool) {
+	list := &corev1.PodList{}
+	if d.c.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingLabels{controllers.LabelServer: key.Name}) != nil {
+		return pods, false
+	}
+	for _, p := range list.Items {
+		ok := p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && len(p.Status.ContainerStatuses) > 0
+		for _, c := range p.Status.ContainerStatuses {
+			ok = ok && c.Ready
+		}
+		if ok {
+			pods = append(pods, p)
+		}
+	}
+	return pods, true
+}
+
 // sessionChecks scales the server to 3 replicas; a go-sdk client in the agent pod keeps one session
 // per replica whose requests alternate across the three pods; the pod holding the first session is
 // deleted mid-session, and the client re-initializes that session once, the others not at all.
@@ -244,20 +263,11 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 	}
 	var pods []corev1.Pod
 	poll(ctx, 90*time.Second, func() bool {
-		list := &corev1.PodList{}
-		if d.c.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingLabels{controllers.LabelServer: key.Name}) != nil {
+		ready, ok := d.readyPods(ctx, key, pods[:0])
+		if !ok {
 			return false
 		}
-		pods = pods[:0]
-		for _, p := range list.Items {
-			ok := p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && len(p.Status.ContainerStatuses) > 0
-			for _, c := range p.Status.ContainerStatuses {
-				ok = ok && c.Ready
-			}
-			if ok {
-				pods = append(pods, p)
-			}
-		}
+		pods = ready
 		return len(pods) == 3
 	})
 	d.expect(len(pods) == 3, "3 replicas Running and ready %s after the scale", time.Since(start).Round(100*time.Millisecond))

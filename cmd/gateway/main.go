@@ -233,21 +233,9 @@ func startStdio(cfg *gateway.Config, configPath string, flags flagValues, comman
 }
 
 func serve(ctx context.Context, configPath string, flags flagValues, command []string, auditOut io.Writer, log *slog.Logger) error {
-	cfg, err := gateway.Read(configPath)
+	cfg, err := readConfig(configPath, flags, command)
 	if err != nil {
 		return err
-	}
-	if flags.listen != "" {
-		cfg.Listen = flags.listen
-	}
-	if flags.auditKey != "" {
-		cfg.Audit.KeyPath = flags.auditKey
-	}
-	if flags.auditState != "" {
-		cfg.Audit.StatePath = flags.auditState
-	}
-	if cfg.Stdio && len(command) == 0 && flags.stdioSocket == "" {
-		return fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --, or --stdio-socket must name the server's socket", configPath)
 	}
 	var bridge *stdio.Bridge
 	if len(command) > 0 || flags.stdioSocket != "" {
@@ -259,14 +247,7 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		go func() {
-			select {
-			case <-bridge.Exited():
-				log.Error("the MCP server process exited; stopping")
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		go stopWhenExited(ctx, cancel, bridge, log)
 	}
 	if err := advertise(cfg); err != nil {
 		return fmt.Errorf("config %s: %w", configPath, err)
@@ -299,32 +280,17 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		ln.Close()
 		return err
 	}
-	var status *http.Server
-	if cfg.StatusListen != "" {
-		sln, err := net.Listen("tcp", cfg.StatusListen)
-		if err != nil {
-			ln.Close()
-			if peer != nil {
-				_ = peer.Close()
-			}
-			return fmt.Errorf("listen on %s (statusListen): %w", cfg.StatusListen, err)
+	status, err := serveStatus(cfg, g, log)
+	if err != nil {
+		ln.Close()
+		if peer != nil {
+			_ = peer.Close()
 		}
-		status = &http.Server{Handler: g.StatusHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-			MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		go func() { _ = status.Serve(sln) }()
+		return err
 	}
 	g.Start(ctx)
 	if bridge != nil {
-		go func() {
-			for {
-				select {
-				case <-bridge.Changes():
-					g.Recheck() // a server connected or went away: the handshake says which
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		go recheckOnChanges(ctx, bridge, g)
 	}
 	log.Info("gateway serving", "listen", ln.Addr().String(), "upstream", cfg.Upstream, "resource", cfg.Resource, "auth", !cfg.Auth.Disabled,
 		"tls", certs != nil, "secretRules", sanitize.Rules(), "auditMAC", cfg.Audit.KeyPath != "", "auditHead", cfg.Audit.StatePath)
@@ -353,6 +319,67 @@ func serve(ctx context.Context, configPath string, flags flagValues, command []s
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// readConfig reads the gateway's configuration and applies the command line's overrides; a stdio
+// server needs its command or its socket.
+func readConfig(configPath string, flags flagValues, command []string) (*gateway.Config, error) {
+	cfg, err := gateway.Read(configPath)
+	if err != nil {
+		return nil, err
+	}
+	if flags.listen != "" {
+		cfg.Listen = flags.listen
+	}
+	if flags.auditKey != "" {
+		cfg.Audit.KeyPath = flags.auditKey
+	}
+	if flags.auditState != "" {
+		cfg.Audit.StatePath = flags.auditState
+	}
+	if cfg.Stdio && len(command) == 0 && flags.stdioSocket == "" {
+		return nil, fmt.Errorf("config %s: stdio is set, so the server command must follow --stdio --, or --stdio-socket must name the server's socket", configPath)
+	}
+	return cfg, nil
+}
+
+// stopWhenExited cancels the gateway's context when the MCP server process exits.
+func stopWhenExited(ctx context.Context, cancel context.CancelFunc, bridge *stdio.Bridge, log *slog.Logger) {
+	select {
+	case <-bridge.Exited():
+		log.Error("the MCP server process exited; stopping")
+		cancel()
+	case <-ctx.Done():
+	}
+}
+
+// recheckOnChanges has the gateway recheck its upstream whenever the stdio server connects or goes
+// away, until ctx ends.
+func recheckOnChanges(ctx context.Context, bridge *stdio.Bridge, g *gateway.Gateway) {
+	for {
+		select {
+		case <-bridge.Changes():
+			g.Recheck() // a server connected or went away: the handshake says which
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// serveStatus serves the status port (status, pins, readiness, metrics) when statusListen is set; nil when
+// it is not.
+func serveStatus(cfg *gateway.Config, g *gateway.Gateway, log *slog.Logger) (*http.Server, error) {
+	if cfg.StatusListen == "" {
+		return nil, nil
+	}
+	sln, err := net.Listen("tcp", cfg.StatusListen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (statusListen): %w", cfg.StatusListen, err)
+	}
+	status := &http.Server{Handler: g.StatusHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go func() { _ = status.Serve(sln) }()
+	return status, nil
 }
 
 // podIPEnv names the environment variable with the pod's IP (the downward API's status.podIP): the

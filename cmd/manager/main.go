@@ -91,30 +91,10 @@ func run() error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	set, err := labels.ConvertSelectorToLabelsMap(dnsLabels)
-	if err != nil || len(set) == 0 {
-		return fmt.Errorf("--dns-pod-labels %q: expected k=v[,k=v...], e.g. k8s-app=kube-dns", dnsLabels)
+	if err := podSelectors(&o, dnsLabels, scraperLabels, collectorLabels); err != nil {
+		return err
 	}
-	if strings.TrimSpace(o.DNS.Namespace) == "" {
-		return fmt.Errorf("--dns-namespace must not be empty")
-	}
-	o.DNS.PodLabels = set
-	if (o.MetricsScraper.Namespace == "") != (scraperLabels == "") {
-		return fmt.Errorf("--gateway-metrics-scraper-namespace and --gateway-metrics-scraper-pod-labels go together: set both (e.g. monitoring and app.kubernetes.io/name=prometheus) or neither")
-	}
-	if scraperLabels != "" {
-		if o.MetricsScraper.PodLabels, err = labels.ConvertSelectorToLabelsMap(scraperLabels); err != nil || len(o.MetricsScraper.PodLabels) == 0 {
-			return fmt.Errorf("--gateway-metrics-scraper-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=prometheus", scraperLabels)
-		}
-	}
-	if collectorLabels != "" {
-		if o.Telemetry.Collector.PodLabels, err = labels.ConvertSelectorToLabelsMap(collectorLabels); err != nil || len(o.Telemetry.Collector.PodLabels) == 0 {
-			return fmt.Errorf("--otlp-collector-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=opentelemetry-collector", collectorLabels)
-		}
-	}
-	if err := o.Telemetry.Validate(); err != nil {
-		return fmt.Errorf("--otlp-endpoint: %w", err)
-	}
+	var err error
 	if issuerCAFile != "" {
 		if o.IssuerCABundle, err = os.ReadFile(issuerCAFile); err != nil {
 			return fmt.Errorf("--issuer-ca-file: %w", err)
@@ -148,6 +128,36 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// podSelectors parses the label flags of the pods the server NetworkPolicies open to (cluster DNS, the
+// metrics scraper, the OpenTelemetry collector) into o and checks the flags that go with them.
+func podSelectors(o *operator.Options, dnsLabels, scraperLabels, collectorLabels string) error {
+	set, err := labels.ConvertSelectorToLabelsMap(dnsLabels)
+	if err != nil || len(set) == 0 {
+		return fmt.Errorf("--dns-pod-labels %q: expected k=v[,k=v...], e.g. k8s-app=kube-dns", dnsLabels)
+	}
+	if strings.TrimSpace(o.DNS.Namespace) == "" {
+		return fmt.Errorf("--dns-namespace must not be empty")
+	}
+	o.DNS.PodLabels = set
+	if (o.MetricsScraper.Namespace == "") != (scraperLabels == "") {
+		return fmt.Errorf("--gateway-metrics-scraper-namespace and --gateway-metrics-scraper-pod-labels go together: set both (e.g. monitoring and app.kubernetes.io/name=prometheus) or neither")
+	}
+	if scraperLabels != "" {
+		if o.MetricsScraper.PodLabels, err = labels.ConvertSelectorToLabelsMap(scraperLabels); err != nil || len(o.MetricsScraper.PodLabels) == 0 {
+			return fmt.Errorf("--gateway-metrics-scraper-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=prometheus", scraperLabels)
+		}
+	}
+	if collectorLabels != "" {
+		if o.Telemetry.Collector.PodLabels, err = labels.ConvertSelectorToLabelsMap(collectorLabels); err != nil || len(o.Telemetry.Collector.PodLabels) == 0 {
+			return fmt.Errorf("--otlp-collector-pod-labels %q: expected k=v[,k=v...], e.g. app.kubernetes.io/name=opentelemetry-collector", collectorLabels)
+		}
+	}
+	if err := o.Telemetry.Validate(); err != nil {
+		return fmt.Errorf("--otlp-endpoint: %w", err)
+	}
+	return nil
 }
 
 // Default client-side rate limit towards the API server: a burst of a thousand new servers (about

@@ -113,54 +113,75 @@ func TestServerCannotTouchTheGateway(t *testing.T) {
 				t.Fatal("the pod shares its PID namespace: the server would see the gateway's processes")
 			}
 			gw, srv := pod.InitContainers[0], pod.Containers[0]
-			if gw.Name != gatewayName || ptr.Deref(gw.RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
-				t.Fatalf("initContainers[0] must be the gateway as a native sidecar: %s restartPolicy %v", gw.Name, gw.RestartPolicy)
-			}
-			if gw.StartupProbe == nil || gw.StartupProbe.TCPSocket == nil || gw.StartupProbe.TCPSocket.Port.StrVal != statusPortName {
-				t.Fatalf("the server must start only once the gateway bound its ports (startup probe on the status port, bound last): %+v", gw.StartupProbe)
-			}
-			if gw.ReadinessProbe == nil || gw.ReadinessProbe.HTTPGet == nil || gw.ReadinessProbe.HTTPGet.Path != "/readyz" {
-				t.Fatalf("the gateway's readiness must be the MCP handshake: %+v", gw.ReadinessProbe)
-			}
-			gu, su := *gw.SecurityContext.RunAsUser, *srv.SecurityContext.RunAsUser
-			if gu != sandbox.GatewayUID || su != sandbox.UID || gu == su || *gw.SecurityContext.RunAsGroup == *srv.SecurityContext.RunAsGroup {
-				t.Fatalf("gateway runs as %d, server as %d: want %d and %d, different users and groups", gu, su, sandbox.GatewayUID, sandbox.UID)
-			}
-			// the gateway gets its pod's IP (for its session ids) and nothing of spec.env
-			if len(gw.Env) != 1 || gw.Env[0].Name != podIPEnv || gw.Env[0].ValueFrom == nil || len(gw.EnvFrom) != 0 || len(srv.Env) == 0 {
-				t.Fatalf("spec.env must reach the server only: gateway env %+v", gw.Env)
-			}
-			gm, sm := mountsOf(&gw), mountsOf(&srv)
-			for _, v := range []string{gatewayName, gatewayStateVolume, gatewayAuditKey} {
-				if _, ok := gm[v]; !ok {
-					t.Errorf("the gateway does not mount its %s volume", v)
-				}
-				if p, ok := sm[v]; ok {
-					t.Errorf("the server mounts the gateway's %s volume at %s", v, p)
-				}
-			}
-			for _, v := range pod.Volumes {
-				if src := v.ConfigMap; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
-					t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
-				}
-				if src := v.Secret; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
-					t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
-				}
-			}
-			shared := []string{}
-			for v := range sm {
-				if _, ok := gm[v]; ok {
-					shared = append(shared, v)
-				}
-			}
-			want := "[]"
-			if transport == mcpv1alpha1.TransportStdio {
-				want = "[stdio]" // the socket's emptyDir, nothing else
-			}
-			if fmt.Sprint(shared) != want {
-				t.Errorf("volumes both containers mount: %v, want %s", shared, want)
-			}
+			checkGatewaySidecar(t, &gw)
+			checkSeparateUsers(t, &gw, &srv)
+			checkGatewayFilesPrivate(t, &pod, &gw, &srv, transport)
 		})
+	}
+}
+
+// checkGatewaySidecar: the gateway is a native sidecar whose startup probe waits for its ports and
+// whose readiness is the MCP handshake.
+func checkGatewaySidecar(t *testing.T, gw *corev1.Container) {
+	t.Helper()
+	if gw.Name != gatewayName || ptr.Deref(gw.RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("initContainers[0] must be the gateway as a native sidecar: %s restartPolicy %v", gw.Name, gw.RestartPolicy)
+	}
+	if gw.StartupProbe == nil || gw.StartupProbe.TCPSocket == nil || gw.StartupProbe.TCPSocket.Port.StrVal != statusPortName {
+		t.Fatalf("the server must start only once the gateway bound its ports (startup probe on the status port, bound last): %+v", gw.StartupProbe)
+	}
+	if gw.ReadinessProbe == nil || gw.ReadinessProbe.HTTPGet == nil || gw.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Fatalf("the gateway's readiness must be the MCP handshake: %+v", gw.ReadinessProbe)
+	}
+}
+
+// checkSeparateUsers: the gateway and the server run as different users and groups, and spec.env
+// reaches the server only.
+func checkSeparateUsers(t *testing.T, gw, srv *corev1.Container) {
+	t.Helper()
+	gu, su := *gw.SecurityContext.RunAsUser, *srv.SecurityContext.RunAsUser
+	if gu != sandbox.GatewayUID || su != sandbox.UID || gu == su || *gw.SecurityContext.RunAsGroup == *srv.SecurityContext.RunAsGroup {
+		t.Fatalf("gateway runs as %d, server as %d: want %d and %d, different users and groups", gu, su, sandbox.GatewayUID, sandbox.UID)
+	}
+	// the gateway gets its pod's IP (for its session ids) and nothing of spec.env
+	if len(gw.Env) != 1 || gw.Env[0].Name != podIPEnv || gw.Env[0].ValueFrom == nil || len(gw.EnvFrom) != 0 || len(srv.Env) == 0 {
+		t.Fatalf("spec.env must reach the server only: gateway env %+v", gw.Env)
+	}
+}
+
+// checkGatewayFilesPrivate: the gateway's volumes are its own (the stdio socket's emptyDir is the only
+// one both containers mount), and no ConfigMap or Secret volume is readable by other users.
+func checkGatewayFilesPrivate(t *testing.T, pod *corev1.PodSpec, gw, srv *corev1.Container, transport mcpv1alpha1.Transport) {
+	t.Helper()
+	gm, sm := mountsOf(gw), mountsOf(srv)
+	for _, v := range []string{gatewayName, gatewayStateVolume, gatewayAuditKey} {
+		if _, ok := gm[v]; !ok {
+			t.Errorf("the gateway does not mount its %s volume", v)
+		}
+		if p, ok := sm[v]; ok {
+			t.Errorf("the server mounts the gateway's %s volume at %s", v, p)
+		}
+	}
+	for _, v := range pod.Volumes {
+		if src := v.ConfigMap; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
+			t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
+		}
+		if src := v.Secret; src != nil && ptr.Deref(src.DefaultMode, 0o644)&0o007 != 0 {
+			t.Errorf("volume %s: mode %o lets other users read", v.Name, *src.DefaultMode)
+		}
+	}
+	shared := []string{}
+	for v := range sm {
+		if _, ok := gm[v]; ok {
+			shared = append(shared, v)
+		}
+	}
+	want := "[]"
+	if transport == mcpv1alpha1.TransportStdio {
+		want = "[stdio]" // the socket's emptyDir, nothing else
+	}
+	if fmt.Sprint(shared) != want {
+		t.Errorf("volumes both containers mount: %v, want %s", shared, want)
 	}
 }
 

@@ -134,7 +134,54 @@ func TestCertificateFromCertManager(t *testing.T) {
 
 	dep := &appsv1.Deployment{}
 	eventually(t, 30*time.Second, func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(s), dep) })
-	pod := dep.Spec.Template.Spec
+	secretMountedInGatewayAlone(t, &dep.Spec.Template.Spec, cert, secretName)
+	// Issued by cert-manager, not the operator: no Secret of its own, no CA.
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the operator wrote the certificate Secret itself: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the operator made its own CA with cert-manager configured: %v", err)
+	}
+
+	// the certificate serves and is the client certificate of the peer relay
+	if usages, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "usages"); !slices.Contains(usages, "server auth") || !slices.Contains(usages, "client auth") {
+		t.Errorf("Certificate usages %v, want server auth and client auth", usages)
+	}
+
+	// cert-manager writes the Secret (with the labels the Certificate's secretTemplate asks for), and
+	// records the issuer's CA in the status of the CertificateRequests of the Certificate.
+	labels, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "secretTemplate", "labels")
+	issued := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: secretName, Labels: labels}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": []byte("key"), "ca.crt": []byte("not what the operator publishes")}}
+	if err := k8s.Create(ctx, issued); err != nil {
+		t.Fatal(err)
+	}
+	oldCA, newCA := testCA(t, "old issuer CA"), testCA(t, "issuer CA")
+	createRequests(ctx, t, k8s, cert, oldCA, newCA)
+	// cert-manager marks the Certificate Ready, which brings the operator back
+	eventually(t, 10*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		_ = unstructured.SetNestedField(cert.Object, []any{map[string]any{"type": "Ready", "status": "True"}}, "status", "conditions")
+		return k8s.Status().Update(ctx, cert)
+	})
+	eventually(t, 30*time.Second, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "mcp-warden-ca"}, cm); err != nil {
+			return err
+		}
+		if cm.Data["ca.crt"] != string(newCA) {
+			return fmt.Errorf("mcp-warden-ca ca.crt %q, want the latest request's CA", cm.Data["ca.crt"])
+		}
+		return nil
+	})
+}
+
+// secretMountedInGatewayAlone: the Deployment mounts the Certificate's Secret (its CombinedPEM output
+// as the gateway's credential bundle, no projected volume) into the gateway container alone.
+func secretMountedInGatewayAlone(t *testing.T, pod *corev1.PodSpec, cert *unstructured.Unstructured, secretName string) {
+	t.Helper()
 	vol := ""
 	for _, v := range pod.Volumes {
 		if v.Secret != nil && v.Secret.SecretName == secretName {
@@ -163,35 +210,20 @@ func TestCertificateFromCertManager(t *testing.T) {
 			t.Errorf("container %s mounts the certificate: %v (only the gateway may)", c.Name, mounted)
 		}
 	}
-	// Issued by cert-manager, not the operator: no Secret of its own, no CA.
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the operator wrote the certificate Secret itself: %v", err)
-	}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: operator.DefaultGatewayCASecret}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the operator made its own CA with cert-manager configured: %v", err)
-	}
+}
 
-	// the certificate serves and is the client certificate of the peer relay
-	if usages, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "usages"); !slices.Contains(usages, "server auth") || !slices.Contains(usages, "client auth") {
-		t.Errorf("Certificate usages %v, want server auth and client auth", usages)
-	}
-
-	// cert-manager writes the Secret (with the labels the Certificate's secretTemplate asks for), and
-	// records the issuer's CA in the status of the CertificateRequests of the Certificate.
-	labels, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "secretTemplate", "labels")
-	issued := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: secretName, Labels: labels}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{"tls.crt": []byte("cert"), "tls.key": []byte("key"), "ca.crt": []byte("not what the operator publishes")}}
-	if err := k8s.Create(ctx, issued); err != nil {
-		t.Fatal(err)
-	}
-	oldCA, newCA := testCA(t, "old issuer CA"), testCA(t, "issuer CA")
+// createRequests creates the Certificate's CertificateRequests as cert-manager does: revision 1 issued
+// by oldCA, revision 2 by newCA, revision 3 not issued yet.
+func createRequests(ctx context.Context, t *testing.T, k8s client.Client, cert *unstructured.Unstructured, oldCA, newCA []byte) {
+	t.Helper()
+	ns := cert.GetNamespace()
 	for i, c := range []struct {
 		rev string
 		ca  []byte
 	}{{"1", oldCA}, {"2", newCA}, {"3", nil}} { // revision 3 is not issued yet
 		cr := &unstructured.Unstructured{}
 		cr.SetGroupVersionKind(controllers.CertificateRequestGVK)
-		cr.SetNamespace(ns.Name)
+		cr.SetNamespace(ns)
 		cr.SetName(fmt.Sprintf("files-gateway-tls-%d", i+1))
 		cr.SetAnnotations(map[string]string{"cert-manager.io/certificate-name": cert.GetName(), "cert-manager.io/certificate-revision": c.rev})
 		cr.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "cert-manager.io/v1", Kind: "Certificate", Name: cert.GetName(), UID: cert.GetUID(), Controller: ptr.To(true)}})
@@ -206,24 +238,6 @@ func TestCertificateFromCertManager(t *testing.T) {
 			}
 		}
 	}
-	// cert-manager marks the Certificate Ready, which brings the operator back
-	eventually(t, 10*time.Second, func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
-			return err
-		}
-		_ = unstructured.SetNestedField(cert.Object, []any{map[string]any{"type": "Ready", "status": "True"}}, "status", "conditions")
-		return k8s.Status().Update(ctx, cert)
-	})
-	eventually(t, 30*time.Second, func() error {
-		cm := &corev1.ConfigMap{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "mcp-warden-ca"}, cm); err != nil {
-			return err
-		}
-		if cm.Data["ca.crt"] != string(newCA) {
-			return fmt.Errorf("mcp-warden-ca ca.crt %q, want the latest request's CA", cm.Data["ca.crt"])
-		}
-		return nil
-	})
 }
 
 // testCA is a self-signed CA certificate (PEM).

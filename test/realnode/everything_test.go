@@ -89,21 +89,7 @@ func TestThirdPartyServerEverything(t *testing.T) {
 			}
 			ready := time.Since(created)
 			// Through the gateway from the listed client pod, with a real MCP client (go-sdk).
-			url, trust := gatewayURL(t, f.ns, s.Name, pod)
-			tok := tokenFor(t, f.ns, s.Name, "everything")
-			var r mcpResult
-			var out []byte
-			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-				out = execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url, tok)...)
-				r = mcpResult{}
-				if err := json.Unmarshal(out, &r); err != nil {
-					return false, fmt.Errorf("probe mcp: %w: %s", err, out)
-				}
-				return r.ConnectError == "" && len(r.Tools) > 0, nil
-			})
-			if err != nil {
-				t.Fatalf("server-everything (%s) through the gateway at %s: %v; last result %s\nserver log:\n%s", tc.name, url, err, out, podLogs(f.ns, pod.Name, "server"))
-			}
+			r := everythingThroughGateway(t, f, s, pod, tc.name)
 			serving := time.Since(created)
 			for _, want := range []string{"echo", "get-sum", "get-env"} {
 				if !slices.Contains(r.Tools, want) {
@@ -116,48 +102,83 @@ func TestThirdPartyServerEverything(t *testing.T) {
 			t.Logf("server-everything (%s): MCPServer created -> pod Running and ready %s, -> serving through the gateway %s; %d tools; echo said %q",
 				tc.name, ready.Round(10*time.Millisecond), serving.Round(10*time.Millisecond), len(r.Tools), r.CallText)
 
-			// Seen from the host: every process of the server's container.
-			var cid string
-			for _, c := range pod.Status.ContainerStatuses {
-				if c.Name == "server" {
-					cid = c.ContainerID
-				}
-			}
-			procs, err := env.Cluster.ContainerProcessStatus(cid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			names := map[string]bool{}
-			for _, st := range procs {
-				names[st["Name"]] = true
-				for k, v := range map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
-					if st[k] != v {
-						t.Errorf("process %s (%s): %s = %q, want %q", st["Pid"], st["Name"], k, st[k], v)
-					}
-				}
-				if !strings.HasPrefix(st["RootMountOptions"], "ro") {
-					t.Errorf("process %s (%s): its root mount is %q, want read-only", st["Pid"], st["Name"], st["RootMountOptions"])
-				}
-			}
-			if !names["node"] || names["gateway"] {
-				t.Errorf("the server container must run node and not the gateway (a sidecar of its own), saw %v", names)
-			}
-			// From inside, as the server's user: node writes HOME and /tmp, not /.
-			out = execIn(t, f.ns, pod.Name, "server", everythingNode, "-e", nodeWrites)
-			var w struct {
-				WriteRoot, WriteHome, WriteTmp string
-				Home, Tmp                      string
-				UID                            int
-			}
-			if err := json.Unmarshal(out, &w); err != nil {
-				t.Fatalf("node write probe: %v: %s", err, out)
-			}
-			if !strings.HasPrefix(w.WriteRoot, "EROFS") || w.WriteHome != "" || w.WriteTmp != "" || w.UID != 65532 || w.Home == "/" {
-				t.Errorf("node in the server container: write / %q (want EROFS), HOME %s %q and tmp %s %q (want writable), uid %d (want 65532)", w.WriteRoot, w.Home, w.WriteHome, w.Tmp, w.WriteTmp, w.UID)
-			}
-			t.Logf("node in the server container: %s", strings.TrimSpace(string(out)))
+			serverContainerSandboxed(t, pod)
+			nodeWritesHomeAndTmpOnly(t, f.ns, pod)
 		})
 	}
+}
+
+// everythingThroughGateway is what a go-sdk MCP client in the listed client pod sees through the
+// server's gateway (its tools, and calling echo), once it connects and lists tools (within 30s).
+func everythingThroughGateway(t *testing.T, f *serverFixture, s *mcpv1alpha1.MCPServer, pod *corev1.Pod, name string) mcpResult {
+	t.Helper()
+	ctx := context.Background()
+	url, trust := gatewayURL(t, f.ns, s.Name, pod)
+	tok := tokenFor(t, f.ns, s.Name, "everything")
+	var r mcpResult
+	var out []byte
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		out = execIn(t, f.ns, f.agent.Name, "probe", probeMCP(trust, "--call", "echo", "--arguments", `{"message":"hello from the real node"}`, url, tok)...)
+		r = mcpResult{}
+		if err := json.Unmarshal(out, &r); err != nil {
+			return false, fmt.Errorf("probe mcp: %w: %s", err, out)
+		}
+		return r.ConnectError == "" && len(r.Tools) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("server-everything (%s) through the gateway at %s: %v; last result %s\nserver log:\n%s", name, url, err, out, podLogs(f.ns, pod.Name, "server"))
+	}
+	return r
+}
+
+// serverContainerSandboxed: seen from the host, every process of the server's container runs as
+// 65532 without capabilities, with no_new_privs and seccomp, on a read-only root; it runs node and not
+// the gateway.
+func serverContainerSandboxed(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	var cid string
+	for _, c := range pod.Status.ContainerStatuses {
+		if c.Name == "server" {
+			cid = c.ContainerID
+		}
+	}
+	procs, err := env.Cluster.ContainerProcessStatus(cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, st := range procs {
+		names[st["Name"]] = true
+		for k, v := range map[string]string{"Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
+			if st[k] != v {
+				t.Errorf("process %s (%s): %s = %q, want %q", st["Pid"], st["Name"], k, st[k], v)
+			}
+		}
+		if !strings.HasPrefix(st["RootMountOptions"], "ro") {
+			t.Errorf("process %s (%s): its root mount is %q, want read-only", st["Pid"], st["Name"], st["RootMountOptions"])
+		}
+	}
+	if !names["node"] || names["gateway"] {
+		t.Errorf("the server container must run node and not the gateway (a sidecar of its own), saw %v", names)
+	}
+}
+
+// nodeWritesHomeAndTmpOnly: from inside, as the server's user, node writes HOME and /tmp, not /.
+func nodeWritesHomeAndTmpOnly(t *testing.T, ns string, pod *corev1.Pod) {
+	t.Helper()
+	out := execIn(t, ns, pod.Name, "server", everythingNode, "-e", nodeWrites)
+	var w struct {
+		WriteRoot, WriteHome, WriteTmp string
+		Home, Tmp                      string
+		UID                            int
+	}
+	if err := json.Unmarshal(out, &w); err != nil {
+		t.Fatalf("node write probe: %v: %s", err, out)
+	}
+	if !strings.HasPrefix(w.WriteRoot, "EROFS") || w.WriteHome != "" || w.WriteTmp != "" || w.UID != 65532 || w.Home == "/" {
+		t.Errorf("node in the server container: write / %q (want EROFS), HOME %s %q and tmp %s %q (want writable), uid %d (want 65532)", w.WriteRoot, w.Home, w.WriteHome, w.Tmp, w.WriteTmp, w.UID)
+	}
+	t.Logf("node in the server container: %s", strings.TrimSpace(string(out)))
 }
 
 // podLogs returns a container's log, or the error reading it.

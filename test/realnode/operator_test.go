@@ -71,81 +71,16 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 
 	// The operator's image, built, pushed, signed and attested as `make release` does.
 	start := time.Now()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := signature.LoadECDSASignerVerifier(key, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := release.Options{Root: root, Platforms: []string{"linux/" + runtime.GOARCH}, Version: "v0.0.0-realnode", Source: "https://github.com/mcp-warden/mcp-warden"}
-	b, err := release.BuildComponent(ctx, release.Components[0], opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	built := time.Since(start)
-	pushed, err := release.Push(ctx, registryHost+"/mcp", b, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sbom, err := release.SBOM(b.Component, b.Binaries[opts.Platforms[0]], opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := release.SignAndAttest(ctx, signer, pushed, b, sbom, opts); err != nil {
-		t.Fatal(err)
-	}
+	pushed, pubPEM, built := buildSignedOperator(ctx, t, root, start)
 	// An unsigned image in the same repository path: the probe's, copied.
-	src, err := name.NewDigest(probeImage, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := remote.Index(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := name.NewTag(registryHost+"/mcp/unsigned:latest", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(dst, idx); err != nil {
-		t.Fatal(err)
-	}
+	src := copyUnsigned(t)
 	managerImage := nodeReg + "/mcp/mcp-warden-manager@" + pushed.DigestStr()
 	unsignedImage := nodeReg + "/mcp/unsigned@" + src.DigestStr()
 	t.Logf("operator image built in %s, pushed, signed and attested in %s: %s", built.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond), managerImage)
 
 	// config/default, rendered as the release does, with the pod's gateway image the tests' manager's.
 	objs := renderOperator(t, root, pushed, gatewayImage)
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "CustomResourceDefinition":
-			continue // installed with the control plane
-		case "Deployment":
-			d := &appsv1.Deployment{}
-			toTyped(t, o, d)
-			d.Spec.Replicas = ptrTo(int32(1))
-			c := &d.Spec.Template.Spec.Containers[0]
-			c.Image = managerImage
-			c.Args = append(c.Args, "--read-tool-pins=false", "--issuer-ca-file=/etc/issuer-ca/ca.crt",
-				// The tests' manager's telemetry (see telemetry_test.go), so both want the same Services,
-				// NetworkPolicies and gateway configurations.
-				"--gateway-metrics-scraper-namespace="+scraperNamespace, "--gateway-metrics-scraper-pod-labels="+labels.SelectorFromSet(scraperLabels).String(),
-				"--otlp-endpoint="+collectorEndpoint, "--otlp-collector-namespace="+collectorNamespace, "--otlp-collector-pod-labels="+labels.SelectorFromSet(collectorLabels).String())
-			// The tests' issuer has a private CA, as an in-cluster issuer would: the pod's manager
-			// trusts it, so it delivers the same keys as the tests' manager.
-			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "issuer-ca", VolumeSource: corev1.VolumeSource{
-				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "issuer-ca"}},
-			}})
-			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "issuer-ca", MountPath: "/etc/issuer-ca", ReadOnly: true})
-			*o = *toUnstructured(t, d)
-		}
-	}
+	pinManager(t, objs, managerImage)
 	objs = append(objs, toUnstructured(t, &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "issuer-ca", Namespace: operatorNamespace},
@@ -168,52 +103,15 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 	}))
 	t.Cleanup(func() { uninstallOperator(objs) })
 	created := time.Now()
-	// The namespace first; the rest in the rendered order.
-	for _, first := range []bool{true, false} {
-		for _, o := range objs {
-			if o.GetKind() == "CustomResourceDefinition" || (o.GetKind() == "Namespace") != first {
-				continue
-			}
-			if err := k8s.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-				t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
-			}
-		}
-	}
+	createNamespaceFirst(ctx, t, objs)
 	pod := waitOperatorPod(t, created)
 	running := time.Since(created)
 	// The CA the manager generated is injected into every webhook of its configuration.
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		if err := k8s.Get(ctx, client.ObjectKey{Name: "mcp-warden-validating-webhook-configuration"}, &vwc); err != nil {
-			return false, nil
-		}
-		for _, w := range vwc.Webhooks {
-			if len(w.ClientConfig.CABundle) == 0 {
-				return false, nil
-			}
-		}
-		return len(vwc.Webhooks) > 0, nil
-	})
-	if err != nil {
-		t.Fatalf("the manager pod did not inject its CA into the webhook configuration: %v\nmanager log:\n%s", err, podLogs(operatorNamespace, pod.Name, "manager"))
-	}
-	t.Logf("operator Deployment created -> manager pod %s Running and ready: %s (pod IP %s); CA injected into %d webhooks", pod.Name, running.Round(10*time.Millisecond), pod.Status.PodIP, len(vwc.Webhooks))
+	webhookCount := waitCAInjected(t, pod)
+	t.Logf("operator Deployment created -> manager pod %s Running and ready: %s (pod IP %s); CA injected into %d webhooks", pod.Name, running.Round(10*time.Millisecond), pod.Status.PodIP, webhookCount)
 
 	// Seen from the host: the manager process is sandboxed.
-	procs, err := env.Cluster.ContainerProcessStatus(pod.Status.ContainerStatuses[0].ContainerID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range procs {
-		for k, v := range map[string]string{"Name": "manager", "Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
-			if st[k] != v {
-				t.Errorf("manager pod, process %s seen from the host: %s = %q, want %q", st["Pid"], k, st[k], v)
-			}
-		}
-		if !strings.HasPrefix(st["RootMountOptions"], "ro") {
-			t.Errorf("manager pod: root mount %q, want read-only", st["RootMountOptions"])
-		}
-	}
+	managerSandboxed(t, pod)
 
 	// A namespace opted in to image verification, and a policy that trusts the key for it. The policy
 	// itself goes through the pod's webhook (vmcpserverpolicy).
@@ -302,6 +200,154 @@ func TestOperatorPodOnRealNode(t *testing.T) {
 		t.Errorf("an MCPServer of an unsigned image in the governed namespace: %v; want a denial by the pod's vmcpserver webhook: no signature", err)
 	}
 	t.Logf("MCPServer of the unsigned image refused: %v", err)
+}
+
+// buildSignedOperator builds the operator's image as `make release` does, pushes it to the tests'
+// registry, and signs and attests it with a new key; it returns the image, the key's public half
+// (PEM), and how long the build took from start.
+func buildSignedOperator(ctx context.Context, t *testing.T, root string, start time.Time) (name.Digest, []byte, time.Duration) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := signature.LoadECDSASignerVerifier(key, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := release.Options{Root: root, Platforms: []string{"linux/" + runtime.GOARCH}, Version: "v0.0.0-realnode", Source: "https://github.com/mcp-warden/mcp-warden"}
+	b, err := release.BuildComponent(ctx, release.Components[0], opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := time.Since(start)
+	pushed, err := release.Push(ctx, registryHost+"/mcp", b, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbom, err := release.SBOM(b.Component, b.Binaries[opts.Platforms[0]], opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := release.SignAndAttest(ctx, signer, pushed, b, sbom, opts); err != nil {
+		t.Fatal(err)
+	}
+	return pushed, pubPEM, built
+}
+
+// copyUnsigned copies the probe's image, unsigned, into the operator's repository path as
+// mcp/unsigned:latest; it returns the probe's image.
+func copyUnsigned(t *testing.T) name.Digest {
+	t.Helper()
+	src, err := name.NewDigest(probeImage, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := name.NewTag(registryHost+"/mcp/unsigned:latest", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(dst, idx); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// pinManager points the rendered manager Deployment at managerImage, one replica, with the tests'
+// manager's flags (no tool pin reads, the issuer's CA, the telemetry peers) and the issuer's CA mounted.
+func pinManager(t *testing.T, objs []*unstructured.Unstructured, managerImage string) {
+	t.Helper()
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "CustomResourceDefinition":
+			continue // installed with the control plane
+		case "Deployment":
+			d := &appsv1.Deployment{}
+			toTyped(t, o, d)
+			d.Spec.Replicas = ptrTo(int32(1))
+			c := &d.Spec.Template.Spec.Containers[0]
+			c.Image = managerImage
+			c.Args = append(c.Args, "--read-tool-pins=false", "--issuer-ca-file=/etc/issuer-ca/ca.crt",
+				// The tests' manager's telemetry (see telemetry_test.go), so both want the same Services,
+				// NetworkPolicies and gateway configurations.
+				"--gateway-metrics-scraper-namespace="+scraperNamespace, "--gateway-metrics-scraper-pod-labels="+labels.SelectorFromSet(scraperLabels).String(),
+				"--otlp-endpoint="+collectorEndpoint, "--otlp-collector-namespace="+collectorNamespace, "--otlp-collector-pod-labels="+labels.SelectorFromSet(collectorLabels).String())
+			// The tests' issuer has a private CA, as an in-cluster issuer would: the pod's manager
+			// trusts it, so it delivers the same keys as the tests' manager.
+			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "issuer-ca", VolumeSource: corev1.VolumeSource{
+				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "issuer-ca"}},
+			}})
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "issuer-ca", MountPath: "/etc/issuer-ca", ReadOnly: true})
+			*o = *toUnstructured(t, d)
+		}
+	}
+}
+
+// createNamespaceFirst creates the objects (not the CRDs, which the control plane installed): the
+// namespace first, the rest in the rendered order.
+func createNamespaceFirst(ctx context.Context, t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, first := range []bool{true, false} {
+		for _, o := range objs {
+			if o.GetKind() == "CustomResourceDefinition" || (o.GetKind() == "Namespace") != first {
+				continue
+			}
+			if err := k8s.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+}
+
+// waitCAInjected waits until the manager pod has injected its CA into every webhook of its
+// configuration, and returns their number.
+func waitCAInjected(t *testing.T, pod *corev1.Pod) int {
+	t.Helper()
+	ctx := context.Background()
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "mcp-warden-validating-webhook-configuration"}, &vwc); err != nil {
+			return false, nil
+		}
+		for _, w := range vwc.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				return false, nil
+			}
+		}
+		return len(vwc.Webhooks) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("the manager pod did not inject its CA into the webhook configuration: %v\nmanager log:\n%s", err, podLogs(operatorNamespace, pod.Name, "manager"))
+	}
+	return len(vwc.Webhooks)
+}
+
+// managerSandboxed: seen from the host, the manager process runs as 65532 without capabilities, with
+// no_new_privs and seccomp, on a read-only root.
+func managerSandboxed(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	procs, err := env.Cluster.ContainerProcessStatus(pod.Status.ContainerStatuses[0].ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range procs {
+		for k, v := range map[string]string{"Name": "manager", "Uid": "65532 65532 65532 65532", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
+			if st[k] != v {
+				t.Errorf("manager pod, process %s seen from the host: %s = %q, want %q", st["Pid"], k, st[k], v)
+			}
+		}
+		if !strings.HasPrefix(st["RootMountOptions"], "ro") {
+			t.Errorf("manager pod: root mount %q, want read-only", st["RootMountOptions"])
+		}
+	}
 }
 
 // renderOperator renders config/default as `make release` does (release.WriteManifests) with the given

@@ -22,20 +22,23 @@ import (
 type sessionReport struct {
 	Warmups     int
 	WarmupError string
-	Sessions    []struct {
-		Owner, IssuedAt    string
-		Targets            map[string]int
-		Phase1OK, Phase2OK int
-		Failures           []string
-		Reinitialized      int
-		NotFoundMs         float64
-		NotFoundURL        string
-		NewOwner           string
-		IDs                int
-	}
+	Sessions    []sessionRun
 	Gone        string
 	GoneAfterMs int64
 	Error       string
+}
+
+// sessionRun mirrors the probe's SessionRun.
+type sessionRun struct {
+	Owner, IssuedAt    string
+	Targets            map[string]int
+	Phase1OK, Phase2OK int
+	Failures           []string
+	Reinitialized      int
+	NotFoundMs         float64
+	NotFoundURL        string
+	NewOwner           string
+	IDs                int
 }
 
 // waitReadyPods waits for n pods of the MCPServer to be Running and ready, and returns them.
@@ -172,35 +175,44 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 		t.Fatalf("want 3 sessions and %s gone: %+v", urls[0], rep)
 	}
 	for i, sr := range rep.Sessions {
-		if !strings.HasPrefix(sr.Owner, sr.IssuedAt+"/") {
-			t.Errorf("session %d: initialized at %s but its id came from %s", i, sr.Owner, sr.IssuedAt)
-		}
-		if len(sr.Failures) != 0 {
-			t.Errorf("session %d (held by %s): failed calls %v", i, sr.Owner, sr.Failures)
-		}
-		// Phase 1: 3 rounds on each of 3 replicas; phase 2: on each of the 2 left.
-		if sr.Phase1OK != 9 || sr.Phase2OK != 6 {
-			t.Errorf("session %d: %d calls succeeded before the deletion (want 9) and %d after (want 6)", i, sr.Phase1OK, sr.Phase2OK)
-		}
-		for _, u := range urls {
-			if sr.Targets[strings.TrimSuffix(u, "/mcp")] < 3 {
-				t.Errorf("session %d: its requests must alternate across the replicas; by replica: %v", i, sr.Targets)
-			}
-		}
-		want := 0
-		if i == 0 {
-			want = 1
-		}
-		if sr.Reinitialized != want {
-			t.Errorf("session %d (held by %s): re-initialized %d times, want %d", i, sr.Owner, sr.Reinitialized, want)
-		}
-		if want == 1 && (sr.NotFoundMs == 0 || strings.Contains(sr.NotFoundURL, "status") || sr.IDs != 2 || strings.HasPrefix(rep.Gone, sr.NewOwner+"/")) {
-			t.Errorf("session %d: the request after the deletion must get 404 and the client one new id: %+v", i, sr)
-		}
+		checkSessionRun(t, i, sr, urls, rep.Gone)
 	}
 	s0 := rep.Sessions[0]
 	t.Logf("replica loss: 404 in %.1f ms from %s; re-initialized %d time(s) at %s; other sessions re-initialized %d and %d times; warm-up rounds retried %d (%s)",
 		s0.NotFoundMs, s0.NotFoundURL, s0.Reinitialized, s0.NewOwner, rep.Sessions[1].Reinitialized, rep.Sessions[2].Reinitialized, rep.Warmups, rep.WarmupError)
 	fmt.Printf("real node: sessions across 3 replicas: %d calls, 404 %.1f ms after the owner's loss, %d re-initialize(s), %d for the other replicas' sessions\n",
 		(s0.Phase1OK+s0.Phase2OK)*3, s0.NotFoundMs, s0.Reinitialized, rep.Sessions[1].Reinitialized+rep.Sessions[2].Reinitialized)
+}
+
+// checkSessionRun: session i (held by urls[i]) had its id from the replica it was initialized at, no
+// failed call, 9 calls before the deletion and 6 after, its requests alternating across the replicas;
+// the session of the deleted replica (gone, i 0) got one 404 and was initialized again once, the
+// others not at all.
+func checkSessionRun(t *testing.T, i int, sr sessionRun, urls []string, gone string) {
+	t.Helper()
+	if !strings.HasPrefix(sr.Owner, sr.IssuedAt+"/") {
+		t.Errorf("session %d: initialized at %s but its id came from %s", i, sr.Owner, sr.IssuedAt)
+	}
+	if len(sr.Failures) != 0 {
+		t.Errorf("session %d (held by %s): failed calls %v", i, sr.Owner, sr.Failures)
+	}
+	// Phase 1: 3 rounds on each of 3 replicas; phase 2: on each of the 2 left.
+	if sr.Phase1OK != 9 || sr.Phase2OK != 6 {
+		t.Errorf("session %d: %d calls succeeded before the deletion (want 9) and %d after (want 6)", i, sr.Phase1OK, sr.Phase2OK)
+	}
+	for _, u := range urls {
+		if sr.Targets[strings.TrimSuffix(u, "/mcp")] < 3 {
+			t.Errorf("session %d: its requests must alternate across the replicas; by replica: %v", i, sr.Targets)
+		}
+	}
+	want := 0
+	if i == 0 {
+		want = 1
+	}
+	if sr.Reinitialized != want {
+		t.Errorf("session %d (held by %s): re-initialized %d times, want %d", i, sr.Owner, sr.Reinitialized, want)
+	}
+	if want == 1 && (sr.NotFoundMs == 0 || strings.Contains(sr.NotFoundURL, "status") || sr.IDs != 2 || strings.HasPrefix(gone, sr.NewOwner+"/")) {
+		t.Errorf("session %d: the request after the deletion must get 404 and the client one new id: %+v", i, sr)
+	}
 }

@@ -129,26 +129,39 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stalled := func(text string) {
-		t.Helper()
-		eventually(t, 30*time.Second, func() error {
-			if err := k8s.Get(ctx, key, s); err != nil {
-				return err
-			}
-			c := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionStalled)
-			if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, text) {
-				return fmt.Errorf("want Stalled with %q; conditions: %+v", text, s.Status.Conditions)
-			}
-			return nil
-		})
-	}
-	stalled("the children of generation 1 stay enforced")
+	waitStalled(ctx, t, k8s, s, "the children of generation 1 stay enforced")
 	stop()
 
 	// A new manager: nothing in memory.
 	t.Cleanup(startManager(t, c))
-	// Another writer edits the gateway configuration (retried: the operator may be writing the
-	// ConfigMap's delivered keys at the same time).
+	weakenChildren(ctx, t, k8s, cmKey, key)
+	eventually(t, 30*time.Second, func() error { return revertedTo(ctx, k8s, cmKey, key, goodConfig, goodImage) })
+	waitStalled(ctx, t, k8s, s, "the children of generation 1 stay enforced")
+}
+
+// waitStalled waits until the server is Stalled with text in the condition's message (s is read
+// into).
+func waitStalled(ctx context.Context, t *testing.T, k8s client.Client, s *mcpv1alpha1.MCPServer, text string) {
+	t.Helper()
+	key := client.ObjectKeyFromObject(s)
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(s.Status.Conditions, mcpv1alpha1.ConditionStalled)
+		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, text) {
+			return fmt.Errorf("want Stalled with %q; conditions: %+v", text, s.Status.Conditions)
+		}
+		return nil
+	})
+}
+
+// weakenChildren is another writer that turns off the gateway's auth in its configuration and runs
+// the server's Deployment as busybox on the host network.
+func weakenChildren(ctx context.Context, t *testing.T, k8s client.Client, cmKey, key client.ObjectKey) {
+	t.Helper()
+	// Retried: the operator may be writing the ConfigMap's delivered keys at the same time.
+	cm := &corev1.ConfigMap{}
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := k8s.Get(ctx, cmKey, cm); err != nil {
 			return err
@@ -158,6 +171,7 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	d := &appsv1.Deployment{}
 	if err := k8s.Get(ctx, key, d); err != nil {
 		t.Fatal(err)
 	}
@@ -166,27 +180,31 @@ func TestStalledServerSurvivesRestart(t *testing.T) {
 	if err := k8s.Update(ctx, d, client.FieldOwner("someone")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8s.Get(ctx, cmKey, cm); err != nil {
-			return err
-		}
-		if cm.Data["gateway.json"] != goodConfig {
-			return fmt.Errorf("gateway config still edited: %s", cm.Data["gateway.json"])
-		}
-		if err := k8s.Get(ctx, key, d); err != nil {
-			return err
-		}
-		p := d.Spec.Template.Spec
-		if p.HostNetwork || serverImage(p.Containers) != goodImage {
-			return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s", p.HostNetwork, serverImage(p.Containers))
-		}
-		// Kept serving the last good configuration, not fenced off and scaled down.
-		if r := ptr.Deref(d.Spec.Replicas, 1); r != 1 {
-			return fmt.Errorf("replicas = %d, want 1", r)
-		}
-		return nil
-	})
-	stalled("the children of generation 1 stay enforced")
+}
+
+// revertedTo is nil once the gateway configuration and the Deployment are the last good ones again,
+// still serving (one replica), not fenced off and scaled down.
+func revertedTo(ctx context.Context, k8s client.Client, cmKey, key client.ObjectKey, goodConfig, goodImage string) error {
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, cmKey, cm); err != nil {
+		return err
+	}
+	if cm.Data["gateway.json"] != goodConfig {
+		return fmt.Errorf("gateway config still edited: %s", cm.Data["gateway.json"])
+	}
+	d := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, key, d); err != nil {
+		return err
+	}
+	p := d.Spec.Template.Spec
+	if p.HostNetwork || serverImage(p.Containers) != goodImage {
+		return fmt.Errorf("Deployment still weakened: hostNetwork=%v image=%s", p.HostNetwork, serverImage(p.Containers))
+	}
+	// Kept serving the last good configuration, not fenced off and scaled down.
+	if r := ptr.Deref(d.Spec.Replicas, 1); r != 1 {
+		return fmt.Errorf("replicas = %d, want 1", r)
+	}
+	return nil
 }
 
 // serverImage is the image of the server container.

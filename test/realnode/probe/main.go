@@ -295,53 +295,72 @@ func mcpClient(args []string) (*MCPResult, error) {
 		res.ConnectError = err.Error()
 	} else {
 		defer cs.Close()
-		tools, err := cs.ListTools(ctx, nil)
-		if err != nil {
-			res.ConnectError = "list tools: " + err.Error()
-		} else {
-			for _, t := range tools.Tools {
-				res.Tools = append(res.Tools, t.Name)
-			}
-		}
-		for _, call := range args[min(len(args), 2):] {
-			// TOOL or TOOL=JSON-ARGUMENTS
-			name, raw, _ := strings.Cut(call, "=")
-			arguments := map[string]any{}
-			if raw != "" {
-				if err := json.Unmarshal([]byte(raw), &arguments); err != nil {
-					return nil, fmt.Errorf("arguments of %s: %w", name, err)
-				}
-			}
-			if res.Calls == nil {
-				res.Calls = map[string]string{}
-			}
-			r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
-			switch {
-			case err != nil:
-				res.Calls[name] = "error: " + err.Error()
-			case r.IsError:
-				res.Calls[name] = "error: " + toolText(r)
-			default:
-				res.Calls[name] = toolText(r)
-			}
-		}
-		if *call != "" {
-			r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: *call, Arguments: callArgs})
-			switch {
-			case err != nil:
-				res.CallError = err.Error()
-			default:
-				for _, c := range r.Content {
-					if tc, ok := c.(*mcp.TextContent); ok {
-						res.CallText += tc.Text
-					}
-				}
-				if r.IsError {
-					res.CallError = "the tool returned an error: " + res.CallText
-				}
-			}
+		if err := useSession(ctx, cs, res, args[min(len(args), 2):], *call, callArgs); err != nil {
+			return nil, err
 		}
 	}
+	return rawInitialize(ctx, hc, url, res)
+}
+
+// useSession lists the tools, calls each of calls (TOOL or TOOL=JSON-ARGUMENTS) into res.Calls, and
+// then call (--call) with callArgs, when set.
+func useSession(ctx context.Context, cs *mcp.ClientSession, res *MCPResult, calls []string, call string, callArgs map[string]any) error {
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		res.ConnectError = "list tools: " + err.Error()
+	} else {
+		for _, t := range tools.Tools {
+			res.Tools = append(res.Tools, t.Name)
+		}
+	}
+	for _, c := range calls {
+		// TOOL or TOOL=JSON-ARGUMENTS
+		name, raw, _ := strings.Cut(c, "=")
+		arguments := map[string]any{}
+		if raw != "" {
+			if err := json.Unmarshal([]byte(raw), &arguments); err != nil {
+				return fmt.Errorf("arguments of %s: %w", name, err)
+			}
+		}
+		if res.Calls == nil {
+			res.Calls = map[string]string{}
+		}
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
+		switch {
+		case err != nil:
+			res.Calls[name] = "error: " + err.Error()
+		case r.IsError:
+			res.Calls[name] = "error: " + toolText(r)
+		default:
+			res.Calls[name] = toolText(r)
+		}
+	}
+	if call != "" {
+		callNamed(ctx, cs, res, call, callArgs)
+	}
+	return nil
+}
+
+// callNamed calls the tool into res.CallText, or res.CallError.
+func callNamed(ctx context.Context, cs *mcp.ClientSession, res *MCPResult, name string, arguments map[string]any) {
+	r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
+	if err != nil {
+		res.CallError = err.Error()
+		return
+	}
+	for _, c := range r.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			res.CallText += tc.Text
+		}
+	}
+	if r.IsError {
+		res.CallError = "the tool returned an error: " + res.CallText
+	}
+}
+
+// rawInitialize posts an initialize request without the MCP client and records the response's status
+// and WWW-Authenticate header in res (-1 and the error when there is none).
+func rawInitialize(ctx context.Context, hc *http.Client, url string, res *MCPResult) (*MCPResult, error) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
@@ -484,6 +503,23 @@ func isolation(args []string) Isolation {
 			}
 		}
 	}
+	out.Processes = otherProcesses(self["Uid"], *rootFile)
+	for _, a := range splitComma(*binds) {
+		for _, reuse := range []bool{false, true} {
+			out.Binds = append(out.Binds, tryListen(a, reuse))
+		}
+	}
+	for _, p := range splitComma(*files) {
+		_, err := os.ReadFile(p)
+		out.Files = append(out.Files, FileResult{Path: p, Result: errString(err)})
+	}
+	return out
+}
+
+// otherProcesses are the other processes in /proc and what this one (user uid) could do to them:
+// signal, read their environment and, with rootFile set, open rootFile through their /proc/PID/root.
+func otherProcesses(uid, rootFile string) []ProcessView {
+	var views []ProcessView
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -492,48 +528,45 @@ func isolation(args []string) Isolation {
 		}
 		st := status(filepath.Join("/proc", e.Name(), "status"))
 		name, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		v := ProcessView{Pid: pid, Name: strings.TrimSpace(string(name)), UID: st["Uid"], SameUserAs: st["Uid"] == self["Uid"]}
+		v := ProcessView{Pid: pid, Name: strings.TrimSpace(string(name)), UID: st["Uid"], SameUserAs: st["Uid"] == uid}
 		v.Kill0 = errString(syscall.Kill(pid, 0))
 		_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
 		v.Environ = errString(err)
-		if *rootFile != "" {
-			_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "root", *rootFile))
+		if rootFile != "" {
+			_, err = os.ReadFile(filepath.Join("/proc", e.Name(), "root", rootFile))
 			v.RootFile = errString(err)
 		}
-		out.Processes = append(out.Processes, v)
+		views = append(views, v)
 	}
-	for _, a := range splitComma(*binds) {
-		for _, reuse := range []bool{false, true} {
-			lc := net.ListenConfig{}
-			if reuse {
-				lc.Control = func(_, _ string, c syscall.RawConn) error {
-					var serr error
-					err := c.Control(func(fd uintptr) {
-						if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr == nil {
-							serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-						}
-					})
-					if err != nil {
-						return err
-					}
-					return serr
+	return views
+}
+
+// tryListen listens on addr, with SO_REUSEADDR and SO_REUSEPORT when reuse is set, and closes the
+// listener again.
+func tryListen(addr string, reuse bool) BindResult {
+	lc := net.ListenConfig{}
+	if reuse {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr == nil {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
 				}
-			}
-			ln, err := lc.Listen(context.Background(), "tcp", a)
-			r := "listening"
+			})
 			if err != nil {
-				r = err.Error()
-			} else {
-				ln.Close()
+				return err
 			}
-			out.Binds = append(out.Binds, BindResult{Addr: a, ReusePort: reuse, Result: r})
+			return serr
 		}
 	}
-	for _, p := range splitComma(*files) {
-		_, err := os.ReadFile(p)
-		out.Files = append(out.Files, FileResult{Path: p, Result: errString(err)})
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	r := "listening"
+	if err != nil {
+		r = err.Error()
+	} else {
+		ln.Close()
 	}
-	return out
+	return BindResult{Addr: addr, ReusePort: reuse, Result: r}
 }
 
 func splitComma(s string) []string {

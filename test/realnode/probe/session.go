@@ -168,6 +168,65 @@ func sessions(args []string) (*SessionReport, error) {
 	}
 	// A request to a replica that is gone fails fast at the dial, not at the client's deadline.
 	transport.(*http.Transport).DialContext = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+	hosts, err := urlHosts(urls)
+	if err != nil {
+		return nil, err
+	}
+	p := &sessionProbe{token: token, urls: urls, hosts: hosts, transport: transport, firstGone: &atomic.Bool{}}
+	rep := &SessionReport{}
+	ctx := context.Background()
+
+	// 1. Warm-up: one session per owner, one call at every replica.
+	if !p.warmUp(ctx, rep) {
+		return rep, nil
+	}
+
+	// 2. Phase 1.
+	live, ok := p.openSessions(ctx, rep)
+	if !ok {
+		return rep, nil
+	}
+	defer func() {
+		for _, s := range live {
+			if s.cs != nil {
+				_ = s.cs.Close()
+			}
+		}
+	}()
+	phase1(ctx, live, *rounds*len(urls))
+
+	// 3. The cues: the first connection to --ready acknowledges the end of phase 1 (the test then
+	// deletes the first URL's pod), the second says the pod is gone (the test saw its peer port
+	// close from another replica). The first URL must then refuse connections too.
+	ln, err := net.Listen("tcp", *ready)
+	if err != nil {
+		rep.Error = "--ready: " + err.Error()
+		return rep, nil
+	}
+	defer ln.Close()
+	t0, err := waitCues(ln, *ready, *goneWait)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep, nil
+	}
+	if c, err := net.DialTimeout("tcp", hosts[0], 2*time.Second); err == nil {
+		c.Close()
+		rep.Error = fmt.Sprintf("%s still accepts connections after the cue that its pod is gone", hosts[0])
+		return rep, nil
+	}
+	rep.Gone, rep.GoneAfterMs = urls[0], time.Since(t0).Milliseconds()
+	p.firstGone.Store(true)
+
+	// 4. Phase 2 on the remaining replicas; a 404 costs one initialize.
+	if !p.phase2(ctx, live, *rounds*(len(urls)-1)) {
+		return rep, nil
+	}
+	collectTargets(live)
+	return rep, nil
+}
+
+// urlHosts is the host of each URL, which must have one.
+func urlHosts(urls []string) ([]string, error) {
 	var hosts []string
 	for _, u := range urls {
 		p, err := url.Parse(u)
@@ -179,104 +238,120 @@ func sessions(args []string) (*SessionReport, error) {
 		}
 		hosts = append(hosts, p.Host)
 	}
-	firstGone := &atomic.Bool{}
-	newSession := func(owner int) *liveSession {
-		rot := &rotation{next: bearer{token, transport}, hosts: hosts, firstGone: firstGone, targets: map[string]int{}, ids: map[string]bool{}}
-		return &liveSession{run: &SessionRun{Owner: urls[owner], Targets: map[string]int{}}, rot: rot}
-	}
-	connect := func(ctx context.Context, s *liveSession, at int) error {
-		s.rot.start(at)
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: s.rot}
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "probe", Version: "1"}, nil).Connect(ctx,
-			&mcp.StreamableClientTransport{Endpoint: urls[0], HTTPClient: hc, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
-		if err != nil {
-			return err
-		}
-		s.cs = cs
-		return nil
-	}
-	call := func(ctx context.Context, s *liveSession) error {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		r, err := s.cs.CallTool(cctx, &mcp.CallToolParams{Name: "list_directory", Arguments: map[string]any{}})
-		if err == nil && r.IsError {
-			err = errors.New("the tool returned an error: " + toolText(r))
-		}
+	return hosts, nil
+}
+
+// sessionProbe is one run of probe session: the replicas' URLs (and their hosts), the token and the
+// transport every session's requests rotate over.
+type sessionProbe struct {
+	token       string
+	urls, hosts []string
+	transport   http.RoundTripper
+	// firstGone takes hosts[0] out of every session's rotation.
+	firstGone *atomic.Bool
+}
+
+// newSession is a session to be initialized at urls[owner].
+func (p *sessionProbe) newSession(owner int) *liveSession {
+	rot := &rotation{next: bearer{p.token, p.transport}, hosts: p.hosts, firstGone: p.firstGone, targets: map[string]int{}, ids: map[string]bool{}}
+	return &liveSession{run: &SessionRun{Owner: p.urls[owner], Targets: map[string]int{}}, rot: rot}
+}
+
+// connect initializes the session at hosts[at] (or the next live host).
+func (p *sessionProbe) connect(ctx context.Context, s *liveSession, at int) error {
+	s.rot.start(at)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: s.rot}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "probe", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: p.urls[0], HTTPClient: hc, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
+	if err != nil {
 		return err
 	}
-	rep := &SessionReport{}
-	ctx := context.Background()
+	s.cs = cs
+	return nil
+}
 
-	// 1. Warm-up: one session per owner, one call at every replica.
+// callTool calls list_directory in the session, within 15s; a tool error is an error.
+func callTool(ctx context.Context, s *liveSession) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r, err := s.cs.CallTool(cctx, &mcp.CallToolParams{Name: "list_directory", Arguments: map[string]any{}})
+	if err == nil && r.IsError {
+		err = errors.New("the tool returned an error: " + toolText(r))
+	}
+	return err
+}
+
+// warmUp retries whole warm-up rounds, counted in rep, until every replica relays to every other;
+// false (with rep.Error) when they did not within 45s.
+func (p *sessionProbe) warmUp(ctx context.Context, rep *SessionReport) bool {
 	deadline := time.Now().Add(45 * time.Second)
 	for {
-		err := func() error {
-			for i := range urls {
-				s := newSession(i)
-				if err := connect(ctx, s, i); err != nil {
-					return fmt.Errorf("initialize at %s: %w", urls[i], err)
-				}
-				defer s.cs.Close()
-				for range urls {
-					if err := call(ctx, s); err != nil {
-						return fmt.Errorf("session of %s, call at %s: %w", urls[i], s.rot.lastHost, err)
-					}
-				}
-			}
-			return nil
-		}()
+		err := p.warmUpRound(ctx)
 		if err == nil {
-			break
+			return true
 		}
 		rep.Warmups++
 		rep.WarmupError = err.Error()
 		if time.Now().After(deadline) {
 			rep.Error = "warm-up: the replicas did not all relay within 45s: " + err.Error()
-			return rep, nil
+			return false
 		}
 		time.Sleep(time.Second)
 	}
+}
 
-	// 2. Phase 1.
+// warmUpRound is one warm-up round: one session per owner, one call at every replica; the sessions
+// are closed at its end.
+func (p *sessionProbe) warmUpRound(ctx context.Context) error {
+	for i := range p.urls {
+		s := p.newSession(i)
+		if err := p.connect(ctx, s, i); err != nil {
+			return fmt.Errorf("initialize at %s: %w", p.urls[i], err)
+		}
+		defer s.cs.Close()
+		for range p.urls {
+			if err := callTool(ctx, s); err != nil {
+				return fmt.Errorf("session of %s, call at %s: %w", p.urls[i], s.rot.lastHost, err)
+			}
+		}
+	}
+	return nil
+}
+
+// openSessions initializes session i at urls[i], recorded in rep; false (with rep.Error) when one
+// could not be.
+func (p *sessionProbe) openSessions(ctx context.Context, rep *SessionReport) ([]*liveSession, bool) {
 	var live []*liveSession
-	for i := range urls {
-		s := newSession(i)
+	for i := range p.urls {
+		s := p.newSession(i)
 		rep.Sessions = append(rep.Sessions, s.run)
-		if err := connect(ctx, s, i); err != nil {
-			rep.Error = fmt.Sprintf("phase 1: initialize at %s: %v", urls[i], err)
-			return rep, nil
+		if err := p.connect(ctx, s, i); err != nil {
+			rep.Error = fmt.Sprintf("phase 1: initialize at %s: %v", p.urls[i], err)
+			return live, false
 		}
 		s.rot.mu.Lock()
 		s.run.IssuedAt = "https://" + s.rot.issuedAt
 		s.rot.mu.Unlock()
 		live = append(live, s)
 	}
-	defer func() {
+	return live, true
+}
+
+// phase1 makes n rounds of one call per session; every failure is recorded in its session's run.
+func phase1(ctx context.Context, live []*liveSession, n int) {
+	for range n {
 		for _, s := range live {
-			if s.cs != nil {
-				_ = s.cs.Close()
-			}
-		}
-	}()
-	for range *rounds * len(urls) {
-		for _, s := range live {
-			if err := call(ctx, s); err != nil {
+			if err := callTool(ctx, s); err != nil {
 				s.run.Failures = append(s.run.Failures, fmt.Sprintf("phase 1 at %s: %v", s.rot.lastHost, err))
 			} else {
 				s.run.Phase1OK++
 			}
 		}
 	}
+}
 
-	// 3. The cues: the first connection to --ready acknowledges the end of phase 1 (the test then
-	// deletes the first URL's pod), the second says the pod is gone (the test saw its peer port
-	// close from another replica). The first URL must then refuse connections too.
-	ln, err := net.Listen("tcp", *ready)
-	if err != nil {
-		rep.Error = "--ready: " + err.Error()
-		return rep, nil
-	}
-	defer ln.Close()
+// waitCues waits for the two cues on ln, each within goneWait, and returns when the first came.
+func waitCues(ln net.Listener, ready string, goneWait time.Duration) (time.Time, error) {
 	cues := make(chan time.Time, 2)
 	go func() {
 		for {
@@ -298,54 +373,64 @@ func sessions(args []string) (*SessionReport, error) {
 			if i == 0 {
 				t0 = t
 			}
-		case <-time.After(*goneWait):
-			rep.Error = fmt.Sprintf("no cue %d on %s within %s", i+1, *ready, *goneWait)
-			return rep, nil
+		case <-time.After(goneWait):
+			return t0, fmt.Errorf("no cue %d on %s within %s", i+1, ready, goneWait)
 		}
 	}
-	if c, err := net.DialTimeout("tcp", hosts[0], 2*time.Second); err == nil {
-		c.Close()
-		rep.Error = fmt.Sprintf("%s still accepts connections after the cue that its pod is gone", hosts[0])
-		return rep, nil
-	}
-	rep.Gone, rep.GoneAfterMs = urls[0], time.Since(t0).Milliseconds()
-	firstGone.Store(true)
+	return t0, nil
+}
 
-	// 4. Phase 2 on the remaining replicas; a 404 costs one initialize.
-	for range *rounds * (len(urls) - 1) {
+// phase2 makes n rounds of one call per session on the remaining replicas; a session answered 404
+// (the first time) is initialized again and the call retried. False when a session could not be
+// initialized again, which ends the run.
+func (p *sessionProbe) phase2(ctx context.Context, live []*liveSession, n int) bool {
+	for range n {
 		for _, s := range live {
-			err := call(ctx, s)
+			err := callTool(ctx, s)
 			if err != nil && s.run.Reinitialized == 0 && sessionMissing(err) {
-				s.rot.mu.Lock()
-				s.run.NotFoundMs = float64(s.rot.lastDur.Microseconds()) / 1000
-				s.run.NotFoundURL = "https://" + s.rot.lastHost
-				if s.rot.lastStatus != http.StatusNotFound {
-					s.run.NotFoundURL += fmt.Sprintf(" (status %d)", s.rot.lastStatus)
-				}
-				s.rot.mu.Unlock()
-				_ = s.cs.Close()
-				s.cs = nil
-				s.run.Reinitialized++
-				s.rot.mu.Lock()
-				at := s.rot.i
-				s.rot.mu.Unlock()
-				if err = connect(ctx, s, at); err == nil {
-					s.rot.mu.Lock()
-					s.run.NewOwner = "https://" + s.rot.issuedAt
-					s.rot.mu.Unlock()
-					err = call(ctx, s)
-				}
+				err = p.reinitialize(ctx, s)
 			}
 			if err != nil {
 				s.run.Failures = append(s.run.Failures, fmt.Sprintf("phase 2 at %s: %v", s.rot.lastHost, err))
 				if s.cs == nil {
-					return rep, nil
+					return false
 				}
 			} else {
 				s.run.Phase2OK++
 			}
 		}
 	}
+	return true
+}
+
+// reinitialize records the 404 the session got, initializes it again at the next replica of its
+// rotation and retries the call there.
+func (p *sessionProbe) reinitialize(ctx context.Context, s *liveSession) error {
+	s.rot.mu.Lock()
+	s.run.NotFoundMs = float64(s.rot.lastDur.Microseconds()) / 1000
+	s.run.NotFoundURL = "https://" + s.rot.lastHost
+	if s.rot.lastStatus != http.StatusNotFound {
+		s.run.NotFoundURL += fmt.Sprintf(" (status %d)", s.rot.lastStatus)
+	}
+	s.rot.mu.Unlock()
+	_ = s.cs.Close()
+	s.cs = nil
+	s.run.Reinitialized++
+	s.rot.mu.Lock()
+	at := s.rot.i
+	s.rot.mu.Unlock()
+	if err := p.connect(ctx, s, at); err != nil {
+		return err
+	}
+	s.rot.mu.Lock()
+	s.run.NewOwner = "https://" + s.rot.issuedAt
+	s.rot.mu.Unlock()
+	return callTool(ctx, s)
+}
+
+// collectTargets copies each session's request counts by URL and its number of session ids into its
+// run.
+func collectTargets(live []*liveSession) {
 	for _, s := range live {
 		s.rot.mu.Lock()
 		for h, n := range s.rot.targets {
@@ -354,7 +439,6 @@ func sessions(args []string) (*SessionReport, error) {
 		s.run.IDs = len(s.rot.ids)
 		s.rot.mu.Unlock()
 	}
-	return rep, nil
 }
 
 // sessionMissing reports whether a go-sdk client error is the transport's "session not found" (an
