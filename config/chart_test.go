@@ -199,6 +199,31 @@ func TestChartValuesSchemaRejectsMistakes(t *testing.T) {
 // TestChartToggles checks what each values toggle adds or removes.
 func TestChartToggles(t *testing.T) {
 	def := helmTemplate(t)
+	checkDefaultRender(t, def)
+	checkEveryToggleOn(t)
+	checkWebhookAndMetricsOff(t)
+
+	// Dogfooding: the workload webhook may cover the operator's own namespace; the MCPServer webhook and
+	// the default never do.
+	if got := ownNamespaceExcluded(def); !got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
+		t.Errorf("by default the operator's namespace is excluded from both webhooks: %v", got)
+	}
+	if got := ownNamespaceExcluded(helmTemplate(t, "--set", "webhook.enforceOwnNamespace=true")); got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
+		t.Errorf("webhook.enforceOwnNamespace=true: excluded from %v, want only the MCPServer webhook", got)
+	}
+
+	pinned := helmTemplate(t, "--set", "image.digest=sha256:"+strings.Repeat("ab", 32))
+	d := byKind(pinned, "Deployment", "controller-manager")
+	body, _ := yaml.Marshal(d)
+	if !strings.Contains(string(body), "mcp-warden/manager@sha256:"+strings.Repeat("ab", 32)) {
+		t.Error("image.digest does not pin the manager image")
+	}
+}
+
+// checkDefaultRender checks the chart rendered with its default values (def): the objects, the
+// manager's arguments, the scale values and the CRDs' sync wave.
+func checkDefaultRender(t *testing.T, def []map[string]any) {
+	t.Helper()
 	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 1, "ValidatingWebhookConfiguration": 1, "Service": 2, "Secret": 1, "ServiceMonitor": 0, "ConfigMap": 0, "Certificate": 0, "Role": 2, "RoleBinding": 2} {
 		if got := count(def, kind); got != want {
 			t.Errorf("default values: %d %s, want %d", got, kind, want)
@@ -221,6 +246,12 @@ func TestChartToggles(t *testing.T) {
 		}
 	}
 
+}
+
+// checkEveryToggleOn checks the chart rendered with every toggle on: ServiceMonitor, Argo CD health
+// ConfigMap and cert-manager certificates.
+func checkEveryToggleOn(t *testing.T) {
+	t.Helper()
 	all := helmTemplate(t, allToggles...)
 	for kind, want := range map[string]int{"ServiceMonitor": 1, "ConfigMap": 1, "Certificate": 1, "Issuer": 1, "Secret": 0} {
 		if got := count(all, kind); got != want {
@@ -245,6 +276,11 @@ func TestChartToggles(t *testing.T) {
 		}
 	}
 
+}
+
+// checkWebhookAndMetricsOff checks the chart rendered with the webhooks and metrics off.
+func checkWebhookAndMetricsOff(t *testing.T) {
+	t.Helper()
 	off := helmTemplate(t, "--set", "webhook.enabled=false", "--set", "metrics.enabled=false")
 	for kind, want := range map[string]int{"ValidatingWebhookConfiguration": 0, "Service": 0, "ClusterRole": 1} {
 		if got := count(off, kind); got != want {
@@ -255,39 +291,27 @@ func TestChartToggles(t *testing.T) {
 		t.Errorf("webhook and metrics off: manager args %s", args)
 	}
 
-	// Dogfooding: the workload webhook may cover the operator's own namespace; the MCPServer webhook and
-	// the default never do.
-	excluded := func(objs []map[string]any) map[string]bool {
-		out := map[string]bool{}
-		vwc := byKind(objs, "ValidatingWebhookConfiguration", "")
-		for _, w := range vwc["webhooks"].([]any) {
-			wh := w.(map[string]any)
-			sel, _ := wh["namespaceSelector"].(map[string]any) // a cluster-scoped kind's webhook has none
-			exprs, _ := sel["matchExpressions"].([]any)
-			for _, e := range exprs {
-				ex := e.(map[string]any)
-				if ex["operator"] == "NotIn" {
-					for _, v := range ex["values"].([]any) {
-						if v == "mcp-warden-system" {
-							out[wh["name"].(string)] = true
-						}
+}
+
+// ownNamespaceExcluded returns the names of the webhooks whose namespace selector excludes the
+// operator's namespace (mcp-warden-system).
+func ownNamespaceExcluded(objs []map[string]any) map[string]bool {
+	out := map[string]bool{}
+	vwc := byKind(objs, "ValidatingWebhookConfiguration", "")
+	for _, w := range vwc["webhooks"].([]any) {
+		wh := w.(map[string]any)
+		sel, _ := wh["namespaceSelector"].(map[string]any) // a cluster-scoped kind's webhook has none
+		exprs, _ := sel["matchExpressions"].([]any)
+		for _, e := range exprs {
+			ex := e.(map[string]any)
+			if ex["operator"] == "NotIn" {
+				for _, v := range ex["values"].([]any) {
+					if v == "mcp-warden-system" {
+						out[wh["name"].(string)] = true
 					}
 				}
 			}
 		}
-		return out
 	}
-	if got := excluded(def); !got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
-		t.Errorf("by default the operator's namespace is excluded from both webhooks: %v", got)
-	}
-	if got := excluded(helmTemplate(t, "--set", "webhook.enforceOwnNamespace=true")); got["vworkloads.mcp.warden.dev"] || !got["vmcpserver.mcp.warden.dev"] {
-		t.Errorf("webhook.enforceOwnNamespace=true: excluded from %v, want only the MCPServer webhook", got)
-	}
-
-	pinned := helmTemplate(t, "--set", "image.digest=sha256:"+strings.Repeat("ab", 32))
-	d := byKind(pinned, "Deployment", "controller-manager")
-	body, _ := yaml.Marshal(d)
-	if !strings.Contains(string(body), "mcp-warden/manager@sha256:"+strings.Repeat("ab", 32)) {
-		t.Error("image.digest does not pin the manager image")
-	}
+	return out
 }

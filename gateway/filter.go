@@ -146,17 +146,34 @@ func (fl *filter) list(m *message, c *caller) bool {
 	}
 	var res map[string]json.RawMessage
 	var tools []json.RawMessage
-	if err := decode(m.Result, &res); err != nil {
+	if decode(m.Result, &res) != nil || decode(res["tools"], &tools) != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
 		return true
 	}
-	if err := decode(res["tools"], &tools); err != nil {
-		m.Result, m.Error = nil, &rpcError{Code: codeUpstream, Message: "the MCP server sent a malformed tools/list result"}
-		return true
+	list, err := json.Marshal(fl.visibleTools(fl.observeTools(tools), c))
+	if err != nil {
+		return false
 	}
-	defs := make([]*toolDef, 0, len(tools))
+	res["tools"] = list
+	sanitizeListMembers(res)
+	if m.Result, err = json.Marshal(res); err != nil {
+		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode tools/list"}
+	}
+	return true
+}
+
+// observedTools are the well-formed definitions of a tools/list result, in order, and the names under
+// which the server lists two different definitions.
+type observedTools struct {
+	defs     []*toolDef
+	conflict map[string]bool
+}
+
+// observeTools records every tool definition of a tools/list result in the catalog; malformed ones
+// are dropped.
+func (fl *filter) observeTools(tools []json.RawMessage) observedTools {
+	o := observedTools{defs: make([]*toolDef, 0, len(tools)), conflict: map[string]bool{}}
 	hashes := map[string]string{}
-	conflict := map[string]bool{}
 	for _, raw := range tools {
 		def, err := fl.tools.observe(raw)
 		if err != nil {
@@ -164,15 +181,21 @@ func (fl *filter) list(m *message, c *caller) bool {
 			continue
 		}
 		if h, seen := hashes[def.name]; seen && h != def.hash {
-			conflict[def.name] = true
+			o.conflict[def.name] = true
 		}
 		hashes[def.name] = def.hash
-		defs = append(defs, def)
+		o.defs = append(o.defs, def)
 	}
-	out := make([]json.RawMessage, 0, len(defs))
+	return o
+}
+
+// visibleTools returns the listed form of the tools the caller sees: one per name, none whose name
+// carries two definitions, none the pins refuse, and none outside the caller's scopes.
+func (fl *filter) visibleTools(o observedTools, c *caller) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(o.defs))
 	listed := map[string]bool{}
-	for _, def := range defs {
-		if conflict[def.name] {
+	for _, def := range o.defs {
+		if o.conflict[def.name] {
 			fl.log.Warn("tool hidden: the server lists two different definitions under one name", "tool", def.name)
 			continue
 		}
@@ -180,22 +203,29 @@ func (fl *filter) list(m *message, c *caller) bool {
 			continue
 		}
 		listed[def.name] = true
-		if ok, _ := fl.tools.allowed(def); !ok {
-			continue
+		if fl.visible(def, c) {
+			out = append(out, def.listed)
 		}
-		if c.principal != nil {
-			if _, ok := fl.policy.Grant(def.name, c.principal.Scopes); !ok {
-				continue
-			}
-		}
-		out = append(out, def.listed)
 	}
-	list, err := json.Marshal(out)
-	if err != nil {
+	return out
+}
+
+// visible reports whether the pins allow a tool and, for an authenticated caller, a scope grants it.
+func (fl *filter) visible(def *toolDef, c *caller) bool {
+	if ok, _ := fl.tools.allowed(def); !ok {
 		return false
 	}
-	res["tools"] = list
-	// the result's other members (nextCursor, _meta) are filtered like any other result
+	if c.principal == nil {
+		return true
+	}
+	_, ok := fl.policy.Grant(def.name, c.principal.Scopes)
+	return ok
+}
+
+// sanitizeListMembers filters the members of a tools/list result other than tools (nextCursor,
+// _meta) like any other result: a member that is not JSON is dropped, one with hidden content or
+// secrets is replaced by its sanitized value under its sanitized name (unless that name is taken).
+func sanitizeListMembers(res map[string]json.RawMessage) {
 	for k, raw := range res {
 		if k == "tools" {
 			continue
@@ -205,20 +235,19 @@ func (fl *filter) list(m *message, c *caller) bool {
 			delete(res, k)
 			continue
 		}
-		if v, f := sanitize.Value(v); f.Any() {
-			delete(res, k)
-			clean, _ := sanitize.Text(k)
-			if _, taken := res[clean]; !taken && clean != "tools" {
-				if b, err := json.Marshal(v); err == nil {
-					res[clean] = b
-				}
-			}
+		v, f := sanitize.Value(v)
+		if !f.Any() {
+			continue
+		}
+		delete(res, k)
+		clean, _ := sanitize.Text(k)
+		if _, taken := res[clean]; taken || clean == "tools" {
+			continue
+		}
+		if b, err := json.Marshal(v); err == nil {
+			res[clean] = b
 		}
 	}
-	if m.Result, err = json.Marshal(res); err != nil {
-		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode tools/list"}
-	}
-	return true
 }
 
 // withheldResult replaces a tool result that failed a check.
@@ -228,10 +257,9 @@ func withheldResult(text string) map[string]any {
 
 // filterCall checks a tool result against the output schema, sanitizes it and audits the call.
 func (fl *filter) call(m *message, pc *pendingCall) bool {
-	reason := pc.reason
 	if m.Error != nil {
 		sanitizeRPCError(m)
-		pc.settle(audit.Allow, reason, audit.ResultRPCError)
+		pc.settle(audit.Allow, pc.reason, audit.ResultRPCError)
 		return true
 	}
 	var res map[string]any
@@ -240,58 +268,95 @@ func (fl *filter) call(m *message, pc *pendingCall) bool {
 		pc.settle(audit.Allow, "malformed result", audit.ResultUpstreamError)
 		return true
 	}
-	result, changed := audit.ResultOK, false
-	if rt, _ := res["resultType"].(string); rt == "input_required" {
-		// the server asks the client for input; the client will retry the call
-		result = audit.ResultInputRequired
-		if pc.approved != nil {
-			upstream, _ := res["requestState"].(string)
-			st := *pc.approved
-			st.Approved, st.Upstream = true, upstream
-			st.Expires = time.Now().Add(fl.approvalTimeout).Unix()
-			res["requestState"], changed = fl.seal(st), true
-		}
-	} else if isErr, _ := res["isError"].(bool); isErr {
-		result = audit.ResultToolError
-		if content, ok := res["content"].([]any); ok {
-			for _, item := range content {
-				if it, ok := item.(map[string]any); ok && it["type"] == "text" {
-					if s, ok := it["text"].(string); ok {
-						if clean := sanitize.Error(s); clean != s {
-							it["text"], changed = clean, true
-						}
-					}
-				}
-			}
-		}
-	} else if pc.tool != nil && pc.tool.schemas.output != nil {
-		sc, has := res["structuredContent"]
-		err := errors.New("structuredContent is missing")
-		if has {
-			err = pc.tool.schemas.output.Validate(sc)
-		}
-		if err != nil {
-			fl.log.Warn("tool result withheld: it does not match the pinned output schema", "tool", pc.name, "err", err)
-			res = withheldResult("The result of tool " + pc.name + " was withheld: it does not match the tool's output schema.")
-			result, reason, changed = audit.ResultOutputInvalid, "output schema: "+err.Error(), true
-		}
-	}
-	if _, f := sanitize.Value(res); f.Any() {
-		changed = true
+	v := fl.checkResult(res, pc)
+	if _, f := sanitize.Value(v.res); f.Any() {
+		v.changed = true
 		note := fmt.Sprintf("result sanitized: %d hidden characters, %d HTML comments, %d secrets removed", f.Hidden, f.Comments, f.Secrets)
 		fl.metrics.countSanitized(f)
 		fl.log.Warn("hidden content or secrets removed from a tool result", "tool", pc.name, "hidden", f.Hidden, "htmlComments", f.Comments, "secrets", f.Secrets)
-		reason = strings.TrimPrefix(reason+"; "+note, "; ")
+		v.reason = strings.TrimPrefix(v.reason+"; "+note, "; ")
 	}
-	pc.settle(audit.Allow, reason, result)
-	if !changed {
+	pc.settle(audit.Allow, v.reason, v.result)
+	if !v.changed {
 		return false
 	}
-	out, err := json.Marshal(res)
+	out, err := json.Marshal(v.res)
 	if err != nil {
 		m.Result, m.Error = nil, &rpcError{Code: codeInternalError, Message: "gateway could not encode the tool result"}
 		return true
 	}
 	m.Result = out
 	return true
+}
+
+// callVerdict is what the checks of a tool result decided: the result to pass on, its audit result
+// and reason, and whether it differs from what the server sent.
+type callVerdict struct {
+	res     map[string]any
+	result  string
+	reason  string
+	changed bool
+}
+
+// checkResult applies the check that fits a tool result: an input_required result gets the approval
+// sealed into its request state, a tool error loses secrets from its text, any other result must
+// match the tool's pinned output schema or is withheld.
+func (fl *filter) checkResult(res map[string]any, pc *pendingCall) callVerdict {
+	v := callVerdict{res: res, result: audit.ResultOK, reason: pc.reason}
+	if rt, _ := res["resultType"].(string); rt == "input_required" {
+		// the server asks the client for input; the client will retry the call
+		v.result, v.changed = audit.ResultInputRequired, fl.sealApproval(res, pc)
+		return v
+	}
+	if isErr, _ := res["isError"].(bool); isErr {
+		v.result, v.changed = audit.ResultToolError, sanitizeToolErrorText(res)
+		return v
+	}
+	if pc.tool == nil || pc.tool.schemas.output == nil {
+		return v
+	}
+	sc, has := res["structuredContent"]
+	err := errors.New("structuredContent is missing")
+	if has {
+		err = pc.tool.schemas.output.Validate(sc)
+	}
+	if err != nil {
+		fl.log.Warn("tool result withheld: it does not match the pinned output schema", "tool", pc.name, "err", err)
+		v.res = withheldResult("The result of tool " + pc.name + " was withheld: it does not match the tool's output schema.")
+		v.result, v.reason, v.changed = audit.ResultOutputInvalid, "output schema: "+err.Error(), true
+	}
+	return v
+}
+
+// sealApproval seals the approval a call was run under into the request state of its input_required
+// result, so the client's retry carries it (with the server's own state); it reports whether it did.
+func (fl *filter) sealApproval(res map[string]any, pc *pendingCall) bool {
+	if pc.approved == nil {
+		return false
+	}
+	upstream, _ := res["requestState"].(string)
+	st := *pc.approved
+	st.Approved, st.Upstream = true, upstream
+	st.Expires = time.Now().Add(fl.approvalTimeout).Unix()
+	res["requestState"] = fl.seal(st)
+	return true
+}
+
+// sanitizeToolErrorText sanitizes the text items of a tool error's content like an error message and
+// reports whether any changed.
+func sanitizeToolErrorText(res map[string]any) bool {
+	content, _ := res["content"].([]any)
+	changed := false
+	for _, item := range content {
+		it, ok := item.(map[string]any)
+		if !ok || it["type"] != "text" {
+			continue
+		}
+		if s, ok := it["text"].(string); ok {
+			if clean := sanitize.Error(s); clean != s {
+				it["text"], changed = clean, true
+			}
+		}
+	}
+	return changed
 }

@@ -281,43 +281,58 @@ func TestResultSanitizing(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := resultText(res)
-			t.Run("hidden unicode stripped", func(t *testing.T) {
-				for _, bad := range []string{"\u200b", "\u200d", "\u202e", "\U000E0049", "<!--", "ignore previous instructions"} {
-					if strings.Contains(got, bad) {
-						t.Errorf("result still contains %q: %q", bad, got)
-					}
-				}
-				if !strings.Contains(got, "quarterly report") {
-					t.Errorf("visible text lost: %q", got)
-				}
-			})
-			t.Run("secrets redacted", func(t *testing.T) {
-				for _, secret := range []string{"AKIAIOSFODNN7EXAMPLE", "ghp_0123456789", "MIIEow", "BEGIN RSA PRIVATE KEY"} {
-					if strings.Contains(got, secret) {
-						t.Errorf("result leaks %q: %q", secret, got)
-					}
-				}
-				if !strings.Contains(got, "[REDACTED:aws-access-token]") {
-					t.Errorf("no redaction marker: %q", got)
-				}
-			})
-			t.Run("tool description sanitized", func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				for tool, err := range cs.Tools(ctx, nil) {
-					if err != nil {
-						t.Fatal(err)
-					}
-					if tool.Name == "fetch_report" && (tool.Description != "Fetch the report.") {
-						t.Fatalf("description %q", tool.Description)
-					}
-				}
-			})
+			t.Run("hidden unicode stripped", func(t *testing.T) { checkHiddenStripped(t, got) })
+			t.Run("secrets redacted", func(t *testing.T) { checkSecretsRedacted(t, got) })
+			t.Run("tool description sanitized", func(t *testing.T) { checkDescriptionSanitized(t, cs) })
 			lines := strings.Split(strings.TrimSpace(f.audit.String()), "\n")
 			if !strings.Contains(lines[len(lines)-1], "result sanitized") {
 				t.Errorf("audit does not record the sanitizing: %s", lines[len(lines)-1])
 			}
 		})
+	}
+}
+
+// checkHiddenStripped asserts that the fixture's fetch_report result lost its invisible characters,
+// HTML comment and injected instruction but kept its visible text.
+func checkHiddenStripped(t *testing.T, got string) {
+	t.Helper()
+	for _, bad := range []string{"\u200b", "\u200d", "\u202e", "\U000E0049", "<!--", "ignore previous instructions"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("result still contains %q: %q", bad, got)
+		}
+	}
+	if !strings.Contains(got, "quarterly report") {
+		t.Errorf("visible text lost: %q", got)
+	}
+}
+
+// checkSecretsRedacted asserts that the fixture's fetch_report result carries none of its secrets and
+// a redaction marker in their place.
+func checkSecretsRedacted(t *testing.T, got string) {
+	t.Helper()
+	for _, secret := range []string{"AKIAIOSFODNN7EXAMPLE", "ghp_0123456789", "MIIEow", "BEGIN RSA PRIVATE KEY"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("result leaks %q: %q", secret, got)
+		}
+	}
+	if !strings.Contains(got, "[REDACTED:aws-access-token]") {
+		t.Errorf("no redaction marker: %q", got)
+	}
+}
+
+// checkDescriptionSanitized asserts that tools/list shows fetch_report's description without its
+// hidden content.
+func checkDescriptionSanitized(t *testing.T, cs *mcp.ClientSession) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == "fetch_report" && (tool.Description != "Fetch the report.") {
+			t.Fatalf("description %q", tool.Description)
+		}
 	}
 }
 

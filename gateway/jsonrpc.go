@@ -131,75 +131,99 @@ func parseChecked(raw []byte) (*message, error) {
 		}
 		m.ID = id
 	}
+	check := checkResponse
 	if w.Method != nil {
-		if w.Method.Kind() != '"' {
-			return nil, errors.New("method must be a string")
-		}
-		if err := strictjson.DecodeChecked(w.Method, &m.Method); err != nil || m.Method == "" {
-			return nil, errors.New("method must be a non-empty string")
-		}
-		if w.Result != nil || w.Error != nil {
-			return nil, errors.New("a message with a method cannot carry result or error")
-		}
-		if w.ID != nil && !hasID(m.ID) {
-			return nil, errors.New("a request id cannot be null")
-		}
-		if w.ID == nil && !strings.HasPrefix(m.Method, "notifications/") {
-			// a peer could run a request sent without an id; the gateway checks requests, so it refuses
-			return nil, fmt.Errorf("method %s needs an id: only notifications/* are sent without one", strictjson.Quote(m.Method))
-		}
-		if w.Params != nil {
-			if w.Params.Kind() != '{' {
-				return nil, errors.New("params must be an object")
-			}
-			p, err := strictjson.Canonical(w.Params)
-			if err != nil {
-				return nil, err
-			}
-			m.Params = p
-		}
-		return m, nil
+		check = checkCall
 	}
+	if err := check(&w, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// checkCall fills m from the members of a request or notification (w has a method): a non-empty
+// string method, no result or error, a non-null id unless the method is a notification, object params.
+func checkCall(w *wireMessage, m *message) error {
+	if w.Method.Kind() != '"' {
+		return errors.New("method must be a string")
+	}
+	if err := strictjson.DecodeChecked(w.Method, &m.Method); err != nil || m.Method == "" {
+		return errors.New("method must be a non-empty string")
+	}
+	if w.Result != nil || w.Error != nil {
+		return errors.New("a message with a method cannot carry result or error")
+	}
+	if w.ID != nil && !hasID(m.ID) {
+		return errors.New("a request id cannot be null")
+	}
+	if w.ID == nil && !strings.HasPrefix(m.Method, "notifications/") {
+		// a peer could run a request sent without an id; the gateway checks requests, so it refuses
+		return fmt.Errorf("method %s needs an id: only notifications/* are sent without one", strictjson.Quote(m.Method))
+	}
+	if w.Params == nil {
+		return nil
+	}
+	if w.Params.Kind() != '{' {
+		return errors.New("params must be an object")
+	}
+	p, err := strictjson.Canonical(w.Params)
+	if err != nil {
+		return err
+	}
+	m.Params = p
+	return nil
+}
+
+// checkResponse fills m from the members of a response (w has no method): an id, no params, and
+// exactly one of a result (which needs a non-null id) and an error.
+func checkResponse(w *wireMessage, m *message) error {
 	if w.ID == nil {
-		return nil, errors.New("message has neither method nor id")
+		return errors.New("message has neither method nor id")
 	}
 	if w.Params != nil {
-		return nil, errors.New("a response cannot carry params")
+		return errors.New("a response cannot carry params")
 	}
 	if (w.Result == nil) == (w.Error == nil) {
-		return nil, errors.New("a response carries exactly one of result and error")
+		return errors.New("a response carries exactly one of result and error")
 	}
-	if w.Result != nil {
-		if !hasID(m.ID) {
-			return nil, errors.New("a result needs a request id")
-		}
-		r, err := strictjson.Canonical(w.Result)
-		if err != nil {
-			return nil, err
-		}
-		m.Result = r
-		return m, nil
+	if w.Result == nil {
+		return checkErrorMember(w.Error, m)
 	}
+	if !hasID(m.ID) {
+		return errors.New("a result needs a request id")
+	}
+	r, err := strictjson.Canonical(w.Result)
+	if err != nil {
+		return err
+	}
+	m.Result = r
+	return nil
+}
+
+// checkErrorMember fills m.Error from a response's error member: an object with exactly an integer
+// code, a string message and optional data.
+func checkErrorMember(raw jsontext.Value, m *message) error {
 	var e struct {
 		Code    *int64         `json:"code"`
 		Message *string        `json:"message"`
 		Data    jsontext.Value `json:"data"`
 	}
-	if err := strictjson.DecodeChecked(w.Error, &e, gojson.RejectUnknownMembers(true)); err != nil {
-		return nil, fmt.Errorf("error must be an object with code, message and data: %w", err)
+	if err := strictjson.DecodeChecked(raw, &e, gojson.RejectUnknownMembers(true)); err != nil {
+		return fmt.Errorf("error must be an object with code, message and data: %w", err)
 	}
 	if e.Code == nil || e.Message == nil {
-		return nil, errors.New("error needs an integer code and a string message")
+		return errors.New("error needs an integer code and a string message")
 	}
 	m.Error = &rpcError{Code: int(*e.Code), Message: *e.Message}
-	if e.Data != nil {
-		d, err := strictjson.Canonical(e.Data)
-		if err != nil {
-			return nil, err
-		}
-		m.Error.Data = d
+	if e.Data == nil {
+		return nil
 	}
-	return m, nil
+	d, err := strictjson.Canonical(e.Data)
+	if err != nil {
+		return err
+	}
+	m.Error.Data = d
+	return nil
 }
 
 // canonicalID accepts a string id (returned with minimal escapes) or an integer id in canonical form

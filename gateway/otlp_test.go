@@ -136,31 +136,7 @@ func TestOTLPSpanPerRequest(t *testing.T) {
 	if audit.TraceID != traceID {
 		t.Fatalf("audit record of read_file: trace id %q, want %s", audit.TraceID, traceID)
 	}
-	calls := map[string]*tracepb.Span{}
-	fresh := 0
-	for _, s := range spans {
-		id := hex.EncodeToString(s.TraceId)
-		raw, _ := proto.Marshal(s)
-		if strings.Contains(string(raw), secretArg) || strings.Contains(string(raw), tok) || strings.Contains(string(raw), "alice") {
-			t.Errorf("span %s carries a tool argument, the token or the principal: %v", s.Name, s)
-		}
-		if id != audit.TraceID {
-			fresh++
-			if len(s.ParentSpanId) != 0 {
-				t.Errorf("a trace the gateway started must be a root span, got parent %x", s.ParentSpanId)
-			}
-			continue
-		}
-		if got := hex.EncodeToString(s.ParentSpanId); got != clientSpan {
-			t.Errorf("span %s: parent %s, want the client's span %s", s.Name, got, clientSpan)
-		}
-		if s.Kind != tracepb.Span_SPAN_KIND_SERVER || s.EndTimeUnixNano < s.StartTimeUnixNano {
-			t.Errorf("span %s: kind %v, start %d end %d", s.Name, s.Kind, s.StartTimeUnixNano, s.EndTimeUnixNano)
-		}
-		if a := spanAttrs(s); a["mcp.tool.name"] != "" {
-			calls[a["mcp.tool.name"]] = s
-		}
-	}
+	calls, fresh := checkSpans(t, spans, audit.TraceID, clientSpan, []string{secretArg, tok, "alice"})
 	if fresh != 1 {
 		t.Errorf("want exactly one span outside the client's trace (the request without traceparent), got %d", fresh)
 	}
@@ -182,6 +158,41 @@ func TestOTLPSpanPerRequest(t *testing.T) {
 			t.Errorf("the server got traceparents %v, want %s (the exported span as its parent)", upstream, want)
 		}
 	}
+}
+
+// checkSpans asserts that no span carries any of the secrets, that the spans outside trace traceID
+// are roots and those inside are server spans under the client's span clientSpan. It returns the spans
+// of trace traceID by the tool they name and the number of spans outside it.
+func checkSpans(t *testing.T, spans []*tracepb.Span, traceID, clientSpan string, secrets []string) (map[string]*tracepb.Span, int) {
+	t.Helper()
+	calls := map[string]*tracepb.Span{}
+	fresh := 0
+	for _, s := range spans {
+		raw, _ := proto.Marshal(s)
+		for _, secret := range secrets {
+			if strings.Contains(string(raw), secret) {
+				t.Errorf("span %s carries a tool argument, the token or the principal: %v", s.Name, s)
+				break
+			}
+		}
+		if hex.EncodeToString(s.TraceId) != traceID {
+			fresh++
+			if len(s.ParentSpanId) != 0 {
+				t.Errorf("a trace the gateway started must be a root span, got parent %x", s.ParentSpanId)
+			}
+			continue
+		}
+		if got := hex.EncodeToString(s.ParentSpanId); got != clientSpan {
+			t.Errorf("span %s: parent %s, want the client's span %s", s.Name, got, clientSpan)
+		}
+		if s.Kind != tracepb.Span_SPAN_KIND_SERVER || s.EndTimeUnixNano < s.StartTimeUnixNano {
+			t.Errorf("span %s: kind %v, start %d end %d", s.Name, s.Kind, s.StartTimeUnixNano, s.EndTimeUnixNano)
+		}
+		if a := spanAttrs(s); a["mcp.tool.name"] != "" {
+			calls[a["mcp.tool.name"]] = s
+		}
+	}
+	return calls, fresh
 }
 
 // TestOTLPExportNeverBlocksRequests: a collector that accepts connections and never answers holds no

@@ -107,22 +107,8 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 		rl.sessions.remove(ex.sess.id)
 		rl.forgetSessionID(ctx)
 	}
-	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
-		if ex.initElicit != nil && resp.StatusCode < 300 {
-			rl.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
-		}
-		// the client never sees the server's session id, only the gateway's
-		out, err := rl.sessionID(ctx, sid, ex.caller.name)
-		if err != nil {
-			rl.log.Warn("refused the MCP server's session id", "err", err)
-			resp.Header.Del("Mcp-Session-Id")
-			if sw == nil {
-				rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server's session id is longer than the gateway accepts", audit.ResultUpstreamError)
-				return
-			}
-		} else {
-			resp.Header.Set("Mcp-Session-Id", out)
-		}
+	if !rl.sessionHeader(ctx, w, resp, ex, sw) {
+		return
 	}
 	if sw == nil {
 		for _, h := range returnedHeaders {
@@ -140,51 +126,91 @@ func (rl *relay) response(ctx context.Context, w http.ResponseWriter, resp *http
 		rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server answered with a redirect, which the gateway does not follow", audit.ResultUpstreamError)
 	case ct == "text/event-stream":
 		if sw == nil {
-			w.Header().Del("Content-Length")
-			w.WriteHeader(resp.StatusCode)
-			sw = newSSEWriter(w)
-			if ex.stream {
-				sw.flush() // a GET stream may stay quiet for long; the client waits for its headers
-			}
+			sw = rl.startStream(w, resp, ex)
 		}
 		rl.stream(ctx, resp.Body, ex, sw)
 	case ct == "application/json":
-		data, err := io.ReadAll(io.LimitReader(resp.Body, rl.maxResponse+1))
-		if err != nil || int64(len(data)) > rl.maxResponse {
-			msg := "the MCP server's response could not be read"
-			if err == nil {
-				msg = fmt.Sprintf("the MCP server's response exceeds %d bytes", rl.maxResponse)
-			}
-			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, msg, audit.ResultUpstreamError)
-			return
-		}
-		out := rl.filter.payload(data, ex)
-		if out == nil {
-			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, "the gateway refused the MCP server's response: it is not strict JSON-RPC or answers no request of this exchange", audit.ResultUpstreamError)
-			return
-		}
-		ex.commit()
-		if sw != nil {
-			_ = sw.writeFlush(sseEvent{data: out})
-		} else {
-			w.WriteHeader(resp.StatusCode)
-			_, _ = w.Write(out)
-		}
+		rl.passJSON(w, resp, ex, sw)
 	default:
-		// Only an empty body (202 Accepted for notifications and responses) passes without a JSON-RPC
-		// content type; anything else is not passed on.
-		if n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 1)); n > 0 {
-			ex.drop("the MCP server answered with content type " + strictjson.Quote(ct) + ", which is neither application/json nor text/event-stream")
-			w.Header().Del("Content-Type")
-			rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server answered with a content type that is not JSON-RPC", audit.ResultUpstreamError)
-			return
+		rl.passEmpty(w, resp, ex, sw, ct)
+	}
+}
+
+// sessionHeader replaces the server's session id in the response with the gateway's (the client
+// never sees the server's) and records the session an initialize opened. It reports false when it
+// already answered the client: the server's session id was refused and no event stream is open.
+func (rl *relay) sessionHeader(ctx context.Context, w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) bool {
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		return true
+	}
+	if ex.initElicit != nil && resp.StatusCode < 300 {
+		rl.sessions.put(&session{id: sid, owner: ex.caller.name, elicit: *ex.initElicit})
+	}
+	out, err := rl.sessionID(ctx, sid, ex.caller.name)
+	if err == nil {
+		resp.Header.Set("Mcp-Session-Id", out)
+		return true
+	}
+	rl.log.Warn("refused the MCP server's session id", "err", err)
+	resp.Header.Del("Mcp-Session-Id")
+	if sw != nil {
+		return true
+	}
+	rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server's session id is longer than the gateway accepts", audit.ResultUpstreamError)
+	return false
+}
+
+// startStream answers the client with an event stream of the server's status.
+func (rl *relay) startStream(w http.ResponseWriter, resp *http.Response, ex *exchange) *sseWriter {
+	w.Header().Del("Content-Length")
+	w.WriteHeader(resp.StatusCode)
+	sw := newSSEWriter(w)
+	if ex.stream {
+		sw.flush() // a GET stream may stay quiet for long; the client waits for its headers
+	}
+	return sw
+}
+
+// passJSON passes a JSON response on through the filter, within the response size limit.
+func (rl *relay) passJSON(w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter) {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, rl.maxResponse+1))
+	if err != nil || int64(len(data)) > rl.maxResponse {
+		msg := "the MCP server's response could not be read"
+		if err == nil {
+			msg = fmt.Sprintf("the MCP server's response exceeds %d bytes", rl.maxResponse)
 		}
-		if sw == nil {
-			w.Header().Del("Content-Type")
-			w.WriteHeader(resp.StatusCode)
-		}
+		w.Header().Del("Content-Type")
+		rl.fail(w, ex, sw, http.StatusBadGateway, msg, audit.ResultUpstreamError)
+		return
+	}
+	out := rl.filter.payload(data, ex)
+	if out == nil {
+		w.Header().Del("Content-Type")
+		rl.fail(w, ex, sw, http.StatusBadGateway, "the gateway refused the MCP server's response: it is not strict JSON-RPC or answers no request of this exchange", audit.ResultUpstreamError)
+		return
+	}
+	ex.commit()
+	if sw != nil {
+		_ = sw.writeFlush(sseEvent{data: out})
+		return
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(out)
+}
+
+// passEmpty passes on a response with neither JSON-RPC content type. Only an empty body (202 Accepted
+// for notifications and responses) passes; anything else is not passed on.
+func (rl *relay) passEmpty(w http.ResponseWriter, resp *http.Response, ex *exchange, sw *sseWriter, ct string) {
+	if n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 1)); n > 0 {
+		ex.drop("the MCP server answered with content type " + strictjson.Quote(ct) + ", which is neither application/json nor text/event-stream")
+		w.Header().Del("Content-Type")
+		rl.fail(w, ex, sw, http.StatusBadGateway, "the MCP server answered with a content type that is not JSON-RPC", audit.ResultUpstreamError)
+		return
+	}
+	if sw == nil {
+		w.Header().Del("Content-Type")
+		w.WriteHeader(resp.StatusCode)
 	}
 }
 

@@ -62,19 +62,7 @@ func (s *sseReader) next() (sseEvent, error) {
 			}
 			continue
 		}
-		line, err := s.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// a long line: collect it whole, within the limit
-			full := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				if int64(len(full)) > s.max {
-					return ev, errEventTooLarge
-				}
-				line, err = s.br.ReadSlice('\n')
-				full = append(full, line...)
-			}
-			line = full
-		}
+		line, err := s.readLine()
 		if err != nil && len(line) == 0 {
 			if errors.Is(err, io.EOF) && (hasData || ev.id != "") {
 				ev.data = data.Bytes()
@@ -86,19 +74,44 @@ func (s *sseReader) next() (sseEvent, error) {
 		if size > s.max {
 			return ev, errEventTooLarge
 		}
-		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		if bytes.IndexByte(line, '\r') >= 0 {
-			parts := bytes.Split(line, []byte("\r"))
-			for _, p := range parts[1:] {
-				s.more = append(s.more, bytes.Clone(p))
-			}
-			line = parts[0]
-		}
-		if done := s.field(&ev, &data, &hasData, line); done {
+		if done := s.field(&ev, &data, &hasData, s.splitCR(line)); done {
 			ev.data = data.Bytes()
 			return ev, nil
 		}
 	}
+}
+
+// readLine reads one line up to and including its LF, whole however long it is; a line longer than
+// the limit fails with errEventTooLarge (and no line).
+func (s *sseReader) readLine() ([]byte, error) {
+	line, err := s.br.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	// a long line: collect it whole, within the limit
+	full := append([]byte(nil), line...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		if int64(len(full)) > s.max {
+			return nil, errEventTooLarge
+		}
+		line, err = s.br.ReadSlice('\n')
+		full = append(full, line...)
+	}
+	return full, err
+}
+
+// splitCR strips the line ending (LF, CRLF) and returns the first of the lines a bare CR separates;
+// the others are kept in s.more, to be read next.
+func (s *sseReader) splitCR(line []byte) []byte {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if bytes.IndexByte(line, '\r') < 0 {
+		return line
+	}
+	parts := bytes.Split(line, []byte("\r"))
+	for _, p := range parts[1:] {
+		s.more = append(s.more, bytes.Clone(p))
+	}
+	return parts[0]
 }
 
 // field applies one line to the event being read and reports whether the line ends the event.

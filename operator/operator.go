@@ -225,11 +225,71 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("operator options: %w", err)
 	}
 	cfg = clientConfig(cfg, o)
-	managed := labels.SelectorFromSet(controllers.ManagedObjectsSelector())
-	cilium, err := servesCiliumPolicies(cfg)
+	eng, err := discoverEngines(cfg, o)
 	if err != nil {
 		return nil, err
 	}
+	mgr, err := newManager(cfg, o, eng)
+	if err != nil {
+		return nil, err
+	}
+	if err := withDefaultDependencies(mgr, &o); err != nil {
+		return nil, err
+	}
+	if err := setupControllers(mgr, o, eng); err != nil {
+		return nil, err
+	}
+	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", eng.cilium, "clusterNetworkPolicy", eng.clusterPolicies)
+	if !eng.clusterPolicies {
+		mgr.GetLogger().Info("the API server does not serve policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy: no cluster-wide denial of the protected ranges; the fence relies on the operator's NetworkPolicies and the NetworkPolicy webhook")
+	}
+	if o.Webhooks {
+		if err := setupWebhooks(mgr, o); err != nil {
+			return nil, err
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add ready check: %w", err)
+	}
+	return mgr, nil
+}
+
+// engines are the optional APIs the API server serves: CiliumNetworkPolicy and ClusterNetworkPolicy.
+type engines struct {
+	cilium, clusterPolicies bool
+}
+
+// discoverEngines asks the API server which policy engines it serves, and refuses a cert-manager
+// issuer for the gateways where cert-manager's Certificate is not served.
+func discoverEngines(cfg *rest.Config, o Options) (engines, error) {
+	var eng engines
+	var err error
+	if eng.cilium, err = servesCiliumPolicies(cfg); err != nil {
+		return eng, err
+	}
+	if eng.clusterPolicies, err = servesClusterNetworkPolicies(cfg); err != nil {
+		return eng, err
+	}
+	if o.GatewayCertIssuer == nil {
+		return eng, nil
+	}
+	served, err := servesKind(cfg, controllers.CertificateGVK)
+	if err != nil {
+		return eng, err
+	}
+	if !served {
+		return eng, fmt.Errorf("a cert-manager issuer (%s/%s) is configured for the gateways, but the API server does not serve cert-manager.io/v1 Certificate: install cert-manager, or leave the issuer unset to have the operator issue the certificates from its own CA", o.GatewayCertIssuer.Kind, o.GatewayCertIssuer.Name)
+	}
+	return eng, nil
+}
+
+// cacheByObject limits the cache to the operator's children (and, where served, its own
+// ClusterNetworkPolicy).
+func cacheByObject(eng engines) map[client.Object]cache.ByObject {
+	managed := labels.SelectorFromSet(controllers.ManagedObjectsSelector())
 	byObject := map[client.Object]cache.ByObject{
 		&appsv1.Deployment{}:     {Label: managed},
 		&corev1.Service{}:        {Label: managed},
@@ -241,23 +301,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// pod's gateway speaks for a server only if its owner chain leads to the MCPServer.
 		controllers.ReplicaSetMetadata(): {Label: managed, Transform: cache.TransformStripManagedFields()},
 	}
-	clusterPolicies, err := servesClusterNetworkPolicies(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if clusterPolicies {
+	if eng.clusterPolicies {
 		// Only the operator's own ClusterNetworkPolicy: its RBAC names it.
 		byObject[&policyv1beta1.ClusterNetworkPolicy{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", controllers.ClusterFenceName)}
 	}
-	if o.GatewayCertIssuer != nil {
-		served, err := servesKind(cfg, controllers.CertificateGVK)
-		if err != nil {
-			return nil, err
-		}
-		if !served {
-			return nil, fmt.Errorf("a cert-manager issuer (%s/%s) is configured for the gateways, but the API server does not serve cert-manager.io/v1 Certificate: install cert-manager, or leave the issuer unset to have the operator issue the certificates from its own CA", o.GatewayCertIssuer.Kind, o.GatewayCertIssuer.Name)
-		}
-	}
+	return byObject
+}
+
+// newManager creates the manager: webhook server, metrics, probes, leader election and cache.
+func newManager(cfg *rest.Config, o Options, eng engines) (ctrl.Manager, error) {
 	metrics := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.SecureMetrics}
 	if o.SecureMetrics {
 		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -281,11 +333,17 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// it needs to see; caching only them keeps memory flat on large clusters. NetworkPolicies are
 		// all cached: a tenant's own policy selecting server pods would widen their fence, and the
 		// controller reports it. CiliumNetworkPolicies likewise, where Cilium is installed.
-		Cache: cache.Options{ByObject: byObject},
+		Cache: cache.Options{ByObject: cacheByObject(eng)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
+	return mgr, nil
+}
+
+// withDefaultDependencies sets the verifier, OIDC discovery and issuer key fetcher the options leave
+// unset.
+func withDefaultDependencies(mgr ctrl.Manager, o *Options) error {
 	if o.Verifier == nil {
 		// One verifier (and cache) for the webhooks and the controller: the controller's check right
 		// after an admission is a cache hit.
@@ -298,16 +356,23 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.Discovery == nil {
 		o.Discovery = &guardrails.HTTPDiscovery{}
 	}
-	if o.IssuerKeys == nil {
-		roots, err := x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
-		}
-		if len(o.IssuerCABundle) > 0 && !roots.AppendCertsFromPEM(o.IssuerCABundle) {
-			return nil, errors.New("the issuer CA bundle holds no PEM certificate")
-		}
-		o.IssuerKeys = &issuerkeys.Fetcher{Client: issuerkeys.NewClient(roots), Refresh: o.IssuerKeysRefresh}
+	if o.IssuerKeys != nil {
+		return nil
 	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if len(o.IssuerCABundle) > 0 && !roots.AppendCertsFromPEM(o.IssuerCABundle) {
+		return errors.New("the issuer CA bundle holds no PEM certificate")
+	}
+	o.IssuerKeys = &issuerkeys.Fetcher{Client: issuerkeys.NewClient(roots), Refresh: o.IssuerKeysRefresh}
+	return nil
+}
+
+// setupControllers registers the MCPServer controller, the gateway signer (with the operator's own
+// CA), the MCPServerPolicy controller and, where served, the cluster fence controller.
+func setupControllers(mgr ctrl.Manager, o Options, eng engines) error {
 	r := &controllers.MCPServerReconciler{
 		Keys:            o.IssuerKeys,
 		MetricsScraper:  o.MetricsScraper,
@@ -319,7 +384,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Recorder:        mgr.GetEventRecorder("mcp-warden"),
 		ClusterDomain:   o.ClusterDomain,
 		DNS:             o.DNS,
-		Cilium:          cilium,
+		Cilium:          eng.cilium,
 		GatewayImage:    o.GatewayImage,
 		Verifier:        o.Verifier,
 		Pins:            o.PinReader,
@@ -338,12 +403,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		r.Operator = controllers.Peer{Namespace: o.Namespace, PodLabels: o.OperatorPodLabels}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("set up MCPServer controller: %w", err)
+		return fmt.Errorf("set up MCPServer controller: %w", err)
 	}
 	if r.CA != nil {
 		signer := &controllers.PodCertSigner{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CA: r.CA, GatewayImage: o.GatewayImage, ClusterDomain: o.ClusterDomain}
 		if err := signer.SetupWithManager(mgr); err != nil {
-			return nil, fmt.Errorf("set up the gateway signer: %w", err)
+			return fmt.Errorf("set up the gateway signer: %w", err)
 		}
 	}
 	pr := &controllers.MCPServerPolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mcp-warden")}
@@ -351,29 +416,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		pr.Checker = checker
 	}
 	if err := pr.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("set up MCPServerPolicy controller: %w", err)
+		return fmt.Errorf("set up MCPServerPolicy controller: %w", err)
 	}
-	if clusterPolicies {
-		if err := (&controllers.ClusterFenceReconciler{Client: mgr.GetClient(), DNS: o.DNS}).SetupWithManager(mgr); err != nil {
-			return nil, fmt.Errorf("set up the cluster fence controller: %w", err)
-		}
+	if !eng.clusterPolicies {
+		return nil
 	}
-	mgr.GetLogger().Info("network policy engines", "kubernetes", true, "cilium", cilium, "clusterNetworkPolicy", clusterPolicies)
-	if !clusterPolicies {
-		mgr.GetLogger().Info("the API server does not serve policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy: no cluster-wide denial of the protected ranges; the fence relies on the operator's NetworkPolicies and the NetworkPolicy webhook")
+	if err := (&controllers.ClusterFenceReconciler{Client: mgr.GetClient(), DNS: o.DNS}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the cluster fence controller: %w", err)
 	}
-	if o.Webhooks {
-		if err := setupWebhooks(mgr, o); err != nil {
-			return nil, err
-		}
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return nil, fmt.Errorf("add health check: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return nil, fmt.Errorf("add ready check: %w", err)
-	}
-	return mgr, nil
+	return nil
 }
 
 // identity asks the API server who the operator is (a SelfSubjectReview), so that the NetworkPolicy

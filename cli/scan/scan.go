@@ -120,49 +120,66 @@ func Paths(paths []string, stdin io.Reader) ([]Finding, int, error) {
 	var out []Finding
 	objects := 0
 	for _, p := range paths {
+		var f []Finding
+		var n int
+		var err error
 		if p == "-" {
-			data, err := io.ReadAll(stdin)
-			if err != nil {
-				return nil, 0, err
-			}
-			f, n, err := Manifests("<stdin>", data)
-			if err != nil {
-				return nil, 0, err
-			}
-			out, objects = append(out, f...), objects+n
-			continue
+			f, n, err = scanStdin(stdin)
+		} else {
+			f, n, err = scanTree(p)
 		}
-		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if path != p && strings.HasPrefix(d.Name(), ".") {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			switch strings.ToLower(filepath.Ext(path)) {
-			case ".yaml", ".yml", ".json":
-			default:
-				return nil
-			}
-			data, err := os.ReadFile(path) //nolint:gosec // reads the user's own manifests, read-only; a symlink race gains nothing
-			if err != nil {
-				return err
-			}
-			f, n, err := Manifests(path, data)
-			if err != nil {
-				return err
-			}
-			out, objects = append(out, f...), objects+n
-			return nil
-		})
 		if err != nil {
-			return nil, 0, fmt.Errorf("scan %s: %w", p, err)
+			return nil, 0, err
 		}
+		out, objects = append(out, f...), objects+n
 	}
 	Sort(out)
+	return out, objects, nil
+}
+
+// scanStdin scans the manifests read from stdin.
+func scanStdin(stdin io.Reader) ([]Finding, int, error) {
+	data, err := io.ReadAll(stdin)
+	if err != nil {
+		return nil, 0, err
+	}
+	return Manifests("<stdin>", data)
+}
+
+// scanTree scans the file p, or the .yaml, .yml and .json files under the directory p (hidden
+// directories below it skipped).
+func scanTree(p string) ([]Finding, int, error) {
+	var out []Finding
+	objects := 0
+	err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != p && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml", ".json":
+		default:
+			return nil
+		}
+		data, err := os.ReadFile(path) //nolint:gosec // reads the user's own manifests, read-only; a symlink race gains nothing
+		if err != nil {
+			return err
+		}
+		f, n, err := Manifests(path, data)
+		if err != nil {
+			return err
+		}
+		out, objects = append(out, f...), objects+n
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("scan %s: %w", p, err)
+	}
 	return out, objects, nil
 }
 
@@ -252,58 +269,90 @@ func serverPolicy(file string, doc *yaml.Node) []Finding {
 func server(file string, doc *yaml.Node) []Finding {
 	root := doc.Content[0]
 	s := &mcpv1alpha1.MCPServer{}
-	var out []Finding
+	c := &serverCheck{file: file, root: root}
 	if err := decodeStrict(doc, s); err != nil {
 		// What could be read is still checked; the unknown or mistyped field is reported.
-		out = append(out, newFinding(ruleInvalid, file, root.Line, s.Namespace+"/"+s.Name, "%v", err))
+		c.out = append(c.out, newFinding(ruleInvalid, file, root.Line, s.Namespace+"/"+s.Name, "%v", err))
 	}
-	obj := s.Namespace + "/" + s.Name
-	at := func(path ...string) int { return lineOf(root, path...) }
-	add := func(r Rule, line int, format string, args ...any) {
-		out = append(out, newFinding(r, file, line, obj, format, args...))
-	}
-
+	c.obj = s.Namespace + "/" + s.Name
 	if _, err := imageverify.ParseDigest(s.Spec.Image); err != nil {
-		add(ruleTag, at("spec", "image"), "spec.image %q: %v", s.Spec.Image, err)
+		c.add(ruleTag, c.at("spec", "image"), "spec.image %q: %v", s.Spec.Image, err)
 	}
+	c.auth(s)
+	c.env(s.Spec.Env)
+	c.egress(s.Spec.Egress)
+	c.tools(&s.Spec.Gateway)
+	return c.out
+}
+
+// serverCheck collects the findings of one MCPServer document (obj is its namespace/name, root the
+// document's node, for lines).
+type serverCheck struct {
+	file, obj string
+	root      *yaml.Node
+	out       []Finding
+}
+
+func (c *serverCheck) add(r Rule, line int, format string, args ...any) {
+	c.out = append(c.out, newFinding(r, c.file, line, c.obj, format, args...))
+}
+
+func (c *serverCheck) at(path ...string) int { return lineOf(c.root, path...) }
+
+// auth checks the gateway's authentication: on, with an issuer, scopes and the issuer's own keys.
+func (c *serverCheck) auth(s *mcpv1alpha1.MCPServer) {
 	g := s.Spec.Gateway
 	if g.Auth.Disabled {
-		add(ruleAuthOff, at("spec", "gateway", "auth", "disabled"), "spec.gateway.auth.disabled is true: anyone who reaches the server can call its tools")
-	} else {
-		if g.Auth.Issuer == "" {
-			add(ruleNoIssuer, at("spec", "gateway"), "spec.gateway.auth.issuer is not set")
-		}
-		if len(g.Scopes) == 0 {
-			add(ruleNoScopes, at("spec", "gateway"), "spec.gateway.scopes is empty")
-		}
-		if errs := guardrails.CheckJWKSURL(s); len(errs) > 0 {
-			add(ruleJWKSLocal, at("spec", "gateway", "auth", "jwksURL"), "%s", errs.ToAggregate().Error())
-		} else if g.Auth.JWKSURL != "" {
-			add(ruleJWKSOverride, at("spec", "gateway", "auth", "jwksURL"), "spec.gateway.auth.jwksURL %s replaces the keys of issuer %s", g.Auth.JWKSURL, g.Auth.Issuer)
-		}
+		c.add(ruleAuthOff, c.at("spec", "gateway", "auth", "disabled"), "spec.gateway.auth.disabled is true: anyone who reaches the server can call its tools")
+		return
 	}
-	for i, e := range s.Spec.Env {
+	if g.Auth.Issuer == "" {
+		c.add(ruleNoIssuer, c.at("spec", "gateway"), "spec.gateway.auth.issuer is not set")
+	}
+	if len(g.Scopes) == 0 {
+		c.add(ruleNoScopes, c.at("spec", "gateway"), "spec.gateway.scopes is empty")
+	}
+	if errs := guardrails.CheckJWKSURL(s); len(errs) > 0 {
+		c.add(ruleJWKSLocal, c.at("spec", "gateway", "auth", "jwksURL"), "%s", errs.ToAggregate().Error())
+	} else if g.Auth.JWKSURL != "" {
+		c.add(ruleJWKSOverride, c.at("spec", "gateway", "auth", "jwksURL"), "spec.gateway.auth.jwksURL %s replaces the keys of issuer %s", g.Auth.JWKSURL, g.Auth.Issuer)
+	}
+}
+
+// env reports literal environment values that look like credentials or sit in credential-named
+// variables.
+func (c *serverCheck) env(env []mcpv1alpha1.EnvVar) {
+	for i, e := range env {
 		if e.Value == nil {
 			continue
 		}
 		if _, f := sanitize.Secrets(*e.Value); f.Secrets > 0 {
-			add(ruleEnvSecret, at("spec", "env"), "spec.env[%d] %s: the literal value looks like a credential", i, e.Name)
+			c.add(ruleEnvSecret, c.at("spec", "env"), "spec.env[%d] %s: the literal value looks like a credential", i, e.Name)
 		} else if credentialName.MatchString(e.Name) {
-			add(ruleEnvSecret, at("spec", "env"), "spec.env[%d] %s: a variable named like a credential has a literal value", i, e.Name)
+			c.add(ruleEnvSecret, c.at("spec", "env"), "spec.env[%d] %s: a variable named like a credential has a literal value", i, e.Name)
 		}
 	}
-	for i, e := range s.Spec.Egress {
-		line := at("spec", "egress")
+}
+
+// egress reports egress destinations that are too broad or reach protected ranges.
+func (c *serverCheck) egress(egress []mcpv1alpha1.EgressRule) {
+	for i, e := range egress {
+		line := c.at("spec", "egress")
 		switch {
 		case e.CIDR != nil:
-			egressCIDR(*e.CIDR, i, line, add)
+			egressCIDR(*e.CIDR, i, line, c.add)
 		case e.FQDN != nil:
 			name := strings.ToLower(*e.FQDN)
 			if name == "*" || (strings.HasPrefix(name, "*.") && !strings.Contains(strings.TrimPrefix(name, "*."), ".")) {
-				add(ruleEgressBroad, line, "spec.egress[%d].fqdn %q matches a whole top-level domain", i, *e.FQDN)
+				c.add(ruleEgressBroad, line, "spec.egress[%d].fqdn %q matches a whole top-level domain", i, *e.FQDN)
 			}
 		}
 	}
+}
+
+// tools checks the scopes' grants (every tool, destructive mixed with other tools), that tools that
+// look destructive are marked so, and that granted tools are pinned.
+func (c *serverCheck) tools(g *mcpv1alpha1.GatewaySpec) {
 	destructive := map[string]bool{}
 	for _, t := range g.DestructiveTools {
 		destructive[t] = true
@@ -314,7 +363,7 @@ func server(file string, doc *yaml.Node) []Finding {
 		for _, t := range sg.Tools {
 			granted[t] = true
 			if t == policy.AllTools {
-				add(ruleScopeAll, at("spec", "gateway", "scopes"), "spec.gateway.scopes[%d] %q grants every tool", i, sg.Scope)
+				c.add(ruleScopeAll, c.at("spec", "gateway", "scopes"), "spec.gateway.scopes[%d] %q grants every tool", i, sg.Scope)
 			}
 			if destructive[t] || looksDestructive(t) {
 				d++
@@ -323,7 +372,7 @@ func server(file string, doc *yaml.Node) []Finding {
 			}
 		}
 		if d > 0 && other > 0 {
-			add(ruleScopeMixed, at("spec", "gateway", "scopes"), "spec.gateway.scopes[%d] %q grants %d destructive and %d other tools together", i, sg.Scope, d, other)
+			c.add(ruleScopeMixed, c.at("spec", "gateway", "scopes"), "spec.gateway.scopes[%d] %q grants %d destructive and %d other tools together", i, sg.Scope, d, other)
 		}
 	}
 	names := make([]string, 0, len(granted))
@@ -333,13 +382,12 @@ func server(file string, doc *yaml.Node) []Finding {
 	sort.Strings(names)
 	for _, t := range names {
 		if t != policy.AllTools && looksDestructive(t) && !destructive[t] {
-			add(ruleUnmarked, at("spec", "gateway", "scopes"), "tool %q looks destructive and is not in spec.gateway.destructiveTools", t)
+			c.add(ruleUnmarked, c.at("spec", "gateway", "scopes"), "tool %q looks destructive and is not in spec.gateway.destructiveTools", t)
 		}
 	}
 	if len(g.PinnedTools) == 0 && len(names) > 0 {
-		add(ruleNoPins, at("spec", "gateway"), "spec.gateway.pinnedTools is empty")
+		c.add(ruleNoPins, c.at("spec", "gateway"), "spec.gateway.pinnedTools is empty")
 	}
-	return out
 }
 
 var credentialName = regexp.MustCompile(`(?i)(passw|secret|token|api_?key|apikey|private_?key|credential|auth)`)

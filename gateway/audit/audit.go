@@ -362,73 +362,123 @@ func Verify(r io.Reader) (Summary, error) { return VerifyWith(r, VerifyOptions{}
 // VerifyWith is Verify with the MAC and head checks of opts. A truncation is reported as a *LineError
 // naming the line after the last one.
 func VerifyWith(r io.Reader, opts VerifyOptions) (Summary, error) {
-	var s Summary
 	if opts.Key != nil && opts.Head != nil && opts.Head.MAC != headMAC(opts.Key, *opts.Head) {
-		return s, errors.New("head file: its MAC does not match the key (the head was edited, or this is not its key)")
+		return Summary{}, errors.New("head file: its MAC does not match the key (the head was edited, or this is not its key)")
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	prev, n := "", 0
-	var prevSeq uint64
+	v := chainVerifier{opts: opts}
 	for sc.Scan() {
-		n++
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			return s, &LineError{Line: n, Reason: "empty line (a record was removed or the file was edited)"}
+		v.n++
+		if reason := v.record(bytes.TrimSpace(sc.Bytes())); reason != "" {
+			return v.s, &LineError{Line: v.n, Reason: reason}
 		}
-		var head struct {
-			Seq  *uint64 `json:"seq"`
-			Prev *string `json:"prev"`
-			Hash string  `json:"hash"`
-			MAC  string  `json:"mac"`
-		}
-		if err := json.Unmarshal(line, &head); err != nil || head.Seq == nil || head.Prev == nil || head.Hash == "" {
-			return s, &LineError{Line: n, Reason: "not an audit record (needs seq, prev and hash)"}
-		}
-		sum, err := hashLine(line)
-		if err != nil {
-			return s, &LineError{Line: n, Reason: err.Error()}
-		}
-		if sum != head.Hash {
-			return s, &LineError{Line: n, Reason: "record was modified: its hash does not match its content"}
-		}
-		if opts.Key != nil {
-			if head.MAC == "" {
-				return s, &LineError{Line: n, Reason: "record has no MAC: it was written without the audit key, or rewritten"}
-			}
-			if !hmac.Equal([]byte(head.MAC), []byte(recordMAC(opts.Key, sum))) {
-				return s, &LineError{Line: n, Reason: "record was rewritten: its MAC does not match (the hashes were recomputed without the audit key)"}
-			}
-			s.MACs++
-		}
-		switch {
-		case *head.Seq == 0 && *head.Prev == "":
-			s.Chains++ // a gateway start without a head file
-			s.Head = false
-		case n == 1:
-			return s, &LineError{Line: n, Reason: fmt.Sprintf("log starts in the middle of a chain (seq %d): earlier records were removed", *head.Seq)}
-		case *head.Prev != prev:
-			return s, &LineError{Line: n, Reason: "chain broken: prev does not match the hash of line " + fmt.Sprint(n-1) + " (a record before it was deleted, inserted or reordered)"}
-		case *head.Seq != prevSeq+1:
-			return s, &LineError{Line: n, Reason: fmt.Sprintf("sequence jumps from %d to %d (records between them were removed)", prevSeq, *head.Seq)}
-		}
-		if h := opts.Head; h != nil && *head.Seq == h.Seq {
-			if head.Hash != h.Hash {
-				return s, &LineError{Line: n, Reason: fmt.Sprintf("record seq %d is not the one the head file records (hash %.12s..., head %.12s...): the log was rewritten from here", h.Seq, head.Hash, h.Hash)}
-			}
-			s.Head = true
-		}
-		prev, prevSeq = head.Hash, *head.Seq
-		s.Records++
 	}
 	if err := sc.Err(); err != nil {
-		return s, fmt.Errorf("read audit log after line %d: %w", n, err)
+		return v.s, fmt.Errorf("read audit log after line %d: %w", v.n, err)
 	}
-	if h := opts.Head; h != nil && !s.Head {
-		if n == 0 {
-			return s, &LineError{Line: 1, Reason: fmt.Sprintf("log is empty but the head file records seq %d: the log was truncated", h.Seq)}
+	return v.s, v.end()
+}
+
+// recordHead is the chain members of an audit record.
+type recordHead struct {
+	Seq  *uint64 `json:"seq"`
+	Prev *string `json:"prev"`
+	Hash string  `json:"hash"`
+	MAC  string  `json:"mac"`
+}
+
+// chainVerifier verifies an audit log record by record: n is the number of the current line, prev and
+// prevSeq the hash and sequence number of the record before it.
+type chainVerifier struct {
+	opts    VerifyOptions
+	s       Summary
+	n       int
+	prev    string
+	prevSeq uint64
+}
+
+// record verifies line n and returns why it fails, or "": it must be a record whose hash matches its
+// content, whose MAC matches (with a key), that continues the chain or starts a new one, and that is
+// the head file's record if it has the head's sequence number.
+func (v *chainVerifier) record(line []byte) string {
+	if len(line) == 0 {
+		return "empty line (a record was removed or the file was edited)"
+	}
+	var head recordHead
+	if err := json.Unmarshal(line, &head); err != nil || head.Seq == nil || head.Prev == nil || head.Hash == "" {
+		return "not an audit record (needs seq, prev and hash)"
+	}
+	sum, err := hashLine(line)
+	if err != nil {
+		return err.Error()
+	}
+	if sum != head.Hash {
+		return "record was modified: its hash does not match its content"
+	}
+	for _, check := range []func(recordHead, string) string{v.mac, v.link, v.head} {
+		if reason := check(head, sum); reason != "" {
+			return reason
 		}
-		return s, &LineError{Line: n + 1, Reason: fmt.Sprintf("log ends at seq %d (line %d) but the head file records seq %d: the log was truncated (%d records or more are missing)", prevSeq, n, h.Seq, int64(h.Seq)-int64(prevSeq))} //nolint:gosec // sequence numbers count records, far below 2^63
 	}
-	return s, nil
+	v.prev, v.prevSeq = head.Hash, *head.Seq
+	v.s.Records++
+	return ""
+}
+
+// mac checks the record's MAC over its hash sum when there is a key.
+func (v *chainVerifier) mac(head recordHead, sum string) string {
+	if v.opts.Key == nil {
+		return ""
+	}
+	if head.MAC == "" {
+		return "record has no MAC: it was written without the audit key, or rewritten"
+	}
+	if !hmac.Equal([]byte(head.MAC), []byte(recordMAC(v.opts.Key, sum))) {
+		return "record was rewritten: its MAC does not match (the hashes were recomputed without the audit key)"
+	}
+	v.s.MACs++
+	return ""
+}
+
+// link checks that the record starts a chain (a gateway start without a head file) or follows the
+// record before it.
+func (v *chainVerifier) link(head recordHead, _ string) string {
+	switch {
+	case *head.Seq == 0 && *head.Prev == "":
+		v.s.Chains++ // a gateway start without a head file
+		v.s.Head = false
+	case v.n == 1:
+		return fmt.Sprintf("log starts in the middle of a chain (seq %d): earlier records were removed", *head.Seq)
+	case *head.Prev != v.prev:
+		return "chain broken: prev does not match the hash of line " + fmt.Sprint(v.n-1) + " (a record before it was deleted, inserted or reordered)"
+	case *head.Seq != v.prevSeq+1:
+		return fmt.Sprintf("sequence jumps from %d to %d (records between them were removed)", v.prevSeq, *head.Seq)
+	}
+	return ""
+}
+
+// head checks the record that has the head file's sequence number against the head.
+func (v *chainVerifier) head(head recordHead, _ string) string {
+	h := v.opts.Head
+	if h == nil || *head.Seq != h.Seq {
+		return ""
+	}
+	if head.Hash != h.Hash {
+		return fmt.Sprintf("record seq %d is not the one the head file records (hash %.12s..., head %.12s...): the log was rewritten from here", h.Seq, head.Hash, h.Hash)
+	}
+	v.s.Head = true
+	return ""
+}
+
+// end checks, after the last line, that the log reaches the head file's record.
+func (v *chainVerifier) end() error {
+	h := v.opts.Head
+	if h == nil || v.s.Head {
+		return nil
+	}
+	if v.n == 0 {
+		return &LineError{Line: 1, Reason: fmt.Sprintf("log is empty but the head file records seq %d: the log was truncated", h.Seq)}
+	}
+	return &LineError{Line: v.n + 1, Reason: fmt.Sprintf("log ends at seq %d (line %d) but the head file records seq %d: the log was truncated (%d records or more are missing)", v.prevSeq, v.n, h.Seq, int64(h.Seq)-int64(v.prevSeq))} //nolint:gosec // sequence numbers count records, far below 2^63
 }

@@ -284,6 +284,27 @@ func (c *Config) WithDefaults() {
 // Validate checks a configuration (after WithDefaults) and returns an error naming the first bad field
 // and how to fix it.
 func (c *Config) Validate() error {
+	for _, step := range []func() error{
+		c.validateEndpoints,
+		c.validateAuth,
+		c.validateTelemetry,
+		c.validateScopes,
+		c.validateToolSettings,
+		func() error { return c.Audit.validate(c.PinStatePath) },
+		c.TLS.validate,
+		c.Limits.validate,
+		c.validateSessions,
+		c.validateOrigins,
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateEndpoints checks the listen addresses, the upstream (loopback http) and the resource URI.
+func (c *Config) validateEndpoints() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port; use e.g. \":8443\"", c.Listen)
 	}
@@ -299,14 +320,21 @@ func (c *Config) Validate() error {
 	if c.Resource == "" || err != nil || (r.Scheme != "https" && r.Scheme != "http") || r.Host == "" || r.Fragment != "" {
 		return fmt.Errorf("resource: %q must be the absolute URI clients use for this server, without a fragment, e.g. \"https://files.mcp.example.com/mcp\"", c.Resource)
 	}
-	if err := c.validateAuth(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// validateTelemetry checks the OTLP endpoint, if set.
+func (c *Config) validateTelemetry() error {
 	if c.Telemetry.OTLPEndpoint != "" {
 		if _, err := OTLPTracesURL(c.Telemetry.OTLPEndpoint); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// validateScopes checks that every scope has a usable name and lists tools.
+func (c *Config) validateScopes() error {
 	for scope, tools := range c.Scopes {
 		if scope == "" || strings.ContainsAny(scope, " \"\\") {
 			return fmt.Errorf("scopes: scope %q must be non-empty and contain no spaces or quotes", scope)
@@ -320,6 +348,11 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateToolSettings checks the destructive tools, the tool labels and the pins.
+func (c *Config) validateToolSettings() error {
 	for i, t := range c.Destructive {
 		if t == "" {
 			return fmt.Errorf("destructive[%d]: empty tool name", i)
@@ -337,13 +370,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("pins.%s: %q is not a tool hash; copy observedHash (\"sha256:\" and 64 hex digits) from the pin state file", tool, h)
 		}
 	}
-	if err := c.Audit.validate(c.PinStatePath); err != nil {
-		return err
-	}
-	if err := c.TLS.validate(); err != nil {
-		return err
-	}
-	l := c.Limits
+	return nil
+}
+
+// validate checks that the limits are usable.
+func (l Limits) validate() error {
 	switch {
 	case l.MaxBodyBytes < 1024:
 		return fmt.Errorf("limits.maxBodyBytes: %d is too small; use at least 1024 (default 1048576)", l.MaxBodyBytes)
@@ -360,6 +391,11 @@ func (c *Config) Validate() error {
 	case l.StreamTimeout.Duration <= 0:
 		return fmt.Errorf("limits.streamTimeout: %s must be positive (default \"1h\")", l.StreamTimeout)
 	}
+	return nil
+}
+
+// validateSessions checks the sessions settings, and that a peer port runs over mutual TLS.
+func (c *Config) validateSessions() error {
 	if err := c.Sessions.validate(); err != nil {
 		return err
 	}
@@ -369,6 +405,11 @@ func (c *Config) Validate() error {
 	if s := c.Sessions; s.PeerListen != "" && (s.PeerCAFile == "" || s.PeerServerName == "") {
 		return fmt.Errorf("sessions.peerCAFile %q and sessions.peerServerName %q: both are needed with sessions.peerListen, so the peer hop runs over mutual TLS; set them to the CA bundle of the serving certificate and one of its DNS names, e.g. \"/etc/mcp-warden-tls/ca.crt\" and \"github.tools.svc.cluster.local\"", s.PeerCAFile, s.PeerServerName)
 	}
+	return nil
+}
+
+// validateOrigins checks that every allowed origin is scheme://host[:port].
+func (c *Config) validateOrigins() error {
 	for i, o := range c.AllowedOrigins {
 		ou, err := url.Parse(o)
 		if err != nil || ou.Scheme == "" || ou.Host == "" || (ou.Path != "" && ou.Path != "/") || ou.RawQuery != "" {

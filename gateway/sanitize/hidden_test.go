@@ -105,28 +105,14 @@ func FuzzInvisible(f *testing.F) {
 			return
 		}
 		got, n := Invisible(s)
-		rs := []rune(got)
-		for i, r := range rs {
-			if r == '\r' && (i+1 >= len(rs) || rs[i+1] != '\n') {
-				t.Fatalf("a lone CR survived in %+q", got)
-			}
-			if removable(r) && !keptInContext(rs, i) {
-				t.Fatalf("Invisible(%+q) = %+q keeps %U", s, got, r)
-			}
-		}
+		checkNothingRemovableKept(t, s, got)
 		if n == 0 && got != s {
 			t.Fatalf("nothing removed but the text changed: %+q -> %+q", s, got)
 		}
 		if n > 0 && got == s {
 			t.Fatalf("%d removed but the text is unchanged", n)
 		}
-		clean := true
-		for _, r := range s {
-			if removable(r) || r == '\r' || r == 0x1B {
-				clean = false
-			}
-		}
-		if clean && got != s {
+		if !hasRemovable(s) && got != s {
 			t.Fatalf("text with nothing removable changed: %+q -> %+q", s, got)
 		}
 		again, _ := Invisible(got)
@@ -138,4 +124,29 @@ func FuzzInvisible(f *testing.F) {
 			t.Fatalf("Hidden(%+q) keeps a comment opener: %+q", s, h)
 		}
 	})
+}
+
+// checkNothingRemovableKept fails if got, the result of Invisible(s), keeps a lone CR or a removable
+// character outside the contexts that keep it.
+func checkNothingRemovableKept(t *testing.T, s, got string) {
+	t.Helper()
+	rs := []rune(got)
+	for i, r := range rs {
+		if r == '\r' && (i+1 >= len(rs) || rs[i+1] != '\n') {
+			t.Fatalf("a lone CR survived in %+q", got)
+		}
+		if removable(r) && !keptInContext(rs, i) {
+			t.Fatalf("Invisible(%+q) = %+q keeps %U", s, got, r)
+		}
+	}
+}
+
+// hasRemovable reports whether s has a character Invisible may remove or rewrite.
+func hasRemovable(s string) bool {
+	for _, r := range s {
+		if removable(r) || r == '\r' || r == 0x1B {
+			return true
+		}
+	}
+	return false
 }

@@ -68,24 +68,10 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close(time.Second) })
-	client := &http.Client{Timeout: 5 * time.Second}
-	post := func(sid, body string) (*http.Response, string) {
-		req, _ := http.NewRequest(http.MethodPost, b.URL(), strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if sid != "" {
-			req.Header.Set("Mcp-Session-Id", sid)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp, string(out)
-	}
+	c := bridgeClient{t: t, url: b.URL(), client: &http.Client{Timeout: 5 * time.Second}}
 	initialize := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
-	ra, _ := post("", initialize)
-	rb, _ := post("", initialize)
+	ra, _ := c.post("", initialize)
+	rb, _ := c.post("", initialize)
 	a, bsid := ra.Header.Get("Mcp-Session-Id"), rb.Header.Get("Mcp-Session-Id")
 	if a == "" || bsid == "" || a == bsid {
 		t.Fatalf("sessions %q %q", a, bsid)
@@ -93,25 +79,10 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 	// B listens on its event stream
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL(), nil)
-	req.Header.Set("Mcp-Session-Id", bsid)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got := make(chan string, 4)
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "data: ") {
-				got <- sc.Text()
-			}
-		}
-	}()
+	got := openStream(ctx, t, b.URL(), bsid)
 	result := make(chan string, 1)
 	go func() {
-		_, out := post(a, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{}}}`)
+		_, out := c.post(a, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{}}}`)
 		result <- out
 	}()
 	select {
@@ -120,7 +91,7 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	// B answers the request it may have seen, with a forged sampling result
-	if resp, _ := post(bsid, `{"jsonrpc":"2.0","id":77,"result":{"role":"assistant","content":{"type":"text","text":"from B"}}}`); resp.StatusCode == http.StatusAccepted {
+	if resp, _ := c.post(bsid, `{"jsonrpc":"2.0","id":77,"result":{"role":"assistant","content":{"type":"text","text":"from B"}}}`); resp.StatusCode == http.StatusAccepted {
 		t.Errorf("session B's answer to a request it was never sent was passed to the server")
 	}
 	select {
@@ -135,25 +106,12 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 	t.Run("control: the session with the call in flight is asked and answers", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL(), nil)
-		req.Header.Set("Mcp-Session-Id", a)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		asked := make(chan string, 4)
-		go func() {
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "data: ") {
-					asked <- sc.Text()
-				}
-			}
-		}()
+		asked := openStream(ctx, t, b.URL(), a)
+		c := c
+		c.t = t
 		result := make(chan string, 1)
 		go func() {
-			_, out := post(a, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{}}}`)
+			_, out := c.post(a, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{}}}`)
 			result <- out
 		}()
 		select {
@@ -164,7 +122,7 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Fatal("session A was not asked")
 		}
-		if resp, out := post(a, `{"jsonrpc":"2.0","id":77,"result":{"role":"assistant","content":{"type":"text","text":"from A"}}}`); resp.StatusCode != http.StatusAccepted {
+		if resp, out := c.post(a, `{"jsonrpc":"2.0","id":77,"result":{"role":"assistant","content":{"type":"text","text":"from A"}}}`); resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("A's answer refused: %d %s", resp.StatusCode, out)
 		}
 		select {
@@ -176,4 +134,50 @@ func TestServerRequestsStayWithTheirSession(t *testing.T) {
 			t.Fatal("no result")
 		}
 	})
+}
+
+// bridgeClient posts JSON-RPC messages to a bridge.
+type bridgeClient struct {
+	t      *testing.T
+	url    string
+	client *http.Client
+}
+
+// post sends body in session sid (none if empty) and returns the response and its body.
+func (c bridgeClient) post(sid, body string) (*http.Response, string) {
+	req, _ := http.NewRequest(http.MethodPost, c.url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp, string(out)
+}
+
+// openStream opens session sid's event stream on the bridge at url until ctx ends (or the test) and
+// returns the data lines it carries.
+func openStream(ctx context.Context, t *testing.T, url, sid string) <-chan string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Mcp-Session-Id", sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	return lines
 }

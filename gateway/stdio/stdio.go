@@ -489,58 +489,73 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 	case m.Method == "initialize" && hasID(m.ID):
 		b.initialize(w, r, &m)
 	case m.Method != "" && hasID(m.ID):
-		sid := r.Header.Get("Mcp-Session-Id")
-		b.mu.Lock()
-		b.inflight[sid]++
-		b.mu.Unlock()
-		out, err := b.roundTrip(r.Context(), &m)
-		b.mu.Lock()
-		if b.inflight[sid]--; b.inflight[sid] <= 0 {
-			delete(b.inflight, sid)
-		}
-		b.mu.Unlock()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(out)
+		b.serveCall(w, r, &m)
 	default: // a notification, or a response to a server request
-		if m.Method == "" {
-			// only the session the server's request was sent to may answer it
-			id, err := strictjson.Canonical(m.ID)
-			sid := r.Header.Get("Mcp-Session-Id")
-			b.mu.Lock()
-			ok := err == nil && hasID(m.ID) && b.asked[string(id)] == sid
-			if ok {
-				delete(b.asked, string(id))
-			}
-			b.mu.Unlock()
-			if !ok {
-				http.Error(w, "the response answers no request the server sent to this session", http.StatusBadRequest)
-				return
-			}
-		}
-		if m.Method == "notifications/initialized" {
-			b.mu.Lock()
-			already := b.initialized
-			b.initialized = true
-			b.mu.Unlock()
-			if already {
-				w.WriteHeader(http.StatusAccepted)
-				return
-			}
-		}
-		p, err := b.current()
-		if err == nil {
-			err = b.write(p, bytes.TrimSpace(body))
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		b.serveOneWay(w, r, &m, body)
+	}
+}
+
+// serveCall passes a request to the server and returns its response, counting the request as in
+// flight for its session meanwhile.
+func (b *Bridge) serveCall(w http.ResponseWriter, r *http.Request, m *message) {
+	sid := r.Header.Get("Mcp-Session-Id")
+	b.mu.Lock()
+	b.inflight[sid]++
+	b.mu.Unlock()
+	out, err := b.roundTrip(r.Context(), m)
+	b.mu.Lock()
+	if b.inflight[sid]--; b.inflight[sid] <= 0 {
+		delete(b.inflight, sid)
+	}
+	b.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+}
+
+// serveOneWay passes a notification, or a response to a request the server sent this session, on to
+// the server; the server sees notifications/initialized once, however many clients send it.
+func (b *Bridge) serveOneWay(w http.ResponseWriter, r *http.Request, m *message, body []byte) {
+	if m.Method == "" && !b.answersAsked(r, m) {
+		http.Error(w, "the response answers no request the server sent to this session", http.StatusBadRequest)
+		return
+	}
+	if m.Method == "notifications/initialized" {
+		b.mu.Lock()
+		already := b.initialized
+		b.initialized = true
+		b.mu.Unlock()
+		if already {
+			w.WriteHeader(http.StatusAccepted)
 			return
 		}
-		w.WriteHeader(http.StatusAccepted)
 	}
+	p, err := b.current()
+	if err == nil {
+		err = b.write(p, bytes.TrimSpace(body))
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// answersAsked reports whether the response m answers a request the server sent to the request's
+// session (only that session may answer it), and if so forgets the request.
+func (b *Bridge) answersAsked(r *http.Request, m *message) bool {
+	id, err := strictjson.Canonical(m.ID)
+	sid := r.Header.Get("Mcp-Session-Id")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ok := err == nil && hasID(m.ID) && b.asked[string(id)] == sid
+	if ok {
+		delete(b.asked, string(id))
+	}
+	return ok
 }
 
 // initialize forwards the first initialize and replays its result to later clients.

@@ -35,16 +35,10 @@ const MaxDepth = 128
 
 // Check validates data as one strict JSON value (see the package comment).
 func Check(data []byte) error {
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
-	type frame struct {
-		object   bool
-		wantName bool
-		names    map[string]string
-	}
-	var stack []*frame
+	c := checker{dec: jsontext.NewDecoder(bytes.NewReader(data))}
 	started := false
 	for {
-		tok, err := dec.ReadToken()
+		tok, err := c.dec.ReadToken()
 		if errors.Is(err, io.EOF) {
 			if !started {
 				return errors.New("empty JSON text")
@@ -54,42 +48,75 @@ func Check(data []byte) error {
 		if err != nil {
 			return describe(err)
 		}
-		if started && len(stack) == 0 {
+		if started && len(c.stack) == 0 {
 			return errors.New("invalid JSON: more than one value")
 		}
 		started = true
-		kind := tok.Kind()
-		if kind == '}' || kind == ']' {
-			stack = stack[:len(stack)-1]
-			continue
-		}
-		if n := len(stack); n > 0 {
-			top := stack[n-1]
-			if top.object && top.wantName {
-				name := tok.String()
-				f := Fold(name)
-				if prev, dup := top.names[f]; dup {
-					return fmt.Errorf("member names %s and %s at %s differ only in letter case; peers would read them differently", Quote(prev), Quote(name), pointer(dec))
-				}
-				top.names[f] = name
-				top.wantName = false
-				continue
-			}
-			if top.object {
-				top.wantName = true
-			}
-		}
-		if kind == '{' || kind == '[' {
-			if len(stack) >= MaxDepth {
-				return fmt.Errorf("JSON nests deeper than %d levels", MaxDepth)
-			}
-			fr := &frame{object: kind == '{', wantName: kind == '{'}
-			if fr.object {
-				fr.names = map[string]string{}
-			}
-			stack = append(stack, fr)
+		if err := c.token(tok); err != nil {
+			return err
 		}
 	}
+}
+
+// frame is one object or array that Check has open: for an object, whether the next token is a
+// member name, and the names seen so far by their case fold.
+type frame struct {
+	object   bool
+	wantName bool
+	names    map[string]string
+}
+
+// checker holds the objects and arrays open at the decoder's position.
+type checker struct {
+	dec   *jsontext.Decoder
+	stack []*frame
+}
+
+// token applies one token: it closes or opens an object or array, or records a member name.
+func (c *checker) token(tok jsontext.Token) error {
+	kind := tok.Kind()
+	if kind == '}' || kind == ']' {
+		c.stack = c.stack[:len(c.stack)-1]
+		return nil
+	}
+	if isName, err := c.member(tok); isName || err != nil {
+		return err
+	}
+	if kind != '{' && kind != '[' {
+		return nil
+	}
+	if len(c.stack) >= MaxDepth {
+		return fmt.Errorf("JSON nests deeper than %d levels", MaxDepth)
+	}
+	fr := &frame{object: kind == '{', wantName: kind == '{'}
+	if fr.object {
+		fr.names = map[string]string{}
+	}
+	c.stack = append(c.stack, fr)
+	return nil
+}
+
+// member reports whether tok is a member name of the innermost open object, and refuses a name equal
+// under case folding to one the object already has. A token that is a member's value makes the
+// object expect a name next.
+func (c *checker) member(tok jsontext.Token) (bool, error) {
+	n := len(c.stack)
+	if n == 0 || !c.stack[n-1].object {
+		return false, nil
+	}
+	top := c.stack[n-1]
+	if !top.wantName {
+		top.wantName = true
+		return false, nil
+	}
+	name := tok.String()
+	f := Fold(name)
+	if prev, dup := top.names[f]; dup {
+		return true, fmt.Errorf("member names %s and %s at %s differ only in letter case; peers would read them differently", Quote(prev), Quote(name), pointer(c.dec))
+	}
+	top.names[f] = name
+	top.wantName = false
+	return true, nil
 }
 
 func pointer(dec *jsontext.Decoder) string {

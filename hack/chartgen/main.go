@@ -27,83 +27,101 @@ func main() {
 }
 
 func run() error {
+	chart := filepath.Join("charts", "mcp-warden")
+	if err := renderChart(chart); err != nil {
+		return err
+	}
+	return writeArgoCD(chart)
+}
+
+// renderChart renders config/default and writes the CRDs, the manager's Role and ClusterRole and the
+// webhook configuration into the chart.
+func renderChart(chart string) error {
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "config/default")
 	if err != nil {
 		return fmt.Errorf("kustomize build config/default: %w", err)
 	}
-	chart := filepath.Join("charts", "mcp-warden")
 	for _, r := range m.Resources() {
 		obj, err := r.Map()
 		if err != nil {
 			return err
 		}
-		switch r.GetKind() {
-		case "CustomResourceDefinition":
-			meta := obj["metadata"].(map[string]any)
-			delete(meta, "labels")
-			if err := write(filepath.Join(chart, "crds", r.GetName()+".yaml"), obj, false); err != nil {
-				return err
-			}
-		case "Role":
-			if r.GetName() != "mcp-warden-manager-role" {
-				continue
-			}
-			out := map[string]any{
-				"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-				"metadata": map[string]any{"name": "__FULLNAME__-manager-role", "namespace": "__NAMESPACE__", "labels": "__LABELS__"},
-				"rules":    obj["rules"],
-			}
-			if err := write(filepath.Join(chart, "templates", "generated-manager-namespace-role.yaml"), out, true); err != nil {
-				return err
-			}
-		case "ClusterRole":
-			if r.GetName() != "mcp-warden-manager-role" {
-				continue
-			}
-			// The webhook configuration the manager may change is the release's own.
-			for _, rule := range obj["rules"].([]any) {
-				if names, ok := rule.(map[string]any)["resourceNames"].([]any); ok {
-					for i, n := range names {
-						if n == "mcp-warden-validating-webhook-configuration" {
-							names[i] = "__FULLNAME__-validating-webhook-configuration"
-						}
-					}
-				}
-			}
-			out := map[string]any{
-				"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-				"metadata": map[string]any{"name": "__FULLNAME__-manager-role", "labels": "__LABELS__"},
-				"rules":    obj["rules"],
-			}
-			if err := write(filepath.Join(chart, "templates", "generated-manager-role.yaml"), out, true); err != nil {
-				return err
-			}
-		case "ValidatingWebhookConfiguration":
-			hooks := obj["webhooks"].([]any)
-			for _, h := range hooks {
-				svc := h.(map[string]any)["clientConfig"].(map[string]any)["service"].(map[string]any)
-				svc["name"] = "__FULLNAME__-webhook-service"
-				svc["namespace"] = "__NAMESPACE__"
-				h.(map[string]any)["timeoutSeconds"] = "__TIMEOUT__"
-				sel, _ := h.(map[string]any)["namespaceSelector"].(map[string]any)
-				exprs, _ := sel["matchExpressions"].([]any) // a cluster-scoped kind's webhook has none
-				for _, e := range exprs {
-					expr := e.(map[string]any)
-					if expr["key"] == "kubernetes.io/metadata.name" {
-						expr["values"] = []any{"kube-system", "kube-public", "kube-node-lease", "__NAMESPACE__"}
-					}
-				}
-			}
-			out := map[string]any{
-				"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-				"metadata": map[string]any{"name": "__FULLNAME__-validating-webhook-configuration", "labels": "__LABELS__", "annotations": "__WEBHOOK_ANNOTATIONS__"},
-				"webhooks": hooks,
-			}
-			if err := write(filepath.Join(chart, "templates", "generated-webhook.yaml"), out, true); err != nil {
-				return err
+		if err := writeResource(chart, r.GetKind(), r.GetName(), obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeResource writes one rendered object into the chart if it is one the chart takes from config/.
+func writeResource(chart, kind, name string, obj map[string]any) error {
+	switch {
+	case kind == "CustomResourceDefinition":
+		meta := obj["metadata"].(map[string]any)
+		delete(meta, "labels")
+		return write(filepath.Join(chart, "crds", name+".yaml"), obj, false)
+	case kind == "Role" && name == "mcp-warden-manager-role":
+		out := map[string]any{
+			"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+			"metadata": map[string]any{"name": "__FULLNAME__-manager-role", "namespace": "__NAMESPACE__", "labels": "__LABELS__"},
+			"rules":    obj["rules"],
+		}
+		return write(filepath.Join(chart, "templates", "generated-manager-namespace-role.yaml"), out, true)
+	case kind == "ClusterRole" && name == "mcp-warden-manager-role":
+		return write(filepath.Join(chart, "templates", "generated-manager-role.yaml"), clusterRole(obj), true)
+	case kind == "ValidatingWebhookConfiguration":
+		return write(filepath.Join(chart, "templates", "generated-webhook.yaml"), webhookConfiguration(obj), true)
+	}
+	return nil
+}
+
+// clusterRole is the manager's ClusterRole with Helm names: the webhook configuration the manager may
+// change is the release's own.
+func clusterRole(obj map[string]any) map[string]any {
+	for _, rule := range obj["rules"].([]any) {
+		names, _ := rule.(map[string]any)["resourceNames"].([]any)
+		for i, n := range names {
+			if n == "mcp-warden-validating-webhook-configuration" {
+				names[i] = "__FULLNAME__-validating-webhook-configuration"
 			}
 		}
 	}
+	return map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+		"metadata": map[string]any{"name": "__FULLNAME__-manager-role", "labels": "__LABELS__"},
+		"rules":    obj["rules"],
+	}
+}
+
+// webhookConfiguration is the ValidatingWebhookConfiguration with Helm names: the release's service,
+// the chart's timeout, and the release namespace among the exempt system namespaces.
+func webhookConfiguration(obj map[string]any) map[string]any {
+	hooks := obj["webhooks"].([]any)
+	for _, h := range hooks {
+		hook := h.(map[string]any)
+		svc := hook["clientConfig"].(map[string]any)["service"].(map[string]any)
+		svc["name"] = "__FULLNAME__-webhook-service"
+		svc["namespace"] = "__NAMESPACE__"
+		hook["timeoutSeconds"] = "__TIMEOUT__"
+		sel, _ := hook["namespaceSelector"].(map[string]any)
+		exprs, _ := sel["matchExpressions"].([]any) // a cluster-scoped kind's webhook has none
+		for _, e := range exprs {
+			expr := e.(map[string]any)
+			if expr["key"] == "kubernetes.io/metadata.name" {
+				expr["values"] = []any{"kube-system", "kube-public", "kube-node-lease", "__NAMESPACE__"}
+			}
+		}
+	}
+	return map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+		"metadata": map[string]any{"name": "__FULLNAME__-validating-webhook-configuration", "labels": "__LABELS__", "annotations": "__WEBHOOK_ANNOTATIONS__"},
+		"webhooks": hooks,
+	}
+}
+
+// writeArgoCD copies the Argo CD health scripts into the chart and config/argocd, and writes the
+// argocd-cm patch that installs them.
+func writeArgoCD(chart string) error {
 	var patch strings.Builder
 	patch.WriteString("# Merge into Argo CD's argocd-cm (namespace argocd) so Argo CD reports MCPServer and MCPServerPolicy\n")
 	patch.WriteString("# health from their conditions. Generated from integrations/argocd/*-health.lua by `make manifests`.\n")
@@ -120,15 +138,21 @@ func run() error {
 			}
 		}
 		patch.WriteString("  resource.customizations.health.mcp.warden.dev_" + s.Kind + ": |\n")
-		for _, line := range strings.Split(strings.TrimRight(string(lua), "\n"), "\n") {
-			if line == "" {
-				patch.WriteString("\n")
-				continue
-			}
-			patch.WriteString("    " + line + "\n")
-		}
+		writeIndented(&patch, string(lua))
 	}
 	return os.WriteFile(filepath.Join("config", "argocd", "argocd-cm-patch.yaml"), []byte(patch.String()), 0o644)
+}
+
+// writeIndented writes text as the body of a YAML block scalar: each line indented four spaces, empty
+// lines kept empty.
+func writeIndented(b *strings.Builder, text string) {
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if line == "" {
+			b.WriteString("\n")
+			continue
+		}
+		b.WriteString("    " + line + "\n")
+	}
 }
 
 // write writes obj as YAML; in a template, placeholders become Helm expressions.

@@ -80,89 +80,114 @@ func Volumes() ([]corev1.Volume, []corev1.VolumeMount) {
 // "spec.containers[0].securityContext.capabilities.add: must be empty, has [NET_ADMIN]". An empty result
 // means the pod is sandboxed.
 func Violations(spec *corev1.PodSpec) []string {
-	var v []string
-	add := func(format string, args ...any) { v = append(v, fmt.Sprintf(format, args...)) }
+	var v violations
+	v.pod(spec)
+	v.podSecurityContext(spec.SecurityContext)
+	v.volumes(spec.Volumes)
+	for i := range spec.InitContainers {
+		v.container(fmt.Sprintf("spec.initContainers[%d]", i), &spec.InitContainers[i])
+	}
+	for i := range spec.Containers {
+		v.container(fmt.Sprintf("spec.containers[%d]", i), &spec.Containers[i])
+	}
+	if len(spec.EphemeralContainers) > 0 {
+		v.add("spec.ephemeralContainers: not allowed")
+	}
+	return v
+}
+
+// violations collects the ways a pod spec is weaker than the sandbox, in the order they are found.
+type violations []string
+
+func (v *violations) add(format string, args ...any) { *v = append(*v, fmt.Sprintf(format, args...)) }
+
+// pod checks the pod's host namespaces, service account token and service links.
+func (v *violations) pod(spec *corev1.PodSpec) {
 	if spec.HostNetwork {
-		add("spec.hostNetwork: must be false")
+		v.add("spec.hostNetwork: must be false")
 	}
 	if spec.HostPID {
-		add("spec.hostPID: must be false")
+		v.add("spec.hostPID: must be false")
 	}
 	if spec.HostIPC {
-		add("spec.hostIPC: must be false")
+		v.add("spec.hostIPC: must be false")
 	}
 	if ptr.Deref(spec.AutomountServiceAccountToken, true) {
-		add("spec.automountServiceAccountToken: must be false")
+		v.add("spec.automountServiceAccountToken: must be false")
 	}
 	if ptr.Deref(spec.EnableServiceLinks, true) {
-		add("spec.enableServiceLinks: must be false")
+		v.add("spec.enableServiceLinks: must be false")
 	}
-	psc := spec.SecurityContext
+}
+
+// podSecurityContext checks the pod's security context (none counts as an empty one).
+func (v *violations) podSecurityContext(psc *corev1.PodSecurityContext) {
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
 	}
 	if !ptr.Deref(psc.RunAsNonRoot, false) {
-		add("spec.securityContext.runAsNonRoot: must be true")
+		v.add("spec.securityContext.runAsNonRoot: must be true")
 	}
 	if ptr.Deref(psc.RunAsUser, UID) == 0 {
-		add("spec.securityContext.runAsUser: must not be 0")
+		v.add("spec.securityContext.runAsUser: must not be 0")
 	}
 	if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-		add("spec.securityContext.seccompProfile.type: must be RuntimeDefault")
+		v.add("spec.securityContext.seccompProfile.type: must be RuntimeDefault")
 	}
-	for i, vol := range spec.Volumes {
+}
+
+// volumes checks that every volume is of a kind that holds only files.
+func (v *violations) volumes(vols []corev1.Volume) {
+	for i, vol := range vols {
 		if vol.EmptyDir == nil && vol.ConfigMap == nil && vol.Secret == nil && !projectsFiles(vol.Projected) {
-			add("spec.volumes[%d] (%s): only emptyDir, configMap, secret and projected volumes of configMap, secret and podCertificate sources are allowed", i, vol.Name)
+			v.add("spec.volumes[%d] (%s): only emptyDir, configMap, secret and projected volumes of configMap, secret and podCertificate sources are allowed", i, vol.Name)
 		}
 	}
-	check := func(path string, c *corev1.Container) {
-		sc := c.SecurityContext
-		if sc == nil {
-			sc = &corev1.SecurityContext{}
-		}
-		if ptr.Deref(sc.Privileged, false) {
-			add("%s.securityContext.privileged: must be false", path)
-		}
-		if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
-			add("%s.securityContext.allowPrivilegeEscalation: must be false", path)
-		}
-		if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
-			add("%s.securityContext.readOnlyRootFilesystem: must be true", path)
-		}
-		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-			add("%s.securityContext.runAsUser: must not be 0", path)
-		}
-		if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
-			add("%s.securityContext.runAsNonRoot: must not be false", path)
-		}
-		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
-			add("%s.securityContext.capabilities.drop: must contain ALL", path)
-		}
-		if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
-			add("%s.securityContext.capabilities.add: must be empty, has %v", path, sc.Capabilities.Add)
-		}
-		if sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			add("%s.securityContext.seccompProfile.type: must be RuntimeDefault", path)
-		}
-		if c.Resources.Limits.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
-			add("%s.resources.limits: cpu and memory limits are required", path)
-		}
-		for _, p := range c.Ports {
-			if p.HostPort != 0 {
-				add("%s.ports: hostPort is not allowed", path)
-			}
+}
+
+// container checks the container at path: its security context, resource limits and host ports.
+func (v *violations) container(path string, c *corev1.Container) {
+	v.containerSecurityContext(path, c.SecurityContext)
+	if c.Resources.Limits.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		v.add("%s.resources.limits: cpu and memory limits are required", path)
+	}
+	for _, p := range c.Ports {
+		if p.HostPort != 0 {
+			v.add("%s.ports: hostPort is not allowed", path)
 		}
 	}
-	for i := range spec.InitContainers {
-		check(fmt.Sprintf("spec.initContainers[%d]", i), &spec.InitContainers[i])
+}
+
+// containerSecurityContext checks the security context of the container at path (none counts as an
+// empty one).
+func (v *violations) containerSecurityContext(path string, sc *corev1.SecurityContext) {
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
 	}
-	for i := range spec.Containers {
-		check(fmt.Sprintf("spec.containers[%d]", i), &spec.Containers[i])
+	if ptr.Deref(sc.Privileged, false) {
+		v.add("%s.securityContext.privileged: must be false", path)
 	}
-	if len(spec.EphemeralContainers) > 0 {
-		add("spec.ephemeralContainers: not allowed")
+	if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
+		v.add("%s.securityContext.allowPrivilegeEscalation: must be false", path)
 	}
-	return v
+	if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
+		v.add("%s.securityContext.readOnlyRootFilesystem: must be true", path)
+	}
+	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		v.add("%s.securityContext.runAsUser: must not be 0", path)
+	}
+	if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
+		v.add("%s.securityContext.runAsNonRoot: must not be false", path)
+	}
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		v.add("%s.securityContext.capabilities.drop: must contain ALL", path)
+	}
+	if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+		v.add("%s.securityContext.capabilities.add: must be empty, has %v", path, sc.Capabilities.Add)
+	}
+	if sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		v.add("%s.securityContext.seccompProfile.type: must be RuntimeDefault", path)
+	}
 }
 
 // projectsFiles reports whether a projected volume holds only configMap, secret and podCertificate

@@ -600,75 +600,113 @@ func (v *Verifier) registryDenial(deny denyFunc, authority string, err error, re
 
 // verifyAttestations needs each required attestation, signed by an allowed authority, for this digest.
 func (v *Verifier) verifyAttestations(ctx context.Context, ro []remote.Option, ref name.Digest, p Policy, res *Result, deny denyFunc, bs *bundleSet) error {
-	// Verified attestations per authority, fetched once. Bundles already read for the signature are
-	// looked at first; otherwise the legacy tag first, and bundles only when it falls short.
-	found := map[string]attestations{}
-	fetched := map[string]error{}
-	bundles := map[string]bundleResult{}
-	allowed := func(req AttestationRequirement, a Authority) bool {
-		return len(req.Authorities) == 0 || slices.Contains(req.Authorities, a.Name)
+	s := &attestationSearch{
+		v: v, ro: ro, ref: ref, authorities: p.Authorities, bs: bs,
+		found: map[string]attestations{}, fetched: map[string]error{}, bundles: map[string]bundleResult{},
 	}
 	for _, req := range p.Attestations {
-		var types, copied []string
-		var errs []error
-		bundled, triedBundles := 0, false
-		fromBundles := func() {
-			triedBundles = true
-			for _, a := range p.Authorities {
-				if !allowed(req, a) {
-					continue
-				}
-				br, ok := bundles[a.Name]
-				if !ok {
-					var err error
-					if br, err = v.verifyBundles(ctx, ro, ref, a, bs); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					bundles[a.Name] = br
-				}
-				types = append(types, br.types...)
-				copied = append(copied, br.copied...)
-				bundled = max(bundled, br.attestations)
-			}
-		}
-		if bs.hasAttestations() {
-			fromBundles()
-		}
-		if !slices.Contains(types, req.PredicateType) {
-			for _, a := range p.Authorities {
-				if !allowed(req, a) {
-					continue
-				}
-				if _, done := fetched[a.Name]; !done {
-					found[a.Name], fetched[a.Name] = v.attestationTypes(ctx, ro, ref, a)
-				}
-				copied = append(copied, found[a.Name].copied...)
-				if err := fetched[a.Name]; err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				types = append(types, found[a.Name].types...)
-			}
-		}
-		if !triedBundles && !slices.Contains(types, req.PredicateType) && firstUnreachable(errs) == nil && refusal(ctx) == nil {
-			fromBundles()
-		}
-		if slices.Contains(types, req.PredicateType) {
+		e := s.gather(ctx, req)
+		if slices.Contains(e.types, req.PredicateType) {
 			res.Attestations = append(res.Attestations, req.PredicateType)
 			continue
 		}
 		if refused := refusal(ctx); refused != nil {
 			return v.registryDenial(deny, req.Name, refused, ref)
 		}
-		if bundled > 0 && len(types) == 0 && len(copied) == 0 && firstUnreachable(errs) == nil {
-			return deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d Sigstore bundle attestations found, none verifies with a trusted authority", bundled))
+		if e.bundled > 0 && len(e.types) == 0 && len(e.copied) == 0 && firstUnreachable(e.errs) == nil {
+			return deny(CheckAttestationUntrusted, req.Name, fmt.Sprintf("%d Sigstore bundle attestations found, none verifies with a trusted authority", e.bundled))
 		}
-		if err := v.attestationDenial(ro, ref, req, types, copied, errs, deny); err != nil {
+		if err := v.attestationDenial(ro, ref, req, e.types, e.copied, e.errs, deny); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// attestationSearch finds the verified attestations of one digest, per authority, each source
+// fetched once for all requirements: found and fetched hold the legacy tag's attestations and errors,
+// bundles the Sigstore bundles' results.
+type attestationSearch struct {
+	v           *Verifier
+	ro          []remote.Option
+	ref         name.Digest
+	authorities []Authority
+	bs          *bundleSet
+	found       map[string]attestations
+	fetched     map[string]error
+	bundles     map[string]bundleResult
+}
+
+// evidence is what the authorities allowed for one requirement vouch for: the predicate types of
+// attestations for this digest, the subjects of those for another digest, the errors met, the most
+// bundle attestations one authority saw, and whether the bundles were looked at.
+type evidence struct {
+	types, copied []string
+	errs          []error
+	bundled       int
+	triedBundles  bool
+}
+
+// authorityAllowed reports whether an authority may sign the attestation req requires.
+func authorityAllowed(req AttestationRequirement, a Authority) bool {
+	return len(req.Authorities) == 0 || slices.Contains(req.Authorities, a.Name)
+}
+
+// gather collects the evidence for req. Bundles already read for the signature are looked at first;
+// otherwise the legacy tag first, and bundles only when it falls short (and no registry was
+// unreachable and the deadline holds).
+func (s *attestationSearch) gather(ctx context.Context, req AttestationRequirement) evidence {
+	var e evidence
+	if s.bs.hasAttestations() {
+		s.fromBundles(ctx, req, &e)
+	}
+	if !slices.Contains(e.types, req.PredicateType) {
+		s.fromTag(ctx, req, &e)
+	}
+	if !e.triedBundles && !slices.Contains(e.types, req.PredicateType) && firstUnreachable(e.errs) == nil && refusal(ctx) == nil {
+		s.fromBundles(ctx, req, &e)
+	}
+	return e
+}
+
+// fromBundles adds what the Sigstore bundles of each allowed authority vouch for.
+func (s *attestationSearch) fromBundles(ctx context.Context, req AttestationRequirement, e *evidence) {
+	e.triedBundles = true
+	for _, a := range s.authorities {
+		if !authorityAllowed(req, a) {
+			continue
+		}
+		br, ok := s.bundles[a.Name]
+		if !ok {
+			var err error
+			if br, err = s.v.verifyBundles(ctx, s.ro, s.ref, a, s.bs); err != nil {
+				e.errs = append(e.errs, err)
+				continue
+			}
+			s.bundles[a.Name] = br
+		}
+		e.types = append(e.types, br.types...)
+		e.copied = append(e.copied, br.copied...)
+		e.bundled = max(e.bundled, br.attestations)
+	}
+}
+
+// fromTag adds what the legacy attestation tag vouches for, per allowed authority.
+func (s *attestationSearch) fromTag(ctx context.Context, req AttestationRequirement, e *evidence) {
+	for _, a := range s.authorities {
+		if !authorityAllowed(req, a) {
+			continue
+		}
+		if _, done := s.fetched[a.Name]; !done {
+			s.found[a.Name], s.fetched[a.Name] = s.v.attestationTypes(ctx, s.ro, s.ref, a)
+		}
+		e.copied = append(e.copied, s.found[a.Name].copied...)
+		if err := s.fetched[a.Name]; err != nil {
+			e.errs = append(e.errs, err)
+			continue
+		}
+		e.types = append(e.types, s.found[a.Name].types...)
+	}
 }
 
 func (v *Verifier) attestationDenial(ro []remote.Option, ref name.Digest, req AttestationRequirement, types, copied []string, errs []error, deny denyFunc) error {

@@ -250,46 +250,7 @@ func DirLayer(dir, out string, epoch time.Time) (v1.Layer, error) {
 		if err != nil || rel == "." {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: epoch, Format: tar.FormatPAX}
-		switch {
-		case d.IsDir():
-			h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o755
-		case info.Mode().IsRegular():
-			h.Typeflag, h.Size, h.Mode = tar.TypeReg, info.Size(), 0o644
-			if info.Mode().Perm()&0o111 != 0 {
-				h.Mode = 0o755
-			}
-		case info.Mode()&fs.ModeSymlink != 0:
-			if h.Linkname, err = os.Readlink(p); err != nil {
-				return err
-			}
-			h.Typeflag, h.Mode = tar.TypeSymlink, 0o777
-		default:
-			return fmt.Errorf("%s: a %s cannot go into an image layer (only directories, regular files and symbolic links)", p, info.Mode().Type())
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if h.Typeflag != tar.TypeReg {
-			return nil
-		}
-		src, err := os.Open(p) //nolint:gosec // G122: the tree is the project's own cache directory, built by hack/, not a tenant's
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		n, err := io.Copy(tw, src)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		if n != h.Size {
-			return fmt.Errorf("%s: copied %d of %d bytes (changed while packing?)", p, n, h.Size)
-		}
-		return nil
+		return packEntry(tw, p, rel, d, epoch)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pack %s into a layer: %w", dir, err)
@@ -304,4 +265,60 @@ func DirLayer(dir, out string, epoch time.Time) (v1.Layer, error) {
 		return nil, err
 	}
 	return tarball.LayerFromFile(out, tarball.WithMediaType(types.OCILayer))
+}
+
+// packEntry writes the entry at path p (rel in the layer) to tw: its header and, for a regular file,
+// its content.
+func packEntry(tw *tar.Writer, p, rel string, d fs.DirEntry, epoch time.Time) error {
+	h, err := entryHeader(p, rel, d, epoch)
+	if err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	src, err := os.Open(p) //nolint:gosec // G122: the tree is the project's own cache directory, built by hack/, not a tenant's
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	n, err := io.Copy(tw, src)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if n != h.Size {
+		return fmt.Errorf("%s: copied %d of %d bytes (changed while packing?)", p, n, h.Size)
+	}
+	return nil
+}
+
+// entryHeader is the reproducible tar header of a directory, regular file or symbolic link: fixed
+// time and modes (0755 for directories and executables, 0644 for other files); other kinds of file
+// are refused.
+func entryHeader(p, rel string, d fs.DirEntry, epoch time.Time) (*tar.Header, error) {
+	info, err := d.Info()
+	if err != nil {
+		return nil, err
+	}
+	h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: epoch, Format: tar.FormatPAX}
+	switch {
+	case d.IsDir():
+		h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o755
+	case info.Mode().IsRegular():
+		h.Typeflag, h.Size, h.Mode = tar.TypeReg, info.Size(), 0o644
+		if info.Mode().Perm()&0o111 != 0 {
+			h.Mode = 0o755
+		}
+	case info.Mode()&fs.ModeSymlink != 0:
+		if h.Linkname, err = os.Readlink(p); err != nil {
+			return nil, err
+		}
+		h.Typeflag, h.Mode = tar.TypeSymlink, 0o777
+	default:
+		return nil, fmt.Errorf("%s: a %s cannot go into an image layer (only directories, regular files and symbolic links)", p, info.Mode().Type())
+	}
+	return h, nil
 }

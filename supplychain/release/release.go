@@ -141,37 +141,11 @@ func WriteManifests(root, outDir string, manager, gateway name.Digest) ([]string
 			if err != nil {
 				return nil, err
 			}
-			d := &appsv1.Deployment{}
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, d); err != nil {
-				return nil, err
-			}
-			for i := range d.Spec.Template.Spec.Containers {
-				ct := &d.Spec.Template.Spec.Containers[i]
-				if ct.Name != "manager" {
-					continue
-				}
-				ct.Image = manager.String()
-				var args []string
-				for _, a := range ct.Args {
-					if !strings.HasPrefix(a, "--gateway-image=") {
-						args = append(args, a)
-					}
-				}
-				ct.Args = append(args, "--gateway-image="+gateway.String())
-			}
-			u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(d)
+			out, err := pinnedManagerYAML(obj, manager, gateway)
 			if err != nil {
 				return nil, err
 			}
-			delete(u, "status")
-			if md, ok := u["metadata"].(map[string]any); ok {
-				delete(md, "creationTimestamp")
-			}
-			out, err := yaml.Marshal(u)
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, string(out))
+			docs = append(docs, out)
 			continue
 		}
 		out, err := r.AsYAML()
@@ -184,6 +158,52 @@ func WriteManifests(root, outDir string, manager, gateway name.Digest) ([]string
 	if err := os.WriteFile(manifest, []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
 		return nil, err
 	}
+	valuesPath, err := writeValues(outDir, manager, gateway)
+	if err != nil {
+		return nil, err
+	}
+	return []string{manifest, valuesPath}, nil
+}
+
+// pinnedManagerYAML returns the manager Deployment obj as YAML with the released images: the manager
+// container runs manager and passes gateway as its only --gateway-image.
+func pinnedManagerYAML(obj map[string]any, manager, gateway name.Digest) (string, error) {
+	d := &appsv1.Deployment{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, d); err != nil {
+		return "", err
+	}
+	for i := range d.Spec.Template.Spec.Containers {
+		ct := &d.Spec.Template.Spec.Containers[i]
+		if ct.Name != "manager" {
+			continue
+		}
+		ct.Image = manager.String()
+		var args []string
+		for _, a := range ct.Args {
+			if !strings.HasPrefix(a, "--gateway-image=") {
+				args = append(args, a)
+			}
+		}
+		ct.Args = append(args, "--gateway-image="+gateway.String())
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(d)
+	if err != nil {
+		return "", err
+	}
+	delete(u, "status")
+	if md, ok := u["metadata"].(map[string]any); ok {
+		delete(md, "creationTimestamp")
+	}
+	out, err := yaml.Marshal(u)
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+// writeValues writes the chart values that select the released images into outDir and returns the
+// file's path.
+func writeValues(outDir string, manager, gateway name.Digest) (string, error) {
 	values := fmt.Sprintf(`# Helm values for the released images, pinned by digest:
 #   helm install mcp-warden charts/mcp-warden -n mcp-warden-system --create-namespace -f %s
 image:
@@ -195,7 +215,7 @@ gatewayImage:
 `, "values.yaml", manager.Context().Name(), manager.DigestStr(), gateway.Context().Name(), gateway.DigestStr())
 	valuesPath := filepath.Join(outDir, "values.yaml")
 	if err := os.WriteFile(valuesPath, []byte(values), 0o644); err != nil {
-		return nil, err
+		return "", err
 	}
-	return []string{manifest, valuesPath}, nil
+	return valuesPath, nil
 }
