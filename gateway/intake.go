@@ -17,8 +17,9 @@ import (
 )
 
 // serve is the intake stage: the metadata and health endpoints, then, for the MCP endpoint, the origin,
-// the session id, the caller and its rate (asked of admission), the request's span, and the one
-// exchange of the request, which writes the request's audit records when it ends.
+// the session id (a session another replica holds is relayed there), the caller (asked of admission)
+// and, for a request without a session, the principal's home replica (relayed there when it is another
+// one); then serveCaller.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case g.metadataPath, "/.well-known/oauth-protected-resource":
@@ -49,6 +50,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
 		return
 	}
+	if g.relayHome(w, r, c) {
+		return
+	}
+	g.serveCaller(w, r, c)
+}
+
+// serveCaller serves the request of an authenticated caller here: its span, its rate, and the one
+// exchange of the request, which writes the request's audit records when it ends.
+func (g *Gateway) serveCaller(w http.ResponseWriter, r *http.Request, c *caller) {
 	ctx, span, tc := g.tracer.start(r.Context(), requestTrace(r.Header), r)
 	rec := &statusRecorder{ResponseWriter: w}
 	w = rec
