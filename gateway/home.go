@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -75,7 +76,12 @@ func (p *peerSet) members() []netip.AddrPort {
 	defer cancel()
 	ips, err := p.lookup(ctx, p.name)
 	var live []netip.AddrPort
-	if err != nil {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		// the operator keeps the headless Service only at more than one replica
+		p.log.Debug("sessions.peersDNS does not exist; requests without a session are served by the replica they reach", "name", p.name)
+	case err != nil:
 		p.log.Warn("sessions.peersDNS does not resolve; requests without a session are served by the replica they reach until it does", "name", p.name, "err", err)
 	}
 	for _, ip := range ips {
