@@ -58,7 +58,7 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local",
-		PeersDNS: "sessions-peers." + ns + ".svc.cluster.local"}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
+		PeersDNS: "sessions-peers." + ns + ".svc.cluster.local."}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
 		t.Fatalf("gateway sessions config: %+v, want %+v", cfg.Sessions, want)
 	}
 

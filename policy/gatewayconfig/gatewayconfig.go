@@ -134,7 +134,7 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 		// spec.replicas > 1; at one replica the name does not resolve and the replica serves everything).
 		cfg.Sessions = config.SessionsConfig{PeerListen: fmt.Sprintf(":%d", PeerPort),
 			PeerCAFile: TLSDir + "/" + CABundleKey, PeerServerName: DNSNames(s, clusterDomain)[3],
-			PeersDNS: PeersServiceName(s) + "." + s.Namespace + ".svc." + clusterDomain}
+			PeersDNS: PeersServiceName(s) + "." + s.Namespace + ".svc." + clusterDomain + "."}
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.
