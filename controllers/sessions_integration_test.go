@@ -171,7 +171,7 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 			return fmt.Errorf("SessionsKept with 1 replica: %+v", c)
 		}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-peers"}, &corev1.Service{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the replicas' headless Service at 1 replica: %v, want not found", err)
+			return fmt.Errorf("the replicas' headless Service at 1 replica: %w, want not found", err)
 		}
 		return nil
 	})

@@ -64,15 +64,16 @@ func newPeerSet(c SessionsConfig, ids *sessionIDs, lookup func(context.Context, 
 // members returns the live replicas' peer addresses, sorted: those of the name's addresses that are
 // peers (as a session id's owner must be), at the peer port. Empty when the name does not resolve
 // (logged): the caller serves the request itself. The answer is kept for peersCacheTTL, an error too,
-// so a failing resolver costs one lookup per period, never one per request.
-func (p *peerSet) members() []netip.AddrPort {
+// so a failing resolver costs one lookup per period, never one per request. The lookup outlives the
+// request's cancellation (a client that goes away does not leave an error cached for the others).
+func (p *peerSet) members(ctx context.Context) []netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
 	if now.Before(p.until) {
 		return p.live
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), peersLookupTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), peersLookupTimeout)
 	defer cancel()
 	ips, err := p.lookup(ctx, p.name)
 	var live []netip.AddrPort
@@ -131,7 +132,7 @@ func (g *Gateway) relayHome(w http.ResponseWriter, r *http.Request, c *caller) b
 	if _, fromPeer := peerClient(r.Context()); fromPeer {
 		return false
 	}
-	home := homeOf(c.rateKey, g.peers.members())
+	home := homeOf(c.rateKey, g.peers.members(r.Context()))
 	if !home.IsValid() || home == g.ids.self {
 		return false
 	}
