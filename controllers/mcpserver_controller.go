@@ -80,11 +80,14 @@ const (
 	// ReasonFenceWidened is the EgressEnforced reason (and event reason) when a NetworkPolicy the
 	// operator did not write selects the server's pods and allows traffic.
 	ReasonFenceWidened = "FenceWidened"
-	// ReasonSingleReplica, ReasonRoutedToOwner, ReasonChainRulePerReplica and
-	// ReasonNotRelayedWithoutTLS are SessionsKept reasons.
-	ReasonSingleReplica       = "SingleReplica"
-	ReasonRoutedToOwner       = "RoutedToOwner"
-	ReasonChainRulePerReplica = "ChainRulePerReplica"
+	// ReasonSingleReplica, ReasonRoutedToPrincipalHome and ReasonNotRelayedWithoutTLS are SessionsKept
+	// reasons.
+	ReasonSingleReplica = "SingleReplica"
+	// ReasonRoutedToPrincipalHome: several replicas with TLS. Every session is served by the replica
+	// that issued it, and every principal's sessions are issued by its home replica (picked among the
+	// ready pods of the headless Service <name>-peers), so the tool-chain rule and the rate limit count
+	// once per principal.
+	ReasonRoutedToPrincipalHome = "RoutedToPrincipalHome"
 	// ReasonNotRelayedWithoutTLS: with spec.gateway.tls.mode Disabled the replicas do not relay
 	// sessions to each other (the relay is authenticated by mutual TLS), so a session lives on the
 	// replica that issued it and the Service keeps a client there by its address only.
@@ -210,6 +213,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
 			r.applier.forget("Certificate", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
+			r.applier.forget("Service", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-peers"})
 			r.mem.forget(req.NamespacedName)
 			r.poller.forget(req.NamespacedName)
 			if r.Keys != nil {
@@ -310,7 +314,38 @@ func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, s *mc
 }
 
 func (r *MCPServerReconciler) reconcileService(ctx context.Context, s *mcpv1alpha1.MCPServer, _ *reconcileState) error {
-	return r.applyChild(ctx, s, desired.Service(s, r.options()), &corev1.Service{})
+	if err := r.applyChild(ctx, s, desired.Service(s, r.options()), &corev1.Service{}); err != nil {
+		return err
+	}
+	return r.reconcilePeersService(ctx, s)
+}
+
+// reconcilePeersService keeps the headless Service of the server's replicas while it has more than one
+// (with TLS), and deletes it when it is scaled back to one. At one replica it costs no API request
+// (the cache answers that there is none).
+func (r *MCPServerReconciler) reconcilePeersService(ctx context.Context, s *mcpv1alpha1.MCPServer) error {
+	name := gatewayconfig.PeersServiceName(s)
+	if desired.NeedsPeersService(s) {
+		if len(name) > 63 {
+			return stalling(ReasonInvalidSpec, fmt.Errorf("metadata.name: %q is %d characters; with spec.replicas > 1 its replicas' headless Service %q needs a name of at most 63, so the server's name at most 57; rename the server or set spec.replicas to 1", s.Name, len(s.Name), name))
+		}
+		return r.applyChild(ctx, s, desired.PeersService(s), &corev1.Service{})
+	}
+	svc := &corev1.Service{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: name}, svc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return transient(ReasonReadFailed, fmt.Errorf("get Service %s: %w", name, err))
+	case !metav1.IsControlledBy(svc, s):
+		return nil // not the operator's: left alone
+	}
+	if err := r.Client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete Service %s: %w", name, err)
+	}
+	r.applier.forget("Service", client.ObjectKeyFromObject(svc))
+	return nil
 }
 
 // verifyImage verifies the image when a policy requires signatures; the admission webhook did the same,
@@ -944,7 +979,6 @@ func (r *MCPServerReconciler) deliveredKeys(ctx context.Context, desired *corev1
 // sessionsKept says how the server's MCP sessions fare across its replicas (the SessionsKept condition).
 func sessionsKept(s *mcpv1alpha1.MCPServer) (metav1.ConditionStatus, string, string) {
 	n := ptr.Deref(s.Spec.Replicas, 1)
-	g := s.Spec.Gateway
 	switch {
 	case n <= 1:
 		return metav1.ConditionTrue, ReasonSingleReplica, "one replica holds every session; losing its pod costs the clients one re-initialize (HTTP 404 on their session)"
@@ -953,13 +987,10 @@ func sessionsKept(s *mcpv1alpha1.MCPServer) (metav1.ConditionStatus, string, str
 			"each session lives on the replica that initialized it, and the Service keeps a client on one replica by its IP address (sessionAffinity ClientIP); "+
 			"a request that reaches another replica (a client behind changing addresses, a mesh that routes by its own rules) gets HTTP 404 and the client initializes a new session. "+
 			"Turn TLS on, set spec.replicas to 1, or have the mesh route by the Mcp-Session-Id header", n)
-	case len(g.PrivateDataTools) > 0 && len(g.ExternalWriteTools) > 0:
-		return metav1.ConditionFalse, ReasonChainRulePerReplica, fmt.Sprintf("sessions are routed to the replica that holds them, but the tool-chain rule (spec.gateway.privateDataTools, externalWriteTools) "+
-			"follows a principal across its sessions only on one replica: a new session that starts on another of the %d replicas has not seen the principal's earlier reads, "+
-			"while within one session the rule holds; set spec.replicas to 1 where the rule must span a principal's sessions", n)
 	default:
-		return metav1.ConditionTrue, ReasonRoutedToOwner, fmt.Sprintf("each session stays with the replica that initialized it: the other %d replicas relay its requests to that replica's peer port (%d); "+
-			"losing a replica costs its sessions' clients one re-initialize (HTTP 404). Rate limits count per replica: a principal with sessions on several replicas gets up to %d times spec.gateway.ratePerSecond", n-1, PeerPort, n)
+		return metav1.ConditionTrue, ReasonRoutedToPrincipalHome, fmt.Sprintf("every principal's sessions are issued by its home replica, picked by rendezvous hashing among the ready pods of the headless Service %s; "+
+			"the other %d replicas relay its initializes and its sessions' requests to that replica's peer port (%d), so the tool-chain rule (privateDataTools, externalWriteTools) and spec.gateway.ratePerSecond count once per principal, across its sessions. "+
+			"Losing a replica costs its sessions' clients one re-initialize (HTTP 404) and the tool-chain state and rate bucket of the principals homed there, as a restart does; their new sessions go to a new home", gatewayconfig.PeersServiceName(s), n-1, PeerPort)
 	}
 }
 

@@ -24,9 +24,10 @@ import (
 // Secret, no Secret volume: each replica keeps the handles of the ids it issues, and the replicas
 // authenticate each other by mutual TLS with their pod certificates); each gateway learns its pod's IP
 // for the ids it issues and is configured to verify its peers against the CA bundle for the Service's
-// name; the NetworkPolicy opens the peer port to the server's own pods only; and SessionsKept says
-// that sessions are routed to the replica that holds them, turning False when the tool-chain rule
-// cannot follow a principal across replicas.
+// name; the NetworkPolicy opens the peer port to the server's own pods only; the headless Service
+// <name>-peers of the server's ready pods, which the gateways resolve (sessions.peersDNS) for the live
+// replicas, exists at 3 replicas and goes away at 1; and SessionsKept says that every principal's
+// sessions are routed to its home replica, the tool-chain rule included (before: ChainRulePerReplica).
 func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 	ctx := context.Background()
 	ns := restrictedNamespace(t)
@@ -37,11 +38,23 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 	}
 	key := client.ObjectKeyFromObject(s)
 	got := waitReady(t, key)
-	if c := condition(got, mcpv1alpha1.ConditionSessionsKept); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "RoutedToOwner" || !strings.Contains(c.Message, "peer port (8445)") {
+	if c := condition(got, mcpv1alpha1.ConditionSessionsKept); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "RoutedToPrincipalHome" || !strings.Contains(c.Message, "peer port (8445)") || !strings.Contains(c.Message, "sessions-peers") {
 		t.Fatalf("SessionsKept with 3 replicas: %+v", c)
 	}
 
 	noSessionKey(ctx, t, ns)
+
+	peers, main := &corev1.Service{}, &corev1.Service{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-peers"}, peers); err != nil {
+		t.Fatalf("the replicas' headless Service at 3 replicas: %v", err)
+	}
+	if err := k8s.Get(ctx, key, main); err != nil {
+		t.Fatal(err)
+	}
+	if sp := peers.Spec; sp.ClusterIP != corev1.ClusterIPNone || sp.PublishNotReadyAddresses || len(sp.Selector) == 0 || fmt.Sprint(sp.Selector) != fmt.Sprint(main.Spec.Selector) ||
+		len(sp.Ports) != 1 || sp.Ports[0].Port != 8445 || !metav1.IsControlledBy(peers, got) {
+		t.Fatalf("the replicas' headless Service: %+v %+v", peers.Spec, peers.OwnerReferences)
+	}
 
 	dep := &appsv1.Deployment{}
 	if err := k8s.Get(ctx, key, dep); err != nil {
@@ -61,8 +74,8 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 	if err := k8s.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	got = waitReady(t, key) // SessionsKept=False only warns
-	if c := condition(got, mcpv1alpha1.ConditionSessionsKept); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "ChainRulePerReplica" {
+	got = waitReady(t, key)
+	if c := condition(got, mcpv1alpha1.ConditionSessionsKept); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "RoutedToPrincipalHome" || !strings.Contains(c.Message, "tool-chain rule") {
 		t.Fatalf("SessionsKept with the chain rule at 3 replicas: %+v", c)
 	}
 	if err := k8s.Get(ctx, key, dep); err != nil {
@@ -83,6 +96,9 @@ func TestSessionsNeedNoKeyAndSessionsKept(t *testing.T) {
 		}
 		if c := condition(got, mcpv1alpha1.ConditionSessionsKept); got.Status.ObservedGeneration != got.Generation || c == nil || c.Status != metav1.ConditionTrue || c.Reason != "SingleReplica" {
 			return fmt.Errorf("SessionsKept with 1 replica: %+v", c)
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "sessions-peers"}, &corev1.Service{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the replicas' headless Service at 1 replica: %w, want not found", err)
 		}
 		return nil
 	})
@@ -134,8 +150,11 @@ func TestPlaintextReplicasDoNotRelay(t *testing.T) {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sessions.PeerListen != "" {
+	if cfg.Sessions.PeerListen != "" || cfg.Sessions.PeersDNS != "" {
 		t.Fatalf("a plaintext gateway serves a peer port: %+v", cfg.Sessions)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "plain-peers"}, &corev1.Service{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the replicas' headless Service of plaintext replicas (which do not relay): %v, want not found", err)
 	}
 	svc := &corev1.Service{}
 	if err := k8s.Get(ctx, key, svc); err != nil {
@@ -166,7 +185,8 @@ func noSessionKey(ctx context.Context, t *testing.T, ns string) {
 	if err := json.Unmarshal([]byte(cm.Data["gateway.json"]), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local"}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
+	if want := (gateway.SessionsConfig{PeerListen: ":8445", PeerCAFile: "/etc/mcp-warden-tls/ca.crt", PeerServerName: "sessions." + ns + ".svc.cluster.local",
+		PeersDNS: "sessions-peers." + ns + ".svc.cluster.local."}); fmt.Sprint(cfg.Sessions) != fmt.Sprint(want) {
 		t.Fatalf("gateway sessions config: %+v, want %+v", cfg.Sessions, want)
 	}
 }

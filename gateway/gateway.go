@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"sort"
@@ -36,6 +37,9 @@ type Options struct {
 	OnPinChange func(pin.Event)
 	// AuthHTTPClient fetches the issuer's metadata and keys. Default: a client without proxy.
 	AuthHTTPClient *http.Client
+	// LookupPeers resolves sessions.peersDNS to the live replicas' addresses. Default: the system
+	// resolver.
+	LookupPeers func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Gateway is the MCP security gateway: an http.Handler in front of one MCP server. A client's request
@@ -70,6 +74,7 @@ type Gateway struct {
 	// ids issues session ids and keeps what their handles stand for; peerProxy relays sessions other
 	// replicas hold; certs is the gateway's certificate (nil without tls), presented to its peers.
 	ids       *sessionIDs
+	peers     *peerSet
 	peerProxy http.Handler
 	certs     *CertReloader
 
@@ -116,6 +121,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	if g.ids, err = newSessionIDs(c.Sessions); err != nil {
 		return nil, fmt.Errorf("gateway %w", err)
 	}
+	g.peers = newPeerSet(c.Sessions, g.ids, opts.LookupPeers, opts.Logger)
 	if c.TLS.Enabled() {
 		if g.certs, err = NewCertReloader(c.TLS.CertFile, c.TLS.KeyFile, opts.Logger.With("component", "tls")); err != nil {
 			return nil, err

@@ -17,8 +17,9 @@ import (
 )
 
 // serve is the intake stage: the metadata and health endpoints, then, for the MCP endpoint, the origin,
-// the session id, the caller and its rate (asked of admission), the request's span, and the one
-// exchange of the request, which writes the request's audit records when it ends.
+// the session id (a session another replica holds is relayed there), the caller (asked of admission)
+// and, for a request without a session, the principal's home replica (relayed there when it is another
+// one); then serveCaller.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case g.metadataPath, "/.well-known/oauth-protected-resource":
@@ -49,6 +50,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found")
 		return
 	}
+	if g.relayHome(w, r, c) {
+		return
+	}
+	g.serveCaller(w, r, c)
+}
+
+// serveCaller serves the request of an authenticated caller here: its span, its rate, and the one
+// exchange of the request, which writes the request's audit records when it ends.
+func (g *Gateway) serveCaller(w http.ResponseWriter, r *http.Request, c *caller) {
 	ctx, span, tc := g.tracer.start(r.Context(), requestTrace(r.Header), r)
 	rec := &statusRecorder{ResponseWriter: w}
 	w = rec
@@ -117,75 +127,16 @@ func (g *Gateway) serveBodyless(w http.ResponseWriter, r *http.Request, ex *exch
 // servePOST reads and strictly parses the client's messages, asks admission about each tools/call and
 // forwards what passed, or answers with the refusals.
 func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	c := ex.caller
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
-			return
-		}
-		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+	msgs, batch, ok := g.readPOST(w, r)
+	if !ok {
 		return
 	}
-	msgs, batch, err := parseMessages(body)
-	if err != nil {
-		writeHTTPError(w, http.StatusBadRequest, codeParseError, "invalid JSON-RPC: "+err.Error())
-		return
-	}
-	if proto := r.Header.Get("Mcp-Protocol-Version"); batch && !batchAllowed(proto) {
-		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "JSON-RPC batches are not allowed in MCP protocol revision "+proto+"; send one message per request")
-		return
-	}
-	if msg := headerMismatch(r, msgs, batch); msg != "" {
-		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, msg)
-		return
-	}
-	sess, ok := g.sessionFor(w, r, c)
+	sess, ok := g.sessionFor(w, r, ex.caller)
 	if !ok {
 		return
 	}
 	ex.sess = sess
-	var keep []*message
-	var denials []*denial
-	var needsApproval *pendingCall
-	for _, m := range msgs {
-		c.spanMethod(m.Method)
-		switch {
-		case m.isResponse():
-			if g.approval.deliver(sess, m) {
-				continue
-			}
-		case m.Method == "initialize" && m.isRequest():
-			elicit := declaresElicitation(m.Params)
-			ex.initElicit = &elicit
-			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
-		case m.Method == "subscriptions/listen" && m.isRequest():
-			ex.listen = true
-		case m.Method == "tools/call" && m.isRequest():
-			pc, d := g.admission.call(r.Context(), c, sess, m)
-			ex.record(pc)
-			if d == nil && pc.approval != "" && batch {
-				d = refuse(pc, http.StatusOK, codePolicy, "tool "+pc.name+" needs a person's approval, which cannot be asked inside a batch; send the call on its own", "")
-			}
-			if d != nil {
-				pc.settle(audit.Deny, d.msg, audit.ResultNone)
-				denials = append(denials, d)
-				continue
-			}
-			if pc.approval != "" {
-				needsApproval = pc
-			}
-			ex.add(pc)
-		}
-		if m.isRequest() {
-			ex.requests = append(ex.requests, m.ID)
-			if m.Method != "tools/call" && m.Method != "initialize" {
-				ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
-			}
-		}
-		keep = append(keep, m)
-	}
+	keep, denials, needsApproval := g.admitMessages(r, ex, msgs, batch)
 	if len(denials) > 0 {
 		g.writeDenials(w, batch, msgs, denials, ex)
 		return
@@ -210,6 +161,92 @@ func (g *Gateway) servePOST(w http.ResponseWriter, r *http.Request, ex *exchange
 		}
 	}
 	g.forwardPOST(w, r, ex, out, nil)
+}
+
+// readPOST reads the body of a POST (bounded) and parses its messages strictly: a batch only where the
+// protocol revision allows one, the Mcp-Method and Mcp-Name headers matching the body. ok is false
+// when it has answered.
+func (g *Gateway) readPOST(w http.ResponseWriter, r *http.Request) (msgs []*message, batch, ok bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+			return nil, false, false
+		}
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+		return nil, false, false
+	}
+	msgs, batch, err = parseMessages(body)
+	if err != nil {
+		writeHTTPError(w, http.StatusBadRequest, codeParseError, "invalid JSON-RPC: "+err.Error())
+		return nil, false, false
+	}
+	if proto := r.Header.Get("Mcp-Protocol-Version"); batch && !batchAllowed(proto) {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "JSON-RPC batches are not allowed in MCP protocol revision "+proto+"; send one message per request")
+		return nil, false, false
+	}
+	if msg := headerMismatch(r, msgs, batch); msg != "" {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, msg)
+		return nil, false, false
+	}
+	return msgs, batch, true
+}
+
+// admitMessages asks admission about each message of a POST: the ones to forward (keep), the refused
+// ones, and the tools/call that needs a person's approval, if any. Responses that answer the gateway's
+// own approval requests are delivered, not forwarded.
+func (g *Gateway) admitMessages(r *http.Request, ex *exchange, msgs []*message, batch bool) (keep []*message, denials []*denial, needsApproval *pendingCall) {
+	c, sess := ex.caller, ex.sess
+	for _, m := range msgs {
+		c.spanMethod(m.Method)
+		switch {
+		case m.isResponse():
+			if g.approval.deliver(sess, m) {
+				continue
+			}
+		case m.Method == "initialize" && m.isRequest():
+			elicit := declaresElicitation(m.Params)
+			ex.initElicit = &elicit
+			ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
+		case m.Method == "subscriptions/listen" && m.isRequest():
+			ex.listen = true
+		case m.Method == "tools/call" && m.isRequest():
+			pc, d := g.admitCall(r, ex, m, batch)
+			if d != nil {
+				denials = append(denials, d)
+				continue
+			}
+			if pc.approval != "" {
+				needsApproval = pc
+			}
+		}
+		if m.isRequest() {
+			ex.requests = append(ex.requests, m.ID)
+			if m.Method != "tools/call" && m.Method != "initialize" {
+				ex.add(&pendingCall{key: idKey(m.ID), id: m.ID, method: m.Method, caller: c, session: sess, start: time.Now()})
+			}
+		}
+		keep = append(keep, m)
+	}
+	return keep, denials, needsApproval
+}
+
+// admitCall asks admission about one tools/call and records it in the exchange: a refusal settles its
+// record; an admitted call is added to the calls to forward. A call that needs approval cannot be asked
+// inside a batch.
+func (g *Gateway) admitCall(r *http.Request, ex *exchange, m *message, batch bool) (*pendingCall, *denial) {
+	pc, d := g.admission.call(r.Context(), ex.caller, ex.sess, m)
+	ex.record(pc)
+	if d == nil && pc.approval != "" && batch {
+		d = refuse(pc, http.StatusOK, codePolicy, "tool "+pc.name+" needs a person's approval, which cannot be asked inside a batch; send the call on its own", "")
+	}
+	if d != nil {
+		pc.settle(audit.Deny, d.msg, audit.ResultNone)
+		return pc, d
+	}
+	ex.add(pc)
+	return pc, nil
 }
 
 // forwardPOST forwards the checked messages of a POST under the call timeout (the stream timeout for a

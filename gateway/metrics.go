@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 			Name: "mcp_warden_gateway_sanitized_total", Help: "Content removed from what the MCP server sent: hidden characters, HTML comments, secrets (redacted).",
 		}, []string{"kind"}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcp_warden_gateway_session_relays_total", Help: "Requests for sessions another replica holds: relayed, owner_gone (answered 404), refused (an id or relay token not issued by this server's gateways, or naming no peer).",
+			Name: "mcp_warden_gateway_session_relays_total", Help: "Requests for sessions another replica holds: relayed, owner_gone (answered 404), refused (an id or relay token not issued by this server's gateways, or naming no peer); requests without a session relayed to their principal's home replica: homed, home_gone (the home did not answer; served by the replica reached).",
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.calls, m.callDuration, m.authFailures, m.upstream, m.dropped, m.sanitized, m.sessions,

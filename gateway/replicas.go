@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -196,6 +198,21 @@ type (
 type relayDest struct {
 	addr   netip.AddrPort
 	client string
+	// local serves the request on this replica instead, when the destination did not answer before the
+	// request's body was read (a principal's home that is gone); nil for a session's owner.
+	local func()
+	body  *readTracker
+}
+
+// readTracker is a request body that records whether any of it was read.
+type readTracker struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *readTracker) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
 }
 
 // sessionRefFrom returns what the request's session id stands for, if it named one.
@@ -274,16 +291,26 @@ func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, owner str
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
 		return
 	}
+	g.metrics.sessions.WithLabelValues("relayed").Inc()
+	g.relayTo(w, r, relayDest{addr: addr})
+}
+
+// relayTo relays a request to a peer's port (d.addr), under the call timeout (the stream timeout for a
+// GET) and the body limit.
+func (g *Gateway) relayTo(w http.ResponseWriter, r *http.Request, d relayDest) {
 	timeout := g.cfg.Limits.CallTimeout.Duration + g.cfg.Limits.ApprovalTimeout.Duration
 	if r.Method == http.MethodGet {
 		timeout = g.cfg.Limits.StreamTimeout.Duration
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+5*time.Second)
 	defer cancel()
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	ctx = context.WithValue(ctx, relayDestKey{}, relayDest{addr: addr, client: host})
-	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes+1) // the owner refuses more
-	g.metrics.sessions.WithLabelValues("relayed").Inc()
+	d.client, _, _ = net.SplitHostPort(r.RemoteAddr)
+	d.body = &readTracker{ReadCloser: http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes+1)} // the peer refuses more
+	if r.Body == nil || r.Body == http.NoBody {
+		d.body = &readTracker{ReadCloser: http.NoBody}
+	}
+	r.Body = d.body
+	ctx = context.WithValue(ctx, relayDestKey{}, d)
 	g.peerProxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -313,6 +340,11 @@ func (g *Gateway) newPeerProxy() *httputil.ReverseProxy {
 				return
 			case cerr != nil:
 				return // the client went away
+			case d.local != nil && !d.body.read.Load():
+				g.metrics.sessions.WithLabelValues("home_gone").Inc()
+				g.log.Warn("the principal's home replica did not answer; the request is served here", "home", d.addr.String(), "err", err)
+				d.local()
+				return
 			}
 			g.metrics.sessions.WithLabelValues("owner_gone").Inc()
 			g.log.Warn("the replica that holds the session did not answer; the client must initialize a new session", "owner", d.addr.String(), "err", err)
@@ -406,17 +438,14 @@ func (g *Gateway) PeerTLSConfig() *tls.Config {
 func (g *Gateway) Certificates() *CertReloader { return g.certs }
 
 // PeerHandler serves the peer port: requests other replicas relay for the sessions this replica holds,
-// over a connection PeerTLSConfig authenticated. Everything else is refused.
+// and for the principals it is home to (requests without a session id), over a connection
+// PeerTLSConfig authenticated. Everything else is refused.
 func (g *Gateway) PeerHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || g.verifyPeer(r.TLS.PeerCertificates, x509.ExtKeyUsageClientAuth) != nil {
 			g.metrics.sessions.WithLabelValues("refused").Inc()
 			g.log.Warn("peer port: request refused: not over mutual TLS from a replica of this server", "remote", r.RemoteAddr)
 			writeHTTPError(w, http.StatusForbidden, codePolicy, "the peer port serves only this server's gateway replicas, over mutual TLS")
-			return
-		}
-		if r.Header.Get("Mcp-Session-Id") == "" {
-			writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "the peer port serves only requests of an existing session")
 			return
 		}
 		client := r.Header.Get(relayClientHeader)

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,6 +59,7 @@ type replicaSet struct {
 	port     int
 	cidrs    []string
 	mutate   func(*gateway.Config)
+	lookup   func(ctx context.Context, host string) ([]netip.Addr, error)
 	log      *slog.Logger
 	replicas []*replica
 	front    *httptest.Server
@@ -98,7 +100,13 @@ func peerPort(t testing.TB, n int) (int, []net.Listener) {
 
 func newReplicaSet(t testing.TB, n int, mutate func(*gateway.Config)) (*replicaSet, net.Listener) {
 	t.Helper()
-	rs := &replicaSet{is: newIssuer(t), ca: newPeerCA(t), mutate: mutate}
+	return newReplicaSetResolving(t, n, mutate, nil)
+}
+
+// newReplicaSetResolving is newReplicaSet whose replicas resolve sessions.peersDNS with lookup.
+func newReplicaSetResolving(t testing.TB, n int, mutate func(*gateway.Config), lookup func(context.Context, string) ([]netip.Addr, error)) (*replicaSet, net.Listener) {
+	t.Helper()
+	rs := &replicaSet{is: newIssuer(t), ca: newPeerCA(t), mutate: mutate, lookup: lookup}
 	_, _, rs.caFile = rs.ca.issue(t, filepath.Join(t.TempDir(), "ca"), peerServerName)
 	port, lns := peerPort(t, n)
 	rs.port = port
@@ -140,7 +148,7 @@ func (rs *replicaSet) start(t testing.TB, addr string, ln net.Listener) *replica
 	if rs.mutate != nil {
 		rs.mutate(cfg)
 	}
-	gw, err := gateway.New(cfg, gateway.Options{AuditWriter: rp.audit, Logger: rs.log})
+	gw, err := gateway.New(cfg, gateway.Options{AuditWriter: rp.audit, Logger: rs.log, LookupPeers: rs.lookup})
 	if err != nil {
 		t.Fatal(err)
 	}

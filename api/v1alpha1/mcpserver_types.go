@@ -543,11 +543,12 @@ const (
 	// is disabled.
 	ConditionIssuerKeysDelivered = "IssuerKeysDelivered"
 	// ConditionSessionsKept says how MCP sessions fare across the server's replicas. True: every request
-	// of a session reaches the replica that holds it, whichever replica the Service sends it to (reason
-	// SingleReplica or RoutedToOwner); a replica's loss costs its clients one re-initialize. False
-	// (reason ChainRulePerReplica) when a configuration cannot keep all of a session's state across
-	// replicas: the tool-chain rule (privateDataTools, externalWriteTools) follows a principal across
-	// its sessions only on one replica. False (reason NotRelayedWithoutTLS) with several replicas and
+	// of a session reaches the replica that holds it, whichever replica the Service sends it to, and
+	// every principal's sessions are on one replica, its home (reason SingleReplica, or
+	// RoutedToPrincipalHome with several replicas: the home is picked among the ready pods of the
+	// headless Service <name>-peers), so the tool-chain rule and the rate limit count once per
+	// principal; a replica's loss costs its clients one re-initialize, and the chain state and rate
+	// bucket of the principals homed there. False (reason NotRelayedWithoutTLS) with several replicas and
 	// spec.gateway.tls.mode Disabled: the replicas do not relay sessions to each other without mutual
 	// TLS, so a session lives on one replica, which the Service keeps a client on by its IP address.
 	// It is a warning: Ready does not wait on it.

@@ -174,6 +174,34 @@ func Service(s *mcpv1alpha1.MCPServer, o Options) *corev1.Service {
 	return svc
 }
 
+// PeersService is the headless Service of the server's ready pods (no cluster IP, not-ready addresses
+// left out), for spec.replicas > 1 with TLS: its DNS name (the gateway's sessions.peersDNS) resolves
+// to the live replicas, among which every gateway picks a principal's home replica. The gateways have
+// no API access; DNS is how they learn the set.
+func PeersService(s *mcpv1alpha1.MCPServer) *corev1.Service {
+	om := objectMeta(s)
+	om.Name = gatewayconfig.PeersServiceName(s)
+	return &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: om,
+		Spec: corev1.ServiceSpec{
+			Type:                     corev1.ServiceTypeClusterIP,
+			ClusterIP:                corev1.ClusterIPNone,
+			Selector:                 selectorLabels(s),
+			PublishNotReadyAddresses: false,
+			Ports: []corev1.ServicePort{{
+				Name: peerPortName, Port: PeerPort, TargetPort: intstr.FromInt32(PeerPort), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+// NeedsPeersService reports whether the server has the headless Service of its replicas: with more than
+// one replica and TLS (without TLS the replicas do not relay to each other).
+func NeedsPeersService(s *mcpv1alpha1.MCPServer) bool {
+	return ptr.Deref(s.Spec.Replicas, 1) > 1 && gatewayconfig.TLSEnabled(s)
+}
+
 // MetricsPortName is the Service port of the gateway's metrics (its status port), when a metrics
 // scraper is configured.
 const MetricsPortName = "metrics"

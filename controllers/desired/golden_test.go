@@ -78,7 +78,7 @@ func renderAll(t *testing.T, s *mcpv1alpha1.MCPServer, o Options) []byte {
 		t.Fatal(errs)
 	}
 	objs := []runtime.Object{
-		ServiceAccount(s), Service(s, o), np, CiliumNetworkPolicy(s, o, netpol.Ceiling{}), cm, Deployment(s, o, hash),
+		ServiceAccount(s), Service(s, o), PeersService(s), np, CiliumNetworkPolicy(s, o, netpol.Ceiling{}), cm, Deployment(s, o, hash),
 		Certificate(s, o), CABundleConfigMap(s.Namespace, []byte("-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n")),
 	}
 	var out bytes.Buffer

@@ -124,6 +124,14 @@ type SessionsConfig struct {
 	// PeerServerName is the DNS name a replica's certificate must carry, as a server and as a client
 	// (every replica's certificate is issued for the Service's names). Needed with peerListen.
 	PeerServerName string `json:"peerServerName,omitempty"`
+	// PeersDNS is the DNS name whose addresses are the live replicas (a headless Service selecting the
+	// server's ready pods, e.g. "github-peers.tools.svc.cluster.local"). With it, every request without
+	// a session id (an initialize; every request to a server that issues no session) is served by its
+	// principal's home: the replica rendezvous hashing picks among the live ones, filtered as session
+	// ids are (peerCIDRs, the peer port). So all of a principal's sessions, its tool-chain state and its
+	// rate bucket are on one replica. Resolved with a 2s cache and a 1s deadline; a resolve error or an
+	// empty answer serves the request on the replica it reached. Needs peerListen.
+	PeersDNS string `json:"peersDNS,omitempty"`
 }
 
 // TelemetryConfig configures OpenTelemetry trace export.
@@ -514,7 +522,13 @@ func (c SessionsConfig) validate() error {
 			return fmt.Errorf("sessions.peerCIDRs[%d]: %q is not a CIDR range, e.g. \"10.244.0.0/16\"", i, p)
 		}
 	}
+	if c.PeersDNS != "" && !dnsName(c.PeersDNS) {
+		return fmt.Errorf("sessions.peersDNS: %q is not a DNS name; use the headless Service of the replicas, e.g. \"github-peers.tools.svc.cluster.local\"", c.PeersDNS)
+	}
 	if c.PeerListen == "" {
+		if c.PeersDNS != "" {
+			return errors.New("sessions.peersDNS: is set but sessions.peerListen is not; a principal's requests are relayed to its home replica's peer port, so set both, or neither for one replica")
+		}
 		if c.Advertise != "" {
 			return errors.New("sessions.advertise: is set but sessions.peerListen is not; set both, or neither for one replica")
 		}
@@ -532,6 +546,26 @@ func (c SessionsConfig) validate() error {
 		return fmt.Errorf("sessions.advertise: %q must be this replica's IP and the peer port %s, e.g. \"10.244.1.7:%s\" (the gateway sets it from $MCP_WARDEN_POD_IP)", c.Advertise, port, port)
 	}
 	return nil
+}
+
+// dnsName reports whether s is a DNS name of letters, digits and hyphens, 253 characters at most, with
+// no label empty, longer than 63 characters or starting or ending with a hyphen (a trailing dot allowed).
+func dnsName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // OTLPTracesURL checks an OTLP/HTTP endpoint and returns the traces URL it names.

@@ -68,6 +68,10 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		"allowedOrigins[0]:":   func(c *config.Config) { c.AllowedOrigins = []string{"app.example.com"} },
 		"listen:":              func(c *config.Config) { c.Listen = "8443" },
 		"auth.disabled:":       func(c *config.Config) { c.Auth.Disabled = true },
+		"sessions.peersDNS:":   func(c *config.Config) { c.Sessions.PeersDNS = "github-peers.tools.svc" },
+		"sessions.peersDNS: \"http": func(c *config.Config) {
+			c.Sessions = config.SessionsConfig{PeerListen: ":8445", PeersDNS: "http://github-peers:8445"}
+		},
 	} {
 		t.Run(field, func(t *testing.T) {
 			c := valid()

@@ -130,8 +130,11 @@ func Render(s *mcpv1alpha1.MCPServer, clusterDomain string) *config.Config {
 		// replica's certificate is issued for the Service's names, and each checks a peer's against the
 		// CA bundle mounted beside it. Without TLS there is no peer port: each replica serves only its
 		// own sessions (the Service keeps a client on one replica, see desired.Service).
+		// The live replicas are the addresses of the headless Service PeersServiceName (there only at
+		// spec.replicas > 1; at one replica the name does not resolve and the replica serves everything).
 		cfg.Sessions = config.SessionsConfig{PeerListen: fmt.Sprintf(":%d", PeerPort),
-			PeerCAFile: TLSDir + "/" + CABundleKey, PeerServerName: DNSNames(s, clusterDomain)[3]}
+			PeerCAFile: TLSDir + "/" + CABundleKey, PeerServerName: DNSNames(s, clusterDomain)[3],
+			PeersDNS: PeersServiceName(s) + "." + s.Namespace + ".svc." + clusterDomain + "."}
 	}
 	// Every server, stdio too, runs in a container of its own: the audit key and head are the
 	// gateway container's alone.
@@ -209,6 +212,10 @@ func TLSEnabled(s *mcpv1alpha1.MCPServer) bool {
 // serving certificate when the operator leaves issuance to cert-manager (type kubernetes.io/tls, with
 // tls-combined.pem), mounted into the gateway container only.
 func TLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-gateway-tls" }
+
+// PeersServiceName is the headless Service of the server's ready pods at spec.replicas > 1: its DNS
+// name resolves to the live replicas, among which each principal's home replica is picked.
+func PeersServiceName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-peers" }
 
 // DNSNames are the names the gateway's serving certificate is for: the server's Service, short and
 // qualified.

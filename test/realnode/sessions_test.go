@@ -182,6 +182,8 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 		s0.NotFoundMs, s0.NotFoundURL, s0.Reinitialized, s0.NewOwner, rep.Sessions[1].Reinitialized, rep.Sessions[2].Reinitialized, rep.Warmups, rep.WarmupError)
 	fmt.Printf("real node: sessions across 3 replicas: %d calls, 404 %.1f ms after the owner's loss, %d re-initialize(s), %d for the other replicas' sessions\n",
 		(s0.Phase1OK+s0.Phase2OK)*3, s0.NotFoundMs, s0.Reinitialized, rep.Sessions[1].Reinitialized+rep.Sessions[2].Reinitialized)
+	// With the replicas' headless Service resolving, a principal's sessions have one home.
+	assertPrincipalHome(t, f.ns, f.agent.Name, s, trust, tok)
 }
 
 // checkSessionRun: session i (held by urls[i]) had its id from the replica it was initialized at, no

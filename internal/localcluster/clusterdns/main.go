@@ -1,5 +1,5 @@
 // Command clusterdns is the real node's cluster DNS: it answers A queries on UDP :53 for the NAME=IP
-// records it is given (NXDOMAIN for anything else), so a pod's lookups go through the NetworkPolicy's
+// records it is given, NAME=IP[,IP...] (NXDOMAIN for anything else), so a pod's lookups go through the NetworkPolicy's
 // DNS rule to a kube-dns pod as on a real cluster.
 package main
 
@@ -20,14 +20,20 @@ func main() {
 
 // dnsServer answers A queries for the given NAME=IP records on UDP :53, NXDOMAIN for anything else.
 func dnsServer(records []string) error {
-	zone := map[string][4]byte{}
+	zone := map[string][][4]byte{}
 	for _, r := range records {
-		n, a, ok := strings.Cut(r, "=")
-		ip := net.ParseIP(a).To4()
-		if !ok || ip == nil {
-			return fmt.Errorf("record %q: want NAME=IPv4", r)
+		n, list, ok := strings.Cut(r, "=")
+		if !ok {
+			return fmt.Errorf("record %q: want NAME=IPv4[,IPv4...]", r)
 		}
-		zone[strings.ToLower(strings.TrimSuffix(n, "."))+"."] = [4]byte(ip)
+		for _, a := range strings.Split(list, ",") {
+			ip := net.ParseIP(a).To4()
+			if ip == nil {
+				return fmt.Errorf("record %q: want NAME=IPv4[,IPv4...]", r)
+			}
+			key := strings.ToLower(strings.TrimSuffix(n, ".")) + "."
+			zone[key] = append(zone[key], [4]byte(ip))
+		}
 	}
 	pc, err := net.ListenPacket("udp", ":53")
 	if err != nil {
@@ -45,7 +51,7 @@ func dnsServer(records []string) error {
 	}
 }
 
-func answer(query []byte, zone map[string][4]byte) ([]byte, error) {
+func answer(query []byte, zone map[string][][4]byte) ([]byte, error) {
 	var p dnsmessage.Parser
 	h, err := p.Start(query)
 	if err != nil {
@@ -55,7 +61,7 @@ func answer(query []byte, zone map[string][4]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ip, found := zone[strings.ToLower(q.Name.String())]
+	ips, found := zone[strings.ToLower(q.Name.String())]
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
 	if !found {
 		rh.RCode = dnsmessage.RCodeNameError
@@ -72,8 +78,10 @@ func answer(query []byte, zone map[string][4]byte) ([]byte, error) {
 		if err := b.StartAnswers(); err != nil {
 			return nil, err
 		}
-		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip}); err != nil {
-			return nil, err
+		for _, ip := range ips {
+			if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip}); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b.Finish()

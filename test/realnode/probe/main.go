@@ -254,6 +254,9 @@ type MCPResult struct {
 	// CallError is the error of the tools/call (--call), or the tool's own error result; CallText is
 	// the text content the tool returned.
 	CallError, CallText string
+	// SessionID is the go-sdk client's session id; InitSessionID the one the raw initialize got: two
+	// sessions of the token's principal.
+	SessionID, InitSessionID string `json:",omitempty"`
 }
 
 func mcpClient(args []string) (*MCPResult, error) {
@@ -295,6 +298,7 @@ func mcpClient(args []string) (*MCPResult, error) {
 		res.ConnectError = err.Error()
 	} else {
 		defer cs.Close()
+		res.SessionID = cs.ID()
 		if err := useSession(ctx, cs, res, args[min(len(args), 2):], *call, callArgs); err != nil {
 			return nil, err
 		}
@@ -376,6 +380,7 @@ func rawInitialize(ctx context.Context, hc *http.Client, url string, res *MCPRes
 	}
 	resp.Body.Close()
 	res.Status, res.WWWAuthenticate = resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+	res.InitSessionID = resp.Header.Get("Mcp-Session-Id")
 	return res, nil
 }
 
