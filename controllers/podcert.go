@@ -157,6 +157,9 @@ func (r *PodCertSigner) gatewayServer(ctx context.Context, pcr *certificatesv1.P
 	if !gatewayconfig.TLSEnabled(s) {
 		return nil, notOurs("MCPServer %s has spec.gateway.tls.mode Disabled", s.Name), nil
 	}
+	if err := gatewayconfig.CheckName(s); err != nil {
+		return nil, notOurs("%s", err.Error()), nil
+	}
 	if why := r.checkPod(s, pod, pcr); why != "" {
 		return nil, notOurs("%s", why), nil
 	}
