@@ -157,6 +157,9 @@ func (r *PodCertSigner) gatewayServer(ctx context.Context, pcr *certificatesv1.P
 	if !gatewayconfig.TLSEnabled(s) {
 		return nil, notOurs("MCPServer %s has spec.gateway.tls.mode Disabled", s.Name), nil
 	}
+	if err := gatewayconfig.CheckName(s); err != nil {
+		return nil, notOurs("%s", err.Error()), nil
+	}
 	if why := r.checkPod(s, pod, pcr); why != "" {
 		return nil, notOurs("%s", why), nil
 	}
@@ -188,7 +191,13 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	if why := sameContainers("container", pod.Spec.Containers, want.Containers); why != "" {
 		return why
 	}
+	if why := samePrivileges(pod, want); why != "" {
+		return why
+	}
 	gw, live := want.InitContainers[0], pod.Spec.InitContainers[0]
+	if why := noTenantCommands(live, gw); why != "" {
+		return why
+	}
 	if !equality.Semantic.DeepEqual(live.VolumeMounts, gw.VolumeMounts) {
 		return fmt.Sprintf("its gateway container mounts %s, not the volumes the operator renders", mountNames(live.VolumeMounts))
 	}
@@ -212,6 +221,9 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	others = append(others, pod.Spec.InitContainers[1:]...)
 	others = append(others, pod.Spec.Containers...)
 	for _, e := range pod.Spec.EphemeralContainers {
+		if e.TargetContainerName == gw.Name {
+			return fmt.Sprintf("its ephemeral container %s shares the gateway container's processes (targetContainerName %s), and through them the gateway's key", e.Name, gw.Name)
+		}
 		others = append(others, corev1.Container{Name: e.Name, VolumeMounts: e.VolumeMounts})
 	}
 	for _, c := range others {
@@ -220,6 +232,45 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 				return fmt.Sprintf("container %s mounts the gateway's key (volume %s); only the gateway container may", c.Name, m.Name)
 			}
 		}
+	}
+	return ""
+}
+
+// samePrivileges compares what a pod and its containers may do beyond their users with the rendered
+// pod: the node's network, IPC and user namespaces, and every container's security context (privileged,
+// capabilities, privilege escalation, seccomp, the root filesystem). A privileged or more capable
+// container, or root on the node, reads the gateway's key from the kubelet's pod directory.
+func samePrivileges(pod *corev1.Pod, want corev1.PodSpec) string {
+	if pod.Spec.HostNetwork != want.HostNetwork || pod.Spec.HostIPC != want.HostIPC || !equality.Semantic.DeepEqual(pod.Spec.HostUsers, want.HostUsers) {
+		return "it uses the node's network, IPC or user namespace, which the operator does not render (hostNetwork, hostIPC or hostUsers)"
+	}
+	if !equality.Semantic.DeepEqual(pod.Spec.SecurityContext, want.SecurityContext) {
+		return "its pod security context is not the one the operator renders"
+	}
+	for _, set := range [][2][]corev1.Container{{pod.Spec.InitContainers, want.InitContainers}, {pod.Spec.Containers, want.Containers}} {
+		for i, w := range set[1] {
+			if l := set[0][i]; !equality.Semantic.DeepEqual(l.SecurityContext, w.SecurityContext) {
+				return fmt.Sprintf("the security context of its container %s (privileged, capabilities, privilege escalation, seccomp or root filesystem) is not the one the operator renders", l.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// noTenantCommands refuses what would run a command of the pod's writer in the gateway container, as
+// the gateway's user and beside its key (an exec probe or lifecycle hook), or change the gateway
+// process's environment.
+func noTenantCommands(live, want corev1.Container) string {
+	for name, p := range map[string]*corev1.Probe{"startupProbe": live.StartupProbe, "readinessProbe": live.ReadinessProbe, "livenessProbe": live.LivenessProbe} {
+		if p != nil && p.Exec != nil {
+			return fmt.Sprintf("its gateway container has an exec %s, which would run a command beside the gateway's key; the operator renders none", name)
+		}
+	}
+	if !equality.Semantic.DeepEqual(live.Lifecycle, want.Lifecycle) {
+		return "its gateway container has lifecycle hooks the operator does not render, which would run beside the gateway's key"
+	}
+	if !equality.Semantic.DeepEqual(live.Env, want.Env) || !equality.Semantic.DeepEqual(live.EnvFrom, want.EnvFrom) {
+		return "its gateway container's environment is not the one the operator renders"
 	}
 	return ""
 }

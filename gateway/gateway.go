@@ -111,7 +111,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		cfg:      c,
 		log:      opts.Logger,
 		policy:   policy.New(c.Scopes, c.Destructive, c.ToolLabels),
-		sessions: newSessionTable(10000),
+		sessions: newSessionTable(maxSessions, sessionsPerPrincipal(&c)),
 		approval: newApprovals(),
 		origins:  map[string]bool{},
 		stateKey: make([]byte, 32),

@@ -131,7 +131,16 @@ func newReplicaSetResolving(t testing.TB, n int, mutate func(*gateway.Config), l
 			}
 		}
 	}, Transport: &http.Transport{MaxIdleConnsPerHost: 64}, FlushInterval: -1, ErrorLog: slog.NewLogLogger(rs.log.Handler(), slog.LevelWarn)}
-	rs.front = httptest.NewServer(front)
+	// A streaming proxy must read the request body while it writes the response: by default net/http
+	// consumes and closes the request body when the handler writes its headers, and the Transport still
+	// reading that body to confirm its end then fails the request write and closes the connection the
+	// response streams on (an approval's event stream ended without its result, 1 run in 40).
+	rs.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			panic(err)
+		}
+		front.ServeHTTP(w, r)
+	}))
 	t.Cleanup(rs.front.Close)
 	return rs, lns[n]
 }

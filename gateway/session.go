@@ -44,12 +44,15 @@ func (s *session) take(key string) *pendingCall {
 	return p
 }
 
-// sessionTable maps session ids to sessions, bounded in size.
+// sessionTable maps session ids to sessions, bounded in size, and in the sessions of one principal:
+// a principal at its cap displaces its own least recently used session, never another principal's.
 type sessionTable struct {
-	mu     sync.Mutex
-	m      map[string]*session
-	max    int
-	chains map[string]*principalChain
+	mu       sync.Mutex
+	m        map[string]*session
+	max      int
+	perOwner int
+	owned    map[string]int
+	chains   map[string]*principalChain
 }
 
 // principalChain is one principal's tool-chain state.
@@ -58,8 +61,29 @@ type principalChain struct {
 	lastUsed time.Time
 }
 
-func newSessionTable(limit int) *sessionTable {
-	return &sessionTable{m: map[string]*session{}, max: limit, chains: map[string]*principalChain{}}
+// maxSessions bounds the sessions a gateway keeps.
+const maxSessions = 10000
+
+// sessionsPerPrincipal is the cap on one principal's sessions: a tenth of the table, or none without
+// authentication (every caller is then the one anonymous principal).
+func sessionsPerPrincipal(c *Config) int {
+	if c.Auth.Disabled {
+		return maxSessions
+	}
+	return maxSessions / sessionsPerPrincipalShare
+}
+
+// sessionsPerPrincipalShare is the share of the table one principal may hold (a tenth): one principal
+// fills its own share, and the table holds the sessions of ten at their caps.
+const sessionsPerPrincipalShare = 10
+
+// newSessionTable keeps at most limit sessions, and at most perOwner of one principal (0: limit, as
+// where every caller is the same anonymous principal).
+func newSessionTable(limit, perOwner int) *sessionTable {
+	if perOwner <= 0 || perOwner > limit {
+		perOwner = limit
+	}
+	return &sessionTable{m: map[string]*session{}, max: limit, perOwner: perOwner, owned: map[string]int{}, chains: map[string]*principalChain{}}
 }
 
 // chainLocked returns the tool-chain state of a principal, evicting the least recently used principal
@@ -109,23 +133,38 @@ func (t *sessionTable) put(s *session) {
 
 func (t *sessionTable) putLocked(s *session) {
 	s.chain = t.chainLocked(s.owner)
-	if len(t.m) >= t.max {
+	t.removeLocked(s.id)
+	// a principal at its cap displaces its own least recently used session; a full table its least
+	// recently used one
+	if own := t.owned[s.owner] >= t.perOwner; own || len(t.m) >= t.max {
 		var oldest *session
 		for _, o := range t.m {
-			if oldest == nil || o.lastUsed.Before(oldest.lastUsed) {
+			if (!own || o.owner == s.owner) && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
 				oldest = o
 			}
 		}
-		delete(t.m, oldest.id)
+		t.removeLocked(oldest.id)
 	}
 	s.lastUsed = time.Now()
 	t.m[s.id] = s
+	t.owned[s.owner]++
 }
 
 func (t *sessionTable) remove(id string) {
 	t.mu.Lock()
-	delete(t.m, id)
+	t.removeLocked(id)
 	t.mu.Unlock()
+}
+
+func (t *sessionTable) removeLocked(id string) {
+	s := t.m[id]
+	if s == nil {
+		return
+	}
+	delete(t.m, id)
+	if t.owned[s.owner]--; t.owned[s.owner] <= 0 {
+		delete(t.owned, s.owner)
+	}
 }
 
 // approvals are the gateway's outstanding elicitation requests, keyed by the JSON-RPC id it sent.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
@@ -66,6 +67,9 @@ const (
 // gateway uses itself. Errors name the spec field.
 func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 	var errs field.ErrorList
+	if err := CheckName(s); err != nil {
+		errs = append(errs, err)
+	}
 	if p := Port(s); s.Spec.Transport != mcpv1alpha1.TransportStdio && (p == GatewayPort || p == StatusPort || p == PeerPort) {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "port"), p, fmt.Sprintf("ports %d, %d and %d are the gateway's own, in the same pod; use another port, e.g. 8080", GatewayPort, StatusPort, PeerPort)))
 	}
@@ -80,6 +84,17 @@ func Check(s *mcpv1alpha1.MCPServer) field.ErrorList {
 		errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: specField(err.Error()), BadValue: field.OmitValueType{}, Detail: "the gateway would refuse this configuration: " + err.Error()})
 	}
 	return errs
+}
+
+// CheckName refuses a server name that is not an RFC 1035 label: the name is its Service's, and the
+// gateway's certificate carries <name>.<namespace>[.svc[.<cluster domain>]], so a name with dots
+// ("files.tools.svc.cluster" in namespace "local") would claim another namespace's Service
+// ("files.tools.svc.cluster.local") in a certificate from the CA every gateway's clients trust.
+func CheckName(s *mcpv1alpha1.MCPServer) *field.Error {
+	if msgs := validation.IsDNS1035Label(s.Name); len(msgs) > 0 {
+		return field.Invalid(field.NewPath("metadata", "name"), s.Name, "an MCPServer's name is its Service's name and the first label of its gateway's certificate names, so it must be an RFC 1035 label (lower-case letters, digits and '-', starting with a letter, at most 63 characters), e.g. \"files\": "+strings.Join(msgs, "; "))
+	}
+	return nil
 }
 
 // specFields maps the gateway configuration's keys to the MCPServer fields they come from.
