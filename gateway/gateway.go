@@ -118,7 +118,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		upstream: newForwarder(c.Upstream),
 	}
 	var err error
-	if g.ids, err = newSessionIDs(c.Sessions); err != nil {
+	if g.ids, err = newSessionIDs(c.Sessions, sessionsPerPrincipal(&c)); err != nil {
 		return nil, fmt.Errorf("gateway %w", err)
 	}
 	g.peers = newPeerSet(c.Sessions, g.ids, opts.LookupPeers, opts.Logger)

@@ -1,9 +1,11 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 
@@ -48,7 +50,20 @@ func TestRenderedReplicasDialOnlyPeers(t *testing.T) {
 	if rendered.PeerListen == "" {
 		t.Fatal("the rendered configuration has no peer port; this test is about the one TLS (the default) renders")
 	}
-	rs, _ := newReplicaSet(t, 2, func(c *gateway.Config) { c.Sessions.PeerCIDRs = rendered.PeerCIDRs })
+	if rendered.PeersDNS == "" {
+		t.Fatal("the rendered configuration names no live replica set (sessions.peersDNS)")
+	}
+	// the replicas resolve the rendered name as its headless Service answers: the two replicas
+	var rs *replicaSet
+	lookup := func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host != rendered.PeersDNS {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}, nil
+	}
+	rs, _ = newReplicaSetResolving(t, 2, func(c *gateway.Config) {
+		c.Sessions.PeerCIDRs, c.Sessions.PeersDNS = rendered.PeerCIDRs, rendered.PeersDNS
+	}, lookup)
 	attacker, err := net.Listen("tcp", net.JoinHostPort(hostAddr(t), fmt.Sprint(rs.port)))
 	if err != nil {
 		t.Fatal(err)

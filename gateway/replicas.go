@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,16 +71,24 @@ type sessionIDs struct {
 	self  netip.AddrPort
 	peers []netip.Prefix
 
-	mu  sync.Mutex
-	m   map[string]*sessionRef
-	max int
+	mu       sync.Mutex
+	m        map[string]*sessionRef
+	max      int
+	perOwner int
+	owned    map[string]int
 }
 
-func newSessionIDs(c SessionsConfig) (*sessionIDs, error) {
+// newSessionIDs keeps at most maxSessionIDs handles, and at most perPrincipal of one principal (0: no cap
+// but the table's, as where every caller is the one anonymous principal): a principal at its cap
+// displaces its own least recently used handle, never another principal's.
+func newSessionIDs(c SessionsConfig, perPrincipal int) (*sessionIDs, error) {
 	if c.PeerListen != "" && c.Advertise == "" {
 		return nil, errors.New("sessions.advertise: empty with sessions.peerListen set; set it to this replica's IP and peer port (the gateway binary sets it from $MCP_WARDEN_POD_IP)")
 	}
-	s := &sessionIDs{m: map[string]*sessionRef{}, max: maxSessionIDs}
+	if perPrincipal <= 0 || perPrincipal > maxSessionIDs {
+		perPrincipal = maxSessionIDs
+	}
+	s := &sessionIDs{m: map[string]*sessionRef{}, max: maxSessionIDs, perOwner: perPrincipal, owned: map[string]int{}}
 	if c.Advertise != "" {
 		s.self = netip.MustParseAddrPort(c.Advertise) // validated
 	}
@@ -106,16 +115,19 @@ func (s *sessionIDs) issue(upstream, principal string) (string, error) {
 	ref.raw = sessionIDPrefix + base64.RawURLEncoding.EncodeToString([]byte(owner)) + "." + ref.handle
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) >= s.max {
+	// a principal at its cap displaces its own least recently used handle; a full table its least
+	// recently used one
+	if own := s.owned[principal] >= s.perOwner; own || len(s.m) >= s.max {
 		var oldest *sessionRef
 		for _, o := range s.m {
-			if oldest == nil || o.lastUsed.Before(oldest.lastUsed) {
+			if (!own || o.Principal == principal) && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
 				oldest = o
 			}
 		}
-		delete(s.m, oldest.handle)
+		s.forgetLocked(oldest.handle)
 	}
 	s.m[ref.handle] = ref
+	s.owned[principal]++
 	return ref.raw, nil
 }
 
@@ -154,8 +166,19 @@ func (s *sessionIDs) lookup(handle string) *sessionRef {
 // forget drops a handle (its session was deleted).
 func (s *sessionIDs) forget(handle string) {
 	s.mu.Lock()
-	delete(s.m, handle)
+	s.forgetLocked(handle)
 	s.mu.Unlock()
+}
+
+func (s *sessionIDs) forgetLocked(handle string) {
+	ref := s.m[handle]
+	if ref == nil {
+		return
+	}
+	delete(s.m, handle)
+	if s.owned[ref.Principal]--; s.owned[ref.Principal] <= 0 {
+		delete(s.owned, ref.Principal)
+	}
 }
 
 // mine reports whether this replica issued ids naming owner.
@@ -291,6 +314,15 @@ func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, owner str
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
 		return
 	}
+	// With the live replica set known (sessions.peersDNS, as the operator renders it), an owner must be
+	// one of them: an id naming any other address, forged or of a replica gone, is never dialled. A set
+	// that does not resolve relays nothing (fail closed: the client initializes again, served here).
+	if g.peers != nil && !slices.Contains(g.peers.members(r.Context()), addr) {
+		g.metrics.sessions.WithLabelValues("refused").Inc()
+		g.log.Warn("request refused: the session id names no live replica of this server (sessions.peersDNS); not dialled", "owner", addr, "remote", r.RemoteAddr)
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")
+		return
+	}
 	g.metrics.sessions.WithLabelValues("relayed").Inc()
 	g.relayTo(w, r, relayDest{addr: addr})
 }
@@ -310,6 +342,10 @@ func (g *Gateway) relayTo(w http.ResponseWriter, r *http.Request, d relayDest) {
 		d.body = &readTracker{ReadCloser: http.NoBody}
 	}
 	r.Body = d.body
+	// The relay streams the response while it still reads the request body: without full duplex,
+	// net/http closes the body once the response headers are flushed, and the Transport's last read
+	// of it then fails the request and cuts the response stream. HTTP/2 is full duplex already.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	ctx = context.WithValue(ctx, relayDestKey{}, d)
 	g.peerProxy.ServeHTTP(w, r.WithContext(ctx))
 }

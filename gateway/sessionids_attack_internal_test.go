@@ -12,7 +12,7 @@ import (
 // session's state at the server (subscriptions, a stdio server's process state) is lost. A principal's
 // own handles must be what its new sessions displace.
 func TestOnePrincipalCannotEvictOthersSessionIDs(t *testing.T) {
-	ids, err := newSessionIDs(SessionsConfig{})
+	ids, err := newSessionIDs(SessionsConfig{}, sessionsPerPrincipal(&Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,5 +28,8 @@ func TestOnePrincipalCannotEvictOthersSessionIDs(t *testing.T) {
 	}
 	if ids.lookup(handle) == nil {
 		t.Fatalf("principal mallory's %d initializes dropped principal alice's session handle", maxSessionIDs)
+	}
+	if n, limit := ids.owned["mallory"], maxSessionIDs/sessionsPerPrincipalShare; n != limit || len(ids.m) != limit+1 {
+		t.Fatalf("mallory holds %d handles (table %d), want its cap %d and alice's one", n, len(ids.m), limit)
 	}
 }
