@@ -25,6 +25,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -258,7 +259,8 @@ func (c *Cluster) StartClusterDNS(ctx context.Context, image string, records map
 }
 
 // startClusterDNS runs ./clusterdns as kube-system's kube-dns (the labels a NetworkPolicy's DNS rule
-// selects), behind the Service the kubelet's clusterDNS names, and waits for it to answer.
+// selects), behind the Service the kubelet's clusterDNS names, and waits for it to answer. Its service
+// account may list EndpointSlices and nothing else: it answers for headless Services as kube-dns does.
 func startClusterDNS(ctx context.Context, cl client.Client, image string, records map[string]string) error {
 	labels := map[string]string{"k8s-app": "kube-dns"}
 	args := make([]string, 0, len(records))
@@ -268,10 +270,17 @@ func startClusterDNS(ctx context.Context, cl client.Client, image string, record
 	slices.Sort(args)
 	no, yes := false, true
 	uid := int64(65532)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "cluster-dns", Namespace: "kube-system"}}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "local-cluster-dns"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}}}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "local-cluster-dns"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: sa.Namespace}}}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "cluster-dns", Namespace: "kube-system", Labels: labels},
 		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: &no,
+			ServiceAccountName:           sa.Name,
+			AutomountServiceAccountToken: &yes,
 			SecurityContext: &corev1.PodSecurityContext{
 				RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
@@ -295,7 +304,7 @@ func startClusterDNS(ctx context.Context, cl client.Client, image string, record
 			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(53)}},
 		},
 	}
-	for _, obj := range []client.Object{svc, pod} {
+	for _, obj := range []client.Object{sa, role, binding, svc, pod} {
 		// Already there: a retry after a webhook that was not serving yet refused the pod.
 		if err := cl.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create the cluster DNS %s: %w", obj.GetName(), err)
