@@ -36,7 +36,7 @@ func serverDeployment(name string, available int32) *appsv1.Deployment {
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Generation: 1, ResourceVersion: fmt.Sprint(available), OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: mcpv1alpha1.GroupVersion.String(), Kind: "MCPServer", Name: name, UID: "server", Controller: ptr.To(true)}}},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1))},
+		Spec:   appsv1.DeploymentSpec{Replicas: ptr.To(int32(1))},
 		Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: available, AvailableReplicas: available},
 	}
 }
