@@ -186,14 +186,15 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 		p.state[key] = cur
 	}
 	// What a read needs of the server: its name, and its UID, which its pods' owner chain must lead to.
-	cur.server = &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID}}
+	server := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID}}
+	cur.server = server
 	st.pinsRead, st.tools, st.mcp = cur.read, slices.Clone(cur.tools), cur.mcp
 	start := p.startLocked(cur)
 	p.mu.Unlock()
 	if start {
 		// The read outlives the reconcile that starts it: the context keeps its values (the logger), not
 		// its cancellation.
-		go r.refreshPins(context.WithoutCancel(ctx), cur.server)
+		go r.refreshPins(context.WithoutCancel(ctx), server)
 	}
 	return nil
 }
@@ -219,10 +220,14 @@ func (r *MCPServerReconciler) podStarted(ctx context.Context, old, pod *corev1.P
 	p := r.poller
 	p.mu.Lock()
 	cur, ok := p.state[types.NamespacedName{Namespace: pod.Namespace, Name: name}]
-	start := ok && cur.server != nil && p.startLocked(cur)
+	var server *mcpv1alpha1.MCPServer
+	if ok {
+		server = cur.server
+	}
+	start := server != nil && p.startLocked(cur)
 	p.mu.Unlock()
 	if start {
-		go r.refreshPins(ctx, cur.server)
+		go r.refreshPins(ctx, server)
 	}
 }
 
