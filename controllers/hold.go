@@ -150,13 +150,7 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 	// With no good generation known, nothing new is created: only what exists is fenced off.
 	onlyExisting := g == nil
 	if g == nil {
-		closed := s.DeepCopy()
-		closed.Spec.Egress, closed.Spec.Clients = nil, nil
-		// DNS and the operator only: no clients, no egress, no scraper, no collector.
-		np, _ := desired.NetworkPolicy(closed, desired.Options{DNS: r.DNS, Operator: r.Operator}, st.ceiling)
-		d := r.withCertSource(desired.Deployment(s, r.options(), ""), s)
-		d.Spec.Replicas = ptr.To(int32(0))
-		g = &goodState{networkPolicy: np, deployment: d}
+		g = r.closedFence(s, st)
 		scale = true
 		stall.Note += "; " + unknown + ", so what exists of it is fenced off (no egress, no clients) and scaled to zero until the spec is fixed"
 	} else {
@@ -165,26 +159,51 @@ func (r *MCPServerReconciler) holdLastGood(ctx context.Context, s *mcpv1alpha1.M
 			stall.Note += ", scaled to zero replicas until the spec complies (MCPServerPolicy violationAction: ScaleToZero; Report only reports)"
 		}
 	}
+	if err := r.holdPolicies(ctx, s, g, onlyExisting); err != nil {
+		return err
+	}
+	return r.holdDeployment(ctx, s, g, scale, onlyExisting, stall)
+}
+
+// closedFence is what a stalled server with no known good generation is held at: a deny-all
+// NetworkPolicy (DNS and the operator only: no clients, no egress, no scraper, no collector) and a
+// sandboxed Deployment at zero replicas.
+func (r *MCPServerReconciler) closedFence(s *mcpv1alpha1.MCPServer, st *reconcileState) *goodState {
+	closed := s.DeepCopy()
+	closed.Spec.Egress, closed.Spec.Clients = nil, nil
+	np, _ := desired.NetworkPolicy(closed, desired.Options{DNS: r.DNS, Operator: r.Operator}, st.ceiling)
+	d := r.withCertSource(desired.Deployment(s, r.options(), ""), s)
+	d.Spec.Replicas = ptr.To(int32(0))
+	return &goodState{networkPolicy: np, deployment: d}
+}
+
+// holdPolicies applies the held NetworkPolicies and gateway ConfigMap again (onlyExisting: only those
+// that exist). A child the operator does not own is left alone.
+func (r *MCPServerReconciler) holdPolicies(ctx context.Context, s *mcpv1alpha1.MCPServer, g *goodState, onlyExisting bool) error {
 	for _, obj := range []client.Object{g.networkPolicy, g.ciliumPolicy, g.configMap} {
 		if reflect.ValueOf(obj).IsNil() {
 			continue
 		}
 		live := obj.DeepCopyObject().(client.Object)
 		if onlyExisting {
-			if exists, err := r.exists(ctx, live); err != nil || !exists {
-				if err != nil {
-					return err
-				}
+			exists, err := r.exists(ctx, live)
+			if err != nil {
+				return err
+			}
+			if !exists {
 				continue
 			}
 		}
-		if _, err := r.applier.apply(ctx, s, obj.DeepCopyObject().(client.Object), live); err != nil {
-			if errors.As(err, new(errNotOwned)) {
-				continue
-			}
+		if _, err := r.applier.apply(ctx, s, obj.DeepCopyObject().(client.Object), live); err != nil && !errors.As(err, new(errNotOwned)) {
 			return err
 		}
 	}
+	return nil
+}
+
+// holdDeployment applies the held Deployment again (onlyExisting: only if it exists), at zero replicas
+// when scale is set, with an event when that scaled running replicas down.
+func (r *MCPServerReconciler) holdDeployment(ctx context.Context, s *mcpv1alpha1.MCPServer, g *goodState, scale, onlyExisting bool, stall *StallingError) error {
 	d := g.deployment.DeepCopy()
 	if scale {
 		d.Spec.Replicas = ptr.To(int32(0))

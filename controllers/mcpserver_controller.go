@@ -208,18 +208,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	s := &mcpv1alpha1.MCPServer{}
 	if err := r.Client.Get(ctx, req.NamespacedName, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			for _, kind := range []string{"ServiceAccount", "Service", "NetworkPolicy", "Deployment", "CiliumNetworkPolicy"} {
-				r.applier.forget(kind, req.NamespacedName)
-			}
-			r.applier.forget("ConfigMap", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway"})
-			r.applier.forget("Certificate", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-gateway-tls"})
-			r.applier.forget("Service", types.NamespacedName{Namespace: req.Namespace, Name: req.Name + "-peers"})
-			r.mem.forget(req.NamespacedName)
-			r.poller.forget(req.NamespacedName)
-			if r.Keys != nil {
-				r.Keys.Forget(req.NamespacedName)
-			}
-			r.statuses.forget(req.NamespacedName)
+			r.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -236,6 +225,8 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if after > 0 && (result.RequeueAfter == 0 || after < result.RequeueAfter) {
 			result.RequeueAfter = after
 		}
+		// A requeue (a poll, a retry) does not inherit the priority this reconcile ran at.
+		result.Priority = ptr.To(defaultPriority)
 	}()
 
 	// The spec is validated before anything is applied, and the NetworkPolicy lands before the
@@ -266,24 +257,45 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 	r.rememberGood(s, st)
-	renew := renewIn(st, time.Now())
-	if r.Pins != nil {
-		// Tool definitions can change at any time on the server's side; read them again, soon while
-		// the server has not answered MCP.
-		interval := r.PinPollInterval
-		if interval == 0 {
-			interval = DefaultPinPollInterval
-		}
-		if !st.mcp.ready {
-			interval = min(interval, 5*time.Second)
-		}
-		if renew > 0 {
-			interval = min(interval, renew)
-		}
-		return ctrl.Result{RequeueAfter: interval}, nil
+	return ctrl.Result{RequeueAfter: r.nextReconcile(st)}, nil
+}
+
+// forget drops what the reconciler remembers of a server that no longer exists.
+func (r *MCPServerReconciler) forget(key types.NamespacedName) {
+	for _, kind := range []string{"ServiceAccount", "Service", "NetworkPolicy", "Deployment", "CiliumNetworkPolicy"} {
+		r.applier.forget(kind, key)
 	}
-	// The CA bundle is published again when the CA is rotated.
-	return ctrl.Result{RequeueAfter: renew}, nil
+	r.applier.forget("ConfigMap", types.NamespacedName{Namespace: key.Namespace, Name: key.Name + "-gateway"})
+	r.applier.forget("Certificate", types.NamespacedName{Namespace: key.Namespace, Name: key.Name + "-gateway-tls"})
+	r.applier.forget("Service", types.NamespacedName{Namespace: key.Namespace, Name: key.Name + "-peers"})
+	r.mem.forget(key)
+	r.poller.forget(key)
+	if r.Keys != nil {
+		r.Keys.Forget(key)
+	}
+	r.statuses.forget(key)
+}
+
+// nextReconcile is when a server that reconciled fully is reconciled again (0: on its next event):
+// the CA bundle is published again when the CA is rotated, and the gateways' status is read again.
+func (r *MCPServerReconciler) nextReconcile(st *reconcileState) time.Duration {
+	renew := renewIn(st, time.Now())
+	if r.Pins == nil {
+		return renew
+	}
+	// Tool definitions can change at any time on the server's side; read them again, soon while the
+	// server has not answered MCP.
+	interval := r.PinPollInterval
+	if interval == 0 {
+		interval = DefaultPinPollInterval
+	}
+	if !st.mcp.ready {
+		interval = min(interval, 5*time.Second)
+	}
+	if renew > 0 {
+		interval = min(interval, renew)
+	}
+	return interval
 }
 
 // applyChild applies one child and turns an ownership conflict into a stall.
@@ -743,6 +755,16 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	}
 	r.poller = newPinPoller()
+	if r.Pins != nil {
+		// A gateway pod that starts running (or turns ready) has its status read at once.
+		pods, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{})
+		if err != nil {
+			return fmt.Errorf("watch the servers' pods: %w", err)
+		}
+		if _, err := pods.AddEventHandler(r.podEvents(log.IntoContext(context.Background(), mgr.GetLogger().WithName("pins")))); err != nil {
+			return fmt.Errorf("watch the servers' pods: %w", err)
+		}
+	}
 	var keyEvents chan event.GenericEvent
 	if r.Keys != nil {
 		keyEvents = make(chan event.GenericEvent, 1024)
@@ -760,7 +782,7 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		// A pin read that found something new reconciles its server again.
-		WatchesRawSource(source.Channel(r.poller.events, &handler.EnqueueRequestForObject{}))
+		WatchesRawSource(source.Channel(r.poller.events, r.pinEvents()))
 	if keyEvents != nil {
 		// Keys fetched, rotated or failing: the servers using the issuer get the new jwks.json.
 		b = b.WatchesRawSource(source.Channel(keyEvents, &handler.EnqueueRequestForObject{}))
@@ -778,7 +800,8 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.
 		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
-		Owns(&appsv1.Deployment{}).
+		// As Owns, with a rollout's completion ahead of the queue.
+		Watches(&appsv1.Deployment{}, deploymentEvents(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &mcpv1alpha1.MCPServer{}, handler.OnlyControllerOwner()))).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).

@@ -17,7 +17,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -115,7 +117,22 @@ type pinPoller struct {
 	events chan event.GenericEvent
 }
 
+// takeUrgent reports whether the server's last reported read is to be reconciled ahead of the queue
+// (see pinEvents), and clears it.
+func (p *pinPoller) takeUrgent(key types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur, ok := p.state[key]
+	if !ok || !cur.urgent {
+		return false
+	}
+	cur.urgent = false
+	return true
+}
+
 type polledPins struct {
+	// server is the server as a read needs it (name and UID), from its last reconcile.
+	server   *mcpv1alpha1.MCPServer
 	read     bool
 	tools    []mcpv1alpha1.ToolPin
 	mcp      mcpState
@@ -123,6 +140,10 @@ type polledPins struct {
 	// again is set by a reconcile that found a read in flight: that read may have listed the pods
 	// before the change that caused the reconcile (a pod now running), so another read follows it.
 	again bool
+	// urgent is set when a read reported the server's first status or a change of whether its
+	// handshake completed, at most every urgentEvery (urgentAt): its reconcile runs ahead of the queue.
+	urgent   bool
+	urgentAt time.Time
 }
 
 // mcpState merges the gateways' MCP handshakes with the server: ready when every gateway that answered
@@ -164,17 +185,78 @@ func (r *MCPServerReconciler) reconcilePins(ctx context.Context, s *mcpv1alpha1.
 		cur = &polledPins{}
 		p.state[key] = cur
 	}
+	// What a read needs of the server: its name, and its UID, which its pods' owner chain must lead to.
+	server := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID}}
+	cur.server = server
 	st.pinsRead, st.tools, st.mcp = cur.read, slices.Clone(cur.tools), cur.mcp
-	start := !cur.inflight
-	cur.inflight = true
-	cur.again = !start
+	start := p.startLocked(cur)
 	p.mu.Unlock()
 	if start {
 		// The read outlives the reconcile that starts it: the context keeps its values (the logger), not
 		// its cancellation.
-		go r.refreshPins(context.WithoutCancel(ctx), s.DeepCopy())
+		go r.refreshPins(context.WithoutCancel(ctx), server)
 	}
 	return nil
+}
+
+// startLocked marks a read of the server as wanted: true when none is in flight (the caller starts
+// it); otherwise the read in flight is followed by another.
+func (p *pinPoller) startLocked(cur *polledPins) bool {
+	start := !cur.inflight
+	cur.inflight = true
+	cur.again = !start
+	return start
+}
+
+// podStarted reads the gateway status of the pod's server as soon as a pod of it runs or turns ready
+// (rather than on the reconcile its Deployment's status causes later, behind the queue), so that the
+// server's Ready can follow its rollout at once. Only servers reconciled since the operator started are
+// read (their UID is known); which pods are read is still decided by their owner chain (readStatus).
+func (r *MCPServerReconciler) podStarted(ctx context.Context, old, pod *corev1.Pod) {
+	name := pod.Labels[LabelServer]
+	if name == "" || !podRunning(pod) || (old != nil && podRunning(old) && podReady(old) == podReady(pod)) {
+		return
+	}
+	p := r.poller
+	p.mu.Lock()
+	cur, ok := p.state[types.NamespacedName{Namespace: pod.Namespace, Name: name}]
+	var server *mcpv1alpha1.MCPServer
+	if ok {
+		server = cur.server
+	}
+	start := server != nil && p.startLocked(cur)
+	p.mu.Unlock()
+	if start {
+		go r.refreshPins(ctx, server)
+	}
+}
+
+// podReady reports whether the pod's Ready condition is True.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podEvents calls podStarted on the pod cache's events.
+func (r *MCPServerReconciler) podEvents(ctx context.Context) toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if pod, ok := obj.(*corev1.Pod); ok {
+				r.podStarted(ctx, nil, pod)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok1 := oldObj.(*corev1.Pod)
+			pod, ok2 := newObj.(*corev1.Pod)
+			if ok1 && ok2 {
+				r.podStarted(ctx, old, pod)
+			}
+		},
+	}
 }
 
 // refreshPins reads the server's pin state under the budget and requeues the server if it changed.
@@ -194,6 +276,9 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 		changed, again := false, false
 		if ok {
 			if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {
+				if (!cur.read || cur.mcp.ready != mcp.ready) && time.Since(cur.urgentAt) >= urgentEvery {
+					cur.urgent, cur.urgentAt = true, time.Now()
+				}
 				cur.read, cur.tools, cur.mcp, changed = true, tools, mcp, true
 			}
 			// A change is reported by reconciling the server, which reads again itself.

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -11,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/operator"
@@ -36,6 +39,9 @@ func createFleet(tb testing.TB, n int, timeout time.Duration) (time.Duration, st
 	if err := k8s.Create(ctx, ns); err != nil {
 		tb.Fatal(err)
 	}
+	// The status reads of the fleet's gateways are recorded for fleetTimeline.
+	testPins.record(ns.Name)
+	tb.Cleanup(func() { testPins.logs.Delete(ns.Name) })
 	start := time.Now()
 	// Created as the floor creates its children: by as many clients at once as the operator has
 	// workers (one after the other, the creates alone take most of the time at a few hundred servers,
@@ -110,7 +116,9 @@ func BenchmarkReconcileToReady(b *testing.B) {
 				if thv != "" {
 					toolhive += createToolhiveFleet(b, thv, n, 15*time.Minute)
 				}
+				queue := snapshotQueue(b)
 				took, ns := createFleet(b, n, 10*time.Minute)
+				b.Logf("%d servers, create to all Ready: %s", n, snapshotQueue(b).since(queue))
 				total += took
 				_, reqs := operatorRequests.of(ns)
 				requests += float64(reqs) / float64(n)
@@ -118,6 +126,8 @@ func BenchmarkReconcileToReady(b *testing.B) {
 				tl := fleetTimeline(b, ns)
 				b.Logf("%d servers (second resolution): created over %.0f s; creation -> Deployment available p50 %.0f s, p90 %.0f s, max %.0f s; available -> Ready p50 %.0f s, p90 %.0f s, max %.0f s",
 					n, tl.created, tl.avail[0], tl.avail[1], tl.avail[2], tl.gap[0], tl.gap[1], tl.gap[2])
+				b.Logf("%d servers, available -> Ready: available -> pod's first gateway status read p50 %.1f s, p90 %.1f s, max %.1f s; first read -> Ready p50 %.1f s, p90 %.1f s, max %.1f s; status reads per server until Ready p50 %.0f, max %.0f",
+					n, tl.toRead[0], tl.toRead[1], tl.toRead[2], tl.readToReady[0], tl.readToReady[1], tl.readToReady[2], tl.reads[0], tl.reads[2])
 			}
 			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-ready")
 			b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s")
@@ -139,6 +149,10 @@ func BenchmarkReconcileToReady(b *testing.B) {
 type timeline struct {
 	created    float64
 	avail, gap [3]float64
+	// toRead is from the Deployment's Available to the first status read of the server's pod that
+	// completed, readToReady from that read to Ready, and reads how many reads of the server's pods
+	// completed until Ready (the suite's reader records them).
+	toRead, readToReady, reads [3]float64
 }
 
 func fleetTimeline(tb testing.TB, ns string) timeline {
@@ -159,7 +173,14 @@ func fleetTimeline(tb testing.TB, ns string) timeline {
 			}
 		}
 	}
-	var avail, gap []float64
+	var reads []podRead
+	if v, ok := testPins.logs.Load(ns); ok {
+		log := v.(*readLog)
+		log.mu.Lock()
+		reads = slices.Clone(log.reads)
+		log.mu.Unlock()
+	}
+	var avail, gap, toRead, readToReady, count []float64
 	var first, last time.Time
 	for i := range list.Items {
 		s := &list.Items[i]
@@ -176,8 +197,32 @@ func fleetTimeline(tb testing.TB, ns string) timeline {
 		}
 		avail = append(avail, a.Sub(s.CreationTimestamp.Time).Seconds())
 		gap = append(gap, r.LastTransitionTime.Sub(a).Seconds())
+		firstRead, before := serverReads(reads, s.Name, r.LastTransitionTime.Time)
+		if !firstRead.IsZero() {
+			toRead = append(toRead, firstRead.Sub(a).Seconds())
+			readToReady = append(readToReady, r.LastTransitionTime.Sub(firstRead).Seconds())
+		}
+		count = append(count, float64(before))
 	}
-	return timeline{created: last.Sub(first).Seconds(), avail: quantiles(avail), gap: quantiles(gap)}
+	return timeline{created: last.Sub(first).Seconds(), avail: quantiles(avail), gap: quantiles(gap),
+		toRead: quantiles(toRead), readToReady: quantiles(readToReady), reads: quantiles(count)}
+}
+
+// serverReads is when the first recorded status read of the server's pods completed (zero if none),
+// and how many completed until its Ready (second resolution, so within a second after it).
+func serverReads(reads []podRead, server string, ready time.Time) (first time.Time, before int) {
+	for _, rd := range reads {
+		if !strings.HasPrefix(rd.pod, server+"-") {
+			continue
+		}
+		if first.IsZero() || rd.at.Before(first) {
+			first = rd.at
+		}
+		if !rd.at.After(ready.Add(time.Second)) {
+			before++
+		}
+	}
+	return first, before
 }
 
 // quantiles is the p50, p90 and maximum of v.
@@ -359,4 +404,66 @@ func steadyStateWrites(tb testing.TB, ns string, n int) float64 {
 		tb.Logf("steady state: %d writes after re-reconciling %d servers:\n%s", after-before, n, table(afterBy, n))
 	}
 	return float64(after-before) / float64(n)
+}
+
+// queueStats is a snapshot of the mcpserver controller's workqueue and reconcile metrics (the operator
+// runs in the benchmark's process, so its registry is this one).
+type queueStats struct {
+	waitSum, waitCount, workSum, workCount float64
+	reconciles                             map[string]float64 // by result
+}
+
+func snapshotQueue(tb testing.TB) queueStats {
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q := queueStats{reconciles: map[string]float64{}}
+	ours := func(m *dto.Metric) bool {
+		for _, l := range m.GetLabel() {
+			if (l.GetName() == "name" || l.GetName() == "controller") && l.GetValue() == "mcpserver" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if !ours(m) {
+				continue
+			}
+			switch f.GetName() {
+			case "workqueue_queue_duration_seconds":
+				q.waitSum, q.waitCount = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+			case "workqueue_work_duration_seconds":
+				q.workSum, q.workCount = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+			case "controller_runtime_reconcile_total":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "result" {
+						q.reconciles[l.GetValue()] = m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return q
+}
+
+// since describes the queue between two snapshots: reconciles by result, the mean wait in the queue
+// and the mean reconcile.
+func (q queueStats) since(before queueStats) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(q.reconciles)) {
+		if d := q.reconciles[k] - before.reconciles[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, d))
+		}
+	}
+	mean := func(sum, n float64) float64 {
+		if n == 0 {
+			return 0
+		}
+		return sum / n
+	}
+	return fmt.Sprintf("reconciles: %s; mean wait in the queue %.2f s, mean reconcile %.3f s",
+		strings.Join(parts, ", "), mean(q.waitSum-before.waitSum, q.waitCount-before.waitCount), mean(q.workSum-before.workSum, q.workCount-before.workCount))
 }
