@@ -33,6 +33,8 @@ const (
 	peersCacheTTL = 2 * time.Second
 	// peersLookupTimeout bounds the resolution of sessions.peersDNS.
 	peersLookupTimeout = time.Second
+	// peersRecheckAfter is how old a cached answer may be before an address it lacks is looked up again.
+	peersRecheckAfter = 250 * time.Millisecond
 	// maxPeers bounds the live replicas taken from one answer.
 	maxPeers = 256
 )
@@ -44,9 +46,10 @@ type peerSet struct {
 	ids    *sessionIDs
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	until time.Time
-	live  []netip.AddrPort
+	mu       sync.Mutex
+	until    time.Time
+	resolved time.Time
+	live     []netip.AddrPort
 }
 
 // newPeerSet is the live replica set of sessions.peersDNS, or nil without it.
@@ -69,10 +72,28 @@ func newPeerSet(c SessionsConfig, ids *sessionIDs, lookup func(context.Context, 
 func (p *peerSet) members(ctx context.Context) []netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
-	if now.Before(p.until) {
+	if time.Now().Before(p.until) {
 		return p.live
 	}
+	return p.resolveLocked(ctx)
+}
+
+// isMember reports whether addr is a live replica. An address the cached answer lacks is looked up
+// again once the answer is peersRecheckAfter old (a replica just scaled up and not yet in the cache
+// is not refused for the cache's life; forged ids cost at most one lookup per peersRecheckAfter).
+func (p *peerSet) isMember(ctx context.Context, addr netip.AddrPort) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if now.After(p.until) || (!slices.Contains(p.live, addr) && now.After(p.resolved.Add(peersRecheckAfter))) {
+		p.resolveLocked(ctx)
+	}
+	return slices.Contains(p.live, addr)
+}
+
+// resolveLocked resolves the name and caches the answer (see members).
+func (p *peerSet) resolveLocked(ctx context.Context) []netip.AddrPort {
+	now := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), peersLookupTimeout)
 	defer cancel()
 	ips, err := p.lookup(ctx, p.name)
@@ -100,7 +121,7 @@ func (p *peerSet) members(ctx context.Context) []netip.AddrPort {
 	if err == nil && len(live) == 0 {
 		p.log.Warn("sessions.peersDNS names no peer; requests without a session are served by the replica they reach", "name", p.name)
 	}
-	p.live, p.until = live, now.Add(peersCacheTTL)
+	p.live, p.until, p.resolved = live, now.Add(peersCacheTTL), now
 	return live
 }
 

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,7 +316,7 @@ func (g *Gateway) relayToOwner(w http.ResponseWriter, r *http.Request, owner str
 	// With the live replica set known (sessions.peersDNS, as the operator renders it), an owner must be
 	// one of them: an id naming any other address, forged or of a replica gone, is never dialled. A set
 	// that does not resolve relays nothing (fail closed: the client initializes again, served here).
-	if g.peers != nil && !slices.Contains(g.peers.members(r.Context()), addr) {
+	if g.peers != nil && !g.peers.isMember(r.Context(), addr) {
 		g.metrics.sessions.WithLabelValues("refused").Inc()
 		g.log.Warn("request refused: the session id names no live replica of this server (sessions.peersDNS); not dialled", "owner", addr, "remote", r.RemoteAddr)
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: initialize a new session")

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -21,8 +20,8 @@ import (
 )
 
 // assertPrincipalHome: the operator's headless Service <name>-peers lists the server's ready pods.
-// Published in the cluster DNS as kube-dns publishes a headless Service (the real node's DNS answers
-// fixed names only), it is the gateways' live replica set: two clients of one principal, each opening
+// Answered by the cluster DNS as kube-dns answers a headless Service, it is the gateways' live replica
+// set: two clients of one principal, each opening
 // two sessions through the Service (kube-proxy spreads them over the pods), get four session ids that
 // all name one replica, the principal's home.
 func assertPrincipalHome(t *testing.T, ns, agent string, s *mcpv1alpha1.MCPServer, trust []string, tok string) {
@@ -56,7 +55,6 @@ func assertPrincipalHome(t *testing.T, ns, agent string, s *mcpv1alpha1.MCPServe
 		t.Fatalf("the headless Service %s lists %v, want the ready pods %v", name, ips, podIPs)
 	}
 	fqdn := name + "." + ns + ".svc.cluster.local"
-	publishDNS(t, fqdn, ips)
 	// the server container shares the gateway's network and fence: it resolves what the gateway does
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		var res []struct{ Addrs []string }
@@ -100,43 +98,5 @@ func assertPrincipalHome(t *testing.T, ns, agent string, s *mcpv1alpha1.MCPServe
 		if !slices.Contains(podIPs, ip) || !strings.HasSuffix(o, fmt.Sprintf(":%d", controllers.PeerPort)) {
 			t.Fatalf("the home %s is not a ready pod's peer address (%v)", o, podIPs)
 		}
-	}
-}
-
-// publishDNS adds NAME=IPs to the cluster DNS for the rest of the test: a second DNS pod with the
-// first one's records and this one takes the kube-dns labels (the Service and every NetworkPolicy's
-// DNS rule select them); the first gets them back at cleanup.
-func publishDNS(t *testing.T, name string, ips []string) {
-	t.Helper()
-	ctx := context.Background()
-	old := &corev1.Pod{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "cluster-dns"}, old); err != nil {
-		t.Fatal(err)
-	}
-	spec := *old.Spec.DeepCopy()
-	spec.Containers[0].Args = append(spec.Containers[0].Args, name+"="+strings.Join(ips, ","))
-	next := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cluster-dns-peers", Namespace: "kube-system", Labels: old.Labels}, Spec: spec}
-	if err := k8s.Create(ctx, next); err != nil {
-		t.Fatal(err)
-	}
-	relabel := func(p *corev1.Pod, v string) error {
-		return k8s.Patch(ctx, p, client.RawPatch("application/merge-patch+json", fmt.Appendf(nil, `{"metadata":{"labels":{"k8s-app":%q}}}`, v)))
-	}
-	t.Cleanup(func() {
-		_ = relabel(old, "kube-dns")
-		_ = k8s.Delete(context.Background(), next, client.GracePeriodSeconds(0))
-	})
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		p := &corev1.Pod{}
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(next), p); err != nil {
-			return false, nil
-		}
-		return p.Status.Phase == corev1.PodRunning, nil
-	})
-	if err != nil {
-		t.Fatal("the second cluster DNS pod is not running")
-	}
-	if err := relabel(old, "kube-dns-replaced"); err != nil {
-		t.Fatal(err)
 	}
 }
