@@ -198,6 +198,15 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	if why := noTenantCommands(live, gw); why != "" {
 		return why
 	}
+	if why := sameGatewayVolumes(pod, want, live, gw); why != "" {
+		return why
+	}
+	return keyOnlyInGateway(pod, gw.Name)
+}
+
+// sameGatewayVolumes compares the gateway container's mounts, and the volumes behind them, with the
+// rendered ones.
+func sameGatewayVolumes(pod *corev1.Pod, want corev1.PodSpec, live, gw corev1.Container) string {
 	if !equality.Semantic.DeepEqual(live.VolumeMounts, gw.VolumeMounts) {
 		return fmt.Sprintf("its gateway container mounts %s, not the volumes the operator renders", mountNames(live.VolumeMounts))
 	}
@@ -206,6 +215,12 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 			return fmt.Sprintf("its volume %s, which the gateway container mounts, is not the one the operator renders", m.Name)
 		}
 	}
+	return ""
+}
+
+// keyOnlyInGateway refuses a pod where a container but the gateway (named gateway) mounts a volume of
+// the signer's, or an ephemeral container shares the gateway container's processes.
+func keyOnlyInGateway(pod *corev1.Pod, gateway string) string {
 	var ours []string
 	for _, v := range pod.Spec.Volumes {
 		if v.Projected == nil {
@@ -221,8 +236,8 @@ func (r *PodCertSigner) checkPod(s *mcpv1alpha1.MCPServer, pod *corev1.Pod, pcr 
 	others = append(others, pod.Spec.InitContainers[1:]...)
 	others = append(others, pod.Spec.Containers...)
 	for _, e := range pod.Spec.EphemeralContainers {
-		if e.TargetContainerName == gw.Name {
-			return fmt.Sprintf("its ephemeral container %s shares the gateway container's processes (targetContainerName %s), and through them the gateway's key", e.Name, gw.Name)
+		if e.TargetContainerName == gateway {
+			return fmt.Sprintf("its ephemeral container %s shares the gateway container's processes (targetContainerName %s), and through them the gateway's key", e.Name, gateway)
 		}
 		others = append(others, corev1.Container{Name: e.Name, VolumeMounts: e.VolumeMounts})
 	}

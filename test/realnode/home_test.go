@@ -70,6 +70,23 @@ func assertPrincipalHome(t *testing.T, ns, agent string, s *mcpv1alpha1.MCPServe
 		t.Fatal(err)
 	}
 	url := fmt.Sprintf("https://%s:%d/mcp", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
+	owners := sessionOwners(t, ns, agent, trust, url, tok)
+	t.Logf("4 sessions of one principal initialized through the Service: owners %v", owners)
+	if len(owners) != 1 {
+		t.Fatalf("one principal's sessions initialized through the Service are owned by %v; want its home replica alone", owners)
+	}
+	for o := range owners {
+		ip, _, _ := strings.Cut(o, ":")
+		if !slices.Contains(podIPs, ip) || !strings.HasSuffix(o, fmt.Sprintf(":%d", controllers.PeerPort)) {
+			t.Fatalf("the home %s is not a ready pod's peer address (%v)", o, podIPs)
+		}
+	}
+}
+
+// sessionOwners opens two clients' sessions (each an initialize and the session it uses) through url
+// from the agent pod and counts the replicas their ids name.
+func sessionOwners(t *testing.T, ns, agent string, trust []string, url, tok string) map[string]int {
+	t.Helper()
 	owners := map[string]int{}
 	for range 2 {
 		out := execIn(t, ns, agent, "probe", probeMCP(trust, url, tok)...)
@@ -89,14 +106,5 @@ func assertPrincipalHome(t *testing.T, ns, agent string, s *mcpv1alpha1.MCPServe
 			owners[string(owner)]++
 		}
 	}
-	t.Logf("4 sessions of one principal initialized through the Service: owners %v", owners)
-	if len(owners) != 1 {
-		t.Fatalf("one principal's sessions initialized through the Service are owned by %v; want its home replica alone", owners)
-	}
-	for o := range owners {
-		ip, _, _ := strings.Cut(o, ":")
-		if !slices.Contains(podIPs, ip) || !strings.HasSuffix(o, fmt.Sprintf(":%d", controllers.PeerPort)) {
-			t.Fatalf("the home %s is not a ready pod's peer address (%v)", o, podIPs)
-		}
-	}
+	return owners
 }
