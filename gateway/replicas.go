@@ -341,10 +341,6 @@ func (g *Gateway) relayTo(w http.ResponseWriter, r *http.Request, d relayDest) {
 		d.body = &readTracker{ReadCloser: http.NoBody}
 	}
 	r.Body = d.body
-	// The relay streams the response while it still reads the request body: without full duplex,
-	// net/http closes the body once the response headers are flushed, and the Transport's last read
-	// of it then fails the request and cuts the response stream. HTTP/2 is full duplex already.
-	_ = http.NewResponseController(w).EnableFullDuplex()
 	ctx = context.WithValue(ctx, relayDestKey{}, d)
 	g.peerProxy.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -234,6 +234,8 @@ type mcpResult struct {
 	WWWAuthenticate     string
 	Calls               map[string]string
 	CallError, CallText string
+	// SessionID is the id the gateway issued for the client's session.
+	SessionID string
 }
 
 // podGatewayChecks drives the gateway in the server's pod with a go-sdk MCP client from the agent pod,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -243,9 +244,9 @@ func (d *demo) readyPods(ctx context.Context, key client.ObjectKey, pods []corev
 	return pods, true
 }
 
-// sessionChecks scales the server to 3 replicas; a go-sdk client in the agent pod keeps one session
-// per replica whose requests alternate across the three pods; the pod holding the first session is
-// deleted mid-session, and the client re-initializes that session once, the others not at all.
+// sessionChecks scales the server to 3 replicas; a go-sdk client in the agent pod initializes one
+// session at each pod, all held by its principal's home replica, and their requests alternate across
+// the three pods; the home pod is deleted mid-session, and the client re-initializes each session once.
 func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issuer) {
 	step("sessions across replicas: %s scaled to 3; a go-sdk client alternates every request across the pods; one pod deleted mid-session", key)
 	s := &mcpv1alpha1.MCPServer{}
@@ -254,8 +255,11 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 		return
 	}
 	patch := client.MergeFrom(s.DeepCopy())
-	three := int32(3)
+	three, rate := int32(3), int32(200)
 	s.Spec.Replicas = &three
+	// The client's rounds are bursts of one principal, all counted at its home replica: above the
+	// default 10 requests per second (burst 20).
+	s.Spec.Gateway.RatePerSecond = &rate
 	start := time.Now()
 	if err := d.c.Patch(ctx, s, patch); err != nil {
 		d.expect(false, "scale %s to 3: %v", key, err)
@@ -278,6 +282,9 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 	var urls []string
 	for _, p := range pods {
 		urls = append(urls, fmt.Sprintf("https://%s/mcp", net.JoinHostPort(p.Status.PodIP, fmt.Sprint(controllers.GatewayPort))))
+	}
+	if !d.homeFirst(ctx, key, gc, pods, urls) {
+		return
 	}
 	type result struct {
 		out []byte
@@ -334,14 +341,47 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 	for i, sr := range rep.Sessions {
 		d.expect(len(sr.Failures) == 0 && sr.Phase1OK == 6, "session %d (initialized at %s): %d calls alternating across the 3 pods, all succeeded %v", i, sr.Owner, sr.Phase1OK, sr.Failures)
 	}
-	s0 := rep.Sessions[0]
-	d.expect(s0.Reinitialized == 1 && s0.NotFoundMs > 0 && !strings.Contains(s0.NotFoundURL, "status") && len(s0.Failures) == 0 && s0.Phase2OK == 4,
-		"pod %s (holding session 0) deleted: next request -> HTTP 404 from %s in %.0f ms; the client re-initialized %d time(s) and its %d calls succeeded",
-		pods[0].Name, s0.NotFoundURL, s0.NotFoundMs, s0.Reinitialized, s0.Phase2OK)
-	for i, sr := range rep.Sessions[1:] {
-		d.expect(sr.Reinitialized == 0 && len(sr.Failures) == 0 && sr.Phase2OK == 4,
-			"session %d, held by a surviving pod: %d re-initialize(s), %d calls on the 2 pods left succeeded", i+1, sr.Reinitialized, sr.Phase2OK)
+	for i, sr := range rep.Sessions {
+		d.expect(sr.Reinitialized == 1 && sr.NotFoundMs > 0 && !strings.Contains(sr.NotFoundURL, "status") && len(sr.Failures) == 0 && sr.Phase2OK == 4,
+			"home pod %s deleted: session %d's next request -> HTTP 404 from %s in %.0f ms; the client re-initialized %d time(s) and its %d calls succeeded",
+			pods[0].Name, i, sr.NotFoundURL, sr.NotFoundMs, sr.Reinitialized, sr.Phase2OK)
 	}
+}
+
+// homeFirst finds the client principal's home replica, which holds all of its sessions whichever
+// replica an initialize reaches, once the gateways resolve the replicas' headless Service, and moves it
+// to pods[0] and urls[0] (the pod deleted mid-session).
+func (d *demo) homeFirst(ctx context.Context, key client.ObjectKey, gc *gatewayClient, pods []corev1.Pod, urls []string) bool {
+	name := key.Name + "-peers." + key.Namespace + ".svc.cluster.local."
+	resolved := poll(ctx, 60*time.Second, func() bool {
+		out, err := d.execProbe(ctx, d.probes.agent, 10*time.Second, "resolve", name)
+		var res []struct{ Addrs []string }
+		return err == nil && json.Unmarshal(out, &res) == nil && len(res) == 1 && len(res[0].Addrs) == 3
+	})
+	d.expect(resolved, "the replicas' headless Service %s resolves to the 3 pods (the gateways' live replica set)", name)
+	if !resolved {
+		return false
+	}
+	time.Sleep(2500 * time.Millisecond) // the gateways' cached answers (2 s) expire
+	out, err := d.execProbe(ctx, d.probes.agent, 60*time.Second, append(append([]string{"mcp"}, gc.trust...), urls[0], gc.token)...)
+	var r mcpResult
+	if err == nil {
+		err = json.Unmarshal(out, &r)
+	}
+	owner := ""
+	if parts := strings.Split(r.SessionID, "."); err == nil && len(parts) == 3 {
+		b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		owner = string(b)
+	}
+	for i := range pods {
+		if owner == net.JoinHostPort(pods[i].Status.PodIP, fmt.Sprint(controllers.PeerPort)) {
+			pods[0], pods[i] = pods[i], pods[0]
+			urls[0], urls[i] = urls[i], urls[0]
+		}
+	}
+	found := owner != "" && owner == net.JoinHostPort(pods[0].Status.PodIP, fmt.Sprint(controllers.PeerPort))
+	d.expect(found, "the client principal's home (rendezvous hashing over the live replicas): pod %s, %s; a session initialized at any pod is held there %v", pods[0].Name, owner, err)
+	return found
 }
 
 // streamable reports whether the MCPServer speaks streamable HTTP (the sample the telemetry and
