@@ -265,16 +265,29 @@ func (d *demo) sessionChecks(ctx context.Context, key client.ObjectKey, is *issu
 		d.expect(false, "scale %s to 3: %v", key, err)
 		return
 	}
+	// The rate changes the gateway's configuration, which rolls the pods: wait for 3 ready pods of one
+	// template and no other pod (the old ones gone).
 	var pods []corev1.Pod
-	poll(ctx, 90*time.Second, func() bool {
+	rolled := poll(ctx, 120*time.Second, func() bool {
 		ready, ok := d.readyPods(ctx, key, pods[:0])
 		if !ok {
 			return false
 		}
 		pods = ready
-		return len(pods) == 3
+		all := &corev1.PodList{}
+		if d.c.List(ctx, all, client.InNamespace(key.Namespace), client.MatchingLabels{controllers.LabelServer: key.Name}) != nil {
+			return false
+		}
+		hashes := map[string]bool{}
+		for _, p := range pods {
+			hashes[p.Labels["pod-template-hash"]] = true
+		}
+		return len(pods) == 3 && len(all.Items) == 3 && len(hashes) == 1
 	})
-	d.expect(len(pods) == 3, "3 replicas Running and ready %s after the scale", time.Since(start).Round(100*time.Millisecond))
+	if !rolled {
+		pods = nil
+	}
+	d.expect(len(pods) == 3, "3 replicas Running and ready, rolled to the new configuration, %s after the scale", time.Since(start).Round(100*time.Millisecond))
 	gc, ok := d.gatewayClient(ctx, key, is)
 	if len(pods) != 3 || !ok {
 		return
