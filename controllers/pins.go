@@ -119,6 +119,22 @@ type pinPoller struct {
 
 // takeUrgent reports whether the server's last reported read is to be reconciled ahead of the queue
 // (see pinEvents), and clears it.
+// rolloutMayJump reports whether the server's rollout completion may run ahead of the queue, and takes
+// the server's turn (shared with its gateways' urgent reports: at most one every urgentEvery).
+func (p *pinPoller) rolloutMayJump(key types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur, ok := p.state[key]
+	if !ok {
+		return true // not reconciled yet since the operator started: its first turn
+	}
+	if time.Since(cur.urgentAt) < urgentEvery {
+		return false
+	}
+	cur.urgentAt = time.Now()
+	return true
+}
+
 func (p *pinPoller) takeUrgent(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -54,9 +54,11 @@ func (r *MCPServerReconciler) pinEvents() handler.EventHandler {
 }
 
 // deploymentEvents enqueues the MCPServer that controls a Deployment on each of its events, as Owns
-// does, and ahead of the queue when an update finds it newly rolled out with every replica available:
-// the server's next status is Ready (or waits only for its gateways' report).
-func deploymentEvents(owner handler.EventHandler) handler.EventHandler {
+// does, and ahead of the queue when an update finds it newly rolled out with every replica available
+// and mayJump allows it for the server (at most every urgentEvery: a server whose availability flaps
+// does not keep itself ahead of the others): the server's next status is Ready (or waits only for its
+// gateways' report).
+func deploymentEvents(owner handler.EventHandler, mayJump func(types.NamespacedName) bool) handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc:  owner.Create,
 		DeleteFunc:  owner.Delete,
@@ -67,7 +69,7 @@ func deploymentEvents(owner handler.EventHandler) handler.EventHandler {
 			if okOld && okNew {
 				if key, ok := controllingServer(cur); ok {
 					wasOut, _ := rolledOut(old)
-					if isOut, _ := rolledOut(cur); isOut && !wasOut {
+					if isOut, _ := rolledOut(cur); isOut && !wasOut && mayJump(key) {
 						enqueue(q, reconcile.Request{NamespacedName: key}, true)
 						return
 					}

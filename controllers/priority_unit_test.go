@@ -53,7 +53,7 @@ var owns = handler.Funcs{UpdateFunc: func(_ context.Context, e event.UpdateEvent
 // does not complete a rollout waits its turn, and a requeue never inherits the priority.
 func TestRolloutCompletionRunsAheadOfTheBurst(t *testing.T) {
 	q := queueBehindBurst(t, 200)
-	h := deploymentEvents(owns)
+	h := deploymentEvents(owns, newPinPoller().rolloutMayJump)
 	ctx := context.Background()
 	// Still rolling out (a progress update), then done.
 	h.Update(ctx, event.UpdateEvent{ObjectOld: serverDeployment("progress", 0), ObjectNew: func() *appsv1.Deployment {
@@ -99,5 +99,27 @@ func TestFirstGatewayReportRunsAheadOnce(t *testing.T) {
 	r.pinEvents().Generic(context.Background(), report, q)
 	if got, _, _ := q.GetWithPriority(); got.NamespacedName == key {
 		t.Fatal("a second report ran ahead of the burst: its urgency was not taken by the first")
+	}
+}
+
+// TestFlappingRolloutDoesNotStayAhead is the attacker's test (a tenant whose server's availability
+// flaps, its MCP handshake failing and recovering in a loop): its first rollout completion runs ahead
+// of a burst, the next one within urgentEvery waits its turn.
+func TestFlappingRolloutDoesNotStayAhead(t *testing.T) {
+	q := queueBehindBurst(t, 50)
+	p := newPinPoller()
+	key := types.NamespacedName{Namespace: "ns", Name: "flapping"}
+	p.state[key] = &polledPins{}
+	h := deploymentEvents(owns, p.rolloutMayJump)
+	ctx := context.Background()
+	recovered := event.UpdateEvent{ObjectOld: serverDeployment(key.Name, 0), ObjectNew: serverDeployment(key.Name, 1)}
+	h.Update(ctx, recovered, q)
+	if got, prio, _ := q.GetWithPriority(); got.NamespacedName != key || prio != statusPriority {
+		t.Fatalf("first reconcile %s at priority %d, want %s at %d", got.Name, prio, key, statusPriority)
+	}
+	q.Done(reconcile.Request{NamespacedName: key})
+	h.Update(ctx, recovered, q)
+	if got, prio, _ := q.GetWithPriority(); got.NamespacedName == key || prio == statusPriority {
+		t.Fatalf("the flapping server's second recovery ran ahead of the burst (%s at priority %d)", got.Name, prio)
 	}
 }

@@ -46,10 +46,14 @@ type peerSet struct {
 	ids    *sessionIDs
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	until    time.Time
-	resolved time.Time
-	live     []netip.AddrPort
+	mu sync.Mutex
+	// live is the last answer, fresh until until; checked is when its lookup ended.
+	live           []netip.AddrPort
+	until, checked time.Time
+	// inflight is closed when the lookup in flight ends; nil when none is. One lookup at a time, and
+	// no lock held while it runs: a slow resolver delays the requests that need its answer by at most
+	// peersLookupTimeout, and holds up no others.
+	inflight chan struct{}
 }
 
 // newPeerSet is the live replica set of sessions.peersDNS, or nil without it.
@@ -66,46 +70,92 @@ func newPeerSet(c SessionsConfig, ids *sessionIDs, lookup func(context.Context, 
 
 // members returns the live replicas' peer addresses, sorted: those of the name's addresses that are
 // peers (as a session id's owner must be), at the peer port. Empty when the name does not resolve
-// (logged): the caller serves the request itself. The answer is kept for peersCacheTTL, an error too,
-// so a failing resolver costs one lookup per period, never one per request. The lookup outlives the
-// request's cancellation (a client that goes away does not leave an error cached for the others).
+// (logged), or its answer does not list this replica: the caller serves the request itself. The
+// answer is kept for peersCacheTTL, an error too, so a failing resolver costs one lookup per period,
+// never one per request.
 func (p *peerSet) members(ctx context.Context) []netip.AddrPort {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if time.Now().Before(p.until) {
+		defer p.mu.Unlock()
 		return p.live
 	}
-	return p.resolveLocked(ctx)
+	done := p.refreshLocked(ctx)
+	p.mu.Unlock()
+	return p.await(ctx, done)
 }
 
-// isMember reports whether addr is a live replica. An address the cached answer lacks is looked up
-// again once the answer is peersRecheckAfter old (a replica just scaled up and not yet in the cache
-// is not refused for the cache's life; forged ids cost at most one lookup per peersRecheckAfter).
+// isMember reports whether addr is a live replica. An address the fresh answer lacks is looked up
+// again once the last lookup ended peersRecheckAfter ago (a replica just scaled up and not yet in the
+// cache is not refused for the cache's life; forged ids cost at most one lookup per
+// peersRecheckAfter, one at a time).
 func (p *peerSet) isMember(ctx context.Context, addr netip.AddrPort) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	now := time.Now()
-	if now.After(p.until) || (!slices.Contains(p.live, addr) && now.After(p.resolved.Add(peersRecheckAfter))) {
-		p.resolveLocked(ctx)
+	fresh := now.Before(p.until)
+	if fresh && slices.Contains(p.live, addr) {
+		p.mu.Unlock()
+		return true
 	}
-	return slices.Contains(p.live, addr)
+	if fresh && p.inflight == nil && now.Before(p.checked.Add(peersRecheckAfter)) {
+		p.mu.Unlock()
+		return false
+	}
+	done := p.refreshLocked(ctx)
+	p.mu.Unlock()
+	return slices.Contains(p.await(ctx, done), addr)
 }
 
-// resolveLocked resolves the name and caches the answer (see members).
-func (p *peerSet) resolveLocked(ctx context.Context) []netip.AddrPort {
-	now := time.Now()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), peersLookupTimeout)
+// await waits for the lookup done signals (or the caller's end) and returns the answer.
+func (p *peerSet) await(ctx context.Context, done <-chan struct{}) []netip.AddrPort {
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Now().After(p.until) {
+		return nil // no answer yet: serve here, dial nothing
+	}
+	return p.live
+}
+
+// refreshLocked starts a lookup unless one is in flight and returns the channel closed when it ends.
+// The lookup outlives the request's cancellation (a client that goes away does not leave an error
+// cached for the others), under peersLookupTimeout. Called with p.mu held.
+func (p *peerSet) refreshLocked(ctx context.Context) <-chan struct{} {
+	if p.inflight != nil {
+		return p.inflight
+	}
+	done := make(chan struct{})
+	p.inflight = done
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer close(done)
+		live := p.resolve(ctx)
+		p.mu.Lock()
+		now := time.Now()
+		p.live, p.until, p.checked, p.inflight = live, now.Add(peersCacheTTL), now, nil
+		p.mu.Unlock()
+	}()
+	return done
+}
+
+// resolve looks the name up (see members).
+func (p *peerSet) resolve(ctx context.Context) []netip.AddrPort {
+	ctx, cancel := context.WithTimeout(ctx, peersLookupTimeout)
 	defer cancel()
 	ips, err := p.lookup(ctx, p.name)
-	var live []netip.AddrPort
 	var dnsErr *net.DNSError
 	switch {
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		// the operator keeps the headless Service only at more than one replica
 		p.log.Debug("sessions.peersDNS does not exist; requests without a session are served by the replica they reach", "name", p.name)
+		return nil
 	case err != nil:
 		p.log.Warn("sessions.peersDNS does not resolve; requests without a session are served by the replica they reach until it does", "name", p.name, "err", err)
+		return nil
 	}
+	var live []netip.AddrPort
 	for _, ip := range ips {
 		ap, err := p.ids.peer(netip.AddrPortFrom(ip.Unmap(), p.ids.self.Port()).String())
 		if err != nil {
@@ -118,10 +168,15 @@ func (p *peerSet) resolveLocked(ctx context.Context) []netip.AddrPort {
 	}
 	slices.SortFunc(live, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	live = slices.Compact(live)
-	if err == nil && len(live) == 0 {
-		p.log.Warn("sessions.peersDNS names no peer; requests without a session are served by the replica they reach", "name", p.name)
+	// The replicas' headless Service lists this replica too (once it is ready): an answer without it is
+	// not this server's replica set (another Service of that name, an ExternalName's alias), and
+	// nothing is relayed on it.
+	if !slices.Contains(live, p.ids.self) {
+		if len(ips) > 0 {
+			p.log.Warn("sessions.peersDNS does not list this replica; requests without a session are served here and no session is relayed", "name", p.name, "self", p.ids.self, "answer", ips)
+		}
+		return nil
 	}
-	p.live, p.until, p.resolved = live, now.Add(peersCacheTTL), now
 	return live
 }
 
