@@ -116,10 +116,11 @@ func (s *sessionIDs) issue(upstream, principal string) (string, error) {
 	defer s.mu.Unlock()
 	// a principal at its cap displaces its own least recently used handle; a full table its least
 	// recently used one
-	if own := s.owned[principal] >= s.perOwner; own || len(s.m) >= s.max {
+	if s.owned[principal] >= s.perOwner || len(s.m) >= s.max {
+		from := evictFrom(s.owned, principal, s.perOwner)
 		var oldest *sessionRef
 		for _, o := range s.m {
-			if (!own || o.Principal == principal) && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
+			if o.Principal == from && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
 				oldest = o
 			}
 		}

@@ -136,10 +136,11 @@ func (t *sessionTable) putLocked(s *session) {
 	t.removeLocked(s.id)
 	// a principal at its cap displaces its own least recently used session; a full table its least
 	// recently used one
-	if own := t.owned[s.owner] >= t.perOwner; own || len(t.m) >= t.max {
+	if t.owned[s.owner] >= t.perOwner || len(t.m) >= t.max {
+		from := evictFrom(t.owned, s.owner, t.perOwner)
 		var oldest *session
 		for _, o := range t.m {
-			if (!own || o.owner == s.owner) && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
+			if o.owner == from && (oldest == nil || o.lastUsed.Before(oldest.lastUsed)) {
 				oldest = o
 			}
 		}
@@ -214,4 +215,21 @@ func (a *approvals) deliver(s *session, m *message) bool {
 	}
 	w.answer <- m
 	return true
+}
+
+// evictFrom is the principal whose least recently used entry makes room for one of caller's in a table
+// holding owned entries per principal: the caller's own when it is at its cap perOwner, otherwise the
+// principal that holds the most (the first by name of those), so principals at their caps fill the
+// table only at one another's cost, never that of a principal with a few entries.
+func evictFrom(owned map[string]int, caller string, perOwner int) string {
+	if owned[caller] >= perOwner {
+		return caller
+	}
+	from, most := caller, -1
+	for p, n := range owned {
+		if n > most || (n == most && p < from) {
+			from, most = p, n
+		}
+	}
+	return from
 }

@@ -33,3 +33,40 @@ func TestOnePrincipalCannotEvictOthersSessions(t *testing.T) {
 		t.Fatalf("removing alice's session left %d sessions, alice counted %v", len(table.m), ok)
 	}
 }
+
+// TestPrincipalsAtTheirCapsCannotEvictOthers is the attacker's test (ten principals of one party, each
+// at its cap of a tenth of the table, which fills it): the table dropped its least recently used entry,
+// another principal's session as likely as theirs. Now a full table makes room at the cost of the
+// principal that holds the most, so the ten displace one another, never a principal with a few.
+func TestPrincipalsAtTheirCapsCannotEvictOthers(t *testing.T) {
+	perCap := maxSessions / sessionsPerPrincipalShare
+	table := newSessionTable(maxSessions, sessionsPerPrincipal(&Config{}))
+	ids, err := newSessionIDs(SessionsConfig{}, sessionsPerPrincipal(&Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.put(&session{id: "victim", owner: "alice"})
+	victimID, err := ids.issue("upstream-victim", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, victimHandle, _ := parseSessionID(victimID)
+	for p := range sessionsPerPrincipalShare + 1 {
+		for i := range perCap {
+			owner := fmt.Sprintf("mallory-%d", p)
+			table.put(&session{id: fmt.Sprintf("%s-%d", owner, i), owner: owner})
+			if _, err := ids.issue(fmt.Sprintf("up-%s-%d", owner, i), owner); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, ok := table.m["victim"]; !ok {
+		t.Fatalf("%d principals at their caps dropped principal alice's one session", sessionsPerPrincipalShare+1)
+	}
+	if ids.lookup(victimHandle) == nil {
+		t.Fatalf("%d principals at their caps dropped principal alice's one session handle", sessionsPerPrincipalShare+1)
+	}
+	if len(table.m) > maxSessions || len(ids.m) > maxSessionIDs {
+		t.Fatalf("the tables grew past their bounds: %d sessions, %d handles", len(table.m), len(ids.m))
+	}
+}
