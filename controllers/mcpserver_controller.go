@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -276,26 +277,11 @@ func (r *MCPServerReconciler) forget(key types.NamespacedName) {
 	r.statuses.forget(key)
 }
 
-// nextReconcile is when a server that reconciled fully is reconciled again (0: on its next event):
-// the CA bundle is published again when the CA is rotated, and the gateways' status is read again.
+// nextReconcile is when a server that reconciled fully is reconciled again (0: on its next event): the
+// CA bundle is published again when the CA is rotated. The gateways' status is read again by the pin
+// poller on its own cadence (see pinPoller), which reconciles the server when a read finds something new.
 func (r *MCPServerReconciler) nextReconcile(st *reconcileState) time.Duration {
-	renew := renewIn(st, time.Now())
-	if r.Pins == nil {
-		return renew
-	}
-	// Tool definitions can change at any time on the server's side; read them again, soon while the
-	// server has not answered MCP.
-	interval := r.PinPollInterval
-	if interval == 0 {
-		interval = DefaultPinPollInterval
-	}
-	if !st.mcp.ready {
-		interval = min(interval, 5*time.Second)
-	}
-	if renew > 0 {
-		interval = min(interval, renew)
-	}
-	return interval
+	return renewIn(st, time.Now())
 }
 
 // applyChild applies one child and turns an ownership conflict into a stall.
@@ -755,6 +741,14 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	}
 	r.poller = newPinPoller()
+	// The poller's scheduled reads end with the manager.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		r.poller.stop()
+		return nil
+	})); err != nil {
+		return fmt.Errorf("add the pin poller: %w", err)
+	}
 	if r.Pins != nil {
 		// A gateway pod that starts running (or turns ready) has its status read at once.
 		pods, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{})

@@ -110,17 +110,25 @@ const DefaultPinBudget = 5 * time.Second
 // new, the server is reconciled again. A pod whose status port accepts and never answers costs its
 // server at most the budget, and costs the servers of other namespaces nothing: reads are shared out
 // by namespace (readSlots).
+//
+// The poller keeps each server's cadence itself: once a read has found nothing new, the next read of
+// the server is due after the poll interval (sooner while its gateways have not completed an MCP
+// handshake), without a reconcile. A reconcile queued only to poll would wait behind a burst of new
+// servers and hold a worker they need; a read that finds something new reconciles the server.
 type pinPoller struct {
 	mu     sync.Mutex
 	state  map[types.NamespacedName]*polledPins
 	slots  *readSlots
 	events chan event.GenericEvent
+	// stopped is set when the manager stops: no further read is scheduled.
+	stopped bool
 }
 
-// takeUrgent reports whether the server's last reported read is to be reconciled ahead of the queue
-// (see pinEvents), and clears it.
 // rolloutMayJump reports whether the server's rollout completion may run ahead of the queue, and takes
-// the server's turn (shared with its gateways' urgent reports: at most one every urgentEvery).
+// the server's turn for rollouts (at most one every urgentEvery). Rollouts and gateway reports have a
+// turn each: a new server's rollout completing and its gateways' first report arrive within a second
+// of each other, in either order, and whichever runs first cannot yet report Ready; were the turn
+// shared, the other would wait behind the whole burst.
 func (p *pinPoller) rolloutMayJump(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -128,13 +136,23 @@ func (p *pinPoller) rolloutMayJump(key types.NamespacedName) bool {
 	if !ok {
 		return true // not reconciled yet since the operator started: its first turn
 	}
-	if time.Since(cur.urgentAt) < urgentEvery {
+	if time.Since(cur.rolloutAt) < urgentEvery {
 		return false
 	}
-	cur.urgentAt = time.Now()
+	cur.rolloutAt = time.Now()
 	return true
 }
 
+// takeReportTurn marks the server's reconcile urgent when a read reported its first status or a change
+// of whether its handshake completed (firstOrFlip), at most every urgentEvery.
+func (cur *polledPins) takeReportTurn(firstOrFlip bool) {
+	if firstOrFlip && time.Since(cur.urgentAt) >= urgentEvery {
+		cur.urgent, cur.urgentAt = true, time.Now()
+	}
+}
+
+// takeUrgent reports whether the server's last reported read is to be reconciled ahead of the queue
+// (see pinEvents), and clears it.
 func (p *pinPoller) takeUrgent(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -160,6 +178,12 @@ type polledPins struct {
 	// handshake completed, at most every urgentEvery (urgentAt): its reconcile runs ahead of the queue.
 	urgent   bool
 	urgentAt time.Time
+	// rolloutAt is when the server's Deployment last completed a rollout ahead of the queue.
+	rolloutAt time.Time
+	// next is the server's next scheduled read, and pollGen the number of reads scheduled so far (a
+	// timer that is no longer the latest does nothing when it fires).
+	next    *time.Timer
+	pollGen uint64
 }
 
 // mcpState merges the gateways' MCP handshakes with the server: ready when every gateway that answered
@@ -185,7 +209,64 @@ func newPinPoller() *pinPoller {
 func (p *pinPoller) forget(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if cur, ok := p.state[key]; ok && cur.next != nil {
+		cur.next.Stop()
+	}
 	delete(p.state, key)
+}
+
+// stop cancels every scheduled read and schedules no more (the manager is stopping).
+func (p *pinPoller) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	for _, cur := range p.state {
+		if cur.next != nil {
+			cur.next.Stop()
+			cur.next = nil
+		}
+	}
+}
+
+// pollInterval is how long after a read that found nothing new the server is read again: the poll
+// interval, at most 5 s while its gateways have not completed an MCP handshake.
+func (r *MCPServerReconciler) pollInterval(mcpReady bool) time.Duration {
+	interval := r.PinPollInterval
+	if interval == 0 {
+		interval = DefaultPinPollInterval
+	}
+	if !mcpReady {
+		interval = min(interval, 5*time.Second)
+	}
+	return interval
+}
+
+// scheduleLocked makes the server's next read due after interval, replacing any read scheduled before.
+func (r *MCPServerReconciler) scheduleLocked(ctx context.Context, key types.NamespacedName, cur *polledPins, interval time.Duration) {
+	p := r.poller
+	if p.stopped {
+		return
+	}
+	if cur.next != nil {
+		cur.next.Stop()
+	}
+	cur.pollGen++
+	gen := cur.pollGen
+	cur.next = time.AfterFunc(interval, func() {
+		p.mu.Lock()
+		now, ok := p.state[key]
+		if !ok || now != cur || cur.pollGen != gen || p.stopped {
+			p.mu.Unlock()
+			return
+		}
+		cur.next = nil
+		server := cur.server
+		start := server != nil && p.startLocked(cur)
+		p.mu.Unlock()
+		if start {
+			r.refreshPins(ctx, server)
+		}
+	})
 }
 
 // reconcilePins reports the last pin state read for the server into st and starts the next read.
@@ -292,15 +373,18 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 		changed, again := false, false
 		if ok {
 			if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {
-				if (!cur.read || cur.mcp.ready != mcp.ready) && time.Since(cur.urgentAt) >= urgentEvery {
-					cur.urgent, cur.urgentAt = true, time.Now()
-				}
+				cur.takeReportTurn(!cur.read || cur.mcp.ready != mcp.ready)
 				cur.read, cur.tools, cur.mcp, changed = true, tools, mcp, true
 			}
 			// A change is reported by reconciling the server, which reads again itself.
 			again = cur.again && !changed
 			cur.again = false
 			cur.inflight = again
+			if !again {
+				// A change also reconciles the server, whose read then schedules the next one; should
+				// that reconcile not read (a stall), the poll still goes on.
+				r.scheduleLocked(ctx, key, cur, r.pollInterval(cur.mcp.ready))
+			}
 		}
 		p.mu.Unlock()
 		if changed {

@@ -30,7 +30,10 @@ func (c *countingReader) ReadStatus(context.Context, *corev1.Pod) (gwconfig.Stat
 // read in flight listed the pods before the pod was running (it saw none); the reconcile the pod's
 // start caused finds it in flight and starts none; without a second read after it, the server would wait
 // for the next poll (5 s while not MCP-ready) to learn of the gateway's handshake.
-func TestPinReadAfterAReadInFlight(t *testing.T) {
+// pinFixture is a server with its Deployment, ReplicaSet and running pod in a fake client with the
+// given interceptors.
+func pinFixture(t *testing.T, funcs interceptor.Funcs) (*mcpv1alpha1.MCPServer, client.Client) {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, mcpv1alpha1.AddToScheme} {
 		if err := add(scheme); err != nil {
@@ -47,16 +50,71 @@ func TestPinReadAfterAReadInFlight(t *testing.T) {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "files-abc", UID: "rs", Controller: ptr.To(true)}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
 	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(s, dep, rs, pod).WithIndex(&corev1.Pod{}, podServerIndex, indexPodServer).
+		WithInterceptorFuncs(funcs).Build()
+	return s, c
+}
+
+// TestPollerReadsWithoutAReconcile: after a read, the poller reads the server's gateways again on its
+// own cadence (here 50 ms), with no reconcile queued for it; a server forgotten, or a manager stopped,
+// is read no more.
+func TestPollerReadsWithoutAReconcile(t *testing.T) {
+	s, c := pinFixture(t, interceptor.Funcs{})
+	reader := &countingReader{}
+	r := &MCPServerReconciler{Client: c, Pins: reader, poller: newPinPoller(), PinPollInterval: 50 * time.Millisecond}
+	if err := r.reconcilePins(context.Background(), s, &reconcileState{}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.poller.events // the first read is new: the server is reconciled (not done here)
+	waitReads := func(n int32) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for reader.reads.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d status reads after 5 s without a reconcile, want %d", reader.reads.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitReads(4)
+	select {
+	case <-r.poller.events:
+		t.Fatal("a read that found nothing new reconciled the server")
+	default:
+	}
+	quiet := func(what string) {
+		t.Helper()
+		time.Sleep(100 * time.Millisecond) // a read in flight ends
+		before := reader.reads.Load()
+		time.Sleep(300 * time.Millisecond)
+		if after := reader.reads.Load(); after != before {
+			t.Fatalf("%d reads after %s, want none", after-before, what)
+		}
+	}
+	r.poller.forget(client.ObjectKeyFromObject(s))
+	quiet("the server was forgotten")
+
+	// A poller whose manager stops.
+	r.poller = newPinPoller()
+	if err := r.reconcilePins(context.Background(), s, &reconcileState{}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.poller.events
+	waitReads(reader.reads.Load() + 2)
+	r.poller.stop()
+	quiet("the poller stopped")
+}
+
+func TestPinReadAfterAReadInFlight(t *testing.T) {
 	firstList := make(chan struct{})
 	var lists atomic.Int32
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(s, dep, rs, pod).WithIndex(&corev1.Pod{}, podServerIndex, indexPodServer).
-		WithInterceptorFuncs(interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			if lists.Add(1) == 1 {
-				<-firstList // the first read lists what the cache held before the pod ran: nothing
-				return nil
-			}
-			return cl.List(ctx, list, opts...)
-		}}).Build()
+	s, c := pinFixture(t, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if lists.Add(1) == 1 {
+			<-firstList // the first read lists what the cache held before the pod ran: nothing
+			return nil
+		}
+		return cl.List(ctx, list, opts...)
+	}})
 	reader := &countingReader{}
 	r := &MCPServerReconciler{Client: c, Pins: reader, poller: newPinPoller()}
 	ctx := context.Background()

@@ -123,3 +123,48 @@ func TestFlappingRolloutDoesNotStayAhead(t *testing.T) {
 		t.Fatalf("the flapping server's second recovery ran ahead of the burst (%s at priority %d)", got.Name, prio)
 	}
 }
+
+// TestRolloutAndFirstReportBothRunAhead: a new server's rollout completion and its gateways' first
+// report arrive within a second of each other, in either order, and the reconcile of the first cannot
+// yet report Ready (the cache lags the other event). Both run ahead of a burst: when they shared one
+// turn, the second waited behind every new server's reconcile (Available -> Ready p50 37 s at 500).
+func TestRolloutAndFirstReportBothRunAhead(t *testing.T) {
+	ctx := context.Background()
+	key := types.NamespacedName{Namespace: "ns", Name: "files"}
+	rollout := event.UpdateEvent{ObjectOld: serverDeployment(key.Name, 0), ObjectNew: serverDeployment(key.Name, 1)}
+	report := event.GenericEvent{Object: &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+	first := func(q priorityqueue.PriorityQueue[reconcile.Request], what string) {
+		t.Helper()
+		if got, p, _ := q.GetWithPriority(); got.NamespacedName != key || p != statusPriority {
+			t.Fatalf("%s: first reconcile %s at priority %d, want %s at %d", what, got.Name, p, key, statusPriority)
+		}
+		q.Done(reconcile.Request{NamespacedName: key})
+	}
+
+	// The report first, then the rollout.
+	q := queueBehindBurst(t, 50)
+	r := &MCPServerReconciler{poller: newPinPoller()}
+	r.poller.state[key] = &polledPins{}
+	r.poller.state[key].takeReportTurn(true)
+	r.pinEvents().Generic(ctx, report, q)
+	first(q, "report")
+	deploymentEvents(owns, r.poller.rolloutMayJump).Update(ctx, rollout, q)
+	first(q, "rollout after the report")
+
+	// The rollout first, then the report.
+	q = queueBehindBurst(t, 50)
+	r = &MCPServerReconciler{poller: newPinPoller()}
+	r.poller.state[key] = &polledPins{}
+	deploymentEvents(owns, r.poller.rolloutMayJump).Update(ctx, rollout, q)
+	first(q, "rollout")
+	r.poller.state[key].takeReportTurn(true)
+	r.pinEvents().Generic(ctx, report, q)
+	first(q, "report after the rollout")
+
+	// Each kind still has one turn per urgentEvery: a second report (a flapping handshake) waits.
+	r.poller.state[key].takeReportTurn(true)
+	r.pinEvents().Generic(ctx, report, q)
+	if got, _, _ := q.GetWithPriority(); got.NamespacedName == key {
+		t.Fatal("a flapping handshake's second report ran ahead of the burst")
+	}
+}

@@ -106,21 +106,44 @@ func BenchmarkReconcileToReady(b *testing.B) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			var total, floor, toolhive time.Duration
+			// The control plane's CPU time (API server, etcd, controller manager, scheduler) while each
+			// fleet went to Ready: what each way of running N servers costs the cluster itself.
+			var cpu, floorCPU, toolhiveCPU time.Duration
 			var writes, requests float64
 			thv := toolhiveDir()
 			if thv != "" {
 				installToolhiveCRDs(b, thv)
 			}
+			measure := func(what string, run func() time.Duration) (time.Duration, time.Duration) {
+				before := cpuTimes()
+				stop := apiserverProfile(b)
+				took := run()
+				spent, by := controlPlaneCPU(before, cpuTimes())
+				b.Logf("%d servers, %s: %.1f s to Ready; control plane CPU %.1f s (%s)", n, what, took.Seconds(), spent.Seconds(), cpuTable(by))
+				if p := stop(); p != nil {
+					work, sampled := apiserverBreakdown(p)
+					b.Logf("%d servers, %s: API server CPU samples %.1f s: %s", n, what, sampled.Seconds(), cpuTable(work))
+				}
+				return took, spent
+			}
 			for b.Loop() {
-				floor += createFloorFleet(b, n, 10*time.Minute)
+				took, spent := measure("floor", func() time.Duration { return createFloorFleet(b, n, 10*time.Minute) })
+				floor, floorCPU = floor+took, floorCPU+spent
 				if thv != "" {
-					toolhive += createToolhiveFleet(b, thv, n, 15*time.Minute)
+					took, spent = measure("ToolHive", func() time.Duration { return createToolhiveFleet(b, thv, n, 15*time.Minute) })
+					toolhive, toolhiveCPU = toolhive+took, toolhiveCPU+spent
 				}
 				queue := snapshotQueue(b)
-				took, ns := createFleet(b, n, 10*time.Minute)
+				var ns string
+				took, spent = measure("mcp-warden", func() time.Duration {
+					var took time.Duration
+					took, ns = createFleet(b, n, 10*time.Minute)
+					return took
+				})
 				b.Logf("%d servers, create to all Ready: %s", n, snapshotQueue(b).since(queue))
-				total += took
-				_, reqs := operatorRequests.of(ns)
+				total, cpu = total+took, cpu+spent
+				counts, reqs := operatorRequests.of(ns)
+				b.Logf("%d servers, the operator's requests from create to Ready:\n%s", n, table(counts, n))
 				requests += float64(reqs) / float64(n)
 				writes += steadyStateWrites(b, ns, n)
 				tl := fleetTimeline(b, ns)
@@ -135,6 +158,14 @@ func BenchmarkReconcileToReady(b *testing.B) {
 			if thv != "" {
 				b.ReportMetric(toolhive.Seconds()/float64(b.N), "toolhive-s")
 				b.ReportMetric(toolhive.Seconds()/total.Seconds(), "toolhive/mcp-warden")
+			}
+			if floorCPU > 0 {
+				b.ReportMetric(cpu.Seconds()/float64(b.N), "cp-cpu-s")
+				b.ReportMetric(floorCPU.Seconds()/float64(b.N), "floor-cp-cpu-s")
+				b.ReportMetric(cpu.Seconds()/floorCPU.Seconds(), "cp-cpu/floor")
+				if thv != "" {
+					b.ReportMetric(toolhiveCPU.Seconds()/float64(b.N), "toolhive-cp-cpu-s")
+				}
 			}
 			b.ReportMetric(requests/float64(b.N), "requests/server")
 			b.ReportMetric(writes/float64(b.N), "writes/reconcile")

@@ -6,9 +6,10 @@
 # set, says why ToolHive's column is empty.
 awk -v thvskip="${TOOLHIVE_SKIPPED:-}" '
 function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; return "" }
+/servers, .*: (.* to Ready; control plane CPU|API server CPU samples)/ { line=$0; sub(/^ *[a-z_]+\.go:[0-9]+: /, "", line); cp[++ncp]=line; next }
 /^Benchmark/ {
   name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RF[sz]=metric("floor-s"); RX[sz]=metric("x-floor"); RQ[sz]=metric("requests/server"); RW[sz]=metric("writes/reconcile"); RH[sz]=metric("toolhive-s"); RHX[sz]=metric("toolhive/mcp-warden"); next }
+  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RF[sz]=metric("floor-s"); RX[sz]=metric("x-floor"); RQ[sz]=metric("requests/server"); RW[sz]=metric("writes/reconcile"); RH[sz]=metric("toolhive-s"); RHX[sz]=metric("toolhive/mcp-warden"); RC[sz]=metric("cp-cpu/floor"); next }
   if (name == "ProxyOverhead") {
     ng=1
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
@@ -71,9 +72,11 @@ END {
   }
   if (nr > 0) {
     printf "\nreconcile (N servers created at once on the local control plane, same run; mcp-warden: every MCPServer Ready; floor: the same six children per server created directly with the same client rate limit, every Deployment available; ToolHive: every ToolHive MCPServer in status.phase Ready)\n"
-    printf "  %-8s %15s %10s %12s %14s %16s %16s %14s\n", "servers", "mcp-warden (s)", "floor (s)", "ToolHive (s)", "warden/floor", "ToolHive/warden", "requests/server", "steady writes"
-    for (i=1; i<=nr; i++) { k=rec[i]; printf "  %-8s %15s %10s %12s %14s %16s %16s %14s\n", k, RT[k], (RF[k]==""?"-":RF[k]), (RH[k]==""?"-":RH[k]), (RX[k]==""?"- ":sprintf("%.2fx", RX[k])), (RHX[k]==""?"- ":sprintf("%.2fx", RHX[k])), (RQ[k]==""?"-":RQ[k]), RW[k] }
+    printf "  %-8s %15s %10s %12s %14s %16s %16s %14s %22s\n", "servers", "mcp-warden (s)", "floor (s)", "ToolHive (s)", "warden/floor", "ToolHive/warden", "requests/server", "steady writes", "control plane CPU/floor"
+    for (i=1; i<=nr; i++) { k=rec[i]; printf "  %-8s %15s %10s %12s %14s %16s %16s %14s %22s\n", k, RT[k], (RF[k]==""?"-":RF[k]), (RH[k]==""?"-":RH[k]), (RX[k]==""?"- ":sprintf("%.2fx", RX[k])), (RHX[k]==""?"- ":sprintf("%.2fx", RHX[k])), (RQ[k]==""?"-":RQ[k]), RW[k], (RC[k]==""?"- ":sprintf("%.2fx", RC[k])) }
     if (thvskip != "") printf "  ToolHive skipped: %s\n", thvskip
+    if (ncp > 0) printf "  where the control plane spent its CPU (its processes; the API server by its own profile):\n"
+    for (i=1; i<=ncp; i++) printf "    %s\n", cp[i]
   }
   for (i=1; i<=r; i++) print raw[i]
 }'
