@@ -113,7 +113,7 @@ bench: control-plane cosign cosign3 ## Benchmarks as tables: admission per signa
 	@mkdir -p bin; \
 	if THV="$$(hack/toolhive.sh 2>bin/toolhive.log)"; then THV_SKIPPED=""; \
 	else THV=""; THV_SKIPPED="hack/toolhive.sh failed: $$(grep -m1 -E 'Forbidden|error|cannot|requires' bin/toolhive.log || tail -1 bin/toolhive.log) (full log: bin/toolhive.log)"; echo "ToolHive skipped: $$THV_SKIPPED" >&2; fi; \
-	COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" MCP_WARDEN_TOOLHIVE="$$THV" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./supplychain/imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | TOOLHIVE_SKIPPED="$$THV_SKIPPED" hack/bench-table.sh
+	COSIGN="$(COSIGN)" COSIGN3="$(COSIGN3)" MCP_WARDEN_BENCH_SIZES="$(BENCH_SIZES)" MCP_WARDEN_BENCH_PROFILES="$(CURDIR)/bin/profiles" MCP_WARDEN_TOOLHIVE="$$THV" KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" go test $(BENCH_FLAGS) -bench . ./supplychain/imageverify/ ./gateway/ ./controllers/ | tee bin/bench.txt | TOOLHIVE_SKIPPED="$$THV_SKIPPED" hack/bench-table.sh
 
 ##@ Build and run
 

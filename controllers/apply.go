@@ -39,6 +39,10 @@ type appliedState struct {
 	hash            [32]byte
 	resourceVersion string
 	live            [32]byte
+	// from is the resourceVersion the cache showed when the operator applied (empty for a create): while
+	// the cache still shows it, it has not caught up with the apply, which made the object what was
+	// applied. Anyone's later write gives the object a resourceVersion of its own.
+	from string
 }
 
 // applyResult says what an apply did.
@@ -128,13 +132,17 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 		a.mu.Lock()
 		prev, ok := a.last[id]
 		a.mu.Unlock()
-		if ok && prev.hash == hash && (prev.resourceVersion == live.GetResourceVersion() || sameFingerprint(prev.live, live)) {
+		if ok && prev.unchanged(hash, live) {
 			res.Skipped = true
 			return res, nil
 		}
 		if err := a.upgradeOwnership(ctx, live); err != nil {
 			return res, fmt.Errorf("field ownership of %s %s: %w", kind, key.Name, err)
 		}
+	}
+	from := ""
+	if cached {
+		from = live.GetResourceVersion()
 	}
 	obj := &unstructured.Unstructured{Object: u}
 	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
@@ -143,7 +151,7 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, live); err != nil {
 		return res, fmt.Errorf("decode %s %s: %w", kind, key.Name, err)
 	}
-	a.remember(id, hash, live)
+	a.rememberFrom(id, hash, live, from)
 	return res, nil
 }
 
@@ -159,8 +167,21 @@ func (a *applier) upgradeOwnership(ctx context.Context, live client.Object) erro
 	return a.client.Patch(ctx, live, client.RawPatch(types.JSONPatchType, patch))
 }
 
+// unchanged reports whether live, as the cache shows it, is still what the apply remembered made it,
+// for the same desired object (hash): its resourceVersion is the apply's, or still the one the apply was
+// made over (the cache has yet to deliver the apply), or its fingerprint is the apply's.
+func (prev appliedState) unchanged(hash [32]byte, live client.Object) bool {
+	rv := live.GetResourceVersion()
+	return prev.hash == hash && (prev.resourceVersion == rv || (prev.from != "" && prev.from == rv) || sameFingerprint(prev.live, live))
+}
+
 func (a *applier) remember(id string, hash [32]byte, live client.Object) {
-	st := appliedState{hash: hash, resourceVersion: live.GetResourceVersion(), live: fingerprint(live)}
+	a.rememberFrom(id, hash, live, "")
+}
+
+// rememberFrom remembers an apply made over the cache's resourceVersion from.
+func (a *applier) rememberFrom(id string, hash [32]byte, live client.Object, from string) {
+	st := appliedState{hash: hash, resourceVersion: live.GetResourceVersion(), live: fingerprint(live), from: from}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.last == nil {

@@ -1,11 +1,14 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +16,11 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // clockTick is the kernel's USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux).
@@ -166,4 +174,157 @@ func workOf(s *profile.Sample) string {
 		}
 	}
 	return "other"
+}
+
+// benchProfiles is the directory MCP_WARDEN_BENCH_PROFILES names ("" when unset): where the benchmark
+// writes the operator's CPU and allocation profiles and the API server's CPU profile of each fleet.
+func benchProfiles() string { return os.Getenv("MCP_WARDEN_BENCH_PROFILES") }
+
+// operatorProfile profiles this process (the operator, its webhook and the benchmark's own polling)
+// until the returned stop, which writes <dir>/<name>.cpu.pprof and <name>.allocs.pprof (the bytes
+// and objects allocated in between). A no-op without dir or while go test's -cpuprofile runs.
+func operatorProfile(tb testing.TB, dir, name string) (stop func()) {
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	cpu, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		tb.Logf("operator CPU profile: %v", err)
+		_ = cpu.Close()
+		_ = os.Remove(cpu.Name())
+		cpu = nil
+	}
+	before := allocs(tb)
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			_ = cpu.Close()
+		}
+		after := allocs(tb)
+		if before == nil || after == nil {
+			return
+		}
+		before.Scale(-1)
+		delta, err := profile.Merge([]*profile.Profile{after, before})
+		if err != nil {
+			tb.Logf("operator allocation profile: %v", err)
+			return
+		}
+		f, err := os.Create(filepath.Join(dir, name+".allocs.pprof"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer f.Close()
+		if err := delta.Write(f); err != nil {
+			tb.Logf("operator allocation profile: %v", err)
+		}
+	}
+}
+
+// allocs is the process's allocation profile so far.
+func allocs(tb testing.TB) *profile.Profile {
+	runtime.GC() // the profile is as of the last GC
+	var buf bytes.Buffer
+	if err := pprof.Lookup("allocs").WriteTo(&buf, 0); err != nil {
+		tb.Logf("allocation profile: %v", err)
+		return nil
+	}
+	p, err := profile.Parse(&buf)
+	if err != nil {
+		tb.Logf("allocation profile: %v", err)
+		return nil
+	}
+	return p
+}
+
+// writeProfile writes p to <dir>/<name> (nothing without dir).
+func writeProfile(tb testing.TB, dir, name string, p *profile.Profile) {
+	if dir == "" || p == nil {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := p.Write(f); err != nil {
+		tb.Logf("write profile %s: %v", name, err)
+	}
+}
+
+// waitAll watches the namespace's objects of kind gvk until ready holds for n of them, or fails after
+// timeout. A watch rather than a poll: listing a fleet of a thousand every 250 ms, as the benchmark
+// once did, cost the API server and etcd more than some of what it measured.
+func waitAll(tb testing.TB, ns string, gvk schema.GroupVersionKind, n int, timeout time.Duration, ready func(*unstructured.Unstructured) bool) {
+	tb.Helper()
+	wc, err := client.NewWithWatch(restConfig, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	state := map[string]bool{}
+	for ctx.Err() == nil {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := wc.List(ctx, list, client.InNamespace(ns)); err != nil {
+			break
+		}
+		clear(state)
+		for i := range list.Items {
+			state[list.Items[i].GetName()] = ready(&list.Items[i])
+		}
+		if readyCount(state) >= n {
+			return
+		}
+		w, err := wc.Watch(ctx, list, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.GetResourceVersion()}})
+		if err != nil {
+			break
+		}
+		if follow(w, state, n, ready) {
+			return
+		}
+	}
+	tb.Fatalf("%d of %d %s in %s ready after %s", readyCount(state), n, gvk.Kind, ns, timeout)
+}
+
+// follow applies the watch's events to state until n are ready (true) or the watch ends (false: an
+// error event, the resourceVersion expired, or the deadline; the caller lists again).
+func follow(w watch.Interface, state map[string]bool, n int, ready func(*unstructured.Unstructured) bool) bool {
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		u, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			return false
+		}
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			state[u.GetName()] = ready(u)
+		case watch.Deleted:
+			delete(state, u.GetName())
+		}
+		if readyCount(state) >= n {
+			return true
+		}
+	}
+	return false
+}
+
+func readyCount(state map[string]bool) int {
+	count := 0
+	for _, ok := range state {
+		if ok {
+			count++
+		}
+	}
+	return count
 }

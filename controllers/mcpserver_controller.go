@@ -163,6 +163,7 @@ type MCPServerReconciler struct {
 	mem      memory
 	poller   *pinPoller
 	statuses statusWrites
+	bundles  bundleClaims
 }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.

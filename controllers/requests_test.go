@@ -112,9 +112,10 @@ func table(counts map[string]int, servers int) string {
 // The floor of one server from create to Ready: its five children created (ServiceAccount,
 // NetworkPolicy, Service, gateway ConfigMap, Deployment; session ids need no key, so no Secret; the serving
 // certificate is a pod certificate, signed on the kubelet's request, which the simulated node does not
-// make; the namespace's CA bundle ConfigMap is written once for the whole fleet), and three status writes (Progressing with the
-// endpoint and observedGeneration, WaitingForMCP once the pods run, then Ready when a gateway reports
-// its MCP handshake with the server), and the gateway ConfigMap written once more when the tools the
+// make; the namespace's CA bundle ConfigMap is written once for the whole fleet), and two status writes
+// (Progressing with the endpoint and observedGeneration, then Ready once the rollout completed and a
+// gateway reported its MCP handshake with the server: the gateways' report, which arrives a moment
+// before the rollout completes, is held with the rollout's progress), and the gateway ConfigMap written once more when the tools the
 // gateways report become its pins.json. A child is created without reading its name around the cache
 // first: only a create that finds the name taken reads it (never for a new server here), so the
 // operator still never adopts an object someone else put there. The first change of a created child
@@ -123,7 +124,7 @@ func table(counts map[string]int, servers int) string {
 const (
 	floorCreates      = 5
 	floorPinsWrite    = 1
-	floorStatusWrites = 3
+	floorStatusWrites = 2
 	ownershipMoves    = 1
 	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
 	// applies more where a reconcile raced the cache or a gateway's report (status patches measured at

@@ -88,7 +88,19 @@ func TestProgressOnly(t *testing.T) {
 	for i := range newGen.Conditions {
 		newGen.Conditions[i].ObservedGeneration = 2
 	}
-	for name, now := range map[string]*mcpv1alpha1.MCPServerStatus{"Ready": ready, "failure": failed, "replicas": replicas, "generation": newGen} {
+	// The gateways' first report while the pods roll out, every tool matching its pin, waits too.
+	reported := moved.DeepCopy()
+	reported.Tools = []mcpv1alpha1.ToolPin{{Name: "read_file", PinnedHash: "sha256:aa", ObservedHash: "sha256:aa"}}
+	reported.ServerInfo, reported.ToolCount = &mcpv1alpha1.ServerInfo{Name: "files", Version: "1"}, ptr.To(int32(1))
+	meta.SetStatusCondition(&reported.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionToolsPinned, Status: metav1.ConditionTrue, Reason: ReasonToolsMatchPins, ObservedGeneration: 1})
+	if !progressOnly(base, reported) {
+		t.Error("the gateways' first report during the rollout, every tool pinned, is not held with the progress")
+	}
+	// A tool that no longer matches its pin is written at once, rolling out or not.
+	changed := reported.DeepCopy()
+	changed.Tools[0].ObservedHash = "sha256:bb"
+	meta.SetStatusCondition(&changed.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionToolsPinned, Status: metav1.ConditionFalse, Reason: ReasonToolDefinitionChanged, ObservedGeneration: 1})
+	for name, now := range map[string]*mcpv1alpha1.MCPServerStatus{"Ready": ready, "failure": failed, "replicas": replicas, "generation": newGen, "a changed tool": changed} {
 		if progressOnly(base, now) {
 			t.Errorf("%s is held back as progress", name)
 		}
@@ -119,5 +131,33 @@ func TestStatusWriteInFlight(t *testing.T) {
 	changed.ReadyReplicas = 1
 	if w.inFlight(base, changed) {
 		t.Fatal("a different status is skipped")
+	}
+}
+
+// TestStaleCacheAfterApplyIsNotApplied: a reconcile that runs before the cache delivered the operator's
+// last apply sees the object at the resourceVersion the apply was made over, and sends nothing; the
+// same object at any other resourceVersion (anyone's later write) is compared by its content, and a
+// changed one is applied again, as is one applied from another desired object.
+func TestStaleCacheAfterApplyIsNotApplied(t *testing.T) {
+	cm := func(rv, pins string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files-gateway", ResourceVersion: rv}, Data: map[string]string{"pins.json": pins}}
+	}
+	applied := cm("20", "new")
+	prev := appliedState{hash: [32]byte{1}, resourceVersion: "20", live: fingerprint(applied), from: "10"}
+	if !prev.unchanged([32]byte{1}, cm("10", "old")) {
+		t.Error("the cache at the resourceVersion the apply was made over is applied again")
+	}
+	if !prev.unchanged([32]byte{1}, applied) {
+		t.Error("the object as the apply left it is applied again")
+	}
+	if prev.unchanged([32]byte{1}, cm("30", "a tenant's")) {
+		t.Error("a later write by someone else is not applied again")
+	}
+	if prev.unchanged([32]byte{2}, cm("10", "old")) {
+		t.Error("a new desired object is not applied")
+	}
+	created := appliedState{hash: [32]byte{1}, resourceVersion: "20", live: fingerprint(applied)}
+	if created.unchanged([32]byte{1}, cm("", "old")) {
+		t.Error("an object remembered from a create matched a resourceVersion it never had")
 	}
 }

@@ -17,7 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -67,26 +68,15 @@ func createFleet(tb testing.TB, n int, timeout time.Duration) (time.Duration, st
 	for err := range errs {
 		tb.Fatal(err)
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		list := &mcpv1alpha1.MCPServerList{}
-		if err := k8s.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
-			tb.Fatal(err)
+	waitAll(tb, ns.Name, mcpv1alpha1.GroupVersion.WithKind("MCPServer"), n, timeout, func(u *unstructured.Unstructured) bool {
+		s := &mcpv1alpha1.MCPServer{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, s); err != nil {
+			return false
 		}
-		ready := 0
-		for i := range list.Items {
-			if c := condition(&list.Items[i], mcpv1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
-				ready++
-			}
-		}
-		if ready == n {
-			return time.Since(start), ns.Name
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d MCPServers Ready after %s", ready, n, timeout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		c := condition(s, mcpv1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionTrue
+	})
+	return time.Since(start), ns.Name
 }
 
 // TestBurstOfCreates: 200 MCPServers created at once are all reconciled to Ready; nothing is lost.
@@ -98,8 +88,9 @@ func TestBurstOfCreates(t *testing.T) {
 // BenchmarkReconcileToReady measures the time for N MCPServers created at once to become Ready (pods
 // scheduled and running on the simulated node) on the local control plane, beside the control plane's
 // own floor measured in the same run just before: the same five children per server (ServiceAccount,
-// NetworkPolicy, Service, ConfigMap, Deployment) created directly, with the same client rate limit,
-// until every Deployment has its replica available. With MCP_WARDEN_TOOLHIVE set (hack/toolhive.sh),
+// NetworkPolicy, Service, ConfigMap, Deployment: copies of those the operator made for one server, see
+// floorChildren) created directly, with the same client rate limit, until every Deployment has its
+// replica available. With MCP_WARDEN_TOOLHIVE set (hack/toolhive.sh),
 // ToolHive's operator is measured on the same N in the same run (see createToolhiveFleet). It also
 // reports the operator's API requests per server, from create to Ready.
 func BenchmarkReconcileToReady(b *testing.B) {
@@ -115,14 +106,21 @@ func BenchmarkReconcileToReady(b *testing.B) {
 				installToolhiveCRDs(b, thv)
 			}
 			measure := func(what string, run func() time.Duration) (time.Duration, time.Duration) {
+				file := strings.ToLower(strings.ReplaceAll(what, " ", "-")) + "-" + strconv.Itoa(n)
 				before := cpuTimes()
 				stop := apiserverProfile(b)
+				stopOperator := func() {}
+				if what == "mcp-warden" {
+					stopOperator = operatorProfile(b, benchProfiles(), "operator-"+strconv.Itoa(n))
+				}
 				took := run()
 				spent, by := controlPlaneCPU(before, cpuTimes())
+				stopOperator()
 				b.Logf("%d servers, %s: %.1f s to Ready; control plane CPU %.1f s (%s)", n, what, took.Seconds(), spent.Seconds(), cpuTable(by))
 				if p := stop(); p != nil {
 					work, sampled := apiserverBreakdown(p)
 					b.Logf("%d servers, %s: API server CPU samples %.1f s: %s", n, what, sampled.Seconds(), cpuTable(work))
+					writeProfile(b, benchProfiles(), "apiserver-"+file+".cpu.pprof", p)
 				}
 				return took, spent
 			}
@@ -266,8 +264,8 @@ func quantiles(v []float64) [3]float64 {
 }
 
 // createFloorFleet creates, with a client of the operator's rate limit and as many workers as the
-// operator has, n sets of bare children in a fresh restricted namespace, and returns how long it took
-// until every Deployment had its replica available.
+// operator has, n copies of the children the operator made for one server (floorChildren) in a fresh
+// restricted namespace, and returns how long it took until every Deployment had its replica available.
 func createFloorFleet(tb testing.TB, n int, timeout time.Duration) time.Duration {
 	ctx := context.Background()
 	c, err := client.New(restConfig, client.Options{Scheme: k8s.Scheme()})
@@ -278,23 +276,22 @@ func createFloorFleet(tb testing.TB, n int, timeout time.Duration) time.Duration
 	if err := c.Create(ctx, ns); err != nil {
 		tb.Fatal(err)
 	}
+	children := floorChildren(tb, ns.Name)
 	start := time.Now()
 	work := make(chan int)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for range operator.DefaultMaxConcurrentReconciles() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range work {
-				for _, o := range bareChildren(ns.Name, fmt.Sprintf("f%04d", i)) {
+				for _, o := range children(fmt.Sprintf("f%04d", i)) {
 					if err := c.Create(ctx, o); err != nil {
 						errs <- err
 						break
 					}
 				}
 			}
-		}()
+		})
 	}
 	for i := range n {
 		work <- i
@@ -305,64 +302,84 @@ func createFloorFleet(tb testing.TB, n int, timeout time.Duration) time.Duration
 	for err := range errs {
 		tb.Fatal(err)
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		list := &appsv1.DeploymentList{}
-		if err := c.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
-			tb.Fatal(err)
+	waitAll(tb, ns.Name, appsv1.SchemeGroupVersion.WithKind("Deployment"), n, timeout, func(u *unstructured.Unstructured) bool {
+		d := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d); err != nil {
+			return false
 		}
-		ready := 0
-		for _, d := range list.Items {
-			if d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= 1 {
-				ready++
-			}
-		}
-		if ready == n {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("floor: %d of %d Deployments available after %s", ready, n, timeout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return d.Name != floorTemplate && d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= 1
+	})
+	return time.Since(start)
 }
 
-// bareChildren are one server's children without the operator: a ServiceAccount, a default-deny
-// NetworkPolicy, a Service, a ConfigMap and a Deployment of a restricted two-container pod.
-func bareChildren(ns, name string) []client.Object {
-	meta := func() metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}}
+// floorTemplate is the name of the one MCPServer whose children the floor copies; it appears in no
+// other string of them.
+const floorTemplate = "floortemplate"
+
+// floorChildren has the operator reconcile one MCPServer in ns to Ready, and returns a function that
+// makes copies of the five children it created (ServiceAccount, NetworkPolicy, Service, gateway
+// ConfigMap, Deployment, byte for byte as the API server holds them) for another name: the template's
+// name replaced, and without what the API server assigns (UID, resourceVersion, managed fields, the
+// Service's cluster IP, status) or owner references (no MCPServer owns them, so the operator does not
+// reconcile them). The floor thus creates exactly what the operator creates, without the operator.
+func floorChildren(tb testing.TB, ns string) func(name string) []client.Object {
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newServer(ns, floorTemplate)); err != nil {
+		tb.Fatal(err)
 	}
-	restricted := &corev1.SecurityContext{
-		AllowPrivilegeEscalation: ptr.To(false), RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(65532)),
-		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		ReadOnlyRootFilesystem: ptr.To(true),
+	key := client.ObjectKey{Namespace: ns, Name: floorTemplate}
+	eventuallyB(tb, 2*time.Minute, func() error {
+		s := &mcpv1alpha1.MCPServer{}
+		if err := k8s.Get(ctx, key, s); err != nil {
+			return err
+		}
+		if c := condition(s, mcpv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("floor template %s not Ready: %+v", key, c)
+		}
+		return nil
+	})
+	live := []client.Object{&corev1.ServiceAccount{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}, &corev1.ConfigMap{}, &appsv1.Deployment{}}
+	var templates [][]byte
+	for _, o := range live {
+		name := floorTemplate
+		if _, ok := o.(*corev1.ConfigMap); ok {
+			name += "-gateway"
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o); err != nil {
+			tb.Fatalf("floor template: %v", err)
+		}
+		gvks, _, err := k8s.Scheme().ObjectKinds(o)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{Object: u}
+		obj.SetGroupVersionKind(gvks[0])
+		for _, f := range []string{"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "ownerReferences", "selfLink"} {
+			unstructured.RemoveNestedField(obj.Object, "metadata", f)
+		}
+		unstructured.RemoveNestedField(obj.Object, "status")
+		unstructured.RemoveNestedField(obj.Object, "spec", "clusterIP")
+		unstructured.RemoveNestedField(obj.Object, "spec", "clusterIPs")
+		body, err := obj.MarshalJSON()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		templates = append(templates, body)
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: meta(), Data: map[string]string{"gateway.json": "{}"}}
-	cm.Name = name + "-gateway"
-	return []client.Object{
-		&corev1.ServiceAccount{ObjectMeta: meta(), AutomountServiceAccountToken: ptr.To(false)},
-		&networkingv1.NetworkPolicy{ObjectMeta: meta(), Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-		}},
-		&corev1.Service{ObjectMeta: meta(), Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Name: "mcp", Port: 8080}}}},
-		cm,
-		&appsv1.Deployment{ObjectMeta: meta(), Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(1)),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-				Spec: corev1.PodSpec{
-					ServiceAccountName: name, AutomountServiceAccountToken: ptr.To(false),
-					Containers: []corev1.Container{
-						{Name: "gateway", Image: digestImage, Ports: []corev1.ContainerPort{{Name: "mcp", ContainerPort: 8080}}, SecurityContext: restricted},
-						{Name: "server", Image: digestImage, SecurityContext: restricted},
-					},
-					Volumes: []corev1.Volume{{Name: "gateway", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}}},
-				},
-			},
-		}},
+	return func(name string) []client.Object {
+		out := make([]client.Object, 0, len(templates))
+		for _, t := range templates {
+			u := &unstructured.Unstructured{}
+			if err := u.UnmarshalJSON([]byte(strings.ReplaceAll(string(t), floorTemplate, name))); err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, u)
+		}
+		return out
 	}
 }
 

@@ -51,7 +51,11 @@ func (w *statusWrites) progressDue(base *mcpv1alpha1.MCPServer, interval time.Du
 }
 
 // progressOnly reports whether now differs from base only in the messages of the Ready and
-// Reconciling conditions, both Progressing before and after, for the same generation.
+// Reconciling conditions, both Progressing before and after, for the same generation, and in what the
+// gateways reported while their pods roll out with every tool matching its pin (status.tools,
+// serverInfo, toolCount, ToolsPinned=True): that report arrives a moment before the rollout completes,
+// and written on its own it costs each new server a status write of its own just before its Ready. A
+// tool that no longer matches its pin (ToolsPinned=False) is never held.
 func progressOnly(base, now *mcpv1alpha1.MCPServerStatus) bool {
 	c := now.DeepCopy()
 	for _, t := range []string{mcpv1alpha1.ConditionReady, mcpv1alpha1.ConditionReconciling} {
@@ -60,6 +64,15 @@ func progressOnly(base, now *mcpv1alpha1.MCPServerStatus) bool {
 			return false
 		}
 		cur.Message = was.Message
+	}
+	if pinned := meta.FindStatusCondition(c.Conditions, mcpv1alpha1.ConditionToolsPinned); pinned != nil && pinned.Status == metav1.ConditionTrue {
+		switch was := meta.FindStatusCondition(base.Conditions, mcpv1alpha1.ConditionToolsPinned); {
+		case was == nil:
+			meta.RemoveStatusCondition(&c.Conditions, mcpv1alpha1.ConditionToolsPinned)
+		case was.Status == metav1.ConditionTrue:
+			*pinned = *was
+		}
+		c.Tools, c.ServerInfo, c.ToolCount = base.Tools, base.ServerInfo, base.ToolCount
 	}
 	return equality.Semantic.DeepEqual(*base, *c)
 }

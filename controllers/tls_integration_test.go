@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
+	"github.com/mcp-warden/mcp-warden/controllers"
 	"github.com/mcp-warden/mcp-warden/operator"
 	"github.com/mcp-warden/mcp-warden/trust/issuerkeys"
 )
@@ -260,5 +261,43 @@ func TestDeliveredKeysSurviveOperatorRestart(t *testing.T) {
 	}
 	if !strings.Contains(cm.Data["jwks.json"], issuer.KeyID()) {
 		t.Errorf("jwks.json after the restart: %s", cm.Data["jwks.json"])
+	}
+}
+
+// TestForeignCABundleStallsEveryServer is the attacker's test for the bundle's publication, which one
+// reconcile of a namespace claims while the cache has yet to show the ConfigMap: a ConfigMap named
+// mcp-warden-ca that a namespace user created first is never overwritten, and every server of a burst
+// in the namespace reports the conflict, not only the one whose reconcile found it.
+func TestForeignCABundleStallsEveryServer(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mcp-warden-ca"}, Data: map[string]string{"ca.crt": "the tenant's own"}}
+	if err := k8s.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"one", "two", "three", "four"}
+	for _, n := range names {
+		if err := k8s.Create(ctx, newServer(ns, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		eventually(t, time.Minute, func() error {
+			s := &mcpv1alpha1.MCPServer{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: n}, s); err != nil {
+				return err
+			}
+			if c := condition(s, mcpv1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue || c.Reason != controllers.ReasonChildConflict {
+				return fmt.Errorf("server %s: Stalled is %+v, want True/%s (conditions %+v)", n, c, controllers.ReasonChildConflict, s.Status.Conditions)
+			}
+			return nil
+		})
+	}
+	got := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(foreign), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Data["ca.crt"] != "the tenant's own" {
+		t.Fatalf("the foreign ConfigMap was overwritten: %q", got.Data["ca.crt"])
 	}
 }

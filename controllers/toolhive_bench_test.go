@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcp-warden/mcp-warden/operator"
 )
 
 // ToolHive's operator (hack/toolhive.sh builds it, MCP_WARDEN_TOOLHIVE names its directory) run out of
@@ -142,53 +145,62 @@ func createToolhiveFleet(tb testing.TB, dir string, n int, timeout time.Duration
 	stop := startToolhive(tb, dir, ns.Name)
 	defer stop()
 	start := time.Now()
-	for i := range n {
-		s := &unstructured.Unstructured{}
-		s.SetGroupVersionKind(toolhiveServer)
-		s.SetNamespace(ns.Name)
-		s.SetName(fmt.Sprintf("t%04d", i))
-		s.Object["spec"] = map[string]any{"image": digestImage}
-		if err := k8s.Create(ctx, s); err != nil {
-			tb.Fatalf("create ToolHive MCPServer: %v", err)
-		}
-		// The proxy runner's StatefulSet (see above).
-		sts := &appsv1.StatefulSet{
-			ObjectMeta: metav1.ObjectMeta{Name: s.GetName(), Namespace: ns.Name, Labels: map[string]string{"toolhive": "true", "toolhive-name": s.GetName()},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: toolhiveServer.GroupVersion().String(), Kind: toolhiveServer.Kind, Name: s.GetName(), UID: s.GetUID(), Controller: ptr.To(true)}}},
-			Spec: appsv1.StatefulSetSpec{
-				Replicas: ptr.To(int32(0)),
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"toolhive-sts": s.GetName()}},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"toolhive-sts": s.GetName()}},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "mcp", Image: digestImage}}},
-				},
-			},
-		}
-		if err := k8s.Create(ctx, sts); err != nil {
-			tb.Fatalf("create the StatefulSet of ToolHive MCPServer %s: %v", s.GetName(), err)
-		}
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(toolhiveServer.GroupVersion().WithKind("MCPServerList"))
-		if err := k8s.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
-			tb.Fatal(err)
-		}
-		ready := 0
-		for _, s := range list.Items {
-			if phase, _, _ := unstructured.NestedString(s.Object, "status", "phase"); phase == "Ready" {
-				ready++
+	// Created as mcp-warden's MCPServers are: by as many clients at once as mcp-warden has workers.
+	work := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range operator.DefaultMaxConcurrentReconciles() {
+		wg.Go(func() {
+			for i := range work {
+				if err := createToolhiveServer(ctx, ns.Name, fmt.Sprintf("t%04d", i)); err != nil {
+					errs <- err
+				}
 			}
-		}
-		if ready == n {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("ToolHive: %d of %d MCPServers in phase Ready after %s", ready, n, timeout)
-		}
-		time.Sleep(250 * time.Millisecond)
+		})
 	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+	waitAll(tb, ns.Name, toolhiveServer, n, timeout, func(u *unstructured.Unstructured) bool {
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		return phase == "Ready"
+	})
+	return time.Since(start)
+}
+
+// createToolhiveServer creates one ToolHive MCPServer and the StatefulSet its proxy runner would create.
+func createToolhiveServer(ctx context.Context, ns, name string) error {
+	s := &unstructured.Unstructured{}
+	s.SetGroupVersionKind(toolhiveServer)
+	s.SetNamespace(ns)
+	s.SetName(name)
+	s.Object["spec"] = map[string]any{"image": digestImage}
+	if err := k8s.Create(ctx, s); err != nil {
+		return fmt.Errorf("create ToolHive MCPServer: %w", err)
+	}
+	// The proxy runner's StatefulSet (see above).
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"toolhive": "true", "toolhive-name": name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: toolhiveServer.GroupVersion().String(), Kind: toolhiveServer.Kind, Name: name, UID: s.GetUID(), Controller: ptr.To(true)}}},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(int32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"toolhive-sts": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"toolhive-sts": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "mcp", Image: digestImage}}},
+			},
+		},
+	}
+	if err := k8s.Create(ctx, sts); err != nil {
+		return fmt.Errorf("create the StatefulSet of ToolHive MCPServer %s: %w", name, err)
+	}
+	return nil
 }
 
 // eventuallyB is eventually for benchmarks too.

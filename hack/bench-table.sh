@@ -71,7 +71,7 @@ END {
     printf "  replica loss: %s re-initialize per session it held, %s per session of all; 404 after %s µs (p50)\n", SL, SS, S404
   }
   if (nr > 0) {
-    printf "\nreconcile (N servers created at once on the local control plane, same run; mcp-warden: every MCPServer Ready; floor: the same six children per server created directly with the same client rate limit, every Deployment available; ToolHive: every ToolHive MCPServer in status.phase Ready)\n"
+    printf "\nreconcile (N servers created at once on the local control plane, same run; mcp-warden: every MCPServer Ready; floor: the five children the operator made for one server, copied per server and created directly with the same client rate limit, every Deployment available; ToolHive: every ToolHive MCPServer in status.phase Ready)\n"
     printf "  %-8s %15s %10s %12s %14s %16s %16s %14s %22s\n", "servers", "mcp-warden (s)", "floor (s)", "ToolHive (s)", "warden/floor", "ToolHive/warden", "requests/server", "steady writes", "control plane CPU/floor"
     for (i=1; i<=nr; i++) { k=rec[i]; printf "  %-8s %15s %10s %12s %14s %16s %16s %14s %22s\n", k, RT[k], (RF[k]==""?"-":RF[k]), (RH[k]==""?"-":RH[k]), (RX[k]==""?"- ":sprintf("%.2fx", RX[k])), (RHX[k]==""?"- ":sprintf("%.2fx", RHX[k])), (RQ[k]==""?"-":RQ[k]), RW[k], (RC[k]==""?"- ":sprintf("%.2fx", RC[k])) }
     if (thvskip != "") printf "  ToolHive skipped: %s\n", thvskip

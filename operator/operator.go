@@ -153,10 +153,12 @@ type Options struct {
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
-// DefaultMaxConcurrentReconciles is 8 workers per CPU the process may use (GOMAXPROCS, which follows
-// the container's CPU limit), at least 4.
+// DefaultMaxConcurrentReconciles is 16 workers per CPU the process may use (GOMAXPROCS, which follows
+// the container's CPU limit), at least 4. A reconcile mostly waits on the API server: with 8 per CPU, a
+// burst of 500 new servers kept every worker busy for as long as the burst took (1554 reconciles of
+// 1.0 s on 16 workers, 97 s of a 99.5 s run); with 16, the same burst took 69.7 s.
 func DefaultMaxConcurrentReconciles() int {
-	return max(4, 8*goruntime.GOMAXPROCS(0))
+	return max(4, 16*goruntime.GOMAXPROCS(0))
 }
 
 // Validate reports options that cannot work, naming the option and what it needs.
