@@ -132,7 +132,9 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 		a.mu.Lock()
 		prev, ok := a.last[id]
 		a.mu.Unlock()
-		if ok && prev.unchanged(hash, live) {
+		// A Deployment's live object is read after the apply (drift, rollout), so it is never one
+		// the cache has yet to update.
+		if ok && prev.unchanged(hash, live, kind != "Deployment") {
 			res.Skipped = true
 			return res, nil
 		}
@@ -168,11 +170,12 @@ func (a *applier) upgradeOwnership(ctx context.Context, live client.Object) erro
 }
 
 // unchanged reports whether live, as the cache shows it, is still what the apply remembered made it,
-// for the same desired object (hash): its resourceVersion is the apply's, or still the one the apply was
-// made over (the cache has yet to deliver the apply), or its fingerprint is the apply's.
-func (prev appliedState) unchanged(hash [32]byte, live client.Object) bool {
+// for the same desired object (hash): its resourceVersion is the apply's, or its fingerprint is, or
+// (staleOK: the caller does not use live) still the one the apply was made over (the cache has yet to
+// deliver the apply).
+func (prev appliedState) unchanged(hash [32]byte, live client.Object, staleOK bool) bool {
 	rv := live.GetResourceVersion()
-	return prev.hash == hash && (prev.resourceVersion == rv || (prev.from != "" && prev.from == rv) || sameFingerprint(prev.live, live))
+	return prev.hash == hash && (prev.resourceVersion == rv || (staleOK && prev.from != "" && prev.from == rv) || sameFingerprint(prev.live, live))
 }
 
 func (a *applier) remember(id string, hash [32]byte, live client.Object) {

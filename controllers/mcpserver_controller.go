@@ -163,7 +163,6 @@ type MCPServerReconciler struct {
 	mem      memory
 	poller   *pinPoller
 	statuses statusWrites
-	bundles  bundleClaims
 }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
@@ -278,11 +277,20 @@ func (r *MCPServerReconciler) forget(key types.NamespacedName) {
 	r.statuses.forget(key)
 }
 
-// nextReconcile is when a server that reconciled fully is reconciled again (0: on its next event): the
-// CA bundle is published again when the CA is rotated. The gateways' status is read again by the pin
-// poller on its own cadence (see pinPoller), which reconciles the server when a read finds something new.
+// nextReconcile is when a server that reconciled fully is reconciled again: every poll interval (what
+// no event reports is checked again then: the namespace's CA bundle, which no server owns and a tenant
+// may delete or replace with one the cache cannot see), and when the CA is rotated. The gateways' status
+// is read by the pin poller on its own cadence (see pinPoller), sooner while a server starts, without
+// a reconcile queued for it; a read that finds something new reconciles the server.
 func (r *MCPServerReconciler) nextReconcile(st *reconcileState) time.Duration {
-	return renewIn(st, time.Now())
+	interval := r.PinPollInterval
+	if interval == 0 {
+		interval = DefaultPinPollInterval
+	}
+	if renew := renewIn(st, time.Now()); renew > 0 {
+		interval = min(interval, renew)
+	}
+	return interval
 }
 
 // applyChild applies one child and turns an ownership conflict into a stall.

@@ -370,6 +370,8 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 		cancel()
 		p.mu.Lock()
 		cur, ok := p.state[key]
+		// A server deleted and created again under the name while the read ran is not the one read.
+		ok = ok && cur.server != nil && cur.server.UID == s.UID
 		changed, again := false, false
 		if ok {
 			if read && (!cur.read || !equality.Semantic.DeepEqual(cur.tools, tools) || !reflect.DeepEqual(cur.mcp, mcp)) {

@@ -126,10 +126,12 @@ const (
 	floorPinsWrite    = 1
 	floorStatusWrites = 2
 	ownershipMoves    = 1
-	// requestSlack per server covers the Ready event and, averaged over the fleet, status writes and
-	// applies more where a reconcile raced the cache or a gateway's report (status patches measured at
-	// 3.3-3.7 per server).
-	requestSlack = 3.0
+	// requestSlack per server covers the Ready event, the namespace's CA bundle (published, read around
+	// the cache and applied, by each server of the first wave of a burst in a fresh namespace until the
+	// cache shows it: 0.5-1 of each per server here, where all 30 share a new namespace) and, averaged
+	// over the fleet, status writes and applies more where a reconcile raced the cache or a gateway's
+	// report (status patches measured at 2.4-2.6 per server).
+	requestSlack = 4.0
 )
 
 // TestRequestsPerServer counts the operator's API requests for a fleet created at once, from create

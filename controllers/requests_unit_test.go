@@ -100,10 +100,16 @@ func TestProgressOnly(t *testing.T) {
 	changed := reported.DeepCopy()
 	changed.Tools[0].ObservedHash = "sha256:bb"
 	meta.SetStatusCondition(&changed.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionToolsPinned, Status: metav1.ConditionFalse, Reason: ReasonToolDefinitionChanged, ObservedGeneration: 1})
+	// A changed tool approved (False -> True) is written at once too.
+	approved := reported.DeepCopy()
+	changedBase := changed.DeepCopy()
 	for name, now := range map[string]*mcpv1alpha1.MCPServerStatus{"Ready": ready, "failure": failed, "replicas": replicas, "generation": newGen, "a changed tool": changed} {
 		if progressOnly(base, now) {
 			t.Errorf("%s is held back as progress", name)
 		}
+	}
+	if progressOnly(changedBase, approved) {
+		t.Error("an approved tool (ToolsPinned False -> True) is held back as progress")
 	}
 }
 
@@ -144,20 +150,24 @@ func TestStaleCacheAfterApplyIsNotApplied(t *testing.T) {
 	}
 	applied := cm("20", "new")
 	prev := appliedState{hash: [32]byte{1}, resourceVersion: "20", live: fingerprint(applied), from: "10"}
-	if !prev.unchanged([32]byte{1}, cm("10", "old")) {
+	if !prev.unchanged([32]byte{1}, cm("10", "old"), true) {
 		t.Error("the cache at the resourceVersion the apply was made over is applied again")
 	}
-	if !prev.unchanged([32]byte{1}, applied) {
+	if !prev.unchanged([32]byte{1}, applied, true) {
 		t.Error("the object as the apply left it is applied again")
 	}
-	if prev.unchanged([32]byte{1}, cm("30", "a tenant's")) {
+	if prev.unchanged([32]byte{1}, cm("30", "a tenant's"), true) {
 		t.Error("a later write by someone else is not applied again")
 	}
-	if prev.unchanged([32]byte{2}, cm("10", "old")) {
+	if prev.unchanged([32]byte{2}, cm("10", "old"), true) {
 		t.Error("a new desired object is not applied")
 	}
 	created := appliedState{hash: [32]byte{1}, resourceVersion: "20", live: fingerprint(applied)}
-	if created.unchanged([32]byte{1}, cm("", "old")) {
+	// A caller that reads the live object after the apply (the Deployment's) never gets the stale one.
+	if prev.unchanged([32]byte{1}, cm("10", "old"), false) {
+		t.Error("a stale object was returned to a caller that reads it")
+	}
+	if created.unchanged([32]byte{1}, cm("", "old"), true) {
 		t.Error("an object remembered from a create matched a resourceVersion it never had")
 	}
 }

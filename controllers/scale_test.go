@@ -113,9 +113,16 @@ func BenchmarkReconcileToReady(b *testing.B) {
 				if what == "mcp-warden" {
 					stopOperator = operatorProfile(b, benchProfiles(), "operator-"+strconv.Itoa(n))
 				}
+				stopped := false
+				defer func() {
+					if !stopped { // a fleet that failed: the profiles still end
+						stopOperator()
+					}
+				}()
 				took := run()
 				spent, by := controlPlaneCPU(before, cpuTimes())
 				stopOperator()
+				stopped = true
 				b.Logf("%d servers, %s: %.1f s to Ready; control plane CPU %.1f s (%s)", n, what, took.Seconds(), spent.Seconds(), cpuTable(by))
 				if p := stop(); p != nil {
 					work, sampled := apiserverBreakdown(p)

@@ -3,14 +3,12 @@ package controllers
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -187,14 +185,6 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 	case err == nil && live.Data[gatewayconfig.CABundleKey] == string(bundle):
 		return nil
 	case apierrors.IsNotFound(err):
-		// The servers of a burst in a new namespace all reconcile before the cache shows the bundle
-		// the first of them published: publications are one at a time per namespace, and one that
-		// follows another's success of a moment ago sends nothing.
-		unlock, done := r.bundles.lock(key.Namespace, bundle)
-		defer unlock()
-		if done {
-			return nil
-		}
 		probe := &metav1.PartialObjectMetadata{}
 		probe.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
 		// The cache may not have seen the bundle another reconcile of this namespace wrote a moment
@@ -202,18 +192,9 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 		if perr := r.APIReader.Get(ctx, key, probe); perr == nil && !writtenByOperator(probe) {
 			return stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
 		}
-		if err := r.applyCABundle(ctx, key, bundle); err != nil {
-			return err
-		}
-		r.bundles.published(key.Namespace, bundle)
-		return nil
 	case err != nil:
 		return fmt.Errorf("get ConfigMap %s: %w", key.Name, err)
 	}
-	return r.applyCABundle(ctx, key, bundle)
-}
-
-func (r *MCPServerReconciler) applyCABundle(ctx context.Context, key types.NamespacedName, bundle []byte) error {
 	u, err := toUnstructured(desired.CABundleConfigMap(key.Namespace, bundle))
 	if err != nil {
 		return err
@@ -222,50 +203,6 @@ func (r *MCPServerReconciler) applyCABundle(ctx context.Context, key types.Names
 		return fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
 	}
 	return nil
-}
-
-// bundleClaims serializes, per namespace, the publications of the CA bundle made while the cache did
-// not hold the namespace's ConfigMap, and remembers the last one that succeeded.
-type bundleClaims struct {
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-	done  map[string]bundleClaim
-}
-
-type bundleClaim struct {
-	hash [32]byte
-	at   time.Time
-}
-
-// bundleClaimFor is how long a publication answers for the cache: a ConfigMap still missing from the
-// cache after it (deleted since, say) is published again.
-const bundleClaimFor = 30 * time.Second
-
-// lock waits for the namespace's publication in progress, if any, and returns the unlock and whether
-// bundle was published there within bundleClaimFor (then the caller sends nothing).
-func (b *bundleClaims) lock(ns string, bundle []byte) (func(), bool) {
-	b.mu.Lock()
-	if b.locks == nil {
-		b.locks, b.done = map[string]*sync.Mutex{}, map[string]bundleClaim{}
-	}
-	l, ok := b.locks[ns]
-	if !ok {
-		l = &sync.Mutex{}
-		b.locks[ns] = l
-	}
-	b.mu.Unlock()
-	l.Lock()
-	b.mu.Lock()
-	c, ok := b.done[ns]
-	b.mu.Unlock()
-	return l.Unlock, ok && c.hash == sha256.Sum256(bundle) && time.Since(c.at) < bundleClaimFor
-}
-
-// published records that bundle was published in ns.
-func (b *bundleClaims) published(ns string, bundle []byte) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.done[ns] = bundleClaim{hash: sha256.Sum256(bundle), at: time.Now()}
 }
 
 // writtenByOperator reports whether the operator's field manager wrote the object.

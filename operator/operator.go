@@ -157,8 +157,10 @@ type Options struct {
 // the container's CPU limit), at least 4. A reconcile mostly waits on the API server: with 8 per CPU, a
 // burst of 500 new servers kept every worker busy for as long as the burst took (1554 reconciles of
 // 1.0 s on 16 workers, 97 s of a 99.5 s run); with 16, the same burst took 69.7 s.
+// At most 64: more workers than that share the same client rate limit (--kube-api-qps) and only add
+// memory on a large node without a CPU limit.
 func DefaultMaxConcurrentReconciles() int {
-	return max(4, 16*goruntime.GOMAXPROCS(0))
+	return min(64, max(4, 16*goruntime.GOMAXPROCS(0)))
 }
 
 // Validate reports options that cannot work, naming the option and what it needs.

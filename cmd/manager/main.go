@@ -171,7 +171,7 @@ const (
 // scaleFlags registers the flags that size the manager for a fleet.
 func scaleFlags(fs *flag.FlagSet, o *operator.Options) {
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", operator.DefaultMaxConcurrentReconciles(),
-		"How many MCPServers reconcile at once; the default is 16 per CPU the manager may use (GOMAXPROCS, which follows the container's CPU limit), at least 4.")
+		"How many MCPServers reconcile at once; the default is 16 per CPU the manager may use (GOMAXPROCS, which follows the container's CPU limit), at least 4, at most 64.")
 	o.KubeAPIQPS = defaultKubeAPIQPS
 	fs.Var((*float32Value)(&o.KubeAPIQPS), "kube-api-qps", "Requests per second the manager may send to the Kubernetes API server (a client-side limit).")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "Requests the manager may send at once above --kube-api-qps.")
