@@ -106,30 +106,7 @@ func BenchmarkReconcileToReady(b *testing.B) {
 				installToolhiveCRDs(b, thv)
 			}
 			measure := func(what string, run func() time.Duration) (time.Duration, time.Duration) {
-				file := strings.ToLower(strings.ReplaceAll(what, " ", "-")) + "-" + strconv.Itoa(n)
-				before := cpuTimes()
-				stop := apiserverProfile(b)
-				stopOperator := func() {}
-				if what == "mcp-warden" {
-					stopOperator = operatorProfile(b, benchProfiles(), "operator-"+strconv.Itoa(n))
-				}
-				stopped := false
-				defer func() {
-					if !stopped { // a fleet that failed: the profiles still end
-						stopOperator()
-					}
-				}()
-				took := run()
-				spent, by := controlPlaneCPU(before, cpuTimes())
-				stopOperator()
-				stopped = true
-				b.Logf("%d servers, %s: %.1f s to Ready; control plane CPU %.1f s (%s)", n, what, took.Seconds(), spent.Seconds(), cpuTable(by))
-				if p := stop(); p != nil {
-					work, sampled := apiserverBreakdown(p)
-					b.Logf("%d servers, %s: API server CPU samples %.1f s: %s", n, what, sampled.Seconds(), cpuTable(work))
-					writeProfile(b, benchProfiles(), "apiserver-"+file+".cpu.pprof", p)
-				}
-				return took, spent
+				return measureFleet(b, n, what, run)
 			}
 			for b.Loop() {
 				took, spent := measure("floor", func() time.Duration { return createFloorFleet(b, n, 10*time.Minute) })
@@ -176,6 +153,35 @@ func BenchmarkReconcileToReady(b *testing.B) {
 			b.ReportMetric(writes/float64(b.N), "writes/reconcile")
 		})
 	}
+}
+
+// measureFleet runs one fleet's create-to-Ready (run) and logs the control plane's CPU for it and where
+// the API server's went; with MCP_WARDEN_BENCH_PROFILES, the profiles are written there.
+func measureFleet(b *testing.B, n int, what string, run func() time.Duration) (time.Duration, time.Duration) {
+	file := strings.ToLower(strings.ReplaceAll(what, " ", "-")) + "-" + strconv.Itoa(n)
+	before := cpuTimes()
+	stop := apiserverProfile(b)
+	stopOperator := func() {}
+	if what == "mcp-warden" {
+		stopOperator = operatorProfile(b, benchProfiles(), "operator-"+strconv.Itoa(n))
+	}
+	stopped := false
+	defer func() {
+		if !stopped { // a fleet that failed: the profiles still end
+			stopOperator()
+		}
+	}()
+	took := run()
+	spent, by := controlPlaneCPU(before, cpuTimes())
+	stopOperator()
+	stopped = true
+	b.Logf("%d servers, %s: %.1f s to Ready; control plane CPU %.1f s (%s)", n, what, took.Seconds(), spent.Seconds(), cpuTable(by))
+	if p := stop(); p != nil {
+		work, sampled := apiserverBreakdown(p)
+		b.Logf("%d servers, %s: API server CPU samples %.1f s: %s", n, what, sampled.Seconds(), cpuTable(work))
+		writeProfile(b, benchProfiles(), "apiserver-"+file+".cpu.pprof", p)
+	}
+	return took, spent
 }
 
 // timeline is where a fleet's time to Ready went (seconds, the API's second resolution): how long the
