@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -159,6 +160,7 @@ func BenchmarkReconcileToReady(b *testing.B) {
 // the API server's went; with MCP_WARDEN_BENCH_PROFILES, the profiles are written there.
 func measureFleet(b *testing.B, n int, what string, run func() time.Duration) (time.Duration, time.Duration) {
 	file := strings.ToLower(strings.ReplaceAll(what, " ", "-")) + "-" + strconv.Itoa(n)
+	clearFleets(b)
 	before := cpuTimes()
 	stop := apiserverProfile(b)
 	stopOperator := func() {}
@@ -182,6 +184,72 @@ func measureFleet(b *testing.B, n int, what string, run func() time.Duration) (t
 		writeProfile(b, benchProfiles(), "apiserver-"+file+".cpu.pprof", p)
 	}
 	return took, spent
+}
+
+// fleetPrefixes are the namespaces' names the benchmark's fleets are created in (mcp-warden, the
+// floor, ToolHive).
+var fleetPrefixes = []string{"burst-", "floor-", "toolhive-"}
+
+// clearFleets deletes the namespaces of the fleets measured before and waits until they are gone, so
+// every fleet is measured on a control plane that holds none of the others (otherwise the one measured
+// last pays for the watch caches, garbage collector and etcd of every fleet before it). Objects that
+// hold a finalizer no running controller removes (ToolHive's, whose operator stopped with its fleet)
+// have it removed.
+func clearFleets(tb testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	for {
+		nss := &corev1.NamespaceList{}
+		if err := k8s.List(ctx, nss); err != nil {
+			tb.Fatalf("clearing earlier fleets: %v", err)
+		}
+		left := 0
+		for i := range nss.Items {
+			ns := &nss.Items[i]
+			if !slices.ContainsFunc(fleetPrefixes, func(p string) bool { return strings.HasPrefix(ns.Name, p) }) {
+				continue
+			}
+			left++
+			if ns.DeletionTimestamp == nil {
+				if err := k8s.Delete(ctx, ns); client.IgnoreNotFound(err) != nil {
+					tb.Fatalf("clearing earlier fleets: deleting namespace %s: %v", ns.Name, err)
+				}
+			} else if strings.HasPrefix(ns.Name, "toolhive-") {
+				dropFinalizers(ctx, tb, ns.Name)
+			}
+		}
+		if left == 0 {
+			if took := time.Since(start); took > time.Second {
+				tb.Logf("earlier fleets cleared in %.0f s", took.Seconds())
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("clearing earlier fleets: %d namespaces still there after %s", left, time.Since(start).Round(time.Second))
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// dropFinalizers removes the finalizers of ToolHive's MCPServers in ns.
+func dropFinalizers(ctx context.Context, tb testing.TB, ns string) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(toolhiveServer.GroupVersion().WithKind(toolhiveServer.Kind + "List"))
+	if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return // the CRD is not installed here, or the namespace is already empty of them
+	}
+	for i := range list.Items {
+		u := &list.Items[i]
+		if len(u.GetFinalizers()) == 0 {
+			continue
+		}
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+		if err := k8s.Patch(ctx, u, patch); client.IgnoreNotFound(err) != nil {
+			tb.Logf("clearing earlier fleets: %s/%s: %v", ns, u.GetName(), err)
+		}
+	}
 }
 
 // timeline is where a fleet's time to Ready went (seconds, the API's second resolution): how long the
