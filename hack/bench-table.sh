@@ -9,7 +9,7 @@ function metric(unit,   i) { for (i=3; i<NF; i++) if ($(i+1)==unit) return $i; r
 /servers, .*: (.* to Ready; control plane CPU|API server CPU samples)/ { line=$0; sub(/^ *[a-z_]+\.go:[0-9]+: /, "", line); cp[++ncp]=line; next }
 /^Benchmark/ {
   name=$1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-  if (name ~ /^ReconcileToReady\//) { sz=name; sub(/.*\//, "", sz); rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RF[sz]=metric("floor-s"); RX[sz]=metric("x-floor"); RQ[sz]=metric("requests/server"); RW[sz]=metric("writes/reconcile"); RH[sz]=metric("toolhive-s"); RHX[sz]=metric("toolhive/mcp-warden"); RC[sz]=metric("cp-cpu/floor"); next }
+  if (name ~ /^ReconcileToReady\//) { if (metric("s-to-all-ready") == "") next; sz=name; sub(/.*\//, "", sz); if (!(sz in RT)) rec[++nr]=sz; RT[sz]=metric("s-to-all-ready"); RF[sz]=metric("floor-s"); RX[sz]=metric("x-floor"); RQ[sz]=metric("requests/server"); RW[sz]=metric("writes/reconcile"); RH[sz]=metric("toolhive-s"); RHX[sz]=metric("toolhive/mcp-warden"); RC[sz]=metric("cp-cpu/floor"); next }
   if (name == "ProxyOverhead") {
     ng=1
     DP50=metric("direct-p50-µs"); DP99=metric("direct-p99-µs"); GP50=metric("gateway-p50-µs"); GP99=metric("gateway-p99-µs")
