@@ -771,8 +771,12 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	var keyEvents chan event.GenericEvent
 	if r.Keys != nil {
 		keyEvents = make(chan event.GenericEvent, 1024)
+		// A fetch that ends after the manager has stopped does not wait on a channel nothing consumes.
 		r.Keys.Notify = func(n types.NamespacedName) {
-			keyEvents <- event.GenericEvent{Object: &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: n.Namespace, Name: n.Name}}}
+			select {
+			case keyEvents <- event.GenericEvent{Object: &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: n.Namespace, Name: n.Name}}}:
+			case <-r.poller.done:
+			}
 		}
 		if err := mgr.Add(r.Keys); err != nil {
 			return fmt.Errorf("add the issuer key fetcher: %w", err)

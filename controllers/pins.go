@@ -120,8 +120,10 @@ type pinPoller struct {
 	state  map[types.NamespacedName]*polledPins
 	slots  *readSlots
 	events chan event.GenericEvent
-	// stopped is set when the manager stops: no further read is scheduled.
+	// stopped is set when the manager stops: no further read is scheduled; done is closed then, so a
+	// read that ends afterwards does not wait on events, which nothing consumes any more.
 	stopped bool
+	done    chan struct{}
 }
 
 // rolloutMayJump reports whether the server's rollout completion may run ahead of the queue, and takes
@@ -203,7 +205,16 @@ type mcpState struct {
 const DefaultMCPGrace = 15 * time.Second
 
 func newPinPoller() *pinPoller {
-	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, slots: newReadSlots(maxPinReads, maxPinReadsPerNamespace), events: make(chan event.GenericEvent, 1024)}
+	return &pinPoller{state: map[types.NamespacedName]*polledPins{}, slots: newReadSlots(maxPinReads, maxPinReadsPerNamespace), events: make(chan event.GenericEvent, 1024), done: make(chan struct{})}
+}
+
+// report queues a reconcile of the server (a read found something new): it waits while the controller
+// is behind, and not at all once the manager has stopped.
+func (p *pinPoller) report(s *mcpv1alpha1.MCPServer) {
+	select {
+	case p.events <- event.GenericEvent{Object: s}:
+	case <-p.done:
+	}
 }
 
 func (p *pinPoller) forget(key types.NamespacedName) {
@@ -219,6 +230,9 @@ func (p *pinPoller) forget(key types.NamespacedName) {
 func (p *pinPoller) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.stopped {
+		close(p.done)
+	}
 	p.stopped = true
 	for _, cur := range p.state {
 		if cur.next != nil {
@@ -390,7 +404,7 @@ func (r *MCPServerReconciler) refreshPins(ctx context.Context, s *mcpv1alpha1.MC
 		}
 		p.mu.Unlock()
 		if changed {
-			p.events <- event.GenericEvent{Object: s}
+			p.report(s)
 		}
 		if !again {
 			return

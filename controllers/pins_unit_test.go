@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	gwconfig "github.com/mcp-warden/mcp-warden/gateway/config"
@@ -133,5 +134,33 @@ func TestPinReadAfterAReadInFlight(t *testing.T) {
 	}
 	if n := reader.reads.Load(); n != 1 {
 		t.Fatalf("%d status reads, want 1", n)
+	}
+}
+
+// TestPinReadEndsAfterTheManagerStops: a read that finds something new reports it on the channel the
+// controller consumes. Once the manager has stopped nothing consumes it; a read finishing then (here
+// with the channel full of reports nobody took) must end rather than block its goroutine forever.
+func TestPinReadEndsAfterTheManagerStops(t *testing.T) {
+	s, c := pinFixture(t, interceptor.Funcs{})
+	r := &MCPServerReconciler{Client: c, Pins: &countingReader{}, poller: newPinPoller()}
+	for range cap(r.poller.events) {
+		r.poller.events <- event.GenericEvent{Object: s}
+	}
+	r.poller.mu.Lock()
+	r.poller.state[client.ObjectKeyFromObject(s)] = &polledPins{server: s, inflight: true}
+	r.poller.mu.Unlock()
+	r.poller.stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.refreshPins(context.Background(), s) // the first read is new: it reports a change
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a pin read that found something new after the manager stopped still blocks, 5 s on, reporting it to a controller that no longer runs")
+	}
+	if n := len(r.poller.events); n != cap(r.poller.events) {
+		t.Fatalf("%d reports queued, want the %d put there (none added or taken)", n, cap(r.poller.events))
 	}
 }
