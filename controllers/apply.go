@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/util/csaupgrade"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+	"sigs.k8s.io/structured-merge-diff/v6/value"
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 )
@@ -69,9 +72,10 @@ func (e errNotOwned) Error() string {
 // A child the cache does not hold is created (one request). The cache only sees objects the operator
 // labels, so an object of that name may still exist; then the create fails with AlreadyExists and only
 // then is the object read around the cache: one the MCPServer does not control is a conflict and is
-// never written. A child the operator created is later changed with server-side apply; the first such
-// apply first moves the create's field ownership to the apply's (csaupgrade), so a field dropped from
-// the desired object is removed from the live one.
+// never written. A child the operator created is later changed with server-side apply; the first apply
+// that drops a field the create wrote first moves the create's field ownership to the apply's
+// (csaupgrade), so the dropped field is removed from the live one. An apply that only adds or changes
+// fields (a ConfigMap's pins.json arriving) needs no move and sends none.
 func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desired, live client.Object) (applyResult, error) {
 	var res applyResult
 	gvk := desired.GetObjectKind().GroupVersionKind()
@@ -95,7 +99,7 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 	id := kind + "/" + key.String()
 
 	cached := true
-	if err := a.client.Get(ctx, key, live); apierrors.IsNotFound(err) {
+	if err := a.get(ctx, id, key, live); apierrors.IsNotFound(err) {
 		cached = false
 		obj := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(u)}
 		obj.SetGroupVersionKind(gvk)
@@ -138,8 +142,10 @@ func (a *applier) apply(ctx context.Context, owner *mcpv1alpha1.MCPServer, desir
 			res.Skipped = true
 			return res, nil
 		}
-		if err := a.upgradeOwnership(ctx, live); err != nil {
-			return res, fmt.Errorf("field ownership of %s %s: %w", kind, key.Name, err)
+		if !createdFieldsKept(live, gvk.GroupVersion().String(), u) {
+			if err := a.upgradeOwnership(ctx, live); err != nil {
+				return res, fmt.Errorf("field ownership of %s %s: %w", kind, key.Name, err)
+			}
 		}
 	}
 	from := ""
@@ -169,6 +175,81 @@ func (a *applier) upgradeOwnership(ctx context.Context, live client.Object) erro
 	return a.client.Patch(ctx, live, client.RawPatch(types.JSONPatchType, patch))
 }
 
+// createdFieldsKept reports whether every field the operator's create (or drift revert) owns through
+// an Update entry of live's managed fields is still in the desired object: the apply then removes
+// nothing those fields hold, so the create's ownership needs no moving yet (it co-owns them with the
+// apply, and is moved by the first apply that drops one). It is false, and the ownership is moved,
+// when an entry cannot be read, is of another API version, or names a field desired lacks.
+func createdFieldsKept(live client.Object, apiVersion string, desired map[string]any) bool {
+	for _, m := range live.GetManagedFields() {
+		if m.Manager != FieldOwner || m.Operation != metav1.ManagedFieldsOperationUpdate || m.Subresource != "" {
+			continue
+		}
+		if m.APIVersion != apiVersion || m.FieldsV1 == nil {
+			return false
+		}
+		set := &fieldpath.Set{}
+		if err := set.FromJSON(m.FieldsV1.GetRawReader()); err != nil {
+			return false
+		}
+		kept := true
+		set.Iterate(func(p fieldpath.Path) {
+			kept = kept && pathIn(desired, p)
+		})
+		if !kept {
+			return false
+		}
+	}
+	return true
+}
+
+// pathIn reports whether the field at p exists in obj (an object as JSON decodes it): a map key, a
+// list element by its keys or by its value. An index into an atomic list is never taken as present.
+func pathIn(obj any, p fieldpath.Path) bool {
+	cur := obj
+	for _, pe := range p {
+		switch {
+		case pe.FieldName != nil:
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return false
+			}
+			if cur, ok = m[*pe.FieldName]; !ok {
+				return false
+			}
+		case pe.Key != nil:
+			l, _ := cur.([]any)
+			i := slices.IndexFunc(l, func(e any) bool {
+				em, ok := e.(map[string]any)
+				if !ok {
+					return false
+				}
+				for _, f := range *pe.Key {
+					v, ok := em[f.Name]
+					if !ok || !value.Equals(value.NewValueInterface(v), f.Value) {
+						return false
+					}
+				}
+				return true
+			})
+			if i < 0 {
+				return false
+			}
+			cur = l[i]
+		case pe.Value != nil:
+			l, _ := cur.([]any)
+			i := slices.IndexFunc(l, func(e any) bool { return value.Equals(value.NewValueInterface(e), *pe.Value) })
+			if i < 0 {
+				return false
+			}
+			cur = l[i]
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // unchanged reports whether live, as the cache shows it, is still what the apply remembered made it,
 // for the same desired object (hash): its resourceVersion is the apply's, or its fingerprint is, or
 // (staleOK: the caller does not use live) still the one the apply was made over (the cache has yet to
@@ -176,6 +257,34 @@ func (a *applier) upgradeOwnership(ctx context.Context, live client.Object) erro
 func (prev appliedState) unchanged(hash [32]byte, live client.Object, staleOK bool) bool {
 	rv := live.GetResourceVersion()
 	return prev.hash == hash && (prev.resourceVersion == rv || (staleOK && prev.from != "" && prev.from == rv) || sameFingerprint(prev.live, live))
+}
+
+// get reads live from the cache. An object the operator wrote that the cache does not show has yet to
+// be delivered (a reconcile that follows the create at once), or someone deleted or unlabelled it: one
+// read around the cache tells, where a create would fail, read and apply again.
+func (a *applier) get(ctx context.Context, id string, key client.ObjectKey, live client.Object) error {
+	err := a.client.Get(ctx, key, live)
+	if apierrors.IsNotFound(err) && a.wrote(id) {
+		err = a.reader.Get(ctx, key, live)
+	}
+	return err
+}
+
+// ownWrite reports whether obj, as a watch delivers it, is at the resourceVersion the operator's last
+// write of it returned.
+func (a *applier) ownWrite(kind string, obj client.Object) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev, ok := a.last[kind+"/"+client.ObjectKeyFromObject(obj).String()]
+	return ok && prev.resourceVersion != "" && prev.resourceVersion == obj.GetResourceVersion()
+}
+
+// wrote reports whether the operator created or applied the object (since it last forgot it).
+func (a *applier) wrote(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.last[id]
+	return ok
 }
 
 func (a *applier) remember(id string, hash [32]byte, live client.Object) {

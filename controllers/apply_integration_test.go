@@ -17,6 +17,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcp-warden/mcp-warden/api/v1alpha1"
 	"github.com/mcp-warden/mcp-warden/controllers"
+	"github.com/mcp-warden/mcp-warden/controllers/desired"
 )
 
 // serverContainerEnv is the names of the server container's variables in d.
@@ -147,4 +148,72 @@ func TestNetworkPolicySelectorWideningIsReverted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOwnershipMovesWhenACreatedFieldIsDropped: a child's create leaves its fields owned by an Update
+// entry; an apply that keeps every one of them (adding a key, as pins.json arriving) sends no ownership
+// move, and the first apply that drops one moves the ownership first, so the dropped key leaves the
+// live object, as does a key only an apply wrote.
+func TestOwnershipMovesWhenACreatedFieldIsDropped(t *testing.T) {
+	ctx := context.Background()
+	ns := restrictedNamespace(t)
+	s := newServer(ns, "moves")
+	if err := k8s.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	c := &movesCounter{Client: k8s}
+	key := client.ObjectKey{Namespace: ns, Name: "moves-probe"}
+	apply := func(data map[string]string) *corev1.ConfigMap {
+		t.Helper()
+		meta := desired.ObjectMeta(s)
+		meta.Name = key.Name
+		cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: meta, Data: data}
+		if err := controllers.ApplyChild(ctx, c, s, cm, &corev1.ConfigMap{}); err != nil {
+			t.Fatal(err)
+		}
+		live := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, key, live); err != nil {
+			t.Fatal(err)
+		}
+		return live
+	}
+	updateEntry := func(cm *corev1.ConfigMap) bool {
+		for _, m := range cm.ManagedFields {
+			if m.Manager == controllers.FieldOwner && m.Operation == metav1.ManagedFieldsOperationUpdate {
+				return true
+			}
+		}
+		return false
+	}
+
+	if live := apply(map[string]string{"gateway.json": "{}"}); !updateEntry(live) {
+		t.Fatalf("after the create: managed fields %+v, want the create's Update entry", live.ManagedFields)
+	}
+	live := apply(map[string]string{"gateway.json": "{}", "pins.json": "[]", "extra": "1"})
+	if c.moves != 0 || !updateEntry(live) {
+		t.Fatalf("an apply that keeps every created field: %d ownership moves (Update entry kept: %v), want none", c.moves, updateEntry(live))
+	}
+	if live = apply(map[string]string{"gateway.json": "{}", "pins.json": "[]"}); c.moves != 0 || live.Data["extra"] != "" {
+		t.Fatalf("dropping a key only an apply wrote: %d ownership moves, data %v; want none and the key gone", c.moves, live.Data)
+	}
+	live = apply(map[string]string{"pins.json": "[]"})
+	if c.moves != 1 || updateEntry(live) {
+		t.Fatalf("dropping a created key: %d ownership moves (Update entry left: %v), want one and none", c.moves, updateEntry(live))
+	}
+	if _, ok := live.Data["gateway.json"]; ok || live.Data["pins.json"] != "[]" {
+		t.Fatalf("data after dropping gateway.json: %v, want only pins.json", live.Data)
+	}
+}
+
+// movesCounter counts the JSON patches (ownership moves) sent through it.
+type movesCounter struct {
+	client.Client
+	moves int
+}
+
+func (c *movesCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if patch.Type() == types.JSONPatchType {
+		c.moves++
+	}
+	return c.Client.Patch(ctx, obj, patch, opts...)
 }

@@ -163,6 +163,7 @@ type MCPServerReconciler struct {
 	mem      memory
 	poller   *pinPoller
 	statuses statusWrites
+	bundles  publishedBundles
 }
 
 // reconcileState carries what the sub-reconcilers learned to the status summary.
@@ -685,10 +686,8 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	if equality.Semantic.DeepEqual(base.Status, s.Status) || r.statuses.inFlight(base, &s.Status) {
 		return 0, err
 	}
-	if progressOnly(&base.Status, &s.Status) {
-		if wait := r.statuses.progressDue(base, r.progressInterval()); wait > 0 {
-			return wait, err
-		}
+	if wait := r.statusHeld(base, &s.Status); wait > 0 {
+		return wait, err
 	}
 	if perr := r.Client.Status().Patch(ctx, s, client.MergeFrom(base)); perr != nil {
 		if apierrors.IsNotFound(perr) {
@@ -699,6 +698,17 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	}
 	r.statuses.wrote(base, &s.Status)
 	return 0, err
+}
+
+// statusHeld returns how long the write of status may wait (0: now): a rollout's progress alone, and a
+// new server's first status while it starts, trail by at most the progress interval.
+func (r *MCPServerReconciler) statusHeld(base *mcpv1alpha1.MCPServer, status *mcpv1alpha1.MCPServerStatus) time.Duration {
+	if progressOnly(&base.Status, status) {
+		if wait := r.statuses.progressDue(base, r.progressInterval()); wait > 0 {
+			return wait
+		}
+	}
+	return firstWriteDue(base, status, r.progressInterval())
 }
 
 // emitTransitions records an event when Ready or Stalled changes.
@@ -808,17 +818,30 @@ func (r *MCPServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return b.
 		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// As Owns, with a rollout's completion ahead of the queue.
-		Watches(&appsv1.Deployment{}, deploymentEvents(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &mcpv1alpha1.MCPServer{}, handler.OnlyControllerOwner()), r.poller.rolloutMayJump)).
-		Owns(&corev1.Service{}).
-		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.ServiceAccount{}).
-		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&appsv1.Deployment{}, deploymentEvents(handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &mcpv1alpha1.MCPServer{}, handler.OnlyControllerOwner()), r.poller.rolloutMayJump),
+			builder.WithPredicates(r.notOwnWrite("Deployment"))).
+		Owns(&corev1.Service{}, builder.WithPredicates(r.notOwnWrite("Service"))).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(r.notOwnWrite("ConfigMap"))).
+		Owns(&corev1.ServiceAccount{}, builder.WithPredicates(r.notOwnWrite("ServiceAccount"))).
+		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(r.notOwnWrite("NetworkPolicy"))).
 		// Every other NetworkPolicy may widen the fence of the servers in its namespace.
 		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversInNamespace), builder.WithPredicates(predicate.NewPredicateFuncs(notOwnedByServer))).
 		// Policy status writes (the policy controller's) do not change what a policy requires.
 		Watches(&mcpv1alpha1.MCPServerPolicy{}, handler.EnqueueRequestsFromMapFunc(r.serversForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("mcpserver").
 		Complete(r)
+}
+
+// notOwnWrite drops the create and update events of a child of the kind that deliver what the
+// operator's own last write of it returned (the same resourceVersion): the reconcile that wrote it knew
+// it already, and waking its server again for it costs a reconcile and, for a child the cache has yet
+// to show, a read around the cache. Anyone else's change (a new resourceVersion), a delete, and every
+// event after a restart of the operator still reconcile the server.
+func (r *MCPServerReconciler) notOwnWrite(kind string) predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !r.applier.ownWrite(kind, e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return !r.applier.ownWrite(kind, e.ObjectNew) },
+	}
 }
 
 // DefaultGatewayImage is the gateway sidecar image when none is configured (releases pin it by digest).

@@ -112,26 +112,26 @@ func table(counts map[string]int, servers int) string {
 // The floor of one server from create to Ready: its five children created (ServiceAccount,
 // NetworkPolicy, Service, gateway ConfigMap, Deployment; session ids need no key, so no Secret; the serving
 // certificate is a pod certificate, signed on the kubelet's request, which the simulated node does not
-// make; the namespace's CA bundle ConfigMap is written once for the whole fleet), and two status writes
-// (Progressing with the endpoint and observedGeneration, then Ready once the rollout completed and a
-// gateway reported its MCP handshake with the server: the gateways' report, which arrives a moment
-// before the rollout completes, is held with the rollout's progress), and the gateway ConfigMap written once more when the tools the
-// gateways report become its pins.json. A child is created without reading its name around the cache
-// first: only a create that finds the name taken reads it (never for a new server here), so the
-// operator still never adopts an object someone else put there. The first change of a created child
-// (here the gateway ConfigMap's pins) first moves the create's field ownership to the operator's
-// server-side apply: one JSON patch.
+// make; the namespace's CA bundle ConfigMap is written once for the whole fleet, by one of the servers
+// that reconcile at once), one status write (Ready, once the rollout completed and a gateway reported its
+// MCP handshake with the server: a new server's first status trails its creation by up to the progress
+// interval while it starts, and these are Ready sooner), the gateway ConfigMap written once more when
+// the tools the gateways report become its pins.json, and the Ready event. A child is created without
+// reading its name around the cache first: only a create that finds the name taken reads it (never for a
+// new server here), so the operator still never adopts an object someone else put there. A change of a
+// created child that keeps every field the create wrote (here the gateway ConfigMap's pins arriving)
+// sends no move of the create's field ownership to the operator's server-side apply: only the first apply
+// that drops such a field does (one JSON patch), and none does here. The watch events that deliver the
+// operator's own writes wake no reconcile.
 const (
 	floorCreates      = 5
 	floorPinsWrite    = 1
-	floorStatusWrites = 2
-	ownershipMoves    = 1
-	// requestSlack per server covers the Ready event, the namespace's CA bundle (published, read around
-	// the cache and applied, by each server of the first wave of a burst in a fresh namespace until the
-	// cache shows it: 0.5-1 of each per server here, where all 30 share a new namespace) and, averaged
-	// over the fleet, status writes and applies more where a reconcile raced the cache or a gateway's
-	// report (status patches measured at 2.4-2.6 per server).
-	requestSlack = 4.0
+	floorStatusWrites = 1
+	floorEvents       = 1
+	// requestSlack per server covers, averaged over the fleet, a status write more for a server not
+	// Ready within the progress interval on a loaded machine, and the reads around the cache of a child
+	// a reconcile found missing from the cache just after its create (measured: 8.17 per server in all).
+	requestSlack = 2.0
 )
 
 // TestRequestsPerServer counts the operator's API requests for a fleet created at once, from create
@@ -150,9 +150,12 @@ func TestRequestsPerServer(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	counts, total := operatorRequests.of(ns)
 	per := float64(total) / n
-	floor := floorCreates + floorStatusWrites + floorPinsWrite + ownershipMoves
+	floor := floorCreates + floorStatusWrites + floorPinsWrite + floorEvents
 	limit := float64(floor) + requestSlack
 	t.Logf("%d servers: %d requests, %.2f per server (floor %d, limit %.1f)\n%s", n, total, per, floor, limit, table(counts, n))
+	if moves := counts["PATCH configmaps"]; moves > 0 {
+		t.Errorf("%d non-apply patches of ConfigMaps (ownership moves), want none: pins.json arriving drops no field the create wrote\n%s", moves, table(counts, n))
+	}
 	if per > limit {
 		logServerEvents(t, ns)
 		t.Fatalf("%.2f requests per server, want at most %.1f (floor %d + slack %.1f)", per, limit, floor, requestSlack)

@@ -3,14 +3,18 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -181,28 +185,77 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 	key := types.NamespacedName{Namespace: s.Namespace, Name: gatewayconfig.CABundleConfigMap}
 	live := &corev1.ConfigMap{}
 	err := r.Client.Get(ctx, key, live)
+	notFound := apierrors.IsNotFound(err)
 	switch {
 	case err == nil && live.Data[gatewayconfig.CABundleKey] == string(bundle):
 		return nil
-	case apierrors.IsNotFound(err):
-		probe := &metav1.PartialObjectMetadata{}
-		probe.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
-		// The cache may not have seen the bundle another reconcile of this namespace wrote a moment
-		// ago: one the operator wrote (its field manager) is its own, anything else is a conflict.
-		if perr := r.APIReader.Get(ctx, key, probe); perr == nil && !writtenByOperator(probe) {
-			return stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
-		}
-	case err != nil:
+	case (err == nil || notFound) && r.bundles.inFlight(key.Namespace, bundle):
+		return nil
+	case err != nil && !notFound:
 		return fmt.Errorf("get ConfigMap %s: %w", key.Name, err)
 	}
-	u, err := toUnstructured(desired.CABundleConfigMap(key.Namespace, bundle))
-	if err != nil {
-		return err
+	// The servers of a burst reconcile at once: one of them publishes, the others share its outcome.
+	h := sha256.Sum256(bundle)
+	_, err, _ = r.bundles.flight.Do(key.Namespace+"/"+hex.EncodeToString(h[:]), func() (any, error) {
+		if r.bundles.inFlight(key.Namespace, bundle) {
+			return nil, nil
+		}
+		if notFound {
+			probe := &metav1.PartialObjectMetadata{}
+			probe.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+			// The cache may not have seen the bundle another reconcile of this namespace wrote a
+			// moment ago: one the operator wrote (its field manager) is its own, anything else is a
+			// conflict.
+			if perr := r.APIReader.Get(ctx, key, probe); perr == nil && !writtenByOperator(probe) {
+				return nil, stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
+			}
+		}
+		u, err := toUnstructured(desired.CABundleConfigMap(key.Namespace, bundle))
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return nil, fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
+		}
+		r.bundles.published(key.Namespace, bundle)
+		return nil, nil
+	})
+	return err
+}
+
+// bundleInFlight is how long after publishing a namespace's CA bundle the operator takes a cache that
+// does not show it yet as one that has yet to deliver the write: the servers of a burst in a new
+// namespace then publish it once, not each until the cache catches up. A bundle someone deletes or
+// changes in that time is published again by the next reconcile after it.
+const bundleInFlight = 10 * time.Second
+
+// publishedBundles remembers the CA bundle last published in each namespace, and when.
+type publishedBundles struct {
+	flight singleflight.Group
+	mu     sync.Mutex
+	last   map[string]publishedBundle
+}
+
+type publishedBundle struct {
+	hash [32]byte
+	at   time.Time
+}
+
+func (b *publishedBundles) published(namespace string, bundle []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last == nil {
+		b.last = map[string]publishedBundle{}
 	}
-	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
-	}
-	return nil
+	b.last[namespace] = publishedBundle{hash: sha256.Sum256(bundle), at: time.Now()}
+}
+
+// inFlight reports whether this bundle was published in the namespace less than bundleInFlight ago.
+func (b *publishedBundles) inFlight(namespace string, bundle []byte) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.last[namespace]
+	return ok && p.hash == sha256.Sum256(bundle) && time.Since(p.at) < bundleInFlight
 }
 
 // writtenByOperator reports whether the operator's field manager wrote the object.
