@@ -700,15 +700,14 @@ func (r *MCPServerReconciler) summarizeAndPatch(ctx context.Context, base, s *mc
 	return 0, err
 }
 
-// statusHeld returns how long the write of status may wait (0: now): a rollout's progress alone, and a
-// new server's first status while it starts, trail by at most the progress interval.
+// statusHeld returns how long the write of status may wait (0: now): a rollout's progress alone trails
+// by at most the progress interval. A new server's first status is never held: kstatus takes an object
+// without status as Current (healthy), so Flux and cli-utils would go on before the server is Ready.
 func (r *MCPServerReconciler) statusHeld(base *mcpv1alpha1.MCPServer, status *mcpv1alpha1.MCPServerStatus) time.Duration {
-	if progressOnly(&base.Status, status) {
-		if wait := r.statuses.progressDue(base, r.progressInterval()); wait > 0 {
-			return wait
-		}
+	if !progressOnly(&base.Status, status) {
+		return 0
 	}
-	return firstWriteDue(base, status, r.progressInterval())
+	return r.statuses.progressDue(base, r.progressInterval())
 }
 
 // emitTransitions records an event when Ready or Stalled changes.

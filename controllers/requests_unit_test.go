@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -170,52 +169,5 @@ func TestStaleCacheAfterApplyIsNotApplied(t *testing.T) {
 	}
 	if created.unchanged([32]byte{1}, cm("", "old"), true) {
 		t.Error("an object remembered from a create matched a resourceVersion it never had")
-	}
-}
-
-// TestFirstWriteDue: a new server's first status, while it starts up, trails its creation by at most
-// the progress interval, so one Ready sooner is written once; anything a person must see (a failure, a
-// stall, a widened fence, a changed tool), a server created long ago and a second write are not held.
-func TestFirstWriteDue(t *testing.T) {
-	const interval = 10 * time.Second
-	starting := func(reason string) *mcpv1alpha1.MCPServerStatus {
-		s := &mcpv1alpha1.MCPServerStatus{ObservedGeneration: 1}
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, ObservedGeneration: 1})
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: reason, ObservedGeneration: 1})
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: mcpv1alpha1.ConditionEgressEnforced, Status: metav1.ConditionTrue, Reason: ReasonEnforced, ObservedGeneration: 1})
-		return s
-	}
-	fresh := &mcpv1alpha1.MCPServer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", CreationTimestamp: metav1.NewTime(time.Now().Add(-2 * time.Second))}}
-	for _, reason := range []string{ReasonProgressing, ReasonWaitingForMCP} {
-		if wait := firstWriteDue(fresh, starting(reason), interval); wait <= 5*time.Second || wait > 8*time.Second {
-			t.Errorf("a server created 2 s ago, first status %s: wait %v, want about 8 s", reason, wait)
-		}
-	}
-	set := func(s *mcpv1alpha1.MCPServerStatus, typ string, status metav1.ConditionStatus, reason string) *mcpv1alpha1.MCPServerStatus {
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, ObservedGeneration: 1})
-		return s
-	}
-	ready := set(starting(ReasonProgressing), mcpv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAvailable)
-	meta.RemoveStatusCondition(&ready.Conditions, mcpv1alpha1.ConditionReconciling)
-	old := fresh.DeepCopy()
-	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Minute))
-	written := fresh.DeepCopy()
-	written.Status = *starting(ReasonProgressing)
-	for name, c := range map[string]struct {
-		base *mcpv1alpha1.MCPServer
-		now  *mcpv1alpha1.MCPServerStatus
-	}{
-		"Ready":                {fresh, ready},
-		"a failure":            {fresh, set(starting(ReasonProgressing), mcpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed)},
-		"a stall":              {fresh, set(starting(ReasonProgressing), mcpv1alpha1.ConditionStalled, metav1.ConditionTrue, ReasonPolicyViolation)},
-		"a widened fence":      {fresh, set(starting(ReasonProgressing), mcpv1alpha1.ConditionEgressEnforced, metav1.ConditionFalse, ReasonFenceWidened)},
-		"a changed tool":       {fresh, set(starting(ReasonProgressing), mcpv1alpha1.ConditionToolsPinned, metav1.ConditionFalse, ReasonToolDefinitionChanged)},
-		"missing issuer keys":  {fresh, set(starting(ReasonProgressing), mcpv1alpha1.ConditionIssuerKeysDelivered, metav1.ConditionFalse, ReasonIssuerKeysUnavailable)},
-		"created a minute ago": {old, starting(ReasonProgressing)},
-		"a second write":       {written, starting(ReasonWaitingForMCP)},
-	} {
-		if wait := firstWriteDue(c.base, c.now, interval); wait != 0 {
-			t.Errorf("%s: held %v, want written at once", name, wait)
-		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -189,16 +188,17 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 	switch {
 	case err == nil && live.Data[gatewayconfig.CABundleKey] == string(bundle):
 		return nil
-	case (err == nil || notFound) && r.bundles.inFlight(key.Namespace, bundle):
+	case notFound && r.bundles.inFlight(key.Namespace, bundle):
 		return nil
 	case err != nil && !notFound:
 		return fmt.Errorf("get ConfigMap %s: %w", key.Name, err)
 	}
-	// The servers of a burst reconcile at once: one of them publishes, the others share its outcome.
+	// The servers of a burst reconcile at once: one of them publishes, the others share its outcome
+	// (each builds its own stall from it: a stall's message is its server's).
 	h := sha256.Sum256(bundle)
-	_, err, _ = r.bundles.flight.Do(key.Namespace+"/"+hex.EncodeToString(h[:]), func() (any, error) {
-		if r.bundles.inFlight(key.Namespace, bundle) {
-			return nil, nil
+	foreign, err, _ := r.bundles.flight.Do(fmt.Sprintf("%s/%x/%t", key.Namespace, h, notFound), func() (any, error) {
+		if notFound && r.bundles.inFlight(key.Namespace, bundle) {
+			return false, nil
 		}
 		if notFound {
 			probe := &metav1.PartialObjectMetadata{}
@@ -207,26 +207,33 @@ func (r *MCPServerReconciler) publishCABundle(ctx context.Context, s *mcpv1alpha
 			// moment ago: one the operator wrote (its field manager) is its own, anything else is a
 			// conflict.
 			if perr := r.APIReader.Get(ctx, key, probe); perr == nil && !writtenByOperator(probe) {
-				return nil, stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
+				return true, nil
 			}
 		}
 		u, err := toUnstructured(desired.CABundleConfigMap(key.Namespace, bundle))
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return nil, fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
+			return false, fmt.Errorf("publish the CA bundle in ConfigMap %s: %w", key.Name, err)
 		}
 		r.bundles.published(key.Namespace, bundle)
-		return nil, nil
+		return false, nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if foreign.(bool) {
+		return stalling(ReasonChildConflict, fmt.Errorf("a ConfigMap named %q exists in namespace %s that the operator does not manage; the operator publishes the gateways' CA bundle there: delete or rename it", key.Name, key.Namespace))
+	}
+	return nil
 }
 
 // bundleInFlight is how long after publishing a namespace's CA bundle the operator takes a cache that
 // does not show it yet as one that has yet to deliver the write: the servers of a burst in a new
-// namespace then publish it once, not each until the cache catches up. A bundle someone deletes or
-// changes in that time is published again by the next reconcile after it.
+// namespace then publish it once, not each until the cache catches up. A bundle someone deletes in that
+// time is published again by the first reconcile after it; one someone changes (the cache shows other
+// data) is published again at once.
 const bundleInFlight = 10 * time.Second
 
 // publishedBundles remembers the CA bundle last published in each namespace, and when.

@@ -77,35 +77,6 @@ func progressOnly(base, now *mcpv1alpha1.MCPServerStatus) bool {
 	return equality.Semantic.DeepEqual(*base, *c)
 }
 
-// firstWriteDue returns how long a new server's first status write may wait (0: now). While it starts
-// up (Ready False with reason Progressing or WaitingForMCP, nothing stalled and no other condition
-// False), its first status is progress too, and trails by at most interval from its creation like any
-// progress: a server Ready within interval of its creation gets Ready as its first write, and saves
-// the API server a status write and its watch events. A failure, a stall, a fence widened, a tool that
-// does not match its pin or missing issuer keys are written at once, as is the first status of a
-// server created longer ago (one created while the operator was down).
-func firstWriteDue(base *mcpv1alpha1.MCPServer, now *mcpv1alpha1.MCPServerStatus, interval time.Duration) time.Duration {
-	if base.Status.ObservedGeneration != 0 || len(base.Status.Conditions) > 0 {
-		return 0
-	}
-	ready := meta.FindStatusCondition(now.Conditions, mcpv1alpha1.ConditionReady)
-	if ready == nil || ready.Status == metav1.ConditionTrue || (ready.Reason != ReasonProgressing && ready.Reason != ReasonWaitingForMCP) {
-		return 0
-	}
-	for _, c := range now.Conditions {
-		switch {
-		case c.Type == mcpv1alpha1.ConditionReady || c.Type == mcpv1alpha1.ConditionReconciling:
-		case c.Type == mcpv1alpha1.ConditionStalled:
-			if c.Status == metav1.ConditionTrue {
-				return 0
-			}
-		case c.Status == metav1.ConditionFalse:
-			return 0
-		}
-	}
-	return max(0, interval-time.Since(base.CreationTimestamp.Time))
-}
-
 // inFlight reports whether status is what the operator last wrote from base's resourceVersion, so the
 // write only has yet to reach the cache. Anyone else's write since changes base's resourceVersion.
 func (w *statusWrites) inFlight(base *mcpv1alpha1.MCPServer, status *mcpv1alpha1.MCPServerStatus) bool {
