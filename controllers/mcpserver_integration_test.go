@@ -253,6 +253,8 @@ func TestSchemaRefusesBadSpecs(t *testing.T) {
 		"the gateway's peer port":        {func(s *mcpv1alpha1.MCPServer) { s.Spec.Port = 8445 }, "8443, 8444 and 8445 are the gateway's own ports"},
 		"gateway auth without an issuer": {func(s *mcpv1alpha1.MCPServer) { s.Spec.Gateway = mcpv1alpha1.GatewaySpec{} }, "gateway.auth.issuer is required unless gateway.auth.disabled"},
 		"stdio without a command":        {func(s *mcpv1alpha1.MCPServer) { s.Spec.Transport = mcpv1alpha1.TransportStdio }, "spec.command is required with transport stdio"},
+		// Server files-peers would own the Service that server files needs for its replicas' peers.
+		"a name another server's peers Service has": {func(s *mcpv1alpha1.MCPServer) { s.Name = "files-peers" }, "metadata.name must not end in -peers"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -488,6 +488,7 @@ type VerifiedImage struct {
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.endsWith('-peers')",message="metadata.name must not end in -peers: the suffix names the headless Service of another server's replicas (server <name> with spec.replicas > 1 owns Service <name>-peers), so the two would claim one Service; rename the server, e.g. to end in -peer or -p"
 type MCPServer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
